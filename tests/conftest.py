@@ -1,0 +1,26 @@
+"""Fixtures shared by every test package. Fixtures are factories; services are real."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.config import Settings
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Build a `Settings` rooted in this test's tmp dir, with keyword overrides."""
+
+    def factory(**overrides: Any) -> Settings:
+        base: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "model": {"name": "tiny", "cache_dir": tmp_path / "cache"},
+        }
+        base.update(overrides)
+        return Settings(**base)
+
+    return factory
