@@ -1,0 +1,1 @@
+"""Object store port (`store.py`) and its adapters (`local.py`, `minio.py`)."""
