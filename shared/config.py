@@ -85,8 +85,11 @@ class GpuSettings(BaseModel):
 
 class WorkerSettings(BaseModel):
     cpu_concurrency: int = Field(0, description="0 = one process per core")
-    visibility_timeout_s: float = 600.0
-    task_time_limit_s: float = 300.0
+    visibility_timeout_s: float = Field(
+        300.0, description="a reserved message unacked this long is given to another worker"
+    )
+    task_time_limit_s: float = Field(240.0, description="hard limit per task; must stay below the visibility timeout")
+    unacked_restore_interval_s: float = Field(5.0, description="how often workers look for a dead worker's messages")
     max_deliveries: int = 5
     max_retries: int = 8
     retry_backoff_s: float = 1.0

@@ -33,9 +33,7 @@ class VectorStore(Protocol):
         """Delete records; returns how many existed."""
         ...
 
-    def search(
-        self, vector: np.ndarray, *, k: int = 10, filters: SearchFilters | None = None
-    ) -> list[SearchHit]:
+    def search(self, vector: np.ndarray, *, k: int = 10, filters: SearchFilters | None = None) -> list[SearchHit]:
         """The `k` nearest records by cosine similarity, best first; sees every write that
         returned before the call (read-your-writes)."""
         ...
