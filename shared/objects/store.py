@@ -9,9 +9,19 @@ with `shared.objects.keys.validate_key` and translates its library's exceptions 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from shared.events import ObjectRef
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What `ObjectStore.head` knows about a stored object: its completed ref and the user
+    metadata given to `put` (names lower-cased)."""
+
+    ref: ObjectRef
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -51,8 +61,19 @@ class ObjectStore(Protocol):
         """
         ...
 
+    def head(self, ref: ObjectRef) -> ObjectInfo:
+        """Like `stat`, plus the object's user metadata (one round trip).
+
+        Raises `ObjectNotFound`, `InvalidKey`, `StorageUnavailable`.
+        """
+        ...
+
     def delete(self, ref: ObjectRef) -> None:
-        """Remove the object; deleting a missing object is not an error."""
+        """Remove the object (only the version named by `ref.version_id` if set); deleting a
+        missing object is not an error.
+
+        Raises `InvalidKey`, `StorageUnavailable`.
+        """
 
     def close(self) -> None:
         """Release connections (the store must not be used afterwards)."""
