@@ -44,7 +44,7 @@ class ObjectStoreSettings(BaseModel):
     read_timeout_s: float = Field(60.0, gt=0, description="minio: seconds to wait for data on a connection")
     retries: int = Field(2, ge=0, le=10, description="minio: extra attempts on connection errors and HTTP 5xx")
     part_size_bytes: int = Field(
-        16 * 1024 * 1024, ge=5 * 1024 * 1024, description="minio: multipart part size for streams of unknown length"
+        16 * 1024 * 1024, ge=5 * 1024 * 1024, description="minio: uploads larger than this go in parts of this size"
     )
 
 

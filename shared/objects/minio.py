@@ -144,7 +144,8 @@ class MinioObjectStore:
                     length,
                     content_type=content_type,
                     metadata=dict(user_metadata),  # minio prefixes each name with x-amz-meta-
-                    part_size=0 if length >= 0 else self._settings.part_size_bytes,
+                    # Up to one part is a single PUT, whose etag is the MD5 of the bytes.
+                    part_size=self._settings.part_size_bytes,
                 )
         except ObjectNotFound as exc:  # the bucket was deleted behind our back
             self._ready_buckets.discard(bucket)

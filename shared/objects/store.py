@@ -38,10 +38,14 @@ class ObjectStore(Protocol):
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> ObjectRef:
-        """Store `data` under bucket/key (bucket created if needed) and return a ref with
-        size, etag and (where the backend versions objects) version_id filled in.
+        """Store `data` (bytes, or a binary stream read from its current position) under
+        bucket/key (bucket created if needed) and return a ref with size, etag, content_type
+        (default ``application/octet-stream``) and, where the backend versions objects,
+        version_id filled in.
 
-        Raises `InvalidKey` for an unsafe key, `StorageUnavailable` when the backend is down.
+        Raises `InvalidKey` for an unsafe bucket or key, `PermanentError` (reason
+        ``invalid_metadata``) for a bad content type or metadata, `StorageUnavailable` when
+        the backend is down.
         """
         ...
 
