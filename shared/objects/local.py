@@ -161,7 +161,7 @@ class LocalObjectStore:
         _refuse_version(ref)
         with self._key_lock(ref.bucket, ref.key, exclusive=False), self._open(path, ref) as (handle, info):
             sidecar = _read_sidecar(meta_path)
-            if sidecar is not None and tuple(sidecar.get("identity", ())) == _identity(info):
+            if sidecar is not None and tuple(sidecar["identity"]) == _identity(info):
                 etag, content_type, metadata = sidecar["etag"], sidecar["content_type"], sidecar["metadata"]
             else:
                 etag, content_type, metadata = _md5_of(handle), DEFAULT_CONTENT_TYPE, {}
@@ -302,12 +302,20 @@ def _prune_empty_parents(directory: Path, top: Path) -> None:
         directory = directory.parent
 
 
+_SIDECAR_FIELDS = {"etag": str, "size": int, "content_type": str, "metadata": dict, "identity": list}
+
+
 def _read_sidecar(path: Path) -> dict[str, Any] | None:
+    """The sidecar's fields, or None when it is missing or not one we wrote."""
     try:
         loaded = json.loads(path.read_bytes())
     except (OSError, ValueError):  # missing or unreadable: fall back to the bytes themselves
         return None
-    return loaded if isinstance(loaded, dict) else None
+    if not isinstance(loaded, dict):
+        return None
+    if not all(isinstance(loaded.get(name), kind) for name, kind in _SIDECAR_FIELDS.items()):
+        return None
+    return loaded
 
 
 def _identity(info: os.stat_result) -> tuple[int, int, int]:

@@ -102,13 +102,12 @@ class MinioObjectStore:
         validate_bucket(bucket)
         client = self._minio()
         with self._translated(f"create bucket {bucket!r}"):
-            if client.bucket_exists(bucket):
-                return
-            try:
-                client.make_bucket(bucket)
-            except S3Error as exc:
-                if exc.code != "BucketAlreadyOwnedByYou":  # another process won the race
-                    raise
+            if not client.bucket_exists(bucket):
+                try:
+                    client.make_bucket(bucket)
+                except S3Error as exc:
+                    if exc.code != "BucketAlreadyOwnedByYou":  # another process won the race
+                        raise
         self._ready_buckets.add(bucket)
 
     def put(

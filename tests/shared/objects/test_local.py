@@ -201,3 +201,12 @@ def test_processes_writing_one_key_never_expose_partial_or_mixed_objects(local: 
     data = local.get(final.ref, max_bytes=_PAYLOAD_BYTES)
     assert final.ref.etag == _md5(data)
     assert final.ref.content_type == _content_type(data[0])
+
+
+def test_a_damaged_sidecar_is_ignored(local: LocalObjectStore) -> None:
+    local.put("uploads", "k", b"bytes", content_type="text/plain")
+    (local.root / META_DIR / "uploads" / "k").write_text('{"etag": 1}')
+
+    ref = local.stat(ObjectRef(bucket="uploads", key="k"))
+
+    assert (ref.etag, ref.content_type) == (_md5(b"bytes"), "application/octet-stream")

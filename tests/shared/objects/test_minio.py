@@ -379,3 +379,17 @@ def test_a_store_created_before_fork_works_in_the_child_with_its_own_client(
 
     assert child.exitcode == 0
     assert store.get(ObjectRef(bucket=bucket, key="from-child"), max_bytes=100) == b"child bytes"
+
+
+def test_a_known_bucket_is_not_checked_again_on_every_put(
+    make_minio_store: MakeStore, s3_server: S3Server, bucket: str
+) -> None:
+    raw = _raw_client(s3_server)
+    raw.make_bucket(bucket)  # exists before the store first sees it
+    store = make_minio_store()
+    store.put(bucket, "first", b"x")
+    raw.remove_object(bucket, "first")
+    raw.remove_bucket(bucket)
+
+    with pytest.raises(StorageUnavailable, match="disappeared"):  # no existence check before the PUT
+        store.put(bucket, "second", b"y")
