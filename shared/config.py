@@ -40,6 +40,12 @@ class ObjectStoreSettings(BaseModel):
     region: str | None = None
     bucket: str = Field("uploads", description="bucket that producers store blobs in")
     max_bytes: int = Field(200 * 1024 * 1024, description="largest object a worker will read")
+    connect_timeout_s: float = Field(3.0, gt=0, description="minio: seconds to wait for a TCP connection")
+    read_timeout_s: float = Field(60.0, gt=0, description="minio: seconds to wait for data on a connection")
+    retries: int = Field(2, ge=0, le=10, description="minio: extra attempts on connection errors and HTTP 5xx")
+    part_size_bytes: int = Field(
+        16 * 1024 * 1024, ge=5 * 1024 * 1024, description="minio: uploads larger than this go in parts of this size"
+    )
 
 
 class VectorStoreSettings(BaseModel):

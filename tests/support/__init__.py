@@ -1,0 +1,1 @@
+"""Reusable helpers for tests: real services started as subprocesses on loopback."""
