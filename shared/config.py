@@ -114,7 +114,7 @@ class RedisSettings(BaseModel):
     socket_timeout_s: float = Field(default=30.0, gt=0, description="per-command read timeout; above every XREAD block")
     health_check_interval_s: float = Field(default=30.0, ge=0)
     retries: int = Field(
-        default=6, ge=0, description="reconnect attempts (exponential backoff with jitter) per command"
+        default=3, ge=0, description="reconnect attempts (exponential backoff with jitter) per command"
     )
     results_maxlen: int = Field(default=100_000, ge=1, description="approximate length cap of the results stream")
     dead_maxlen: int = Field(default=100_000, ge=1, description="approximate length cap of the dead-letter stream")

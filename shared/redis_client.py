@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
@@ -24,12 +25,32 @@ from shared.errors import ConfigError, TransientError
 _REDACTED = "***"
 _BACKOFF_BASE_S = 0.1
 _BACKOFF_CAP_S = 5.0
+T = TypeVar("T")
 
 
 class RedisUnavailable(TransientError):
     """Redis cannot be reached, is loading, read-only or out of memory; retry later."""
 
     reason = "redis_unavailable"
+
+
+class _RetryUnlessRefused(Retry):
+    """`Retry` that gives up at once on a refused login: a wrong password stays wrong, and
+    redis-py counts authentication errors as connection errors."""
+
+    def call_with_retry(
+        self,
+        do: Callable[[], T],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        def retryable(error: Exception) -> bool:
+            if isinstance(error, redis.AuthenticationError | redis.exceptions.AuthorizationError):
+                return False
+            return is_retryable(error) if is_retryable is not None else True
+
+        return super().call_with_retry(do, fail, retryable, with_failure_count)
 
 
 def redact_url(url: str) -> str:
@@ -47,7 +68,13 @@ def redact_url(url: str) -> str:
     if query:
         pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
         query = urllib.parse.urlencode([(k, _REDACTED if k.lower() == "password" else v) for k, v in pairs], safe="*")
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    # Rebuilt by hand: urlunsplit would turn "unix:///path" into "unix:/path".
+    authority = f"//{netloc}" if url[len(parts.scheme) + 1 :].startswith("//") else netloc
+    return (
+        f"{parts.scheme}:{authority}{parts.path}"
+        + (f"?{query}" if query else "")
+        + (f"#{parts.fragment}" if parts.fragment else "")
+    )
 
 
 def build_url(host: str, port: int, *, password: str | None = None, db: int = 0) -> str:
@@ -62,7 +89,7 @@ def redis_client(
     connect_timeout_s: float = 5.0,
     socket_timeout_s: float = 30.0,
     health_check_interval_s: float = 30.0,
-    retries: int = 6,
+    retries: int = 3,
     decode_responses: bool = True,
 ) -> redis.Redis:
     """A client for `url` (``redis://``, ``rediss://`` or ``unix://``).
@@ -70,7 +97,7 @@ def redis_client(
     Connects lazily (no I/O here). `socket_timeout_s` bounds every command and must exceed
     the longest ``BLOCK`` a caller uses. Raises `ConfigError` for a malformed URL.
     """
-    retry = Retry(
+    retry = _RetryUnlessRefused(
         ExponentialWithJitterBackoff(base=_BACKOFF_BASE_S, cap=_BACKOFF_CAP_S),
         retries,
         supported_errors=(redis.ConnectionError, redis.TimeoutError),
@@ -84,6 +111,8 @@ def redis_client(
             health_check_interval=health_check_interval_s,
             retry=retry,
             decode_responses=decode_responses,
+            # RESP2: the same reply shapes on every redis-py we allow and every server.
+            protocol=2,
         )
     except ValueError as exc:
         raise ConfigError(f"invalid Redis URL {redact_url(url)}: {exc}") from exc

@@ -39,6 +39,15 @@ def _decode(fields: Mapping[str | bytes, str | bytes]) -> dict[str, str]:
     return {_text(k): _text(v) for k, v in fields.items()}
 
 
+def _stream_entries(reply: Any) -> list[tuple[Any, Any]]:
+    """The (id, fields) pairs of an XREAD/XREADGROUP reply of one stream, whatever the reply
+    shape (RESP2 list of [stream, entries], RESP3 dict stream -> entries)."""
+    if not reply:
+        return []
+    per_stream = reply.values() if isinstance(reply, dict) else (entries for _stream, entries in reply)
+    return [(entry_id, fields) for entries in per_stream for entry_id, fields in entries]
+
+
 # -- results ---------------------------------------------------------------------------------
 
 
@@ -80,7 +89,7 @@ class ResultStream:
         for the first one when `block_ms` is given. Empty list on timeout."""
         with translate_redis_errors("reading the results stream"):
             reply: Any = self._redis.xread({self.key: after_id}, count=count, block=block_ms)
-        return [parse_result_entry(eid, fields) for _stream, entries in reply or [] for eid, fields in entries]
+        return [parse_result_entry(eid, fields) for eid, fields in _stream_entries(reply)]
 
     def ensure_group(self, group: str, *, start_id: str = "0") -> None:
         """Create consumer group `group` (and the stream) if missing. `start_id` ``0`` =
@@ -103,17 +112,19 @@ class ResultStream:
     ) -> list[ResultEntry]:
         """Entries for `consumer` of `group`: new ones, or (``pending=True``) those
         delivered to it before but not acknowledged (after a crash). Acknowledge each
-        with `ack` once handled."""
+        with `ack` once handled. Pending entries trimmed from the stream meanwhile are
+        acknowledged here and not returned."""
         with translate_redis_errors(f"reading results for group {group}"):
             reply: Any = self._redis.xreadgroup(
                 group, consumer, {self.key: "0" if pending else ">"}, count=count, block=block_ms
             )
-        return [
-            parse_result_entry(eid, fields)
-            for _stream, entries in reply or []
-            for eid, fields in entries
-            if fields  # a pending entry trimmed from the stream comes back without fields
-        ]
+        entries = _stream_entries(reply)
+        # A pending entry already trimmed from the stream comes back without fields: it can
+        # never be handled, so acknowledge it instead of returning it.
+        trimmed = [_text(eid) for eid, fields in entries if not fields]
+        if trimmed:
+            self.ack(group, *trimmed)
+        return [parse_result_entry(eid, fields) for eid, fields in entries if fields]
 
     def ack(self, group: str, *entry_ids: str) -> int:
         """Acknowledge entries for `group`; returns how many were pending."""
