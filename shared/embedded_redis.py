@@ -28,7 +28,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import NoReturn
@@ -401,3 +401,15 @@ def _is_redis_server(pid: int) -> bool:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE and "redis-server" in process.name()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
+
+
+@contextlib.contextmanager
+def running_redis(settings: Settings) -> Iterator[str]:
+    """The Redis URL to use while the block runs: ``OMNIBIND_REDIS_URL`` when set, else the
+    embedded server of `settings`, started (or reused) for the block and stopped after it
+    if this call started it. Raises `EmbeddedRedisError` when it cannot start."""
+    if settings.redis_url is not None:
+        yield settings.redis_url.get_secret_value()
+        return
+    with EmbeddedRedis.from_settings(settings) as server:
+        yield server.url

@@ -36,11 +36,18 @@ RESULT_STREAM_VERSION = "1"
 EXTRA_PREFIX = "x:"
 MAX_ERROR_CHARS = 4000
 _POLL_S = 1.0
+_STAGE_PRODUCES = {
+    Stage.PREPROCESS: UploadStatus.PREPROCESSED,
+    Stage.EMBED: UploadStatus.EMBEDDED,
+    Stage.MODERATE: UploadStatus.MODERATED,
+    Stage.INDEX: UploadStatus.INDEXED,
+}
 
 # KEYS: 1 record hash, 2 results stream, 3 counts hash, 4 recent zset, 5 deliveries hash
 # ARGV: 1 mode (create | advance | requeue), 2 target status, 3 upload id, 4 now (ISO-8601),
 #       5 now (epoch ms), 6 terminal ttl s (0 = keep), 7 results maxlen, 8 recent max,
-#       9 submitted_at (create only, else ""), 10.. field/value pairs set when it applies.
+#       9 submitted_at (create only, else ""), 10 for a failure: the status its stage
+#       produces (else ""), 11.. field/value pairs set when the transition applies.
 # Returns 1 when the transition applied, 0 when it was refused (and changed nothing).
 TRANSITION_LUA = """
 local RANK = {queued = 1, preprocessed = 2, embedded = 3, moderated = 4, indexed = 5, failed = 5}
@@ -49,8 +56,8 @@ local IDENTITY = {id = true, runs = true, submitted_at = true, modality = true,
 local record, results, counts, recent, deliveries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local mode, target, id, now, now_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local ttl_s, maxlen, recent_max = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
-local submitted_at = ARGV[9]
-local FIRST_FIELD = 10
+local submitted_at, failing_stage_status = ARGV[9], ARGV[10]
+local FIRST_FIELD = 11
 
 local function is_terminal(status) return status == 'indexed' or status == 'failed' end
 
@@ -127,6 +134,9 @@ end
 -- advance (failed included): forward only, never out of a terminal status. An unknown
 -- id gets a record, so a failure is never lost even if its record was never created.
 if current and (is_terminal(current) or RANK[target] <= RANK[current]) then return 0 end
+-- A failure reported by a stage the record has already passed comes from a stale
+-- redelivery of that stage; the run went on without it.
+if current and failing_stage_status ~= '' and RANK[current] >= RANK[failing_stage_status] then return 0 end
 if not current then
   redis.call('HSET', record, 'runs', 1)
   touch_recent()
@@ -329,14 +339,15 @@ class StatusStore:
         """Mark the upload failed at `stage` with `error`'s reason and message and emit the
         result event. An `OmnibindError` contributes its `reason`; any other exception is
         recorded as ``internal_error`` with its class name. True when applied; False when
-        the record had finished already."""
+        the record had finished already, or had already moved past `stage` (a stale
+        redelivery of a stage that succeeded before must not fail the run)."""
         if isinstance(error, OmnibindError):
             reason, message = error.reason, error.message
         else:
             reason, message = "internal_error", f"{type(error).__name__}: {error}"
         fields = _extra_fields(extra)
         fields.update({"error_reason": reason, "error": message[:MAX_ERROR_CHARS], "failed_stage": Stage(stage).value})
-        return self._run("advance", UploadStatus.FAILED, upload_id, fields)
+        return self._run("advance", UploadStatus.FAILED, upload_id, fields, failing_stage=Stage(stage))
 
     def requeue(self, upload_id: str) -> bool:
         """Start a new run of a finished upload (``omnibind dead --retry``, a re-index):
@@ -353,6 +364,7 @@ class StatusStore:
         fields: Mapping[str, str],
         *,
         submitted_at: str = "",
+        failing_stage: Stage | None = None,
     ) -> bool:
         if not upload_id:
             raise ValueError("upload_id must not be empty")
@@ -374,6 +386,7 @@ class StatusStore:
             self.results_maxlen,
             self.recent_max,
             submitted_at,
+            _STAGE_PRODUCES[failing_stage].value if failing_stage is not None else "",
         ]
         for name, value in fields.items():
             args += [name, value]

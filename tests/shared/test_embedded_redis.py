@@ -6,18 +6,21 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
 import redis
 
+from shared.config import Settings
 from shared.embedded_redis import (
     PID_NAME,
     EmbeddedRedis,
     EmbeddedRedisError,
     find_redis_server,
     render_config,
+    running_redis,
 )
 from tests.support.redis_server import RedisServers
 
@@ -190,3 +193,19 @@ def test_config_quotes_paths_and_password() -> None:
     assert 'dir "/data/with space"' in text
     assert 'requirepass "a\\"b\\\\c"' in text
     assert "port 6390" in text
+
+
+def test_running_redis_prefers_the_configured_url(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(redis_url="redis://elsewhere:6379/0")
+    with running_redis(settings) as url:
+        assert url == "redis://elsewhere:6379/0"
+
+
+def test_running_redis_starts_the_embedded_server_for_the_block(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(redis={"embedded_port": 0, "embedded_password": "pw"})
+    with running_redis(settings) as url:
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        assert client.ping()
+        pid = int(client.info("server")["process_id"])
+        assert (settings.data_dir / "redis" / PID_NAME).exists()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

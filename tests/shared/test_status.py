@@ -143,6 +143,16 @@ def test_failure_records_reason_stage_and_emits_a_result(store: StatusStore, red
     assert Result.model_validate_json(entry["result"]).status is UploadStatus.FAILED
 
 
+def test_failure_from_a_stage_the_upload_already_passed_is_ignored(store: StatusStore) -> None:
+    store.create(_event())
+    store.advance("u1", UploadStatus.EMBEDDED)
+    assert not store.fail("u1", Stage.PREPROCESS, CorruptMedia("stale redelivery"))
+    assert not store.fail("u1", Stage.EMBED, CorruptMedia("stale redelivery"))
+    record = store.get("u1")
+    assert record is not None and record.status is UploadStatus.EMBEDDED and record.error is None
+    assert store.fail("u1", Stage.MODERATE, CorruptMedia("real failure"))
+
+
 def test_unexpected_exceptions_fail_as_internal_errors(store: StatusStore) -> None:
     store.create(_event())
     store.fail("u1", Stage.MODERATE, KeyError("boom"))
