@@ -259,6 +259,7 @@ class EmbeddedRedis:
         conf = self.data_dir / CONF_NAME
         # The config may hold the password: create it private before writing.
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to an existing file
         with os.fdopen(fd, "w") as fh:
             fh.write(render_config(data_dir=self.data_dir, port=port, password=self.password))
         self._port = port

@@ -32,7 +32,7 @@ from shared.redis_client import translate_redis_errors
 from shared.redis_keys import RedisKeys
 from shared.streams import ResultStream
 
-RESULT_STREAM_VERSION = "1"
+RESULT_STREAM_VERSION = "1"  # the "v" field of results-stream entries (written by the script)
 EXTRA_PREFIX = "x:"
 MAX_ERROR_CHARS = 4000
 _POLL_S = 1.0

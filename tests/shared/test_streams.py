@@ -7,7 +7,7 @@ import redis
 
 from shared.errors import CorruptMedia
 from shared.events import Stage, UploadEvent, UploadStatus
-from shared.status import StatusStore
+from shared.status import RESULT_STREAM_VERSION, StatusStore
 from shared.streams import DeadLetterStream, DeliveryCounter, ResultStream
 
 
@@ -101,7 +101,7 @@ def test_results_stream_entry_format_is_the_documented_one(store: StatusStore, r
         "error",
         "result",
     }
-    assert fields["v"] == "1"
+    assert fields["v"] == RESULT_STREAM_VERSION
     doc = json.loads(fields["result"])
     assert set(doc) == {
         "upload_id",
