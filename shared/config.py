@@ -85,11 +85,18 @@ class LimitSettings(BaseModel):
 
 
 class GpuSettings(BaseModel):
-    max_batch: int = Field(64, ge=1)
-    max_wait_ms: float = Field(10.0, ge=0)
+    max_batch: int = Field(0, ge=0, description="largest batch per forward; 0 = auto (64 on CUDA, 8 on CPU)")
+    max_wait_ms: float = Field(10.0, ge=0, description="longest an item waits for its batch to fill")
+    min_batch_after_oom: int = Field(1, ge=1, description="batches shrink down to this size on CUDA out-of-memory")
+
+
+class IndexSettings(BaseModel):
+    max_batch: int = Field(64, ge=1, description="records written to the vector store in one call")
+    max_wait_ms: float = Field(20.0, ge=0, description="longest a record waits for its batch to fill")
 
 
 class WorkerSettings(BaseModel):
+    kind: Literal["cpu", "gpu", "index"] | None = Field(None, description="set by `omnibind worker KIND`")
     cpu_concurrency: int = Field(0, description="0 = one process per core")
     visibility_timeout_s: float = Field(
         300.0, description="a reserved message unacked this long is given to another worker"
@@ -159,6 +166,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     limits: LimitSettings = LimitSettings()
     gpu: GpuSettings = GpuSettings()
+    index: IndexSettings = IndexSettings()
     worker: WorkerSettings = WorkerSettings()
     moderation: ModerationSettings = ModerationSettings()
 

@@ -18,7 +18,6 @@ that started it dies, so a crashed ``omnibind up`` leaves no orphan behind.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib.util
 import logging
 import os
@@ -26,9 +25,8 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import NoReturn
@@ -40,6 +38,7 @@ from redis.retry import Retry
 
 from shared.config import Settings
 from shared.errors import ConfigError
+from shared.processes import die_with_parent
 from shared.redis_client import build_url
 
 log = logging.getLogger(__name__)
@@ -49,7 +48,6 @@ HOST = "127.0.0.1"
 CONF_NAME = "redis.conf"
 PID_NAME = "redis.pid"
 LOG_NAME = "redis.log"
-_PR_SET_PDEATHSIG = 1
 _LOG_TAIL_LINES = 15
 _FREE_PORT_ATTEMPTS = 3
 _NO_RETRY = Retry(NoBackoff(), 0)  # probes want the first answer, not a reconnect loop
@@ -117,24 +115,6 @@ def render_config(*, data_dir: Path, port: int, password: str | None) -> str:
         escaped = password.replace("\\", "\\\\").replace('"', '\\"')
         lines.append(f'requirepass "{escaped}"')
     return "\n".join(lines) + "\n"
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A preexec hook asking Linux to SIGTERM the child when its parent dies (None elsewhere).
-
-    The libc handle is resolved here, before fork, so the child only makes one syscall.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-    return hook
 
 
 class EmbeddedRedis:
@@ -277,7 +257,7 @@ class EmbeddedRedis:
                     # Own session: a Ctrl-C at the terminal reaches us, and we stop Redis
                     # after the workers that still need it.
                     start_new_session=True,
-                    preexec_fn=_die_with_parent(),
+                    preexec_fn=die_with_parent(),
                 )
         except OSError as exc:
             raise EmbeddedRedisError(f"cannot execute {binary}: {exc}") from exc

@@ -16,6 +16,7 @@ from kombu import Queue
 
 from shared.config import Settings
 from shared.errors import ConfigError
+from shared.redis_client import resolve_redis_url
 
 
 class QueueName(StrEnum):
@@ -29,23 +30,21 @@ class TaskName(StrEnum):
     EMBED = "omnibind.embed"
     INDEX = "omnibind.index"
     EMBED_QUERY = "omnibind.embed_query"
+    PREPARE_QUERY = "omnibind.prepare_query"
 
 
 ROUTES: dict[str, dict[str, str]] = {
     TaskName.PREPROCESS: {"queue": QueueName.CPU},
     TaskName.EMBED: {"queue": QueueName.GPU},
     TaskName.EMBED_QUERY: {"queue": QueueName.GPU},
+    TaskName.PREPARE_QUERY: {"queue": QueueName.CPU},
     TaskName.INDEX: {"queue": QueueName.INDEX},
 }
 
 
 def broker_url(settings: Settings) -> str:
-    if settings.redis_url is None:
-        raise ConfigError(
-            "OMNIBIND_REDIS_URL is not set: start the embedded stack with `omnibind up`, "
-            "or point OMNIBIND_REDIS_URL at your Redis"
-        )
-    return settings.redis_url.get_secret_value()
+    """OMNIBIND_REDIS_URL, or the embedded server's fixed loopback URL (`omnibind up`)."""
+    return resolve_redis_url(settings)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -60,7 +60,8 @@ class MicroBatcher(Generic[K, T, R]):
     """Batch items from many threads; each submitter gets its own result or exception.
 
     `launch(key, items)` starts the work for one batch and returns a handle;
-    `collect(handle)` returns one result per item, in order. An exception from either is set
+    `collect(handle)` returns one result per item, in order; a result that is an exception
+    fails that item alone. An exception from either is set
     on every future of that batch (the callers decide about retries: a failed batch must
     never count as done). `max_batch` may be a callable so the caller can adapt it (e.g.
     shrink after a CUDA out-of-memory error).
@@ -185,7 +186,10 @@ class MicroBatcher(Generic[K, T, R]):
                 continue
             self.stats.record(len(batch))
             for pending, result in zip(batch, results, strict=True):
-                pending.future.set_result(result)
+                if isinstance(result, BaseException):  # that item alone failed
+                    pending.future.set_exception(result)
+                else:
+                    pending.future.set_result(result)
 
     def _fail(self, batch: list[_Pending[T, R]], exc: BaseException) -> None:
         self.stats.failures += 1

@@ -136,3 +136,18 @@ def test_close_fails_items_that_never_ran() -> None:
         future.result(timeout=10)
     with pytest.raises(RuntimeError, match="closed"):
         batcher.submit(2)
+
+
+def test_an_exception_returned_for_one_item_fails_that_item_alone() -> None:
+    def collect(items: list[int]) -> list[object]:
+        return [ValueError(f"bad {x}") if x == 2 else x for x in items]
+
+    batcher: MicroBatcher[str, int, object] = MicroBatcher(
+        lambda key, items: items, collect, group_of=lambda x: "g", max_batch=3, max_wait_s=10.0
+    )
+    futures = [batcher.submit(x) for x in (1, 2, 3)]
+    assert futures[0].result(timeout=10) == 1
+    assert futures[2].result(timeout=10) == 3
+    with pytest.raises(ValueError, match="bad 2"):
+        futures[1].result(timeout=10)
+    batcher.close()

@@ -1,0 +1,258 @@
+"""The Python producer API: hand uploads to omnibind, follow them, search what is indexed.
+
+    from producers.client import Client
+    with Client() as omnibind:
+        upload_id = omnibind.submit(Path("cat.jpg"), tenant="acme")
+        omnibind.wait([upload_id], timeout_s=60)
+        hits = omnibind.search(text="a cat on a sofa", k=5)
+
+The client stores blobs in the object store when given a path or bytes, records the upload
+as "queued" and enqueues it by task name; it never loads the model (a search asks the GPU
+workers for the query embedding).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path, PurePosixPath
+from types import TracebackType
+from typing import Any, TypeVar
+
+import numpy as np
+import redis
+from celery import Celery
+from celery.exceptions import TimeoutError as CeleryTimeout
+
+from shared.config import Settings, get_settings
+from shared.errors import InvalidKey, TransientError
+from shared.events import Modality, ObjectRef, UploadEvent, new_upload_id
+from shared.messages import Query
+from shared.objects.factory import open_object_store
+from shared.objects.keys import validate_key
+from shared.objects.store import ObjectStore
+from shared.queue import QueueName, TaskName, make_celery
+from shared.redis_client import redis_client_from_settings
+from shared.status import StatusRecord, StatusStore
+from shared.vectors.factory import open_vector_store
+from shared.vectors.records import SearchFilters, SearchHit
+from shared.vectors.store import VectorStore
+from shared.wire import unpack_array
+
+T = TypeVar("T")
+
+
+class QueryFailed(TransientError):
+    reason = "query_failed"
+
+
+def object_key_for(upload_id: str, filename: str | None) -> str:
+    """`<upload id>/<file name>`: unique per upload, readable in the bucket; a name that is not
+    a valid key falls back to the id alone (plus the extension when that one is safe)."""
+    if filename:
+        name = PurePosixPath(filename.replace("\\", "/")).name
+        try:
+            return validate_key(f"{upload_id}/{name}")
+        except InvalidKey:
+            suffix = PurePosixPath(name).suffix
+            if suffix.isascii() and suffix[1:].isalnum():
+                return f"{upload_id}/upload{suffix}"
+    return f"{upload_id}/upload"
+
+
+class Client:
+    """A producer. Cheap to create; connections open on first use. Thread-safe."""
+
+    def __init__(self, settings: Settings | None = None, *, source: str = "api") -> None:
+        self.settings = settings or get_settings()
+        self.source = source
+        self._lock = threading.RLock()
+        self._built: dict[str, Any] = {}
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def _once(self, name: str, build: Callable[[], T]) -> T:
+        with self._lock:
+            if name not in self._built:
+                self._built[name] = build()
+            return self._built[name]  # type: ignore[no-any-return]
+
+    @property
+    def redis(self) -> redis.Redis:
+        return self._once("redis", lambda: redis_client_from_settings(self.settings))
+
+    @property
+    def statuses(self) -> StatusStore:
+        return self._once("status", lambda: StatusStore.from_settings(self.redis, self.settings))
+
+    @property
+    def objects(self) -> ObjectStore:
+        return self._once("objects", lambda: open_object_store(self.settings))
+
+    @property
+    def vectors(self) -> VectorStore:
+        return self._once("vectors", lambda: open_vector_store(self.settings))
+
+    @property
+    def celery(self) -> Celery:
+        return self._once("celery", lambda: make_celery(self.settings, "omnibind-producer"))
+
+    def close(self) -> None:
+        with self._lock:
+            built, self._built = self._built, {}
+        for name in ("objects", "vectors"):
+            if name in built:
+                built[name].close()
+        if "celery" in built:
+            built["celery"].close()
+        if "redis" in built:
+            built["redis"].close()
+
+    # -- submitting ----------------------------------------------------------------------
+
+    def submit(
+        self,
+        item: str | os.PathLike[str] | bytes | ObjectRef,
+        *,
+        modality: Modality = Modality.AUTO,
+        upload_id: str | None = None,
+        tenant: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        filename: str | None = None,
+        content_type: str | None = None,
+    ) -> str:
+        """Hand one upload to omnibind and return its id.
+
+        `item`: a file path (stored in the object store), bytes (stored), or an `ObjectRef`
+        to an object already in the store (not copied). Raises `PermanentError` for an
+        invalid upload, `TransientError` when Redis or storage is unavailable.
+        """
+        upload_id = upload_id or new_upload_id()
+        if isinstance(item, ObjectRef):
+            ref = item
+        else:
+            ref = self._store(item, upload_id, filename, content_type, metadata)
+        event = UploadEvent(
+            id=upload_id,
+            object=ref,
+            modality=modality,
+            source=self.source,
+            tenant=tenant,
+            metadata=dict(metadata or {}),
+        )
+        return self.enqueue(event)
+
+    def submit_text(
+        self,
+        text: str,
+        *,
+        upload_id: str | None = None,
+        tenant: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        """Hand an inline text upload to omnibind (nothing is stored) and return its id."""
+        event = UploadEvent(
+            id=upload_id or new_upload_id(),
+            text=text,
+            modality=Modality.TEXT,
+            source=self.source,
+            tenant=tenant,
+            metadata=dict(metadata or {}),
+        )
+        return self.enqueue(event)
+
+    def enqueue(self, event: UploadEvent) -> str:
+        """Record `event` as queued and send it to the CPU stage. The status record is written
+        first: an upload can be queried as soon as this returns."""
+        self.statuses.create(event)
+        self.celery.send_task(
+            TaskName.PREPROCESS,
+            args=[event.model_dump(mode="json")],
+            queue=QueueName.CPU,
+            argsrepr=f"<upload {event.id}>",
+            kwargsrepr="{}",
+        )
+        return event.id
+
+    def _store(
+        self,
+        item: str | os.PathLike[str] | bytes,
+        upload_id: str,
+        filename: str | None,
+        content_type: str | None,
+        metadata: Mapping[str, str] | None,
+    ) -> ObjectRef:
+        if isinstance(item, bytes):
+            data = item
+        else:
+            path = Path(item)
+            data = path.read_bytes()
+            filename = filename or path.name
+        # The declared type is only informational: workers sniff the content.
+        declared = content_type or (mimetypes.guess_type(filename)[0] if filename else None)
+        key = object_key_for(upload_id, filename)
+        return self.objects.put(self.settings.objects.bucket, key, data, content_type=declared, metadata=metadata)
+
+    # -- following -------------------------------------------------------------------
+
+    def status(self, upload_id: str) -> StatusRecord | None:
+        return self.statuses.get(upload_id)
+
+    def wait(self, upload_ids: Iterable[str], *, timeout_s: float) -> dict[str, StatusRecord]:
+        """Block until the uploads end (indexed or failed) or `timeout_s` passes; returns the
+        records of those that ended."""
+        return self.statuses.wait_terminal(list(upload_ids), timeout_s)
+
+    # -- searching -------------------------------------------------------------------
+
+    def embed_query(
+        self,
+        *,
+        text: str | None = None,
+        image: bytes | None = None,
+        audio: bytes | None = None,
+        timeout_s: float = 120.0,
+    ) -> np.ndarray:
+        """The unit-length embedding of a query, computed by the workers (CPU preprocess ->
+        GPU embed). Raises `PermanentError` for a bad query, `QueryFailed` on timeout."""
+        query = _query(text, image, audio)
+        chain = self.celery.signature(TaskName.PREPARE_QUERY, args=[query.to_wire()], queue=QueueName.CPU) | (
+            self.celery.signature(TaskName.EMBED_QUERY, queue=QueueName.GPU)
+        )
+        result = chain.apply_async()
+        try:
+            reply = result.get(timeout=timeout_s)
+        except CeleryTimeout as exc:
+            raise QueryFailed(f"no query embedding within {timeout_s:.0f} s: are the workers running?") from exc
+        finally:
+            result.forget()
+        return unpack_array(reply["vector"])
+
+    def search(
+        self,
+        *,
+        text: str | None = None,
+        image: bytes | None = None,
+        audio: bytes | None = None,
+        k: int = 10,
+        filters: SearchFilters | None = None,
+        timeout_s: float = 120.0,
+    ) -> list[SearchHit]:
+        """The `k` indexed uploads nearest to the query (any modality), best first."""
+        vector = self.embed_query(text=text, image=image, audio=audio, timeout_s=timeout_s)
+        return self.vectors.search(vector, k=k, filters=filters)
+
+
+def _query(text: str | None, image: bytes | None, audio: bytes | None) -> Query:
+    given = [name for name, value in (("text", text), ("image", image), ("audio", audio)) if value is not None]
+    if len(given) != 1:
+        raise ValueError(f"give exactly one of text, image, audio (got {given or 'none'})")
+    if text is not None:
+        return Query(Modality.TEXT, text=text)
+    return Query(Modality.IMAGE if image is not None else Modality.AUDIO, data=image if image is not None else audio)

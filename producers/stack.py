@@ -1,0 +1,245 @@
+"""The embedded stack behind `omnibind up` and `omnibind demo`: a redis-server on loopback
+(unless OMNIBIND_REDIS_URL points elsewhere) and cpu, gpu and index workers as child
+processes. Workers are started by command line (`celery -A workers.app worker ...`), so this
+module never imports worker code or torch.
+
+Shutdown order matters: workers first (warm shutdown: running tasks finish, reserved messages
+go back to Redis), Redis last.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import SecretStr
+
+from shared.config import Settings
+from shared.embedded_redis import EmbeddedRedis
+from shared.errors import ConfigError
+from shared.heartbeat import live_workers
+from shared.processes import die_with_parent, stop_process
+from shared.redis_client import redis_client
+
+log = logging.getLogger(__name__)
+
+WorkerKind = Literal["cpu", "gpu", "index"]
+WORKER_KINDS: tuple[WorkerKind, ...] = ("cpu", "gpu", "index")
+GPU_AUTO_THREADS = 128  # 2 x the largest auto batch: one batch computes while the next fills
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """`settings` as OMNIBIND_* environment variables, so child processes see exactly the
+    configuration of their parent (secrets included: children only, never logged)."""
+    env: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, inner in value.items():
+                walk(f"{prefix}__{key}" if prefix else key, inner)
+        elif value is not None:
+            raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+            env[f"OMNIBIND_{prefix.upper()}"] = str(raw).lower() if isinstance(raw, bool) else str(raw)
+
+    walk("", settings.model_dump())
+    return env
+
+
+def worker_argv(kind: WorkerKind, settings: Settings) -> list[str]:
+    """The command line of one worker process of `kind`.
+
+    cpu: prefork, one process per core, prefetch 1 (a long decode never strands reserved
+    messages). gpu and index: one process with a threads pool sized to keep two batches in
+    flight — each thread holds one task waiting on the batcher, so concurrency, not the
+    prefetch multiplier, bounds what the process reserves.
+    """
+    name = f"{kind}-{uuid.uuid4().hex[:8]}@%h"
+    argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", kind, "-n", name]
+    argv += ["--without-gossip", "--without-mingle", "--without-heartbeat", "--prefetch-multiplier", "1"]
+    argv += ["--loglevel", settings.log_level.upper()]
+    if kind == "cpu":
+        processes = settings.worker.cpu_concurrency or os.cpu_count() or 1
+        return [*argv, "--pool", "prefork", "--concurrency", str(processes)]
+    if kind == "gpu":
+        threads = 2 * settings.gpu.max_batch if settings.gpu.max_batch else GPU_AUTO_THREADS
+        return [*argv, "--pool", "threads", "--concurrency", str(max(2, threads))]
+    return [*argv, "--pool", "threads", "--concurrency", str(max(2, 2 * settings.index.max_batch))]
+
+
+@dataclass
+class WorkerProcess:
+    kind: WorkerKind
+    process: subprocess.Popen[bytes]
+    log_path: Path | None
+    started_s: float = field(default_factory=time.monotonic)
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return "(no log file)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class StackError(ConfigError):
+    reason = "stack"
+
+
+class Stack:
+    """Redis + workers as child processes. Use as a context manager or start()/stop().
+
+    `log_dir`: each worker's output goes to `<log_dir>/<kind>-<n>.log` (tests, the demo);
+    None = inherit this process's stdout/stderr (`omnibind up` in a terminal).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        kinds: Iterable[WorkerKind] = WORKER_KINDS,
+        log_dir: Path | None = None,
+        extra_env: Mapping[str, str] | None = None,
+        stop_timeout_s: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.kinds = tuple(kinds)
+        self.log_dir = log_dir
+        self.extra_env = dict(extra_env or {})
+        self.stop_timeout_s = stop_timeout_s
+        self.redis: EmbeddedRedis | None = None
+        self.redis_url: str | None = settings.redis_url.get_secret_value() if settings.redis_url else None
+        self.workers: list[WorkerProcess] = []
+        self._spawned = 0
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, *, ready_timeout_s: float = 300.0) -> Stack:
+        """Start Redis (embedded unless configured) and one worker of each kind; returns when
+        every worker reports ready (the GPU worker after loading its model)."""
+        try:
+            if self.redis_url is None:
+                self.redis = EmbeddedRedis.from_settings(self.settings).start()
+                self.redis_url = self.redis.url
+            for kind in self.kinds:
+                self.spawn(kind)
+            self.wait_ready(ready_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def child_env(self) -> dict[str, str]:
+        assert self.redis_url is not None
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIBIND_")}
+        env.update(settings_env(self.settings))
+        env["OMNIBIND_REDIS_URL"] = self.redis_url
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.extra_env)
+        return env
+
+    def spawn(self, kind: WorkerKind) -> WorkerProcess:
+        """Start one more worker of `kind`."""
+        env = self.child_env()
+        env["OMNIBIND_WORKER__KIND"] = kind
+        self._spawned += 1
+        log_path = self.log_dir / f"{kind}-{self._spawned}.log" if self.log_dir else None
+        output = log_path.open("ab") if log_path else None
+        try:
+            process = subprocess.Popen(
+                worker_argv(kind, self.settings),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT if output else None,
+                # Own session: Ctrl-C reaches the supervisor only, which stops workers
+                # before Redis.
+                start_new_session=True,
+                preexec_fn=die_with_parent(),
+            )
+        finally:
+            if output:
+                output.close()
+        worker = WorkerProcess(kind, process, log_path)
+        self.workers.append(worker)
+        log.info("started %s worker (pid %d)", kind, process.pid)
+        return worker
+
+    def live_pids(self, kind: str = "*") -> set[int]:
+        """Pids of workers whose heartbeat is fresh in Redis."""
+        assert self.redis_url is not None
+        client = redis_client(self.redis_url, decode_responses=True)
+        try:
+            return {int(beat["pid"]) for beat in live_workers(client, self.settings.queue_prefix, kind)}  # type: ignore[call-overload]
+        finally:
+            client.close()
+
+    def wait_ready(self, timeout_s: float, workers: Iterable[WorkerProcess] | None = None) -> None:
+        """Block until `workers` (default: all) heartbeat; raise `StackError` with the log tail
+        of a worker that exits or stays silent."""
+        waiting = list(workers if workers is not None else self.workers)
+        deadline = time.monotonic() + timeout_s
+        while waiting:
+            for worker in list(waiting):
+                if worker.process.poll() is not None:
+                    raise StackError(
+                        f"{worker.kind} worker exited with code {worker.process.returncode}:\n{worker.log_tail()}"
+                    )
+            ready = self.live_pids()
+            waiting = [w for w in waiting if w.process.pid not in ready]
+            if waiting and time.monotonic() > deadline:
+                names = ", ".join(f"{w.kind} (pid {w.process.pid})" for w in waiting)
+                raise StackError(f"workers not ready after {timeout_s:.0f} s: {names}\n{waiting[0].log_tail()}")
+            if waiting:
+                time.sleep(0.2)
+
+    def kill(self, worker: WorkerProcess, sig: int = signal.SIGKILL) -> None:
+        """Signal one worker's whole process group (a prefork worker's children too)."""
+        try:
+            os.killpg(worker.process.pid, sig)
+        except ProcessLookupError:
+            pass
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            worker.process.wait()
+            self.workers.remove(worker)
+
+    def restart_dead(self) -> list[WorkerProcess]:
+        """Replace workers that exited on their own (used by `omnibind up`'s supervision)."""
+        restarted = []
+        for worker in [w for w in self.workers if w.process.poll() is not None]:
+            log.warning("%s worker (pid %d) exited with %s; restarting", worker.kind, worker.process.pid, worker.process.returncode)
+            self.workers.remove(worker)
+            restarted.append(self.spawn(worker.kind))
+        return restarted
+
+    def stop(self) -> None:
+        """Warm-stop every worker (SIGTERM, then SIGKILL after `stop_timeout_s`), then Redis."""
+        workers, self.workers = self.workers, []
+        for worker in workers:
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGTERM)
+        for worker in workers:
+            code = stop_process(worker.process, timeout_s=self.stop_timeout_s)
+            log.info("%s worker (pid %d) stopped with code %s", worker.kind, worker.process.pid, code)
+            _kill_group_leftovers(worker.process.pid)
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+
+
+def _kill_group_leftovers(pgid: int) -> None:
+    """A prefork worker's children share its process group; none may outlive it."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

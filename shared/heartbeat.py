@@ -1,0 +1,64 @@
+"""Worker liveness in Redis: `omnibind up` waits for it, `omnibind health` (container
+healthchecks) and `omnibind status` read it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+
+import redis
+
+log = logging.getLogger(__name__)
+
+INTERVAL_S = 5.0
+TTL_S = 20
+
+
+def heartbeat_key(prefix: str, kind: str, host: str, pid: int) -> str:
+    return f"{prefix}:workers:{kind}:{host}:{pid}"
+
+
+def live_workers(client: redis.Redis, prefix: str, kind: str = "*") -> list[dict[str, object]]:
+    """Heartbeats of live workers of `kind` ("*" = any)."""
+    beats = []
+    for key in client.scan_iter(match=f"{prefix}:workers:{kind}:*", count=100):
+        raw = client.get(key)
+        if raw:
+            beats.append(json.loads(raw))
+    return beats
+
+
+class Heartbeat:
+    def __init__(self, client: redis.Redis, prefix: str, kind: str) -> None:
+        self._client = client
+        self._host = socket.gethostname()
+        self._pid = os.getpid()
+        self._key = heartbeat_key(prefix, kind, self._host, self._pid)
+        self._doc = {"kind": kind, "host": self._host, "pid": self._pid, "started_at": time.time()}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._beat()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self._client.delete(self._key)
+        except redis.RedisError:
+            pass  # the key expires on its own
+
+    def _beat(self) -> None:
+        try:
+            self._client.set(self._key, json.dumps({**self._doc, "beat_at": time.time()}), ex=TTL_S)
+        except redis.RedisError as exc:
+            log.warning("heartbeat not written: %s", exc)
+
+    def _run(self) -> None:
+        while not self._stop.wait(INTERVAL_S):
+            self._beat()

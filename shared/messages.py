@@ -1,0 +1,140 @@
+"""Task payloads between pipeline stages (versioned; arrays travel as raw bytes).
+
+Each message carries the full `UploadEvent` so any stage can record status, dead-letter the
+upload or rebuild the record without looking anything up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from shared.errors import InvalidEvent
+from shared.events import Modality, UploadEvent, parse_upload_event
+from shared.wire import pack_array, unpack_array
+
+MESSAGE_VERSION = 1
+
+
+def _check_version(doc: dict[str, Any], kind: str) -> None:
+    if doc.get("v") != MESSAGE_VERSION:
+        raise InvalidEvent(f"{kind} message version {doc.get('v')!r} is not {MESSAGE_VERSION}")
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFacts:
+    """What the CPU stage learned about the blob (stored with the vector record)."""
+
+    sha256: str | None = None
+    size: int | None = None
+    content_type: str | None = None  # sniffed from content, never trusted from the name
+    declared_content_type: str | None = None
+    type_mismatch: bool = False
+    notes: tuple[str, ...] = ()  # e.g. "animated image: first frame embedded"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "sha256": self.sha256,
+            "size": self.size,
+            "content_type": self.content_type,
+            "declared_content_type": self.declared_content_type,
+            "type_mismatch": self.type_mismatch,
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_wire(cls, doc: dict[str, Any]) -> MediaFacts:
+        return cls(
+            sha256=doc.get("sha256"),
+            size=doc.get("size"),
+            content_type=doc.get("content_type"),
+            declared_content_type=doc.get("declared_content_type"),
+            type_mismatch=bool(doc.get("type_mismatch", False)),
+            notes=tuple(doc.get("notes", ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedUpload:
+    """CPU -> GPU: model-ready input of one upload.
+
+    `array`: image uint8 (3,224,224); text int32 (77,); audio float16 (clips,1,128,204).
+    """
+
+    event: UploadEvent
+    modality: Modality
+    array: np.ndarray
+    facts: MediaFacts = field(default_factory=MediaFacts)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "v": MESSAGE_VERSION,
+            "event": self.event.model_dump(mode="json"),
+            "modality": self.modality.value,
+            "array": pack_array(self.array),
+            "facts": self.facts.to_wire(),
+        }
+
+    @classmethod
+    def from_wire(cls, doc: dict[str, Any]) -> PreparedUpload:
+        _check_version(doc, "prepared")
+        return cls(
+            event=parse_upload_event(doc["event"]),
+            modality=Modality(doc["modality"]),
+            array=unpack_array(doc["array"]),
+            facts=MediaFacts.from_wire(doc.get("facts", {})),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedUpload:
+    """GPU -> index: the unit-length embedding of one upload and the model that made it."""
+
+    event: UploadEvent
+    modality: Modality
+    vector: np.ndarray
+    model: str
+    checkpoint: str
+    facts: MediaFacts = field(default_factory=MediaFacts)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "v": MESSAGE_VERSION,
+            "event": self.event.model_dump(mode="json"),
+            "modality": self.modality.value,
+            "vector": pack_array(np.asarray(self.vector, dtype=np.float32)),
+            "model": self.model,
+            "checkpoint": self.checkpoint,
+            "facts": self.facts.to_wire(),
+        }
+
+    @classmethod
+    def from_wire(cls, doc: dict[str, Any]) -> EmbeddedUpload:
+        _check_version(doc, "embedded")
+        return cls(
+            event=parse_upload_event(doc["event"]),
+            modality=Modality(doc["modality"]),
+            vector=unpack_array(doc["vector"]),
+            model=str(doc["model"]),
+            checkpoint=str(doc["checkpoint"]),
+            facts=MediaFacts.from_wire(doc.get("facts", {})),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A search query to embed: inline text, or image/audio bytes."""
+
+    modality: Modality
+    text: str | None = None
+    data: bytes | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"v": MESSAGE_VERSION, "modality": self.modality.value, "text": self.text, "data": self.data}
+
+    @classmethod
+    def from_wire(cls, doc: dict[str, Any]) -> Query:
+        _check_version(doc, "query")
+        return cls(modality=Modality(doc["modality"]), text=doc.get("text"), data=doc.get("data"))

@@ -1,0 +1,75 @@
+"""The Celery app every worker process runs (`celery -A workers.app worker ...`, started by
+`omnibind worker KIND` or `omnibind up`).
+
+Per-process set-up happens in signals, never at import: prefork children get fresh clients
+after fork (`worker_process_init`); a GPU worker (threads pool, one process per GPU) loads
+the model once before it starts consuming (`worker_init`), so no message waits in its
+prefetch buffer — aging towards the visibility timeout — while 4.8 GB load.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
+
+from shared.config import Settings, get_settings
+from shared.logs import configure_logging
+from shared.queue import celery_config
+from shared.heartbeat import Heartbeat
+from workers.resources import Resources
+
+log = logging.getLogger(__name__)
+
+TASK_MODULES = ["workers.tasks.cpu", "workers.tasks.gpu", "workers.tasks.index"]
+
+
+class OmnibindCelery(Celery):
+    """Celery with the process's omnibind `Resources` attached."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("omnibind", include=TASK_MODULES)
+        self.omnibind_settings = settings
+        self.resources = Resources(settings)
+        self.heartbeat: Heartbeat | None = None
+        self.conf.update(celery_config(settings))
+
+
+def create_app(settings: Settings | None = None) -> OmnibindCelery:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    return OmnibindCelery(settings)
+
+
+app = create_app()
+
+
+@worker_process_init.connect
+def _fresh_resources_after_fork(**_: Any) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # prefork children: parallelism comes from processes
+    app.resources = Resources(app.omnibind_settings)
+
+
+@worker_init.connect
+def _load_model_before_consuming(**_: Any) -> None:
+    if app.omnibind_settings.worker.kind == "gpu":
+        runner = app.resources.gpu
+        log.info("gpu worker ready: %s, max batch %d", runner.model_name, runner.max_batch)
+
+
+@worker_ready.connect
+def _start_heartbeat(**_: Any) -> None:
+    kind = app.omnibind_settings.worker.kind or "any"
+    app.heartbeat = Heartbeat(app.resources.redis, app.omnibind_settings.queue_prefix, kind)
+    app.heartbeat.start()
+
+
+@worker_shutdown.connect
+def _release(**_: Any) -> None:
+    if app.heartbeat is not None:
+        app.heartbeat.stop()
+    app.resources.close()

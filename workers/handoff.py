@@ -1,0 +1,61 @@
+"""Passing an upload to the next stage, and decoding what a stage received."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from celery import Task
+
+from shared.errors import InvalidEvent
+from shared.events import Stage
+from shared.queue import ROUTES, TaskName
+from workers.resources import Resources
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M")
+
+
+def send_next(task: Task, name: TaskName, payload: dict[str, Any], upload_id: str) -> None:
+    """Enqueue stage `name` for one upload. The message is sent before this stage's own
+    message is acked, so a crash in between causes a (harmless, idempotent) repeat, never a
+    loss."""
+    task.app.send_task(
+        name,
+        args=[payload],
+        queue=ROUTES[name]["queue"],
+        # The default repr of a 150 KB array payload costs more than sending it.
+        argsrepr=f"<upload {upload_id}>",
+        kwargsrepr="{}",
+    )
+
+
+def decode_message(
+    resources: Resources, stage: Stage, doc: Any, decode: Callable[[dict[str, Any]], M]
+) -> M | None:
+    """Decode a stage message; an undecodable one is dead-lettered (it can never succeed) and
+    None is returned."""
+    try:
+        if not isinstance(doc, dict):
+            raise InvalidEvent(f"{stage} message must be a mapping, got {type(doc).__name__}")
+        return decode(doc)
+    except (InvalidEvent, KeyError, TypeError, ValueError) as exc:
+        event = doc.get("event", doc) if isinstance(doc, dict) else {"raw": repr(doc)[:2000]}
+        upload_id = event.get("id") if isinstance(event, dict) else None
+        log.error("%s: undecodable message for upload %s: %s", stage, upload_id, exc)
+        failure = InvalidEvent(f"undecodable {stage} message: {exc}")
+        if isinstance(upload_id, str) and not resources.status.fail(upload_id, Stage(stage), failure):
+            return None  # already failed or finished: recorded before
+        resources.dead_letters.dead_letter(
+            json.dumps(event, default=str),
+            stage=stage,
+            error_class=type(exc).__name__,
+            reason=failure.reason,
+            message=failure.message,
+            attempts=1,
+            upload_id=upload_id if isinstance(upload_id, str) else None,
+        )
+        return None

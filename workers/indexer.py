@@ -1,0 +1,57 @@
+"""The index worker's runtime: records from concurrent index tasks written in batches.
+
+Embedded stores pay per write call (LanceDB commits a new table version per call), so
+records are gathered for up to `max_wait_ms` and upserted together. A batch that fails is
+re-tried record by record, so one bad record fails alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from shared.config import IndexSettings
+from shared.vectors.records import VectorRecord
+from shared.vectors.store import VectorStore
+from workers.batcher import MicroBatcher
+
+log = logging.getLogger(__name__)
+
+Outcome = None | BaseException
+
+
+class IndexWriter:
+    def __init__(self, store: VectorStore, settings: IndexSettings) -> None:
+        self.store = store
+        self.batcher: MicroBatcher[str, VectorRecord, Outcome] = MicroBatcher(
+            self._write,
+            lambda outcomes: outcomes,
+            group_of=lambda record: "records",
+            max_batch=settings.max_batch,
+            max_wait_s=settings.max_wait_ms / 1000,
+            name="index",
+        )
+
+    def write(self, record: VectorRecord, *, timeout_s: float) -> None:
+        """Upsert `record` (batched with concurrent callers); raises what writing it raised."""
+        self.batcher.submit(record).result(timeout=timeout_s)
+
+    def close(self) -> None:
+        self.batcher.close()
+
+    def _write(self, key: str, records: list[VectorRecord]) -> Sequence[Outcome]:
+        try:
+            self.store.upsert(records)
+            return [None] * len(records)
+        except Exception as exc:
+            if len(records) == 1:
+                return [exc]
+            log.warning("batch upsert of %d records failed (%s); writing them one by one", len(records), exc)
+            return [self._write_one(record) for record in records]
+
+    def _write_one(self, record: VectorRecord) -> Outcome:
+        try:
+            self.store.upsert([record])
+            return None
+        except Exception as exc:
+            return exc

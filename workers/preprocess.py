@@ -1,0 +1,98 @@
+"""The CPU stage's logic: blob bytes -> model-ready arrays (pure but for `fetch_blob`).
+
+Types are sniffed from content, never from names or declared content types (a mismatch is
+recorded, not trusted). Arrays leave in their compact wire form: uint8 images, int32 tokens,
+float16 audio features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+import numpy as np
+
+from shared.config import LimitSettings
+from shared.errors import LimitExceeded, PermanentError
+from shared.events import Modality, UploadEvent
+from shared.imagebind.audio import preprocess_audio
+from shared.imagebind.image import preprocess_image
+from shared.imagebind.text import tokenize
+from shared.media.sniff import Sniffed, sniff
+from shared.media.text import check_text_length, decode_text
+from shared.messages import MediaFacts, PreparedUpload, Query
+from shared.objects.store import ObjectStore
+
+AudioMode = Literal["reference", "full"]
+
+
+class ModalityMismatch(PermanentError):
+    reason = "modality_mismatch"
+
+
+def fetch_blob(objects: ObjectStore, event: UploadEvent, *, max_bytes: int) -> tuple[UploadEvent, bytes]:
+    """The upload's bytes, and the event with its object ref completed (etag, version, size)
+    so the record points at exactly the bytes that were embedded."""
+    if event.object is None:
+        assert event.text is not None  # guaranteed by UploadEvent's validator
+        return event, event.text.encode("utf-8")
+    ref = objects.stat(event.object)
+    if ref.size is not None and ref.size > max_bytes:
+        raise LimitExceeded(f"object is {ref.size} bytes; the limit is {max_bytes}", reason="too_large")
+    pinned = ref if ref.version_id else event.object
+    data = objects.get(pinned, max_bytes=max_bytes)
+    merged = ref.model_copy(update={"content_type": event.object.content_type or ref.content_type})
+    return event.model_copy(update={"object": merged}), data
+
+
+def prepare_upload(
+    event: UploadEvent, data: bytes, limits: LimitSettings, *, audio_mode: AudioMode = "reference"
+) -> PreparedUpload:
+    """Sniff, validate and decode one upload. Raises `PermanentError`s with specific reasons."""
+    if len(data) > limits.max_bytes:
+        raise LimitExceeded(f"upload is {len(data)} bytes; the limit is {limits.max_bytes}", reason="too_large")
+    if event.text is not None:
+        check_text_length(event.text, max_chars=limits.max_text_chars)
+        facts = MediaFacts(sha256=hashlib.sha256(data).hexdigest(), size=len(data), content_type="text/plain")
+        return PreparedUpload(event, Modality.TEXT, _tokens(event.text), facts)
+    declared = event.object.content_type if event.object else None
+    sniffed = sniff(data, declared)
+    _check_modality(event.modality, sniffed)
+    facts = MediaFacts(
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        content_type=sniffed.mime,
+        declared_content_type=declared,
+        type_mismatch=sniffed.mismatch,
+    )
+    return PreparedUpload(event, sniffed.modality, _decode(sniffed, data, limits, audio_mode), facts)
+
+
+def prepare_query(query: Query, limits: LimitSettings) -> tuple[Modality, np.ndarray]:
+    """A search query -> (modality, model-ready array), with the same checks as uploads."""
+    if query.text is not None:
+        check_text_length(query.text, max_chars=limits.max_text_chars)
+        return Modality.TEXT, _tokens(query.text)
+    if not query.data:
+        raise PermanentError("a query needs text or file bytes", reason="empty_query")
+    sniffed = sniff(query.data)
+    _check_modality(query.modality, sniffed)
+    return sniffed.modality, _decode(sniffed, query.data, limits, "reference")
+
+
+def _check_modality(wanted: Modality, sniffed: Sniffed) -> None:
+    if wanted not in (Modality.AUTO, sniffed.modality):
+        raise ModalityMismatch(f"declared modality {wanted.value} but the content is {sniffed.format} ({sniffed.modality.value})")
+
+
+def _decode(sniffed: Sniffed, data: bytes, limits: LimitSettings, audio_mode: AudioMode) -> np.ndarray:
+    if sniffed.modality is Modality.IMAGE:
+        return preprocess_image(data, max_pixels=limits.max_pixels, format=sniffed.format)
+    if sniffed.modality is Modality.AUDIO:
+        clips = preprocess_audio(data, max_duration_s=limits.max_audio_s, mode=audio_mode, format=sniffed.format)
+        return clips.astype(np.float16)
+    return _tokens(decode_text(data, max_chars=limits.max_text_chars))
+
+
+def _tokens(text: str) -> np.ndarray:
+    return tokenize([text])[0].astype(np.int32)

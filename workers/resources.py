@@ -1,0 +1,94 @@
+"""Per-process clients and runtimes of a worker, created lazily after fork.
+
+A prefork worker's children must not inherit sockets or CUDA state from the parent, so
+nothing here is created at import; `workers.app` gives every child a fresh `Resources`
+(`worker_process_init`) and each member is built on first use in that process — once, even
+when the threads of a threads-pool worker ask for it at the same moment.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import redis
+
+from shared.config import Settings
+from shared.objects.factory import open_object_store
+from shared.objects.store import ObjectStore
+from shared.redis_client import redis_client_from_settings
+from shared.status import StatusStore
+from shared.streams import DeadLetterStream, DeliveryCounter
+from shared.vectors.factory import open_vector_store
+from shared.vectors.store import VectorStore
+
+if TYPE_CHECKING:
+    from workers.gpu import GpuRunner
+    from workers.indexer import IndexWriter
+
+T = TypeVar("T")
+
+
+class Resources:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.RLock()
+        self._built: dict[str, Any] = {}
+
+    def _once(self, name: str, build: Callable[[], T]) -> T:
+        with self._lock:
+            if name not in self._built:
+                self._built[name] = build()
+            return self._built[name]  # type: ignore[no-any-return]
+
+    @property
+    def redis(self) -> redis.Redis:
+        return self._once("redis", lambda: redis_client_from_settings(self.settings))
+
+    @property
+    def status(self) -> StatusStore:
+        return self._once("status", lambda: StatusStore.from_settings(self.redis, self.settings))
+
+    @property
+    def dead_letters(self) -> DeadLetterStream:
+        return self._once("dead_letters", lambda: DeadLetterStream.from_settings(self.redis, self.settings))
+
+    @property
+    def deliveries(self) -> DeliveryCounter:
+        return self._once("deliveries", lambda: DeliveryCounter.from_settings(self.redis, self.settings))
+
+    @property
+    def objects(self) -> ObjectStore:
+        return self._once("objects", lambda: open_object_store(self.settings))
+
+    @property
+    def vectors(self) -> VectorStore:
+        return self._once("vectors", lambda: open_vector_store(self.settings))
+
+    @property
+    def gpu(self) -> GpuRunner:
+        def build() -> GpuRunner:
+            from workers.gpu import GpuRunner  # torch model code only in processes that embed
+
+            return GpuRunner.from_settings(self.settings)
+
+        return self._once("gpu", build)
+
+    @property
+    def indexer(self) -> IndexWriter:
+        def build() -> IndexWriter:
+            from workers.indexer import IndexWriter
+
+            return IndexWriter(self.vectors, self.settings.index)
+
+        return self._once("indexer", build)
+
+    def close(self) -> None:
+        """Stop runtimes first (they flush through the clients), then close the clients."""
+        with self._lock:
+            built, self._built = self._built, {}
+        for name in ("gpu", "indexer", "objects", "vectors"):
+            member = built.get(name)
+            if member is not None:
+                member.close()

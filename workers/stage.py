@@ -1,0 +1,108 @@
+"""How every pipeline task ends: done, retried, or recorded as failed — never silently lost.
+
+Celery acks (and so drops) a late-acked message whose task raised, so no exception may
+escape a task except `Reject(requeue=True)`, used when we cannot even record what happened
+(Redis down): the message then stays in Redis and is redelivered.
+
+Redis keeps no delivery count, so each stage counts its own deliveries per upload; a message
+that keeps killing its worker (a decoder segfault, an OOM kill) is dead-lettered after
+`max_deliveries` instead of looping forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from celery import Task
+from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
+
+from shared.errors import LimitExceeded, OmnibindError, PermanentError, TransientError
+from shared.events import Stage, UploadEvent
+from workers.resources import Resources
+
+log = logging.getLogger(__name__)
+
+
+class PoisonMessage(PermanentError):
+    reason = "poison_message"
+
+
+class InternalError(PermanentError):
+    """An unexpected exception: recorded and dead-lettered so it can be retried after a fix."""
+
+    reason = "internal_error"
+
+
+def backoff_s(retries: int, base_s: float, max_s: float) -> float:
+    """Exponential backoff with full jitter (spreads retries of many uploads apart)."""
+    return random.uniform(0, min(max_s, base_s * 2**retries))
+
+
+def run_stage(task: Task, resources: Resources, stage: Stage, event: UploadEvent, work: Callable[[], Any]) -> None:
+    """Run `work` for `event` at `stage` and settle the outcome (see module docstring)."""
+    settings = resources.settings.worker
+    try:
+        starts = resources.deliveries.count_delivery(event.id, stage)
+    except OmnibindError as exc:
+        raise Reject(f"cannot count deliveries: {exc}", requeue=True) from exc
+    crashes = starts - 1 - task.request.retries
+    if crashes >= settings.max_deliveries:
+        give_up(
+            resources,
+            stage,
+            event,
+            PoisonMessage(f"{stage} was delivered {starts} times without finishing (worker crashed each time)"),
+            starts,
+        )
+        return
+    try:
+        work()
+    except Retry:
+        raise
+    except PermanentError as exc:
+        give_up(resources, stage, event, exc, starts)
+    except TransientError as exc:
+        retry_or_give_up(task, resources, stage, event, exc, starts)
+    except SoftTimeLimitExceeded:
+        give_up(resources, stage, event, LimitExceeded(f"{stage} exceeded its time limit", reason="time_limit"), starts)
+    except Exception as exc:
+        log.exception("%s failed unexpectedly", stage)
+        give_up(resources, stage, event, InternalError(f"{type(exc).__name__}: {exc}"), starts)
+
+
+def retry_or_give_up(
+    task: Task, resources: Resources, stage: Stage, event: UploadEvent, exc: TransientError, attempts: int
+) -> NoReturn | None:
+    settings = resources.settings.worker
+    if task.request.retries >= settings.max_retries:
+        give_up(resources, stage, event, exc, attempts)
+        return None
+    countdown = backoff_s(task.request.retries, settings.retry_backoff_s, settings.retry_backoff_max_s)
+    log.warning("%s: %s (%s); retry %d in %.1f s", stage, exc.reason, exc, task.request.retries + 1, countdown)
+    try:
+        raise task.retry(exc=exc, countdown=countdown, max_retries=settings.max_retries)
+    except Retry:
+        raise
+    except Exception as publish_error:  # the broker itself is unreachable
+        raise Reject(f"cannot schedule retry: {publish_error}", requeue=True) from publish_error
+
+
+def give_up(resources: Resources, stage: Stage, event: UploadEvent, exc: OmnibindError, attempts: int) -> None:
+    """Record the failure (status -> failed, result event, dead letter) exactly once."""
+    log.warning("%s failed permanently: %s: %s", stage, exc.reason, exc.message)
+    try:
+        if resources.status.fail(event.id, stage, exc):
+            resources.dead_letters.dead_letter(
+                event.model_dump_json(),
+                stage=stage,
+                error_class=type(exc).__name__,
+                reason=exc.reason,
+                message=exc.message,
+                attempts=attempts,
+                upload_id=event.id,
+            )
+    except OmnibindError as record_error:
+        raise Reject(f"cannot record failure: {record_error}", requeue=True) from record_error

@@ -1,0 +1,44 @@
+"""Queue "cpu": fetch, sniff, validate and decode uploads into model-ready arrays."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from shared.events import Stage, UploadEvent, UploadStatus, parse_upload_event
+from shared.logs import upload_context
+from shared.messages import Query
+from shared.queue import TaskName
+from shared.wire import pack_array
+from workers.app import app
+from workers.handoff import decode_message, send_next
+from workers.preprocess import fetch_blob, prepare_query, prepare_upload
+from workers.resources import Resources
+from workers.stage import run_stage
+
+
+@app.task(name=TaskName.PREPROCESS, bind=True)
+def preprocess(self: Task, event_doc: Any) -> None:
+    resources = app.resources
+    event = decode_message(resources, Stage.PREPROCESS, event_doc, parse_upload_event)
+    if event is None:
+        return
+    with upload_context(event.id):
+        run_stage(self, resources, Stage.PREPROCESS, event, lambda: _preprocess(self, resources, event))
+
+
+def _preprocess(task: Task, resources: Resources, event: UploadEvent) -> None:
+    settings = resources.settings
+    event, data = fetch_blob(resources.objects, event, max_bytes=settings.limits.max_bytes)
+    prepared = prepare_upload(event, data, settings.limits, audio_mode=settings.model.audio_mode)
+    send_next(task, TaskName.EMBED, prepared.to_wire(), event.id)
+    resources.status.advance(event.id, UploadStatus.PREPROCESSED, modality=prepared.modality, object_ref=event.object)
+
+
+@app.task(name=TaskName.PREPARE_QUERY, ignore_result=True)
+def prepare_query_task(query_doc: dict[str, Any]) -> dict[str, Any]:
+    """First half of a search: the query's model-ready array (passed on by the chain)."""
+    query = Query.from_wire(query_doc)
+    modality, array = prepare_query(query, app.resources.settings.limits)
+    return {"modality": modality.value, "array": pack_array(array)}

@@ -1,0 +1,62 @@
+"""Queue "gpu": ImageBind embeddings, micro-batched across concurrently running tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from shared.errors import TransientError
+from shared.events import Modality, Stage, UploadStatus
+from shared.logs import upload_context
+from shared.messages import EmbeddedUpload, PreparedUpload
+from shared.queue import TaskName
+from shared.wire import pack_array, unpack_array
+from workers.app import app
+from workers.handoff import decode_message, send_next
+from workers.resources import Resources
+from workers.stage import run_stage
+
+
+class EmbedTimeout(TransientError):
+    reason = "embed_timeout"
+
+
+@app.task(name=TaskName.EMBED, bind=True)
+def embed(self: Task, doc: Any) -> None:
+    resources = app.resources
+    prepared = decode_message(resources, Stage.EMBED, doc, PreparedUpload.from_wire)
+    if prepared is None:
+        return
+    with upload_context(prepared.event.id):
+        run_stage(self, resources, Stage.EMBED, prepared.event, lambda: _embed(self, resources, prepared))
+
+
+def _embed(task: Task, resources: Resources, prepared: PreparedUpload) -> None:
+    runner = resources.gpu
+    try:
+        vector = runner.embed(prepared.modality, prepared.array, timeout_s=resources.settings.worker.task_time_limit_s)
+    except TimeoutError as exc:
+        raise EmbedTimeout("no embedding within the task time limit") from exc
+    embedded = EmbeddedUpload(
+        event=prepared.event,
+        modality=prepared.modality,
+        vector=vector,
+        model=runner.model_name,
+        checkpoint=runner.checkpoint,
+        facts=prepared.facts,
+    )
+    send_next(task, TaskName.INDEX, embedded.to_wire(), prepared.event.id)
+    resources.status.advance(prepared.event.id, UploadStatus.EMBEDDED)
+
+
+@app.task(name=TaskName.EMBED_QUERY, ignore_result=False)
+def embed_query(prepared_query: dict[str, Any]) -> dict[str, Any]:
+    """Second half of a search: the query's unit-length embedding, returned to the caller."""
+    runner = app.resources.gpu
+    vector = runner.embed(
+        Modality(prepared_query["modality"]),
+        unpack_array(prepared_query["array"]),
+        timeout_s=app.resources.settings.worker.task_time_limit_s,
+    )
+    return {"vector": pack_array(vector), "model": runner.model_name, "checkpoint": runner.checkpoint}

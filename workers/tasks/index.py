@@ -1,0 +1,38 @@
+"""Queue "index": idempotent upsert into the vector store, then the upload is "indexed"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from shared.events import Stage, UploadStatus
+from shared.logs import upload_context
+from shared.messages import EmbeddedUpload
+from shared.queue import TaskName
+from workers.app import app
+from workers.handoff import decode_message
+from workers.records import build_record
+from workers.resources import Resources
+from workers.stage import run_stage
+
+
+@app.task(name=TaskName.INDEX, bind=True)
+def index(self: Task, doc: Any) -> None:
+    resources = app.resources
+    embedded = decode_message(resources, Stage.INDEX, doc, EmbeddedUpload.from_wire)
+    if embedded is None:
+        return
+    with upload_context(embedded.event.id):
+        run_stage(self, resources, Stage.INDEX, embedded.event, lambda: _index(resources, embedded))
+
+
+def _index(resources: Resources, embedded: EmbeddedUpload) -> None:
+    record = build_record(embedded)
+    resources.indexer.write(record, timeout_s=resources.settings.worker.task_time_limit_s)
+    resources.status.advance(
+        embedded.event.id,
+        UploadStatus.INDEXED,
+        flagged=record.moderation.flagged,
+        categories=list(record.moderation.categories),
+    )
