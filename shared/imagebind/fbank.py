@@ -41,8 +41,8 @@ def num_frames(num_samples: int, sample_rate_hz: int = AUDIO_SAMPLE_RATE_HZ) -> 
     return 0 if num_samples < window else 1 + (num_samples - window) // shift
 
 
-def _mel(freq_hz: np.ndarray | float) -> np.ndarray | float:
-    return 1127.0 * np.log(1.0 + np.asarray(freq_hz) / 700.0)
+def _mel(freq_hz: np.ndarray) -> np.ndarray:
+    return 1127.0 * np.log(1.0 + freq_hz / 700.0)
 
 
 @functools.lru_cache(maxsize=4)
@@ -50,7 +50,7 @@ def mel_banks(num_bins: int, fft_size: int, sample_rate_hz: int) -> np.ndarray:
     """Kaldi's triangular mel filters as a (num_bins, fft_size // 2 + 1) matrix (the
     Nyquist column is zero, as in Kaldi)."""
     nyquist = 0.5 * sample_rate_hz
-    mel_low, mel_high = float(_mel(LOW_FREQ_HZ)), float(_mel(nyquist))
+    mel_low, mel_high = _mel(np.array([LOW_FREQ_HZ, nyquist]))
     delta = (mel_high - mel_low) / (num_bins + 1)
     bins = np.arange(num_bins, dtype=np.float64)[:, None]
     left, center, right = mel_low + bins * delta, mel_low + (bins + 1) * delta, mel_low + (bins + 2) * delta

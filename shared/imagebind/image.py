@@ -52,7 +52,7 @@ def resized_size(width: int, height: int, short_side: int = IMAGE_SIZE) -> tuple
 def center_crop_origin(width: int, height: int, crop: int = IMAGE_SIZE) -> tuple[int, int]:
     """(left, top) of torchvision's ``CenterCrop(crop)``, whose ``round`` is Python's
     (halves to even)."""
-    return int(round((width - crop) / 2.0)), int(round((height - crop) / 2.0))
+    return round((width - crop) / 2.0), round((height - crop) / 2.0)
 
 
 def resize_and_center_crop(image: Image.Image, *, max_resized_pixels: int, size: int = IMAGE_SIZE) -> np.ndarray:
@@ -77,7 +77,9 @@ def resize_and_center_crop(image: Image.Image, *, max_resized_pixels: int, size:
     return np.ascontiguousarray(np.asarray(cropped, dtype=np.uint8).transpose(2, 0, 1))
 
 
-def _resize_center_region(image: Image.Image, resized: tuple[int, int], origin: tuple[int, int], size: int) -> Image.Image:
+def _resize_center_region(
+    image: Image.Image, resized: tuple[int, int], origin: tuple[int, int], size: int
+) -> Image.Image:
     """Resize only the part of `image` that the centre crop keeps.
 
     Pillow's ``box`` maps a source rectangle onto the output; the filter's reach beyond

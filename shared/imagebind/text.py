@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import gzip
 import html
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -102,7 +103,7 @@ class ClipTokenizer:
         by spaces, the last one carrying the end-of-word marker."""
         symbols = [*word[:-1], word[-1] + _END_OF_WORD]
         while len(symbols) > 1:
-            pairs = set(zip(symbols, symbols[1:], strict=False))
+            pairs = set(itertools.pairwise(symbols))
             best = min(pairs, key=lambda pair: self._ranks.get(pair, len(self._ranks)))
             if best not in self._ranks:
                 break

@@ -152,43 +152,61 @@ def _decode_stream(
     format: str,
     output_rate_hz: Callable[[int], int] | None,
 ) -> DecodedAudio:
-    resampler: av.AudioResampler | None = None
-    rate_hz, channels = 0, 0
-    first: list[np.ndarray] = []
-    means: list[np.ndarray] = []
-    total, max_samples = 0, 0
+    collector = _PcmCollector(max_duration_s, output_rate_hz)
     try:
         for packet in container.demux(stream):
             for frame in packet.decode():
-                if resampler is None:
-                    rate_hz = output_rate_hz(frame.sample_rate) if output_rate_hz else frame.sample_rate
-                    resampler = av.AudioResampler(format="fltp", rate=rate_hz)
-                    channels = frame.layout.nb_channels
-                    max_samples = int(max_duration_s * rate_hz)
-                for planar in resampler.resample(frame):
-                    total += _append_planes(planar.to_ndarray(), first, means)
-                if total > max_samples:
-                    raise LimitExceeded(
-                        f"audio lasts more than {max_duration_s:g} s (the limit)", reason="audio_too_long"
-                    )
-        if resampler is not None:
-            for planar in resampler.resample(None):  # drain FFmpeg's resampler
-                total += _append_planes(planar.to_ndarray(), first, means)
+                collector.add(frame)
+        collector.drain()
     except av.error.DecoderNotFoundError as exc:
         raise UnsupportedMedia(f"no decoder for this {format} file's codec: {exc}", reason="unsupported_codec") from exc
     except (av.FFmpegError, ValueError) as exc:
         # ValueError: PyAV's resampler refuses frames whose layout or rate changes mid-stream.
         raise CorruptMedia(f"cannot decode the {format} audio: {exc}", reason="corrupt_audio") from exc
-    if total > max_samples > 0:
-        raise LimitExceeded(f"audio lasts more than {max_duration_s:g} s (the limit)", reason="audio_too_long")
-    channel0 = np.concatenate(first) if first else np.zeros(0, dtype=np.float32)
-    channel_mean = np.concatenate(means) if means else None
-    return DecodedAudio(channel0, channel_mean, rate_hz or stream.rate or 1, channels or 1)
+    return collector.result(fallback_rate_hz=stream.rate or 1)
 
 
-def _append_planes(planes: np.ndarray, first: list[np.ndarray], means: list[np.ndarray]) -> int:
-    """Keep channel 0 and, for several channels, their mean; returns the sample count."""
-    first.append(np.array(planes[0], dtype=np.float32))
-    if planes.shape[0] > 1:
-        means.append(planes.mean(axis=0, dtype=np.float64).astype(np.float32))
-    return int(planes.shape[1])
+class _PcmCollector:
+    """Converts decoded frames to float32 planar at the chosen rate (FFmpeg's resampler,
+    set up from the first frame) and keeps channel 0 and the channel mean, counting samples
+    against the duration limit as they arrive."""
+
+    def __init__(self, max_duration_s: float, output_rate_hz: Callable[[int], int] | None) -> None:
+        self._max_duration_s = max_duration_s
+        self._output_rate_hz = output_rate_hz
+        self._resampler: av.AudioResampler | None = None
+        self._rate_hz = 0
+        self._channels = 1
+        self._max_samples = 0
+        self._samples = 0
+        self._first: list[np.ndarray] = []
+        self._means: list[np.ndarray] = []
+
+    def add(self, frame: av.AudioFrame) -> None:
+        if self._resampler is None:
+            self._rate_hz = self._output_rate_hz(frame.sample_rate) if self._output_rate_hz else frame.sample_rate
+            self._resampler = av.AudioResampler(format="fltp", rate=self._rate_hz)
+            self._channels = frame.layout.nb_channels
+            self._max_samples = int(self._max_duration_s * self._rate_hz)
+        for planar in self._resampler.resample(frame):
+            self._keep(planar.to_ndarray())
+
+    def drain(self) -> None:
+        if self._resampler is not None:
+            for planar in self._resampler.resample(None):
+                self._keep(planar.to_ndarray())
+
+    def _keep(self, planes: np.ndarray) -> None:
+        self._first.append(np.array(planes[0], dtype=np.float32))
+        if planes.shape[0] > 1:
+            self._means.append(planes.mean(axis=0, dtype=np.float64).astype(np.float32))
+        self._samples += planes.shape[1]
+        if self._samples > self._max_samples:
+            raise LimitExceeded(
+                f"audio lasts more than {self._max_duration_s:g} s (the limit)", reason="audio_too_long"
+            )
+
+    def result(self, *, fallback_rate_hz: int) -> DecodedAudio:
+        channel0 = np.concatenate(self._first) if self._first else np.zeros(0, dtype=np.float32)
+        channel_mean = np.concatenate(self._means) if self._means else None
+        return DecodedAudio(channel0, channel_mean, self._rate_hz or fallback_rate_hz, self._channels)

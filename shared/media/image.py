@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from shared.errors import CorruptMedia, LimitExceeded, UnsupportedMedia
-from shared.media.sniff import FORMATS
 from shared.events import Modality
+from shared.media.sniff import FORMATS
 
 log = logging.getLogger(__name__)
 

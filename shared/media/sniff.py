@@ -41,7 +41,9 @@ class FormatInfo:
     ffmpeg_demuxer: str | None = None
 
 
-def _fmt(name: str, modality: Modality, mime: str, *aliases: str, pil: str | None = None, ff: str | None = None) -> FormatInfo:
+def _fmt(
+    name: str, modality: Modality, mime: str, *aliases: str, pil: str | None = None, ff: str | None = None
+) -> FormatInfo:
     return FormatInfo(name, modality, mime, frozenset((mime, *aliases)), pil, ff)
 
 
@@ -56,7 +58,9 @@ FORMATS: dict[str, FormatInfo] = {
         _fmt("tiff", Modality.IMAGE, "image/tiff", "image/tiff-fx", pil="TIFF"),
         _fmt("wav", Modality.AUDIO, "audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave", ff="wav"),
         _fmt("flac", Modality.AUDIO, "audio/flac", "audio/x-flac", ff="flac"),
-        _fmt("ogg", Modality.AUDIO, "audio/ogg", "application/ogg", "audio/opus", "audio/vorbis", "video/ogg", ff="ogg"),
+        _fmt(
+            "ogg", Modality.AUDIO, "audio/ogg", "application/ogg", "audio/opus", "audio/vorbis", "video/ogg", ff="ogg"
+        ),
         _fmt("mp3", Modality.AUDIO, "audio/mpeg", "audio/mp3", "audio/mpeg3", "audio/x-mpeg", "audio/x-mp3", ff="mp3"),
         _fmt("aac", Modality.AUDIO, "audio/aac", "audio/x-aac", "audio/aacp", ff="aac"),
         _fmt("mp4", Modality.AUDIO, "audio/mp4", "audio/x-m4a", "audio/m4a", "video/mp4", "video/quicktime", ff="mov"),
@@ -118,26 +122,31 @@ def _declared_matches(declared: str | None, info: FormatInfo) -> bool:
     return mime in info.aliases
 
 
+# Unambiguous signatures at offset 0.
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+    (b"fLaC", "flac"),
+    (b"OggS", "ogg"),
+)
+# RIFF containers: (form type at offset 8, format).
+_RIFF_FORMS = {b"WAVE": "wav", b"WEBP": "webp"}
+
+
 def _sniff_binary(data: bytes) -> str | None:
     head = data[:16]
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "gif"
-    if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
-        return "wav"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head.startswith((b"II*\x00", b"MM\x00*")):
-        return "tiff"
-    if head.startswith(b"BM") and _is_bmp(data):
-        return "bmp"
-    if head.startswith(b"fLaC"):
-        return "flac"
-    if head.startswith(b"OggS"):
-        return "ogg"
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    if head[:4] in (b"RIFF", b"RF64"):  # RF64 is WAVE's 64-bit variant
+        form = _RIFF_FORMS.get(head[8:12])
+        return form if head[:4] == b"RIFF" or form == "wav" else None
+    if head.startswith(b"BM"):
+        return "bmp" if _is_bmp(data) else None
     if head[4:8] == b"ftyp":
         return _sniff_iso_bmff(data)
     if head.startswith(b"\x1a\x45\xdf\xa3"):

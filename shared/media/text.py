@@ -34,9 +34,10 @@ def decode_text(data: bytes, *, max_chars: int) -> str:
     try:
         text = data[bom_length:].decode(encoding, errors="strict")
     except UnicodeDecodeError as exc:
+        offending = exc.object[exc.start : exc.start + 4]
         raise UnsupportedMedia(
-            f"text is not valid {encoding.upper()}: byte {exc.start + bom_length} ({exc.object[exc.start:exc.start + 4]!r}) "
-            f"cannot be decoded; send UTF-8 (or UTF-16 with a byte-order mark)",
+            f"text is not valid {encoding.upper()}: byte {exc.start + bom_length} ({offending!r}) cannot be decoded; "
+            "send UTF-8 (or UTF-16 with a byte-order mark)",
             reason="not_utf8",
         ) from exc
     check_text_length(text, max_chars=max_chars)

@@ -31,12 +31,11 @@ import tempfile
 from fractions import Fraction
 from pathlib import Path
 
+import imagebind.data as ib_data
 import numpy as np
 import soundfile
 import torch
 from PIL import Image, ImageOps
-
-import imagebind.data as ib_data
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "tests" / "fixtures" / "samples"
@@ -102,7 +101,7 @@ class OfficialConstantClipsPerVideoSampler:
         self._clips_per_video = clips_per_video
         self._index = 0
 
-    def __call__(self, last_clip_time, video_duration, annotation):  # noqa: ANN001, ANN204 - mirrors pytorchvideo
+    def __call__(self, last_clip_time, video_duration, annotation):  # signature of pytorchvideo's
         max_start = Fraction(max(video_duration - self._clip_duration, 0))
         uniform = Fraction(max_start, max(self._clips_per_video - 1, 1))
         start = uniform * self._index
@@ -128,7 +127,9 @@ def make_audio(manifest: dict[str, dict[str, str]]) -> dict[str, np.ndarray]:
     pypi_sampler = ib_data.ConstantClipsPerVideoSampler
     out: dict[str, np.ndarray] = {}
     for name in sorted(n for n, m in manifest.items() if m["kind"] == "wav"):
-        ib_data.ConstantClipsPerVideoSampler = OfficialConstantClipsPerVideoSampler if name in OFFICIAL_SAMPLER else pypi_sampler
+        ib_data.ConstantClipsPerVideoSampler = (
+            OfficialConstantClipsPerVideoSampler if name in OFFICIAL_SAMPLER else pypi_sampler
+        )
         out[name] = ib_data.load_and_transform_audio_data([str(SAMPLES / name)], "cpu")[0].numpy()
     ib_data.ConstantClipsPerVideoSampler = pypi_sampler
     return out

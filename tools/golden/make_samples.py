@@ -248,7 +248,10 @@ ENCODED: dict[str, tuple[Callable[[], bytes], str]] = {
     ),
     "clip_48k_1s_opus.ogg": (lambda: _encode("ogg", "libopus", 48000, 1.0, 1, SEED + 44), "Ogg Opus, 48 kHz mono"),
     "clip_44100_1s_aac.m4a": (lambda: _encode("ipod", "aac", 44100, 1.0, 1, SEED + 45), "M4A (AAC), 44.1 kHz mono"),
-    "clip_48k_1s_opus.webm": (lambda: _encode("webm", "libopus", 48000, 1.0, 2, SEED + 46), "WebM (Opus), 48 kHz stereo"),
+    "clip_48k_1s_opus.webm": (
+        lambda: _encode("webm", "libopus", 48000, 1.0, 2, SEED + 46),
+        "WebM (Opus), 48 kHz stereo",
+    ),
 }
 
 # ------------------------------------------------------------------------------ text
