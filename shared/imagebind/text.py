@@ -26,6 +26,7 @@ import numpy as np
 import regex
 
 from shared.imagebind.normalize import TEXT_CONTEXT_LENGTH, TEXT_EOT_TOKEN, TEXT_SOT_TOKEN, TEXT_VOCAB_SIZE
+from shared.media.text import check_text_length, decode_text
 
 VOCAB_PATH = Path(__file__).parent / "assets" / "bpe_simple_vocab_16e6.txt.gz"
 BPE_CACHE_SIZE = 65_536
@@ -129,3 +130,16 @@ def default_tokenizer() -> ClipTokenizer:
 def tokenize(texts: str | Sequence[str]) -> np.ndarray:
     """Texts -> int64 (N, 77) token ids, as ImageBind's text encoder expects them."""
     return default_tokenizer().tokenize(texts)
+
+
+def preprocess_text(data: bytes | str, *, max_chars: int) -> np.ndarray:
+    """A text upload (bytes, decoded strictly) or an inline text -> int64 (1, 77).
+
+    Raises what `shared.media.text.decode_text` raises for bytes, and `LimitExceeded`
+    (``text_too_long``) for either beyond `max_chars`.
+    """
+    if isinstance(data, bytes):
+        text = decode_text(data, max_chars=max_chars)
+    else:
+        text = check_text_length(data, max_chars=max_chars)
+    return tokenize(text)

@@ -7,8 +7,9 @@ import hashlib
 import numpy as np
 import pytest
 
+from shared.errors import LimitExceeded, UnsupportedMedia
 from shared.imagebind.normalize import TEXT_EOT_TOKEN, TEXT_SOT_TOKEN
-from shared.imagebind.text import VOCAB_PATH, ClipTokenizer, clean_text, default_tokenizer, tokenize
+from shared.imagebind.text import VOCAB_PATH, ClipTokenizer, clean_text, default_tokenizer, preprocess_text, tokenize
 from tests.shared.media.samples import GOLDEN, sample_texts
 
 CLIP_VOCAB_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
@@ -67,3 +68,13 @@ def test_bpe_cache_is_bounded(cache_size: int) -> None:
 
 def test_vendored_vocabulary_is_clips() -> None:
     assert hashlib.sha256(VOCAB_PATH.read_bytes()).hexdigest() == CLIP_VOCAB_SHA256
+
+
+def test_uploads_and_inline_texts_give_one_row_with_limits_enforced() -> None:
+    expected = tokenize("Grüße")
+    assert np.array_equal(preprocess_text("Grüße".encode(), max_chars=10), expected)
+    assert np.array_equal(preprocess_text("Grüße", max_chars=10), expected)
+    with pytest.raises(LimitExceeded):
+        preprocess_text("x" * 11, max_chars=10)
+    with pytest.raises(UnsupportedMedia):
+        preprocess_text("Grüße".encode("latin-1"), max_chars=10)
