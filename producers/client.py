@@ -25,6 +25,7 @@ import numpy as np
 import redis
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
+from shared.vectors.factory import open_vector_store
 
 from shared.config import Settings, get_settings
 from shared.errors import InvalidKey, TransientError
@@ -36,7 +37,6 @@ from shared.objects.store import ObjectStore
 from shared.queue import QueueName, TaskName, make_celery
 from shared.redis_client import redis_client_from_settings
 from shared.status import StatusRecord, StatusStore
-from shared.vectors.factory import open_vector_store
 from shared.vectors.records import SearchFilters, SearchHit
 from shared.vectors.store import VectorStore
 from shared.wire import unpack_array
@@ -134,10 +134,7 @@ class Client:
         invalid upload, `TransientError` when Redis or storage is unavailable.
         """
         upload_id = upload_id or new_upload_id()
-        if isinstance(item, ObjectRef):
-            ref = item
-        else:
-            ref = self._store(item, upload_id, filename, content_type, metadata)
+        ref = item if isinstance(item, ObjectRef) else self._store(item, upload_id, filename, content_type, metadata)
         event = UploadEvent(
             id=upload_id,
             object=ref,

@@ -9,6 +9,7 @@ go back to Redis), Redis last.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -205,10 +206,8 @@ class Stack:
 
     def kill(self, worker: WorkerProcess, sig: int = signal.SIGKILL) -> None:
         """Signal one worker's whole process group (a prefork worker's children too)."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(worker.process.pid, sig)
-        except ProcessLookupError:
-            pass
         if sig in (signal.SIGKILL, signal.SIGTERM):
             worker.process.wait()
             self.workers.remove(worker)
@@ -217,7 +216,12 @@ class Stack:
         """Replace workers that exited on their own (used by `omnibind up`'s supervision)."""
         restarted = []
         for worker in [w for w in self.workers if w.process.poll() is not None]:
-            log.warning("%s worker (pid %d) exited with %s; restarting", worker.kind, worker.process.pid, worker.process.returncode)
+            log.warning(
+                "%s worker (pid %d) exited with %s; restarting",
+                worker.kind,
+                worker.process.pid,
+                worker.process.returncode,
+            )
             self.workers.remove(worker)
             restarted.append(self.spawn(worker.kind))
         return restarted
@@ -239,7 +243,5 @@ class Stack:
 
 def _kill_group_leftovers(pgid: int) -> None:
     """A prefork worker's children share its process group; none may outlive it."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass

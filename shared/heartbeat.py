@@ -3,6 +3,7 @@ healthchecks) and `omnibind status` read it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -48,10 +49,8 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
-        try:
+        with contextlib.suppress(redis.RedisError):  # the key expires on its own anyway
             self._client.delete(self._key)
-        except redis.RedisError:
-            pass  # the key expires on its own
 
     def _beat(self) -> None:
         try:

@@ -16,9 +16,9 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
 from shared.config import Settings, get_settings
+from shared.heartbeat import Heartbeat
 from shared.logs import configure_logging
 from shared.queue import celery_config
-from shared.heartbeat import Heartbeat
 from workers.resources import Resources
 
 log = logging.getLogger(__name__)

@@ -33,9 +33,7 @@ def send_next(task: Task, name: TaskName, payload: dict[str, Any], upload_id: st
     )
 
 
-def decode_message(
-    resources: Resources, stage: Stage, doc: Any, decode: Callable[[dict[str, Any]], M]
-) -> M | None:
+def decode_message(resources: Resources, stage: Stage, doc: Any, decode: Callable[[dict[str, Any]], M]) -> M | None:
     """Decode a stage message; an undecodable one is dead-lettered (it can never succeed) and
     None is returned."""
     try:

@@ -82,7 +82,9 @@ def prepare_query(query: Query, limits: LimitSettings) -> tuple[Modality, np.nda
 
 def _check_modality(wanted: Modality, sniffed: Sniffed) -> None:
     if wanted not in (Modality.AUTO, sniffed.modality):
-        raise ModalityMismatch(f"declared modality {wanted.value} but the content is {sniffed.format} ({sniffed.modality.value})")
+        raise ModalityMismatch(
+            f"declared modality {wanted.value} but the content is {sniffed.format} ({sniffed.modality.value})"
+        )
 
 
 def _decode(sniffed: Sniffed, data: bytes, limits: LimitSettings, audio_mode: AudioMode) -> np.ndarray:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
+from shared.vectors.factory import open_vector_store
 
 from shared.config import Settings
 from shared.objects.factory import open_object_store
@@ -20,7 +21,6 @@ from shared.objects.store import ObjectStore
 from shared.redis_client import redis_client_from_settings
 from shared.status import StatusStore
 from shared.streams import DeadLetterStream, DeliveryCounter
-from shared.vectors.factory import open_vector_store
 from shared.vectors.store import VectorStore
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
 from celery import Task
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
@@ -75,7 +75,7 @@ def run_stage(task: Task, resources: Resources, stage: Stage, event: UploadEvent
 
 def retry_or_give_up(
     task: Task, resources: Resources, stage: Stage, event: UploadEvent, exc: TransientError, attempts: int
-) -> NoReturn | None:
+) -> None:
     settings = resources.settings.worker
     if task.request.retries >= settings.max_retries:
         give_up(resources, stage, event, exc, attempts)
