@@ -14,9 +14,7 @@ from shared.objects.factory import open_object_store
 from shared.objects.local import LocalObjectStore
 from shared.objects.minio import MinioObjectStore
 from shared.objects.store import ObjectStore
-from tests.support.s3_server import S3Server, s3_server
-
-__all__ = ["s3_server"]  # re-exported so pytest registers the session fixture here
+from tests.support.s3_server import S3Server
 
 BACKENDS = ["local", "minio"]
 
