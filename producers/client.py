@@ -219,8 +219,8 @@ class Client:
         """The unit-length embedding of a query, computed by the workers (CPU preprocess ->
         GPU embed). Raises `PermanentError` for a bad query, `QueryFailed` on timeout."""
         query = _query(text, image, audio)
-        chain = self.celery.signature(TaskName.PREPARE_QUERY, args=[query.to_wire()], queue=QueueName.CPU) | (
-            self.celery.signature(TaskName.EMBED_QUERY, queue=QueueName.GPU)
+        chain = self.celery.signature(TaskName.PREPARE_QUERY.value, args=[query.to_wire()], queue=QueueName.CPU) | (
+            self.celery.signature(TaskName.EMBED_QUERY.value, queue=QueueName.GPU)
         )
         result = chain.apply_async()
         try:
