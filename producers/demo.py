@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 import click
+from pydantic import SecretStr
 
 from producers.client import Client
 from producers.files import iter_files
@@ -68,7 +69,7 @@ def run_demo(settings: Settings, *, model: str, data_dir: Path | None, timeout_s
     click.echo(f"starting the embedded stack in {workdir} (worker logs in {log_dir}) ...")
     try:
         with Stack(settings, log_dir=log_dir) as stack:
-            demo_settings = settings.model_copy(update={"redis_url": stack.redis_url})
+            demo_settings = settings.model_copy(update={"redis_url": SecretStr(stack.redis_url or "")})
             return _ingest_and_search(demo_settings, timeout_s=timeout_s)
     finally:
         if data_dir is None:

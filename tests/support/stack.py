@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from producers.client import Client
 from producers.stack import Stack
@@ -59,7 +60,7 @@ def start_stack(tmp_path: Path, model_cache: Path) -> Iterator[Any]:
         log_dir = root / "logs"
         log_dir.mkdir(parents=True)
         stack = Stack(settings, log_dir=log_dir).start(ready_timeout_s=180)
-        connected = settings.model_copy(update={"redis_url": stack.redis_url})
+        connected = settings.model_copy(update={"redis_url": SecretStr(stack.redis_url or "")})
         handle = RunningStack(stack, connected, Client(connected, source="test"))
         running.append(handle)
         return handle
