@@ -27,6 +27,7 @@ deletes versions older than ``cleanup_older_than_s``. The store calls it itself 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -38,7 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import pyarrow as pa
@@ -52,6 +53,7 @@ from shared.vectors.validation import query_vector, records_dimension, unique_by
 if TYPE_CHECKING:
     from lancedb.db import DBConnection
     from lancedb.expr import Expr
+    from lancedb.query import LanceVectorQueryBuilder
     from lancedb.table import Table
 
     from shared.config import Settings
@@ -228,10 +230,9 @@ class LanceDBVectorStore:
             records_dimension(batch[:1], self._dimension, store=self._describe(), hint=self._hint())
             self._with_retries(
                 "upsert",
-                lambda: table.merge_insert(KEY_COLUMN)
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute(data),
+                lambda: (
+                    table.merge_insert(KEY_COLUMN).when_matched_update_all().when_not_matched_insert_all().execute(data)
+                ),
             )
             self._after_write(table)
 
@@ -241,9 +242,7 @@ class LanceDBVectorStore:
         table = self._open_table()
         if table is None:
             return None
-        found = self._reading(
-            lambda: table.search().where(col(KEY_COLUMN) == lit(upload_id)).limit(1).to_arrow()
-        )
+        found = self._reading(lambda: table.search().where(col(KEY_COLUMN) == lit(upload_id)).limit(1).to_arrow())
         records = arrow_to_records(found)
         return records[0] if records else None
 
@@ -260,8 +259,9 @@ class LanceDBVectorStore:
             assert table is not None  # tables are never dropped by the store
             for start in range(0, len(ids), _IDS_PER_STATEMENT):
                 chunk = ids[start : start + _IDS_PER_STATEMENT]
-                result = self._with_retries("delete", lambda chunk=chunk: table.delete(col(KEY_COLUMN).isin(chunk)))
-                deleted += int(result.num_deleted_rows)
+                result = self._with_retries("delete", functools.partial(table.delete, col(KEY_COLUMN).isin(chunk)))
+                # lancedb's type hints lag its DeleteResult, which has carried the count since 0.2x.
+                deleted += int(result.num_deleted_rows)  # type: ignore[attr-defined]
             self._after_write(table)
         return deleted
 
@@ -277,7 +277,8 @@ class LanceDBVectorStore:
         if table is None:
             return []
         query = query_vector(vector, self._dimension, store=self._describe(), hint=self._hint())
-        builder = table.search(query, vector_column_name=VECTOR_COLUMN).distance_type("cosine").limit(k)
+        builder = cast("LanceVectorQueryBuilder", table.search(query, vector_column_name=VECTOR_COLUMN))
+        builder = builder.distance_type("cosine").limit(k)
         expr = filter_expr(filters)
         if expr is not None:
             builder = builder.where(expr, prefilter=True)
@@ -363,7 +364,7 @@ class LanceDBVectorStore:
         with self._translated("create table"):
             table = db.create_table(self._table_name, schema=arrow_schema(dim), exist_ok=True)
             # Idempotent: setting the same key again only adds a table version.
-            table.set_unenforced_primary_key(KEY_COLUMN)
+            table.set_unenforced_primary_key(KEY_COLUMN)  # type: ignore[attr-defined]  # LanceTable only
         log.info("created %s (dimension %d)", self._describe(), dim)
         self._adopt(table)
         return table
@@ -467,5 +468,5 @@ def _vectors(column: pa.ChunkedArray) -> np.ndarray:
 
 def _fragment_count(table: Table) -> int:
     # Table.stats() is a plain dict in lancedb 0.40 (a TypedDict in its type hints).
-    stats = table.stats()
+    stats = cast("dict[str, Any]", table.stats())
     return int(stats["fragment_stats"]["num_fragments"])

@@ -35,9 +35,7 @@ class VectorStore(Protocol):
         """Delete records; returns how many existed."""
         ...
 
-    def search(
-        self, vector: np.ndarray, *, k: int = 10, filters: SearchFilters | None = None
-    ) -> list[SearchHit]:
+    def search(self, vector: np.ndarray, *, k: int = 10, filters: SearchFilters | None = None) -> list[SearchHit]:
         """The `k` nearest records by cosine similarity (score = 1 - cosine distance, 1.0 for
         the same direction), best first, among those matching `filters`; sees every write
         that returned before the call (read-your-writes). An empty store gives [].

@@ -210,7 +210,9 @@ def translate_error(exc: Exception, action: str) -> OmnibindError:
     if isinstance(exc, AuthenticationFailedError | InsufficientPermissionsError):
         return ConfigError(f"{text} (check OMNIBIND_VECTORS__API_KEY)")
     if _DIMENSION_MISMATCH.search(str(exc)):
-        return ConfigError(f"{text}; vectors of different models cannot share a collection (OMNIBIND_VECTORS__COLLECTION)")
+        return ConfigError(
+            f"{text}; vectors of different models cannot share a collection (OMNIBIND_VECTORS__COLLECTION)"
+        )
     if isinstance(exc, UnexpectedStatusCodeError):
         code = exc.status_code
         if code in (401, 403):

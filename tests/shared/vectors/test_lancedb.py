@@ -154,9 +154,7 @@ def _fragments(path: Path, table: str = "uploads") -> int:
     return int(lancedb.connect(path).open_table(table).stats()["fragment_stats"]["num_fragments"])
 
 
-def test_optimize_compacts_small_fragments_and_keeps_every_record(
-    tmp_path: Path, make_record: RecordFactory
-) -> None:
+def test_optimize_compacts_small_fragments_and_keeps_every_record(tmp_path: Path, make_record: RecordFactory) -> None:
     store = LanceDBVectorStore(tmp_path, compact_every_writes=0)
     records = [make_record(f"o-{i}") for i in range(12)]
     for record in records:
@@ -186,9 +184,7 @@ def test_the_store_compacts_by_itself_every_n_writes(tmp_path: Path, make_record
     assert store.count() == 5
 
 
-def test_an_ann_index_is_built_once_the_table_reaches_the_threshold(
-    tmp_path: Path, make_record: RecordFactory
-) -> None:
+def test_an_ann_index_is_built_once_the_table_reaches_the_threshold(tmp_path: Path, make_record: RecordFactory) -> None:
     store = LanceDBVectorStore(tmp_path, compact_every_writes=0, ann_index_min_rows=300)
     records = [make_record(f"ann-{i}", tenant="t1" if i % 2 else "t2") for i in range(299)]
     store.upsert(records)
