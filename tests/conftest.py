@@ -10,6 +10,9 @@ import pytest
 
 from shared.config import Settings
 
+# Real-service fixtures (factories) every test package may use.
+pytest_plugins = ["tests.support.redis_server"]
+
 
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:

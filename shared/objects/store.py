@@ -9,9 +9,19 @@ with `shared.objects.keys.validate_key` and translates its library's exceptions 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from shared.events import ObjectRef
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What `ObjectStore.head` knows about a stored object: its completed ref and the user
+    metadata given to `put` (names lower-cased)."""
+
+    ref: ObjectRef
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -28,10 +38,14 @@ class ObjectStore(Protocol):
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> ObjectRef:
-        """Store `data` under bucket/key (bucket created if needed) and return a ref with
-        size, etag and (where the backend versions objects) version_id filled in.
+        """Store `data` (bytes, or a binary stream read from its current position) under
+        bucket/key (bucket created if needed) and return a ref with size, etag, content_type
+        (default ``application/octet-stream``) and, where the backend versions objects,
+        version_id filled in.
 
-        Raises `InvalidKey` for an unsafe key, `StorageUnavailable` when the backend is down.
+        Raises `InvalidKey` for an unsafe bucket or key, `PermanentError` (reason
+        ``invalid_metadata``) for a bad content type or metadata, `StorageUnavailable` when
+        the backend is down.
         """
         ...
 
@@ -51,8 +65,19 @@ class ObjectStore(Protocol):
         """
         ...
 
+    def head(self, ref: ObjectRef) -> ObjectInfo:
+        """Like `stat`, plus the object's user metadata (one round trip).
+
+        Raises `ObjectNotFound`, `InvalidKey`, `StorageUnavailable`.
+        """
+        ...
+
     def delete(self, ref: ObjectRef) -> None:
-        """Remove the object; deleting a missing object is not an error."""
+        """Remove the object (only the version named by `ref.version_id` if set); deleting a
+        missing object is not an error.
+
+        Raises `InvalidKey`, `StorageUnavailable`.
+        """
 
     def close(self) -> None:
         """Release connections (the store must not be used afterwards)."""

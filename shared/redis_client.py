@@ -1,0 +1,170 @@
+"""Redis clients for workers and producers, and the translation of Redis failures.
+
+Create one client per process, after fork (Celery's ``worker_process_init``): a client
+owns a connection pool, and sockets must not be shared across processes. The client
+reconnects with exponential backoff on connection errors, so a Redis restart (the
+embedded server restarting, a failover) costs a pause, not a crash. Commands that are
+retried after a dropped connection may run twice; every write omnibind makes is
+idempotent or tolerant of a duplicate (see docs/redis.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import urllib.parse
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from shared.config import Settings
+from shared.errors import ConfigError, TransientError
+
+_REDACTED = "***"
+_BACKOFF_BASE_S = 0.1
+_BACKOFF_CAP_S = 5.0
+T = TypeVar("T")
+
+
+class RedisUnavailable(TransientError):
+    """Redis cannot be reached, is loading, read-only or out of memory; retry later."""
+
+    reason = "redis_unavailable"
+
+
+class _RetryUnlessRefused(Retry):
+    """`Retry` that gives up at once on a refused login: a wrong password stays wrong, and
+    redis-py counts authentication errors as connection errors."""
+
+    def call_with_retry(
+        self,
+        do: Callable[[], T],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        def retryable(error: Exception) -> bool:
+            if isinstance(error, redis.AuthenticationError | redis.exceptions.AuthorizationError):
+                return False
+            return is_retryable(error) if is_retryable is not None else True
+
+        return super().call_with_retry(do, fail, retryable, with_failure_count)
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password (userinfo or ``?password=``) replaced by ``***``; safe to log."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{_REDACTED}@{hostport}"
+    elif at and parts.scheme in ("redis", "rediss") and userinfo:
+        # redis://secret@host: a lone userinfo is taken as the password by redis-py.
+        netloc = f"{_REDACTED}@{hostport}"
+    query = parts.query
+    if query:
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+        query = urllib.parse.urlencode([(k, _REDACTED if k.lower() == "password" else v) for k, v in pairs], safe="*")
+    # Rebuilt by hand: urlunsplit would turn "unix:///path" into "unix:/path".
+    authority = f"//{netloc}" if url[len(parts.scheme) + 1 :].startswith("//") else netloc
+    return (
+        f"{parts.scheme}:{authority}{parts.path}"
+        + (f"?{query}" if query else "")
+        + (f"#{parts.fragment}" if parts.fragment else "")
+    )
+
+
+def build_url(host: str, port: int, *, password: str | None = None, db: int = 0) -> str:
+    """A ``redis://`` URL; the password is percent-encoded."""
+    auth = f":{urllib.parse.quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}{host}:{port}/{db}"
+
+
+def redis_client(
+    url: str,
+    *,
+    connect_timeout_s: float = 5.0,
+    socket_timeout_s: float = 30.0,
+    health_check_interval_s: float = 30.0,
+    retries: int = 3,
+    decode_responses: bool = True,
+) -> redis.Redis:
+    """A client for `url` (``redis://``, ``rediss://`` or ``unix://``).
+
+    Connects lazily (no I/O here). `socket_timeout_s` bounds every command and must exceed
+    the longest ``BLOCK`` a caller uses. Raises `ConfigError` for a malformed URL.
+    """
+    retry = _RetryUnlessRefused(
+        ExponentialWithJitterBackoff(base=_BACKOFF_BASE_S, cap=_BACKOFF_CAP_S),
+        retries,
+        supported_errors=(redis.ConnectionError, redis.TimeoutError),
+    )
+    try:
+        return redis.Redis.from_url(
+            url,
+            socket_connect_timeout=connect_timeout_s,
+            socket_timeout=socket_timeout_s,
+            socket_keepalive=True,
+            health_check_interval=health_check_interval_s,
+            retry=retry,
+            decode_responses=decode_responses,
+            # RESP2: the same reply shapes on every redis-py we allow and every server.
+            protocol=2,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"invalid Redis URL {redact_url(url)}: {exc}") from exc
+
+
+def resolve_redis_url(settings: Settings) -> str:
+    """``OMNIBIND_REDIS_URL`` if set, else the URL of the embedded server of `settings`.
+
+    Raises `ConfigError` when the embedded server is configured with port 0 (any free
+    port), since its URL is then only known to the process that started it.
+    """
+    if settings.redis_url is not None:
+        return settings.redis_url.get_secret_value()
+    if settings.redis.embedded_port == 0:
+        raise ConfigError(
+            "OMNIBIND_REDIS__EMBEDDED_PORT=0 has no fixed URL; set OMNIBIND_REDIS_URL or a fixed embedded port"
+        )
+    password = settings.redis.embedded_password
+    return build_url(
+        "127.0.0.1", settings.redis.embedded_port, password=password.get_secret_value() if password else None
+    )
+
+
+def redis_client_from_settings(settings: Settings, url: str | None = None) -> redis.Redis:
+    """`redis_client` for `url` (default: `resolve_redis_url(settings)`) with the timeouts of `settings`."""
+    opts = settings.redis
+    return redis_client(
+        url or resolve_redis_url(settings),
+        connect_timeout_s=opts.connect_timeout_s,
+        socket_timeout_s=opts.socket_timeout_s,
+        health_check_interval_s=opts.health_check_interval_s,
+        retries=opts.retries,
+    )
+
+
+@contextlib.contextmanager
+def translate_redis_errors(doing: str) -> Iterator[None]:
+    """Re-raise Redis failures inside the block as omnibind errors.
+
+    Authentication failures become `ConfigError` (retrying cannot fix a wrong password);
+    connection loss, timeouts, loading, read-only replicas and OOM become
+    `RedisUnavailable`. Anything else (a script bug, a wrong key type) propagates as is.
+    `doing` names the operation for the message ("reading upload status").
+    """
+    try:
+        yield
+    except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
+        raise ConfigError(f"Redis refused our credentials while {doing}: {exc}") from exc
+    except (
+        redis.ConnectionError,
+        redis.TimeoutError,
+        redis.exceptions.ReadOnlyError,
+        redis.exceptions.OutOfMemoryError,
+    ) as exc:
+        raise RedisUnavailable(f"Redis unavailable while {doing}: {exc}") from exc

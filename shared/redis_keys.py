@@ -1,0 +1,47 @@
+"""Names of every Redis key omnibind writes (besides Celery's own), in one place.
+
+All keys start with the configured prefix (``Settings.queue_prefix``), so several
+deployments can share one Redis and ``SCAN MATCH {prefix}:*`` finds everything of one.
+The layout is documented for non-Python consumers in ``docs/redis.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    prefix: str = "omnibind"
+
+    def __post_init__(self) -> None:
+        if not self.prefix or any(ch.isspace() for ch in self.prefix):
+            raise ValueError(f"invalid Redis key prefix {self.prefix!r}")
+
+    def upload(self, upload_id: str) -> str:
+        """Hash: the status record of one upload."""
+        return f"{self.prefix}:upload:{upload_id}"
+
+    def deliveries(self, upload_id: str) -> str:
+        """Hash: stage -> how often that stage's message was delivered (poison detection)."""
+        return f"{self.prefix}:deliveries:{upload_id}"
+
+    @property
+    def results(self) -> str:
+        """Stream: one entry per terminal transition (indexed | failed)."""
+        return f"{self.prefix}:results"
+
+    @property
+    def dead(self) -> str:
+        """Stream: dead-lettered messages with their failure."""
+        return f"{self.prefix}:dead"
+
+    @property
+    def counts(self) -> str:
+        """Hash: status -> number of uploads in that status."""
+        return f"{self.prefix}:counts"
+
+    @property
+    def recent(self) -> str:
+        """Sorted set: upload id scored by its last submission time (epoch ms), capped."""
+        return f"{self.prefix}:recent"

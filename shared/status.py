@@ -1,0 +1,469 @@
+"""Per-upload status records in Redis, and the result event each finished upload emits.
+
+A record is a hash ``{prefix}:upload:{id}``. Its status only moves forward,
+``queued → preprocessed → embedded → moderated → indexed``, or to ``failed`` from any
+non-terminal status; skipping forward is allowed (a stage that does not apply). Once
+terminal (indexed | failed) a record changes only through `StatusStore.requeue` or a new
+submission of the same id. Every change runs in one Lua script (`TRANSITION_LUA`), so a
+redelivered stage, or many workers racing on one id, cannot move a record backwards, and
+exactly one result event reaches ``{prefix}:results`` per terminal transition.
+
+Counters ``{prefix}:counts`` (status -> uploads now in that status; the terminal ones are
+not decremented when a record expires, so they read "finished, not since re-run") and a
+capped index of recent uploads ``{prefix}:recent`` are kept by the same script. Finished
+records expire after ``ttl_s`` (0 = never). Layout and formats: docs/redis.md.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import redis
+from pydantic import Field, JsonValue
+
+from shared.config import Settings
+from shared.errors import OmnibindError
+from shared.events import Frozen, Modality, ObjectRef, Result, Stage, UploadEvent, UploadStatus, utcnow
+from shared.redis_client import translate_redis_errors
+from shared.redis_keys import RedisKeys
+from shared.streams import ResultStream
+
+RESULT_STREAM_VERSION = "1"  # the "v" field of results-stream entries (written by the script)
+EXTRA_PREFIX = "x:"
+MAX_ERROR_CHARS = 4000
+_POLL_S = 1.0
+_STAGE_PRODUCES = {
+    Stage.PREPROCESS: UploadStatus.PREPROCESSED,
+    Stage.EMBED: UploadStatus.EMBEDDED,
+    Stage.MODERATE: UploadStatus.MODERATED,
+    Stage.INDEX: UploadStatus.INDEXED,
+}
+
+# KEYS: 1 record hash, 2 results stream, 3 counts hash, 4 recent zset, 5 deliveries hash
+# ARGV: 1 mode (create | advance | requeue), 2 target status, 3 upload id, 4 now (ISO-8601),
+#       5 now (epoch ms), 6 terminal ttl s (0 = keep), 7 results maxlen, 8 recent max,
+#       9 submitted_at (create only, else ""), 10 for a failure: the status its stage
+#       produces (else ""), 11.. field/value pairs set when the transition applies.
+# Returns 1 when the transition applied, 0 when it was refused (and changed nothing).
+TRANSITION_LUA = """
+local RANK = {queued = 1, preprocessed = 2, embedded = 3, moderated = 4, indexed = 5, failed = 5}
+local IDENTITY = {id = true, runs = true, submitted_at = true, modality = true,
+                  source = true, tenant = true, object = true}
+local record, results, counts, recent, deliveries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local mode, target, id, now, now_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local ttl_s, maxlen, recent_max = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
+local submitted_at, failing_stage_status = ARGV[9], ARGV[10]
+local FIRST_FIELD = 11
+
+local function is_terminal(status) return status == 'indexed' or status == 'failed' end
+
+local function set_given_fields()
+  if #ARGV >= FIRST_FIELD then redis.call('HSET', record, unpack(ARGV, FIRST_FIELD)) end
+end
+
+local function json_or_null(value)
+  if value then return cjson.encode(value) end
+  return 'null'
+end
+
+local function touch_recent()
+  redis.call('ZADD', recent, now_ms, id)
+  redis.call('ZREMRANGEBYRANK', recent, 0, -(recent_max + 1))
+end
+
+local function enter(status, previous)
+  if previous then redis.call('HINCRBY', counts, previous, -1) end
+  redis.call('HINCRBY', counts, status, 1)
+  redis.call('HSET', record, 'id', id, 'status', status, status .. '_at', now, 'updated_at', now)
+end
+
+-- A new run of the pipeline for this id: forget everything the previous run wrote.
+local function start_run(previous, keep_identity)
+  local runs = tonumber(redis.call('HGET', record, 'runs') or '0') + 1
+  if keep_identity then
+    for _, field in ipairs(redis.call('HKEYS', record)) do
+      if not IDENTITY[field] then redis.call('HDEL', record, field) end
+    end
+    redis.call('PERSIST', record)
+  else
+    redis.call('DEL', record)
+    set_given_fields()
+  end
+  redis.call('DEL', deliveries)
+  redis.call('HSET', record, 'runs', runs)
+  enter('queued', previous)
+  touch_recent()
+  return 1
+end
+
+local function publish_result()
+  local f = redis.call('HMGET', record, 'modality', 'object', 'flagged', 'categories', 'error_reason', 'error', 'runs')
+  local flagged = (f[3] == '1') and 'true' or 'false'
+  local categories = f[4] or '[]'
+  local doc = '{"upload_id":' .. cjson.encode(id) .. ',"status":' .. cjson.encode(target)
+    .. ',"modality":' .. json_or_null(f[1]) .. ',"object":' .. (f[2] or 'null')
+    .. ',"flagged":' .. flagged .. ',"categories":' .. categories
+    .. ',"error_reason":' .. json_or_null(f[5]) .. ',"error":' .. json_or_null(f[6])
+    .. ',"at":' .. cjson.encode(now) .. '}'
+  local entry = {'v', '1', 'upload_id', id, 'status', target, 'run', f[7] or '1', 'at', now,
+                 'flagged', flagged, 'categories', categories}
+  if f[1] then table.insert(entry, 'modality'); table.insert(entry, f[1]) end
+  if f[5] then table.insert(entry, 'error_reason'); table.insert(entry, f[5]) end
+  if f[6] then table.insert(entry, 'error'); table.insert(entry, f[6]) end
+  table.insert(entry, 'result'); table.insert(entry, doc)
+  redis.call('XADD', results, 'MAXLEN', '~', maxlen, '*', unpack(entry))
+end
+
+local current = redis.call('HGET', record, 'status')
+
+if mode == 'create' then
+  if current and not is_terminal(current) then return 0 end
+  if current and redis.call('HGET', record, 'submitted_at') == submitted_at then return 0 end
+  return start_run(current, false)
+end
+
+if mode == 'requeue' then
+  if not (current and is_terminal(current)) then return 0 end
+  return start_run(current, true)
+end
+
+-- advance (failed included): forward only, never out of a terminal status. An unknown
+-- id gets a record, so a failure is never lost even if its record was never created.
+if current and (is_terminal(current) or RANK[target] <= RANK[current]) then return 0 end
+-- A failure reported by a stage the record has already passed comes from a stale
+-- redelivery of that stage; the run went on without it.
+if current and failing_stage_status ~= '' and RANK[current] >= RANK[failing_stage_status] then return 0 end
+if not current then
+  redis.call('HSET', record, 'runs', 1)
+  touch_recent()
+end
+set_given_fields()
+enter(target, current)
+if is_terminal(target) then
+  publish_result()
+  redis.call('DEL', deliveries)
+  if ttl_s > 0 then redis.call('EXPIRE', record, math.max(1, math.ceil(ttl_s))) end
+end
+return 1
+"""
+
+
+class StatusRecord(Frozen):
+    """One upload's status as stored; `timestamps` holds when each status of the current
+    run was entered."""
+
+    upload_id: str
+    status: UploadStatus
+    run: int = 1
+    modality: Modality | None = None
+    source: str | None = None
+    tenant: str | None = None
+    object: ObjectRef | None = None
+    submitted_at: datetime | None = None
+    updated_at: datetime
+    timestamps: dict[UploadStatus, datetime] = Field(default_factory=dict)
+    flagged: bool | None = None
+    categories: tuple[str, ...] = ()
+    error_reason: str | None = None
+    error: str | None = None
+    failed_stage: Stage | None = None
+    extra: dict[str, JsonValue] = Field(default_factory=dict)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal
+
+    def to_result(self) -> Result:
+        """The result event this record announces (meaningful once terminal)."""
+        return Result(
+            upload_id=self.upload_id,
+            status=self.status,
+            modality=self.modality,
+            object=self.object,
+            flagged=bool(self.flagged),
+            categories=self.categories,
+            error_reason=self.error_reason,
+            error=self.error,
+            at=self.timestamps.get(self.status, self.updated_at),
+        )
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def parse_record(raw: Mapping[str | bytes, str | bytes]) -> StatusRecord:
+    """Build a `StatusRecord` from a record hash as HGETALL returns it (str or bytes)."""
+    fields = {_text(k): _text(v) for k, v in raw.items()}
+    timestamps = {s: fields[f"{s.value}_at"] for s in UploadStatus if f"{s.value}_at" in fields}
+    extra = {k.removeprefix(EXTRA_PREFIX): json.loads(v) for k, v in fields.items() if k.startswith(EXTRA_PREFIX)}
+    flagged = fields.get("flagged")
+    return StatusRecord.model_validate(
+        {
+            "upload_id": fields["id"],
+            "status": fields["status"],
+            "run": int(fields.get("runs", "1")),
+            "modality": fields.get("modality"),
+            "source": fields.get("source"),
+            "tenant": fields.get("tenant"),
+            "object": json.loads(fields["object"]) if "object" in fields else None,
+            "submitted_at": fields.get("submitted_at"),
+            "updated_at": fields["updated_at"],
+            "timestamps": timestamps,
+            "flagged": None if flagged is None else flagged == "1",
+            "categories": json.loads(fields.get("categories", "[]")),
+            "error_reason": fields.get("error_reason"),
+            "error": fields.get("error"),
+            "failed_stage": fields.get("failed_stage"),
+            "extra": extra,
+        }
+    )
+
+
+def _iso(moment: datetime) -> str:
+    """ISO-8601 in UTC with a ``Z``; a naive datetime is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _object_json(ref: ObjectRef) -> str:
+    return ref.model_dump_json(exclude_none=True)
+
+
+def _event_fields(event: UploadEvent) -> dict[str, str]:
+    fields = {
+        "id": event.id,
+        "source": event.source,
+        "submitted_at": _iso(event.submitted_at),
+    }
+    if event.modality is not Modality.AUTO:
+        fields["modality"] = event.modality.value
+    if event.tenant is not None:
+        fields["tenant"] = event.tenant
+    if event.object is not None:
+        fields["object"] = _object_json(event.object)
+    return fields
+
+
+def _extra_fields(extra: Mapping[str, JsonValue] | None) -> dict[str, str]:
+    return {f"{EXTRA_PREFIX}{key}": json.dumps(value, separators=(",", ":")) for key, value in (extra or {}).items()}
+
+
+class StatusStore:
+    """Reads and moves upload status records (see the module docstring for the rules).
+
+    Raises `RedisUnavailable` (transient) when Redis cannot be reached and `ConfigError`
+    when it refuses our credentials.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str = "omnibind",
+        *,
+        ttl_s: float = 30 * 86400.0,
+        results_maxlen: int = 100_000,
+        recent_max: int = 10_000,
+    ) -> None:
+        self._redis = client
+        self.keys = RedisKeys(prefix)
+        self.ttl_s = ttl_s
+        self.results_maxlen = results_maxlen
+        self.recent_max = recent_max
+        self._transition = client.register_script(TRANSITION_LUA)
+        self._results = ResultStream(client, prefix)
+
+    @classmethod
+    def from_settings(cls, client: redis.Redis, settings: Settings) -> StatusStore:
+        return cls(
+            client,
+            settings.queue_prefix,
+            ttl_s=settings.redis.status_ttl_s,
+            results_maxlen=settings.redis.results_maxlen,
+            recent_max=settings.redis.recent_max,
+        )
+
+    # -- transitions ----------------------------------------------------------------------
+
+    def create(self, event: UploadEvent) -> bool:
+        """Record `event` as queued. True when a new run starts: the id is new, or its
+        previous run finished and this is a different submission (another
+        ``submitted_at``). False when a run of this id is in flight or this very
+        submission was recorded already; nothing changes then."""
+        return self._run(
+            "create", UploadStatus.QUEUED, event.id, _event_fields(event), submitted_at=_iso(event.submitted_at)
+        )
+
+    def advance(
+        self,
+        upload_id: str,
+        status: UploadStatus,
+        *,
+        modality: Modality | None = None,
+        object_ref: ObjectRef | None = None,
+        flagged: bool | None = None,
+        categories: Iterable[str] | None = None,
+        extra: Mapping[str, JsonValue] | None = None,
+    ) -> bool:
+        """Move the record forward to `status` (preprocessed … indexed) and store the given
+        fields with it. True when applied; False when the record is already at or past
+        `status` or finished (a redelivery), in which case nothing is written. Reaching
+        ``indexed`` emits the result event. Raises `ValueError` for queued/failed (use
+        `create`/`requeue` and `fail`)."""
+        if status in (UploadStatus.QUEUED, UploadStatus.FAILED):
+            raise ValueError(f"advance() cannot move to {status.value!r}; use create/requeue or fail")
+        fields = _extra_fields(extra)
+        if modality is not None:
+            fields["modality"] = Modality(modality).value
+        if object_ref is not None:
+            fields["object"] = _object_json(object_ref)
+        if flagged is not None:
+            fields["flagged"] = "1" if flagged else "0"
+        if categories is not None:
+            fields["categories"] = json.dumps(list(categories))
+        return self._run("advance", status, upload_id, fields)
+
+    def fail(
+        self,
+        upload_id: str,
+        stage: Stage | str,
+        error: BaseException,
+        *,
+        extra: Mapping[str, JsonValue] | None = None,
+    ) -> bool:
+        """Mark the upload failed at `stage` with `error`'s reason and message and emit the
+        result event. An `OmnibindError` contributes its `reason`; any other exception is
+        recorded as ``internal_error`` with its class name. True when applied; False when
+        the record had finished already, or had already moved past `stage` (a stale
+        redelivery of a stage that succeeded before must not fail the run)."""
+        if isinstance(error, OmnibindError):
+            reason, message = error.reason, error.message
+        else:
+            reason, message = "internal_error", f"{type(error).__name__}: {error}"
+        fields = _extra_fields(extra)
+        fields.update({"error_reason": reason, "error": message[:MAX_ERROR_CHARS], "failed_stage": Stage(stage).value})
+        return self._run("advance", UploadStatus.FAILED, upload_id, fields, failing_stage=Stage(stage))
+
+    def requeue(self, upload_id: str) -> bool:
+        """Start a new run of a finished upload (``omnibind dead --retry``, a re-index):
+        the record returns to queued, keeping its identity (modality, source, tenant,
+        object) and dropping the previous run's fields. False when there is no finished
+        record (unknown, expired, or in flight): then create the upload again instead."""
+        return self._run("requeue", UploadStatus.QUEUED, upload_id, {})
+
+    def _run(
+        self,
+        mode: Literal["create", "advance", "requeue"],
+        status: UploadStatus,
+        upload_id: str,
+        fields: Mapping[str, str],
+        *,
+        submitted_at: str = "",
+        failing_stage: Stage | None = None,
+    ) -> bool:
+        if not upload_id:
+            raise ValueError("upload_id must not be empty")
+        now = utcnow()
+        keys = [
+            self.keys.upload(upload_id),
+            self.keys.results,
+            self.keys.counts,
+            self.keys.recent,
+            self.keys.deliveries(upload_id),
+        ]
+        args: list[str | int | float] = [
+            mode,
+            status.value,
+            upload_id,
+            _iso(now),
+            int(now.timestamp() * 1000),
+            self.ttl_s,
+            self.results_maxlen,
+            self.recent_max,
+            submitted_at,
+            _STAGE_PRODUCES[failing_stage].value if failing_stage is not None else "",
+        ]
+        for name, value in fields.items():
+            args += [name, value]
+        with translate_redis_errors(f"moving upload {upload_id} to {status.value}"):
+            return bool(self._transition(keys=keys, args=args))
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get(self, upload_id: str) -> StatusRecord | None:
+        """The record of `upload_id`, or None if unknown or expired."""
+        with translate_redis_errors(f"reading the status of upload {upload_id}"):
+            raw: Any = self._redis.hgetall(self.keys.upload(upload_id))
+        return parse_record(raw) if raw else None
+
+    def counts(self) -> dict[UploadStatus, int]:
+        """Uploads per status (every status present, 0 when none)."""
+        with translate_redis_errors("reading status counts"):
+            raw: Any = self._redis.hgetall(self.keys.counts)
+        stored = {_text(k): int(v) for k, v in raw.items()}
+        return {status: stored.get(status.value, 0) for status in UploadStatus}
+
+    def recent(self, n: int = 20) -> list[StatusRecord]:
+        """Up to `n` most recently submitted uploads, newest first (expired ones skipped)."""
+        if n <= 0:
+            return []
+        with translate_redis_errors("listing recent uploads"):
+            members: Any = self._redis.zrevrange(self.keys.recent, 0, n - 1)
+            ids = [_text(member) for member in members]
+            pipe = self._redis.pipeline(transaction=False)
+            for upload_id in ids:
+                pipe.hgetall(self.keys.upload(upload_id))
+            raws = pipe.execute()
+        return [parse_record(raw) for raw in raws if raw]
+
+    def wait_terminal(
+        self, upload_ids: Iterable[str], timeout_s: float, *, poll_s: float = _POLL_S
+    ) -> dict[str, StatusRecord]:
+        """Block until every id in `upload_ids` is finished or `timeout_s` passed.
+
+        Returns the finished records by id; ids missing from the result did not finish in
+        time (or are unknown). Listens on the results stream (XREAD BLOCK) and re-reads
+        the pending records every `poll_s`, so trimmed stream entries cannot hang it.
+        """
+        pending = set(upload_ids)
+        done: dict[str, StatusRecord] = {}
+        deadline = time.monotonic() + timeout_s
+        # Take the stream position before reading the records: a transition after the
+        # read is then guaranteed to come after this position.
+        last_id = self._results.last_id()
+        self._collect_finished(pending, pending, done)
+        next_poll = time.monotonic() + poll_s
+        while pending:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                break
+            entries = self._results.read(last_id, count=1000, block_ms=max(1, int(min(remaining_s, poll_s) * 1000)))
+            last_id = entries[-1].entry_id if entries else last_id
+            announced = {e.result.upload_id for e in entries} & pending
+            if time.monotonic() >= next_poll:
+                announced = set(pending)
+                next_poll = time.monotonic() + poll_s
+            self._collect_finished(announced, pending, done)
+        return done
+
+    def _collect_finished(self, ids: set[str], pending: set[str], done: dict[str, StatusRecord]) -> None:
+        """Move the finished ones among `ids` from `pending` to `done`."""
+        if not ids:
+            return
+        ordered = sorted(ids)
+        with translate_redis_errors("reading upload statuses"):
+            pipe = self._redis.pipeline(transaction=False)
+            for upload_id in ordered:
+                pipe.hgetall(self.keys.upload(upload_id))
+            raws = pipe.execute()
+        for upload_id, raw in zip(ordered, raws, strict=True):
+            if raw:
+                record = parse_record(raw)
+                if record.terminal:
+                    done[upload_id] = record
+                    pending.discard(upload_id)

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from shared.config import Settings
+from shared.embedded_redis import EmbeddedRedis
+from shared.errors import ConfigError
+from shared.redis_client import (
+    RedisUnavailable,
+    build_url,
+    redact_url,
+    redis_client,
+    resolve_redis_url,
+    translate_redis_errors,
+)
+from shared.status import StatusStore
+from tests.support.redis_server import RedisServers
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://:hunter2@host:6379/0", "redis://:***@host:6379/0"),
+        ("redis://user:hunter2@host:6379/0", "redis://user:***@host:6379/0"),
+        ("rediss://hunter2@host:6380", "rediss://***@host:6380"),
+        ("redis://host:6379/0", "redis://host:6379/0"),
+        ("unix:///run/redis.sock?db=1&password=hunter2", "unix:///run/redis.sock?db=1&password=***"),
+        ("redis://:p%40ss%3Aw@host:1/0", "redis://:***@host:1/0"),
+    ],
+)
+def test_redact_url_hides_every_password(url: str, expected: str) -> None:
+    assert redact_url(url) == expected
+    assert "hunter2" not in redact_url(url)
+
+
+def test_build_url_percent_encodes_the_password() -> None:
+    url = build_url("127.0.0.1", 6390, password="p@ss:w/rd")
+    assert url == "redis://:p%40ss%3Aw%2Frd@127.0.0.1:6390/0"
+    assert redis.Redis.from_url(url).connection_pool.connection_kwargs["password"] == "p@ss:w/rd"
+
+
+def test_client_talks_to_a_real_server_with_decoded_replies(redis_servers: RedisServers) -> None:
+    server = redis_servers.start(password="pw")
+    client = redis_client(server.url)
+    client.set("k", "v")
+    assert client.get("k") == "v"
+
+
+def test_client_reconnects_after_the_server_restarts(redis_servers: RedisServers) -> None:
+    server = redis_servers.start()
+    client = redis_client(server.url, retries=10)
+    client.set("k", "before")
+    port, data_dir = server.port, server.data_dir
+    server.stop()
+    redis_servers.start(data_dir=data_dir, port=port)
+    assert client.get("k") == "before"
+
+
+def test_unreachable_redis_raises_redis_unavailable(redis_servers: RedisServers) -> None:
+    server = redis_servers.start()
+    url = server.url
+    server.stop()
+    client = redis_client(url, retries=1, connect_timeout_s=0.5)
+    store = StatusStore(client)
+    with pytest.raises(RedisUnavailable) as info:
+        store.get("some-upload")
+    assert info.value.reason == "redis_unavailable"
+
+
+def test_wrong_password_raises_config_error(redis_servers: RedisServers, caplog: pytest.LogCaptureFixture) -> None:
+    server = redis_servers.start(password="right")
+    client = redis_client(build_url("127.0.0.1", server.port, password="wrong"), retries=0)
+    with caplog.at_level(logging.DEBUG), pytest.raises(ConfigError, match="credentials"):
+        StatusStore(client).get("some-upload")
+    assert "wrong" not in caplog.text
+
+
+def test_other_redis_errors_are_not_disguised(redis_conn: redis.Redis) -> None:
+    redis_conn.set("plain-string", "x")
+    with pytest.raises(redis.ResponseError), translate_redis_errors("reading"):
+        redis_conn.hgetall("plain-string")
+
+
+def test_malformed_url_raises_config_error() -> None:
+    with pytest.raises(ConfigError, match="invalid Redis URL"):
+        redis_client("http://user:secret@host/0")
+
+
+def test_configured_url_wins_over_the_embedded_server(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(redis_url="redis://:pw@elsewhere:6379/2")
+    assert resolve_redis_url(settings) == "redis://:pw@elsewhere:6379/2"
+
+
+def test_without_a_url_the_embedded_server_url_is_used(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(redis={"embedded_port": 6391, "embedded_password": "pw"})
+    assert resolve_redis_url(settings) == "redis://:pw@127.0.0.1:6391/0"
+    assert EmbeddedRedis.from_settings(settings).data_dir == settings.data_dir / "redis"
+
+
+def test_embedded_port_zero_has_no_url_for_other_processes(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(redis={"embedded_port": 0})
+    with pytest.raises(ConfigError, match="OMNIBIND_REDIS_URL"):
+        resolve_redis_url(settings)
+
+
+def test_redis_settings_come_from_nested_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMNIBIND_REDIS_URL", "redis://h:1/0")
+    monkeypatch.setenv("OMNIBIND_REDIS__STATUS_TTL_S", "60")
+    settings: Any = Settings()
+    assert settings.redis_url.get_secret_value() == "redis://h:1/0"
+    assert settings.redis.status_ttl_s == 60

@@ -1,0 +1,152 @@
+"""A real S3-compatible server (moto's server mode) in a subprocess on a free loopback port.
+
+Use the context manager anywhere (tests, benchmarks, worker integration tests)::
+
+    with running_s3_server() as server:
+        settings = make_settings(objects=server.object_settings())
+        env = {**os.environ, **server.env()}   # for worker subprocesses
+
+or the session fixture: ``from tests.support.s3_server import s3_server`` in a conftest.
+
+The server keeps everything in memory and accepts any credentials, unless it is started with
+``env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"}``: then it checks them like AWS IAM and refuses
+ours (AccessDenied / InvalidAccessKeyId), which is how access errors are tested.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HOST = "127.0.0.1"
+ACCESS_KEY = "omnibind-test-access"
+SECRET_KEY = "omnibind-test-secret-Kp9x2"
+REGION = "us-east-1"
+_START_ATTEMPTS = 3  # a free port can be taken by someone else before the server binds it
+_POLL_INTERVAL_S = 0.1
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A running server: where it listens and the credentials to use."""
+
+    endpoint: str  # host:port, as `ObjectStoreSettings.endpoint` wants it
+    access_key: str
+    secret_key: str
+    region: str
+    pid: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.endpoint}"
+
+    def object_settings(self, **overrides: Any) -> dict[str, Any]:
+        """The ``objects`` settings group for this server (pass to `Settings(objects=...)`)."""
+        return {
+            "backend": "minio",
+            "endpoint": self.endpoint,
+            "access_key": self.access_key,
+            "secret_key": self.secret_key,
+            "secure": False,
+            "region": self.region,
+            **overrides,
+        }
+
+    def env(self) -> dict[str, str]:
+        """``OMNIBIND_OBJECTS__*`` variables that point a subprocess at this server."""
+        return {
+            "OMNIBIND_OBJECTS__BACKEND": "minio",
+            "OMNIBIND_OBJECTS__ENDPOINT": self.endpoint,
+            "OMNIBIND_OBJECTS__ACCESS_KEY": self.access_key,
+            "OMNIBIND_OBJECTS__SECRET_KEY": self.secret_key,
+            "OMNIBIND_OBJECTS__SECURE": "false",
+            "OMNIBIND_OBJECTS__REGION": self.region,
+        }
+
+
+def free_loopback_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_s3_server(*, env: Mapping[str, str] | None = None, startup_timeout_s: float = 60.0) -> Iterator[S3Server]:
+    """Start ``python -m moto.server`` on a free loopback port, wait until it answers HTTP,
+    yield it, and stop it (terminate, then kill) on exit.
+
+    `env` adds environment variables for the server. Raises `RuntimeError` with the
+    server's log when it does not come up.
+    """
+    with tempfile.TemporaryDirectory(prefix="omnibind-s3-") as log_dir:
+        for attempt in range(_START_ATTEMPTS):
+            port = free_loopback_port()
+            log_path = Path(log_dir) / f"moto-{attempt}.log"
+            process = _spawn(port, log_path, env)
+            try:
+                if _wait_until_up(process, port, startup_timeout_s):
+                    yield S3Server(f"{HOST}:{port}", ACCESS_KEY, SECRET_KEY, REGION, process.pid)
+                    return
+            finally:
+                _stop(process)
+            if attempt == _START_ATTEMPTS - 1:
+                raise RuntimeError(f"moto server did not start on {HOST}:{port}:\n{log_path.read_text()[-4000:]}")
+
+
+def _spawn(port: int, log_path: Path, env: Mapping[str, str] | None) -> subprocess.Popen[bytes]:
+    server_env = {**os.environ, "AWS_DEFAULT_REGION": REGION, **(env or {})}
+    with log_path.open("wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=server_env,
+        )
+
+
+def _wait_until_up(process: subprocess.Popen[bytes], port: int, timeout_s: float) -> bool:
+    """True once the server answers on `port`; False if it exits or `timeout_s` passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{port}/moto-api/", timeout=1.0) as response:
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass  # not listening yet
+        time.sleep(_POLL_INTERVAL_S)
+    return False
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """One S3 server for the whole test session. Tests keep apart by using unique buckets."""
+    with running_s3_server() as server:
+        yield server

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from workers.batcher import MicroBatcher
+
+
+def _squaring_batcher(calls: list[tuple[str, list[int]]], *, max_batch: int = 8, max_wait_s: float = 0.05):
+    def launch(key: str, items: list[int]) -> list[int]:
+        calls.append((key, list(items)))
+        return [x * x for x in items]
+
+    return MicroBatcher(
+        launch,
+        lambda handle: handle,
+        group_of=lambda x: "even" if x % 2 == 0 else "odd",
+        max_batch=max_batch,
+        max_wait_s=max_wait_s,
+    )
+
+
+def test_each_submitter_gets_its_own_result_from_shared_batches() -> None:
+    calls: list[tuple[str, list[int]]] = []
+    batcher = _squaring_batcher(calls)
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        results = list(pool.map(lambda x: batcher.submit(x).result(timeout=10), range(64)))
+    batcher.close()
+    assert results == [x * x for x in range(64)]
+    assert sum(len(items) for _, items in calls) == 64
+    assert len(calls) < 64, "items from concurrent tasks should share batches"
+
+
+def test_batches_never_mix_groups_or_exceed_max_batch() -> None:
+    calls: list[tuple[str, list[int]]] = []
+    batcher = _squaring_batcher(calls, max_batch=5)
+    futures = [batcher.submit(x) for x in range(40)]
+    assert [f.result(timeout=10) for f in futures] == [x * x for x in range(40)]
+    batcher.close()
+    for key, items in calls:
+        assert len(items) <= 5
+        assert {("even" if x % 2 == 0 else "odd") for x in items} == {key}
+    assert batcher.stats.items == 40
+    assert sum(size * n for size, n in batcher.stats.size_histogram.items()) == 40
+
+
+def test_a_lone_item_runs_after_max_wait_instead_of_waiting_for_a_full_batch() -> None:
+    calls: list[tuple[str, list[int]]] = []
+    batcher = _squaring_batcher(calls, max_batch=1000, max_wait_s=0.01)
+    assert batcher.submit(3).result(timeout=10) == 9
+    batcher.close()
+
+
+def test_a_failing_batch_fails_all_its_items_and_only_them() -> None:
+    def launch(key: str, items: list[int]) -> list[int]:
+        if key == "bad":
+            raise MemoryError("out of memory")
+        return items
+
+    batcher: MicroBatcher[str, int, int] = MicroBatcher(
+        launch, lambda h: h, group_of=lambda x: "bad" if x < 0 else "good", max_batch=16, max_wait_s=0.01
+    )
+    bad = [batcher.submit(-i - 1) for i in range(3)]
+    good = [batcher.submit(i) for i in range(3)]
+    assert [f.result(timeout=10) for f in good] == [0, 1, 2]
+    for future in bad:
+        with pytest.raises(MemoryError):
+            future.result(timeout=10)
+    assert batcher.stats.failures == 1
+    batcher.close()
+
+
+def test_collect_returning_the_wrong_count_is_an_error_not_a_silent_mismatch() -> None:
+    batcher: MicroBatcher[str, int, int] = MicroBatcher(
+        lambda key, items: items, lambda h: h[:-1], group_of=lambda x: "g", max_batch=4, max_wait_s=0.01
+    )
+    with pytest.raises(RuntimeError, match="returned"):
+        batcher.submit(1).result(timeout=10)
+    batcher.close()
+
+
+def test_the_oldest_group_runs_first() -> None:
+    release = threading.Event()
+    order: list[str] = []
+
+    def launch(key: str, items: list[str]) -> list[str]:
+        if key == "block":
+            release.wait(10)
+        order.append(key)
+        return items
+
+    batcher: MicroBatcher[str, str, str] = MicroBatcher(
+        launch, lambda h: h, group_of=lambda x: x.split(":")[0], max_batch=100, max_wait_s=0.0
+    )
+    blocker = batcher.submit("block:0")
+    while batcher.pending():  # the blocker is running; queue the rest behind it
+        pass
+    first = [batcher.submit("audio:1"), batcher.submit("image:1")]
+    second = [batcher.submit("text:1")]
+    release.set()
+    for future in [blocker, *first, *second]:
+        future.result(timeout=10)
+    batcher.close()
+    assert order == ["block", "audio", "image", "text"]
+
+
+def test_max_batch_can_adapt_between_batches() -> None:
+    limit = [4]
+    sizes: list[int] = []
+
+    def launch(key: str, items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        return items
+
+    batcher: MicroBatcher[str, int, int] = MicroBatcher(
+        launch, lambda h: h, group_of=lambda x: "g", max_batch=lambda: limit[0], max_wait_s=10.0
+    )
+    futures = [batcher.submit(i) for i in range(4)]
+    [f.result(timeout=10) for f in futures]
+    limit[0] = 2
+    futures = [batcher.submit(i) for i in range(4)]
+    [f.result(timeout=10) for f in futures]
+    batcher.close()
+    assert sizes == [4, 2, 2]
+
+
+def test_close_fails_items_that_never_ran() -> None:
+    batcher: MicroBatcher[str, int, int] = MicroBatcher(
+        lambda key, items: items, lambda h: h, group_of=lambda x: "g", max_batch=100, max_wait_s=60.0
+    )
+    future = batcher.submit(1)
+    batcher.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        future.result(timeout=10)
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.submit(2)

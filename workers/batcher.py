@@ -1,0 +1,194 @@
+"""Dynamic micro-batching across concurrently running tasks (Triton / Infinity style).
+
+Celery runs each embed (or index) task in its own thread; the task submits its item here and
+blocks on the returned future. One dispatcher thread groups pending items by key (modality,
+text length bucket...), and launches a batch when a group is full (`max_batch`) or its oldest
+item has waited `max_wait_s`. The oldest group goes first, so a slow group (long audio) never
+holds another group's items behind it in the queue.
+
+Launching and collecting are separate steps run by two threads: on CUDA `launch` only queues
+kernels (returns at once) and `collect` waits for the results, so the next batch is prepared
+and its host-to-device copy issued while the GPU still computes the previous one. On CPU
+`launch` does the work and `collect` just hands the results back.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")  # item submitted by a task
+R = TypeVar("R")  # result handed back to that task
+K = TypeVar("K", bound=Hashable)  # group key
+
+Launch = Callable[[K, list[T]], Any]
+Collect = Callable[[Any], Sequence[R]]
+
+
+@dataclass
+class _Pending(Generic[T, R]):
+    item: T
+    future: Future[R]
+    enqueued_s: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class BatchStats:
+    """Counters a benchmark or metrics exporter can read (sizes histogram, waits)."""
+
+    batches: int = 0
+    items: int = 0
+    size_histogram: dict[int, int] = field(default_factory=dict)
+    failures: int = 0
+
+    def record(self, size: int) -> None:
+        self.batches += 1
+        self.items += size
+        self.size_histogram[size] = self.size_histogram.get(size, 0) + 1
+
+
+class MicroBatcher(Generic[K, T, R]):
+    """Batch items from many threads; each submitter gets its own result or exception.
+
+    `launch(key, items)` starts the work for one batch and returns a handle;
+    `collect(handle)` returns one result per item, in order. An exception from either is set
+    on every future of that batch (the callers decide about retries: a failed batch must
+    never count as done). `max_batch` may be a callable so the caller can adapt it (e.g.
+    shrink after a CUDA out-of-memory error).
+    """
+
+    def __init__(
+        self,
+        launch: Launch[K, T],
+        collect: Collect[R],
+        *,
+        group_of: Callable[[T], K],
+        max_batch: int | Callable[[], int],
+        max_wait_s: float,
+        name: str = "batcher",
+    ) -> None:
+        self._launch = launch
+        self._collect = collect
+        self._group_of = group_of
+        self._max_batch = max_batch if callable(max_batch) else (lambda: max_batch)
+        self._max_wait_s = max_wait_s
+        self._name = name
+        self._groups: dict[K, deque[_Pending[T, R]]] = {}
+        self._cond = threading.Condition()
+        self._closed = False
+        # One launched batch may wait for collection while the next one is being prepared.
+        self._launched: queue.Queue[tuple[Any, list[_Pending[T, R]]] | None] = queue.Queue(maxsize=1)
+        self.stats = BatchStats()
+        self._dispatcher = threading.Thread(target=self._dispatch_loop, name=f"{name}-dispatch", daemon=True)
+        self._collector = threading.Thread(target=self._collect_loop, name=f"{name}-collect", daemon=True)
+        self._dispatcher.start()
+        self._collector.start()
+
+    def submit(self, item: T) -> Future[R]:
+        """Queue `item` for the next batch of its group; the future holds its result."""
+        future: Future[R] = Future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError(f"{self._name} is closed")
+            self._groups.setdefault(self._group_of(item), deque()).append(_Pending(item, future))
+            self._cond.notify()
+        return future
+
+    def pending(self) -> int:
+        with self._cond:
+            return sum(len(group) for group in self._groups.values())
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop accepting items, fail what is still queued, and stop the threads."""
+        with self._cond:
+            self._closed = True
+            leftovers = [p for group in self._groups.values() for p in group]
+            self._groups.clear()
+            self._cond.notify_all()
+        for pending in leftovers:
+            pending.future.set_exception(RuntimeError(f"{self._name} closed before the item ran"))
+        self._dispatcher.join(timeout_s)
+        self._collector.join(timeout_s)
+
+    # -- dispatcher side ---------------------------------------------------------------
+
+    def _next_batch(self) -> tuple[K, list[_Pending[T, R]]] | None:
+        """Wait until some group is due, then take up to max_batch items from it.
+        Returns None when closed."""
+        with self._cond:
+            while True:
+                if self._closed:
+                    return None
+                due = self._due_group()
+                if due is not None:
+                    key, _ = due
+                    group = self._groups[key]
+                    size = min(len(group), max(1, self._max_batch()))
+                    batch = [group.popleft() for _ in range(size)]
+                    if not group:
+                        del self._groups[key]
+                    return key, batch
+                self._cond.wait(timeout=self._time_to_next_deadline())
+
+    def _due_group(self) -> tuple[K, float] | None:
+        """The group to run now: the one with the oldest head item among groups that are
+        full or whose head waited max_wait_s."""
+        now = time.monotonic()
+        limit = max(1, self._max_batch())
+        best: tuple[K, float] | None = None
+        for key, group in self._groups.items():
+            head_age_s = now - group[0].enqueued_s
+            if (len(group) >= limit or head_age_s >= self._max_wait_s) and (best is None or head_age_s > best[1]):
+                best = (key, head_age_s)
+        return best
+
+    def _time_to_next_deadline(self) -> float | None:
+        if not self._groups:
+            return None
+        oldest = min(group[0].enqueued_s for group in self._groups.values())
+        return max(0.0, oldest + self._max_wait_s - time.monotonic())
+
+    def _dispatch_loop(self) -> None:
+        while (next_batch := self._next_batch()) is not None:
+            key, batch = next_batch
+            batch = [p for p in batch if p.future.set_running_or_notify_cancel()]
+            if not batch:
+                continue
+            try:
+                handle = self._launch(key, [p.item for p in batch])
+            except BaseException as exc:  # every submitter must hear about it
+                self._fail(batch, exc)
+                continue
+            self._launched.put((handle, batch))
+        self._launched.put(None)
+
+    # -- collector side ----------------------------------------------------------------
+
+    def _collect_loop(self) -> None:
+        while (launched := self._launched.get()) is not None:
+            handle, batch = launched
+            try:
+                results = self._collect(handle)
+                if len(results) != len(batch):
+                    raise RuntimeError(f"{self._name}: batch of {len(batch)} returned {len(results)} results")
+            except BaseException as exc:
+                self._fail(batch, exc)
+                continue
+            self.stats.record(len(batch))
+            for pending, result in zip(batch, results, strict=True):
+                pending.future.set_result(result)
+
+    def _fail(self, batch: list[_Pending[T, R]], exc: BaseException) -> None:
+        self.stats.failures += 1
+        log.warning("%s: batch of %d failed: %s: %s", self._name, len(batch), type(exc).__name__, exc)
+        for pending in batch:
+            pending.future.set_exception(exc)
