@@ -187,6 +187,17 @@ def to_weaviate_properties(record: VectorRecord) -> dict[str, Any]:
     return {name: value for name, value in record_to_properties(record).items() if value is not None}
 
 
+def to_data_object(record: VectorRecord) -> DataObject[dict[str, Any], None]:
+    """The object written for `record`: its deterministic uuid, properties and named vector."""
+    return DataObject(
+        properties=to_weaviate_properties(record),
+        uuid=record.uuid,
+        # By name: every server with named vectors takes this form, while mapping a bare
+        # vector onto the only named one is a late addition (Weaviate PR 6045).
+        vector={VECTOR_NAME: np.asarray(record.vector, dtype=np.float32).tolist()},
+    )
+
+
 def from_weaviate_object(properties: Mapping[str, Any], vector: Any) -> VectorRecord:
     """A record from a returned object's properties and its ``vector`` (a dict by vector name)."""
     array = vector_of(vector)
@@ -322,14 +333,7 @@ class WeaviateVectorStore:
         dim = records_dimension(batch, self._store_dimension(collection), store=self._describe(), hint=self._hint())
         for start in range(0, len(batch), self._batch_size):
             chunk = batch[start : start + self._batch_size]
-            objects = [
-                DataObject(
-                    properties=to_weaviate_properties(record),
-                    uuid=record.uuid,
-                    vector=np.asarray(record.vector, dtype=np.float32).tolist(),
-                )
-                for record in chunk
-            ]
+            objects = [to_data_object(record) for record in chunk]
             with self._translated("batch write"):
                 result = collection.data.insert_many(objects)
             failures = batch_failures(result, [record.upload_id for record in chunk])
@@ -381,6 +385,7 @@ class WeaviateVectorStore:
             response = collection.query.near_vector(
                 near_vector=query.tolist(),
                 limit=k,
+                target_vector=VECTOR_NAME,
                 filters=build_filter(filters),
                 include_vector=True,
                 return_properties=list(PROPERTY_NAMES),

@@ -10,10 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from pydantic import SecretStr
 from weaviate.classes.config import DataType, Tokenization
-from weaviate.collections.classes.batch import BatchObject, BatchObjectReturn, ErrorObject
+from weaviate.collections.batch.grpc_batch import _BatchGRPC
+from weaviate.collections.classes.batch import BatchObject, BatchObjectReturn, ErrorObject, _BatchObject
 from weaviate.collections.classes.config import _CollectionConfigCreate
 from weaviate.collections.filters import _FilterToGRPC
 from weaviate.exceptions import (
@@ -27,12 +29,13 @@ from weaviate.exceptions import (
     WeaviateStartUpError,
     WeaviateTimeoutError,
 )
+from weaviate.util import _ServerVersion
 
 from shared.config import Settings
 from shared.errors import ConfigError, OmnibindError, PermanentError, VectorStoreUnavailable
 from shared.events import Modality
 from shared.vectors.properties import PROPERTIES, PROPERTY_NAMES, Kind
-from shared.vectors.records import SearchFilters, VectorRecord
+from shared.vectors.records import SearchFilters, VectorRecord, record_uuid
 from shared.vectors.weaviate import (
     WeaviateVectorStore,
     batch_failures,
@@ -42,6 +45,7 @@ from shared.vectors.weaviate import (
     failures_error,
     from_weaviate_object,
     parse_endpoint,
+    to_data_object,
     to_weaviate_properties,
     translate_error,
 )
@@ -180,6 +184,45 @@ def test_dates_returned_as_rfc3339_strings_are_read(full_record: RecordFactory) 
 def test_an_object_without_its_vector_is_an_error(full_record: RecordFactory) -> None:
     with pytest.raises(VectorStoreUnavailable, match="without its vector"):
         from_weaviate_object(to_weaviate_properties(full_record()), {})
+
+
+def _grpc_object(record: VectorRecord) -> Any:
+    """The gRPC BatchObject the client builds for `to_data_object(record)` (as insert_many does)."""
+    data = to_data_object(record)
+    batch_object = _BatchObject(
+        collection="OmnibindUpload",
+        vector=data.vector,
+        uuid=str(data.uuid),
+        properties=data.properties,
+        tenant=None,
+        references=None,
+        index=0,
+    )
+    return _BatchGRPC(_ServerVersion(1, 27, 0), None, None).grpc_object(batch_object)
+
+
+def test_a_record_is_sent_with_its_deterministic_uuid_and_named_vector(full_record: RecordFactory) -> None:
+    record = full_record()
+    message = _grpc_object(record)
+    assert message.uuid == str(record_uuid(record.upload_id))
+    (vectors,) = message.vectors
+    assert vectors.name == "default"
+    sent = np.frombuffer(vectors.vector_bytes, dtype=np.float32)
+    np.testing.assert_array_equal(sent, record.vector)
+
+
+def test_a_record_is_sent_with_typed_properties(full_record: RecordFactory) -> None:
+    message = _grpc_object(full_record())
+    scalars = dict(message.properties.non_ref_properties)
+    assert scalars["upload_id"] == "full-1" and scalars["flagged"] is True
+    assert scalars["size"] == 47_980 and scalars["created_at"].startswith("2025-03-04T05:06:07.123")
+    (categories,) = message.properties.text_array_properties
+    assert (categories.prop_name, list(categories.values)) == ("categories", ["violence", "weapons"])
+
+
+def test_unflagged_records_send_an_empty_category_list(make_record: RecordFactory) -> None:
+    message = _grpc_object(make_record())
+    assert list(message.properties.empty_list_props) == ["categories"]
 
 
 # -- errors ------------------------------------------------------------------------------------
