@@ -62,7 +62,7 @@ class VectorStoreSettings(BaseModel):
         3600.0, ge=60, description="lancedb: compaction deletes table versions older than this"
     )
     ann_index_min_rows: int = Field(
-        100_000, ge=1, description="lancedb: build an ANN index once the table has this many rows (exact below)"
+        20_000, ge=1, description="lancedb: build an ANN index once the table has this many rows (exact below)"
     )
     lock_timeout_s: float = Field(60.0, gt=0, description="lancedb: longest wait for the cross-process write lock")
     url: str | None = Field(None, description="weaviate: HTTP URL, e.g. http://weaviate:8080")

@@ -15,7 +15,11 @@ Guarantees, and how they are kept:
   checks for the newest table version, so a search right after an upsert that returned,
   in this or any other process, sees it.
 - **Exact search while small.** Below ``ann_index_min_rows`` a search is a flat scan
-  (exact cosine); from there on `optimize` builds an IVF-HNSW-SQ index (cosine).
+  (exact cosine). From there on `optimize` builds an IVF_FLAT index (cosine, √rows
+  partitions, full vectors: no quantisation error) and rebuilds it whenever the table has
+  grown 4× since; searches probe at least `SEARCH_PROBES` partitions, and more when a
+  narrow filter leaves fewer than k hits. Rows written after the last build are scanned
+  exactly until `optimize` adds them to the index.
 - **Fork-safe.** Nothing is opened in the constructor and lancedb is imported on first use;
   a process that finds itself forked (its pid changed) opens its own connection.
 
@@ -65,9 +69,13 @@ T = TypeVar("T")
 VECTOR_COLUMN = "vector"
 KEY_COLUMN = "upload_id"
 DISTANCE_COLUMN = "_distance"
-# Lance's IVF partitions aim at about this many rows; searches probe 20 partitions by
-# default, so up to ~20 M rows every partition is searched.
-_ROWS_PER_PARTITION = 1_048_576
+# Partitions an indexed search scans at least (of √rows). Measured here on 100k clustered
+# 1024-d vectors: 20 probes -> recall@10 0.975, 50 -> 1.0, both ~19 ms (flat scan: 430 ms).
+SEARCH_PROBES = 50
+# The index name records the row count it was trained on, so that every process can tell
+# when the table has outgrown its partitions.
+_INDEX_PREFIX = "vector_ivf_flat_rows_"
+_INDEX_REBUILD_GROWTH = 4
 # Keeps `upload_id IN (...)` filters to a sane length.
 _IDS_PER_STATEMENT = 1000
 # Lance reports lost optimistic-concurrency races with these words; they are safe to retry.
@@ -89,7 +97,7 @@ class OptimizeResult:
 
     fragments_before: int
     fragments_after: int
-    index_created: bool
+    index_built: bool
 
 
 def arrow_schema(dim: int) -> pa.Schema:
@@ -165,7 +173,7 @@ class LanceDBVectorStore:
         dimension: int | None = None,
         compact_every_writes: int = 100,
         cleanup_older_than_s: float = 3600.0,
-        ann_index_min_rows: int = 100_000,
+        ann_index_min_rows: int = 20_000,
         lock_timeout_s: float = 60.0,
         write_attempts: int = 5,
     ) -> None:
@@ -278,7 +286,8 @@ class LanceDBVectorStore:
             return []
         query = query_vector(vector, self._dimension, store=self._describe(), hint=self._hint())
         builder = cast("LanceVectorQueryBuilder", table.search(query, vector_column_name=VECTOR_COLUMN))
-        builder = builder.distance_type("cosine").limit(k)
+        # Probes only matter once there is an index; maximum 0 = "keep probing until k hits".
+        builder = builder.distance_type("cosine").minimum_nprobes(SEARCH_PROBES).maximum_nprobes(0).limit(k)
         expr = filter_expr(filters)
         if expr is not None:
             builder = builder.where(expr, prefilter=True)
@@ -396,23 +405,33 @@ class LanceDBVectorStore:
         with self._translated("optimize"):
             fragments_before = _fragment_count(table)
             table.optimize(cleanup_older_than=self._cleanup_older_than)
-            index_created = self._ensure_ann_index(table)
+            index_built = self._maintain_ann_index(table)
             fragments_after = _fragment_count(table)
-        result = OptimizeResult(int(fragments_before), int(fragments_after), index_created)
+        result = OptimizeResult(int(fragments_before), int(fragments_after), index_built)
         log.info("optimized %s: %s", self._describe(), result)
         return result
 
-    def _ensure_ann_index(self, table: Table) -> bool:
-        from lancedb.index import HnswSq
+    def _maintain_ann_index(self, table: Table) -> bool:
+        """Build the vector index once the table is large enough, rebuild it once the table
+        has outgrown it; True if it did either."""
+        from lancedb.index import IvfFlat
 
-        if any(VECTOR_COLUMN in index.columns for index in table.list_indices()):
-            return False
         rows = table.count_rows()
         if rows < self._ann_index_min_rows:
             return False
-        partitions = max(1, math.ceil(rows / _ROWS_PER_PARTITION))
-        table.create_index(VECTOR_COLUMN, config=HnswSq(distance_type="cosine", num_partitions=partitions))
-        log.info("built the ANN index of %s over %d rows", self._describe(), rows)
+        current = [index.name for index in table.list_indices() if VECTOR_COLUMN in index.columns]
+        trained_rows = max((_trained_rows(name) for name in current), default=0)
+        if current and rows < _INDEX_REBUILD_GROWTH * trained_rows:
+            return False
+        partitions = max(1, round(math.sqrt(rows)))
+        table.create_index(
+            VECTOR_COLUMN,
+            config=IvfFlat(distance_type="cosine", num_partitions=partitions),
+            name=f"{_INDEX_PREFIX}{rows}",
+        )
+        for name in current:
+            table.drop_index(name)
+        log.info("built the vector index of %s over %d rows (%d partitions)", self._describe(), rows, partitions)
         return True
 
     @contextlib.contextmanager
@@ -470,3 +489,9 @@ def _fragment_count(table: Table) -> int:
     # Table.stats() is a plain dict in lancedb 0.40 (a TypedDict in its type hints).
     stats = cast("dict[str, Any]", table.stats())
     return int(stats["fragment_stats"]["num_fragments"])
+
+
+def _trained_rows(index_name: str) -> int:
+    """The row count an index of ours was built over (0 for an index someone else made)."""
+    suffix = index_name.removeprefix(_INDEX_PREFIX)
+    return int(suffix) if suffix != index_name and suffix.isdigit() else 0

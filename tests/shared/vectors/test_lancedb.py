@@ -184,23 +184,51 @@ def test_the_store_compacts_by_itself_every_n_writes(tmp_path: Path, make_record
     assert store.count() == 5
 
 
-def test_an_ann_index_is_built_once_the_table_reaches_the_threshold(tmp_path: Path, make_record: RecordFactory) -> None:
+def _vector_indices(path: Path) -> list[str]:
+    table = lancedb.connect(path).open_table("uploads")
+    return [index.name for index in table.list_indices() if index.columns == ["vector"]]
+
+
+def test_an_ann_index_is_built_at_the_threshold_and_rebuilt_after_4x_growth(
+    tmp_path: Path, make_record: RecordFactory
+) -> None:
     store = LanceDBVectorStore(tmp_path, compact_every_writes=0, ann_index_min_rows=300)
     records = [make_record(f"ann-{i}", tenant="t1" if i % 2 else "t2") for i in range(299)]
     store.upsert(records)
-    assert store.optimize().index_created is False
+    assert store.optimize().index_built is False
+    assert _vector_indices(tmp_path) == []
+
     store.upsert([make_record("ann-299")])
+    assert store.optimize().index_built is True
+    assert _vector_indices(tmp_path) == ["vector_ivf_flat_rows_300"]
+    store.upsert([make_record(f"more-{i}") for i in range(600)])
+    assert store.optimize().index_built is False  # 900 rows < 4 x 300
 
-    assert store.optimize().index_created is True
-    assert store.optimize().index_created is False  # built once
+    store.upsert([make_record(f"most-{i}") for i in range(300)])
+    assert store.optimize().index_built is True
+    assert _vector_indices(tmp_path) == ["vector_ivf_flat_rows_1200"]
 
-    indices = list(lancedb.connect(tmp_path).open_table("uploads").list_indices())
-    assert [index.columns for index in indices] == [["vector"]]
-    (hit,) = store.search(records[42].vector, k=1)
-    assert hit.record.upload_id == "ann-42" and hit.score == pytest.approx(1.0, abs=1e-2)
+
+def test_searches_through_the_index_find_the_nearest_and_respect_filters(
+    tmp_path: Path, make_record: RecordFactory
+) -> None:
+    # 3000 rows -> 55 partitions, more than the 50 a search probes at least.
+    store = LanceDBVectorStore(tmp_path, compact_every_writes=0, ann_index_min_rows=3000)
+    records = [make_record(f"ann-{i}", tenant="t1" if i % 2 else "t2") for i in range(2999)]
+    records.append(make_record("rare", vector=-records[0].vector, tenant="t3"))
+    store.upsert(records)
+    assert store.optimize().index_built is True
+
+    for target in (records[42], records[43], records[2998]):
+        (hit,) = store.search(target.vector, k=1)
+        assert hit.record.upload_id == target.upload_id and hit.score == pytest.approx(1.0, abs=1e-4)
     hits = store.search(records[43].vector, k=5, filters=SearchFilters(tenant="t1"))
-    assert hits[0].record.upload_id == "ann-43"
+    assert hits[0].record.upload_id == "ann-43" and len(hits) == 5
     assert all(hit.record.tenant == "t1" for hit in hits)
+    # A filter matching one record opposite the query, in a partition among the farthest
+    # (unprobed at first), still finds it: probing goes on until k hits or the end.
+    (rare,) = store.search(records[0].vector, k=5, filters=SearchFilters(tenant="t3"))
+    assert rare.record.upload_id == "rare"
     late = make_record("after-index")
     store.upsert([late])
     assert store.search(late.vector, k=1)[0].record.upload_id == "after-index"
