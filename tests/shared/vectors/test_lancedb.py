@@ -212,8 +212,8 @@ def test_an_ann_index_is_built_at_the_threshold_and_rebuilt_after_4x_growth(
 def test_searches_through_the_index_find_the_nearest_and_respect_filters(
     tmp_path: Path, make_record: RecordFactory
 ) -> None:
-    # 3000 rows -> 55 partitions, more than the 50 a search probes at least.
-    store = LanceDBVectorStore(tmp_path, compact_every_writes=0, ann_index_min_rows=3000)
+    # More partitions than the 50 a search probes at least.
+    store = LanceDBVectorStore(tmp_path, compact_every_writes=0, ann_index_min_rows=3000, ann_partitions=60)
     records = [make_record(f"ann-{i}", tenant="t1" if i % 2 else "t2") for i in range(2999)]
     records.append(make_record("rare", vector=-records[0].vector, tenant="t3"))
     store.upsert(records)
