@@ -317,9 +317,9 @@ class LanceDBVectorStore:
         table = self._open_table()
         if table is None:
             return
-        reader = self._reading(lambda: table.search().limit(None).to_batches(batch_size))
-        for batch in reader:
-            yield from arrow_to_records(pa.Table.from_batches([batch]))
+        with self._translated("iterate"):
+            for batch in table.search().limit(None).to_batches(batch_size):
+                yield from arrow_to_records(pa.Table.from_batches([batch]))
 
     def close(self) -> None:
         """Drop this process's handles; a later call reopens them."""
@@ -443,13 +443,14 @@ class LanceDBVectorStore:
     def _write_lock(self) -> Iterator[None]:
         self._connection()  # creates the directory the lock file lives in
         lock_path = self._path / f"{self._table_name}.lock"
-        try:
-            with exclusive_lock(lock_path, timeout_s=self._lock_timeout_s):
-                yield
-        except LockTimeout as exc:
-            raise VectorStoreUnavailable(f"{self._describe()}: another writer holds the lock ({exc})") from exc
-        except OSError as exc:
-            raise VectorStoreUnavailable(f"cannot lock {lock_path}: {exc}") from exc
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(exclusive_lock(lock_path, timeout_s=self._lock_timeout_s))
+            except LockTimeout as exc:
+                raise VectorStoreUnavailable(f"{self._describe()}: another writer holds the lock ({exc})") from exc
+            except OSError as exc:
+                raise VectorStoreUnavailable(f"cannot lock {lock_path}: {exc}") from exc
+            yield
 
     def _with_retries(self, action: str, operation: Callable[[], T]) -> T:
         """Run a write; retry Lance commit conflicts with jittered backoff, translate the rest."""
