@@ -50,12 +50,30 @@ class ObjectStoreSettings(BaseModel):
 
 class VectorStoreSettings(BaseModel):
     backend: Literal["lancedb", "weaviate"] = "lancedb"
+    dimension: int | None = Field(
+        None, ge=1, description="expected vector dimension; unset = fixed by the first write (1024 huge, 32 tiny)"
+    )
     path: Path | None = Field(None, description="lancedb: directory (default DATA_DIR/vectors)")
+    table: str = Field("uploads", description="lancedb: table name")
+    compact_every_writes: int = Field(
+        100, ge=0, description="lancedb: compact fragments after this many writes by one process (0 = never)"
+    )
+    cleanup_older_than_s: float = Field(
+        3600.0, ge=60, description="lancedb: compaction deletes table versions older than this"
+    )
+    ann_index_min_rows: int = Field(
+        20_000, ge=1, description="lancedb: build an ANN index once the table has this many rows (exact below)"
+    )
+    lock_timeout_s: float = Field(60.0, gt=0, description="lancedb: longest wait for the cross-process write lock")
     url: str | None = Field(None, description="weaviate: HTTP URL, e.g. http://weaviate:8080")
+    grpc_host: str | None = Field(None, description="weaviate: gRPC host (default: the host of `url`)")
     grpc_port: int = 50051
+    grpc_secure: bool | None = Field(None, description="weaviate: TLS for gRPC (default: same as `url`)")
     api_key: SecretStr | None = None
     collection: str = "OmnibindUpload"
-    table: str = Field("uploads", description="lancedb: table name")
+    timeout_init_s: float = Field(5.0, gt=0, description="weaviate: start-up checks when connecting")
+    timeout_query_s: float = Field(30.0, gt=0, description="weaviate: searches and reads")
+    timeout_insert_s: float = Field(90.0, gt=0, description="weaviate: batch writes and deletes")
 
 
 class ModelSettings(BaseModel):

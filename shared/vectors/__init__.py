@@ -1,2 +1,3 @@
-"""Vector store port (`store.py`), its record type (`records.py`) and adapters
-(`lancedb.py`: embedded default, `weaviate.py`: production)."""
+"""Vector store port (`store.py`), its record type (`records.py`), the property schema both
+backends store (`properties.py`), write/search checks (`validation.py`), the adapters
+(`lancedb.py`: embedded default, `weaviate.py`: production) and `factory.open_vector_store`."""

@@ -27,21 +27,32 @@ class VectorStore(Protocol):
         """
         ...
 
-    def get(self, upload_id: str) -> VectorRecord | None: ...
+    def get(self, upload_id: str) -> VectorRecord | None:
+        """The record of `upload_id` (vector included), or None."""
+        ...
 
     def delete(self, upload_ids: Sequence[str]) -> int:
         """Delete records; returns how many existed."""
         ...
 
     def search(self, vector: np.ndarray, *, k: int = 10, filters: SearchFilters | None = None) -> list[SearchHit]:
-        """The `k` nearest records by cosine similarity, best first; sees every write that
-        returned before the call (read-your-writes)."""
+        """The `k` nearest records by cosine similarity (score = 1 - cosine distance, 1.0 for
+        the same direction), best first, among those matching `filters`; sees every write
+        that returned before the call (read-your-writes). An empty store gives [].
+
+        Raises `ConfigError` if the query's dimension is not the store's, `ValueError` if
+        `k` < 1.
+        """
         ...
 
-    def count(self, filters: SearchFilters | None = None) -> int: ...
+    def count(self, filters: SearchFilters | None = None) -> int:
+        """How many records match `filters` (all records when None)."""
+        ...
 
     def iter_records(self, batch_size: int = 256) -> Iterator[VectorRecord]:
         """Every record, vectors included (used to re-score moderation without re-embedding)."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release this process's connections; idempotent. Using the store again reopens them."""
+        ...

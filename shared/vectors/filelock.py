@@ -1,0 +1,44 @@
+"""An exclusive advisory lock on a file, shared by every process and thread on one host.
+
+`flock(2)` locks belong to an open file description: each `exclusive_lock` call opens the
+file anew, so two threads of one process exclude each other just like two processes do,
+and the kernel drops the lock when its holder dies (no stale lock files after a crash).
+Works on local file systems and Docker volumes; NFS support depends on the client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class LockTimeout(Exception):
+    """The lock stayed held by someone else for longer than the timeout."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, *, timeout_s: float, poll_s: float = 0.005) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing) for the body of the `with`.
+
+    Polls with jitter rather than blocking so that the wait is bounded; raises
+    `LockTimeout` after `timeout_s`.
+    """
+    deadline = time.monotonic() + timeout_s
+    with open(path, "a+b") as handle:
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(f"{path} stayed locked for more than {timeout_s:g} s") from None
+                # Jitter keeps waiting writers from waking in lockstep.
+                time.sleep(poll_s * (1.0 + 3.0 * random.random()))
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

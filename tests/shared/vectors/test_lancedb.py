@@ -1,0 +1,284 @@
+"""What only the embedded LanceDB store promises: several processes, compaction, ANN index."""
+
+from __future__ import annotations
+
+import multiprocessing
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import lancedb
+import numpy as np
+import pytest
+
+from shared.errors import ConfigError, VectorStoreUnavailable
+from shared.events import Modality
+from shared.vectors.filelock import exclusive_lock
+from shared.vectors.lancedb import LanceDBVectorStore, arrow_schema, arrow_to_records, records_to_arrow
+from shared.vectors.records import SearchFilters, VectorRecord
+
+from .conftest import unit_vector
+from .writers import upsert_in_chunks
+
+RecordFactory = Callable[..., VectorRecord]
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def _run_writers(path: Path, table: str, plans: dict[str, list[str]], chunk: int, *, lockstep: bool = False) -> None:
+    """Run one spawned process per plan, all released at once, and wait for them
+    (`lockstep`: they also wait for each other before every chunk).
+
+    The table exists beforehand (one "seed" record), so the writers race on records, not
+    on creating the table.
+    """
+    LanceDBVectorStore(path, table=table).upsert(
+        [VectorRecord(upload_id="seed", vector=unit_vector("seed"), modality=Modality.TEXT)]
+    )
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Event()
+    step = ctx.Barrier(len(plans)) if lockstep else None
+    processes = [
+        ctx.Process(
+            target=upsert_in_chunks, args=(path, table, writer, ids, chunk, start, step), name=f"writer-{writer}"
+        )
+        for writer, ids in plans.items()
+    ]
+    for process in processes:
+        process.start()
+    start.set()
+    for process in processes:
+        process.join(timeout=240)
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join()
+    assert [p.exitcode for p in processes] == [0] * len(processes)
+
+
+def _stored_ids(path: Path, table: str) -> list[str]:
+    """Every upload_id row in the table but the seed, read straight through lancedb
+    (duplicates included)."""
+    rows = lancedb.connect(path).open_table(table).to_arrow().column("upload_id").to_pylist()
+    return [upload_id for upload_id in rows if upload_id != "seed"]
+
+
+def test_two_processes_upserting_the_same_ids_at_once_keep_exactly_one_record_each(tmp_path: Path) -> None:
+    ids = [f"same-{i:03d}" for i in range(100)]
+    # Both write the same ids in the same order, in lockstep, so that both insert each id
+    # while it is new: without the write lock Lance keeps both copies (seen: 302 rows for
+    # 200 ids).
+    _run_writers(tmp_path, "uploads", {"A": ids, "B": ids}, chunk=2, lockstep=True)
+    rows = _stored_ids(tmp_path, "uploads")
+    duplicated = [upload_id for upload_id, n in Counter(rows).items() if n > 1]
+    assert duplicated == []
+    assert sorted(rows) == ids
+    store = LanceDBVectorStore(tmp_path)
+    for record in store.iter_records():
+        if record.upload_id == "seed":
+            continue
+        writer = record.metadata["writer"]
+        np.testing.assert_allclose(record.vector, unit_vector(f"{writer}-{record.upload_id}"), atol=1e-6)
+
+
+def test_two_processes_upserting_overlapping_and_distinct_ids_lose_none(tmp_path: Path) -> None:
+    shared_ids = [f"both-{i:03d}" for i in range(40)]
+    plan_a = [f"a-{i:03d}" for i in range(40)] + shared_ids
+    plan_b = shared_ids[::-1] + [f"b-{i:03d}" for i in range(40)]
+    _run_writers(tmp_path, "uploads", {"A": plan_a, "B": plan_b}, chunk=2)
+    rows = _stored_ids(tmp_path, "uploads")
+    assert len(rows) == len(set(rows)) == 120
+    assert set(rows) == set(plan_a) | set(plan_b)
+    assert LanceDBVectorStore(tmp_path).count() == 121  # with the seed
+
+
+def test_another_process_reads_and_extends_an_existing_store(tmp_path: Path, make_record: RecordFactory) -> None:
+    store = LanceDBVectorStore(tmp_path)
+    record = make_record("from-parent")
+    store.upsert([record])
+    child = textwrap.dedent(
+        f"""
+        import numpy as np
+        from shared.events import Modality
+        from shared.vectors.lancedb import LanceDBVectorStore
+        from shared.vectors.records import VectorRecord
+        store = LanceDBVectorStore({str(tmp_path)!r})
+        got = store.get("from-parent")
+        assert got is not None and got.modality == Modality.IMAGE, got
+        vector = np.ones({record.vector.shape[0]}, dtype=np.float32)
+        store.upsert([VectorRecord(upload_id="from-child", vector=vector, modality=Modality.TEXT)])
+        print(store.dimension)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", child], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "32"
+    (hit,) = store.search(np.ones(32, dtype=np.float32), k=1)
+    assert hit.record.upload_id == "from-child"
+
+
+def test_a_store_forked_before_first_use_works_in_the_child(tmp_path: Path, make_record: RecordFactory) -> None:
+    # As in a Celery prefork pool: the parent builds the store, children use it.
+    store = LanceDBVectorStore(tmp_path)
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=store.upsert, args=([make_record("in-child")],))
+    child.start()
+    child.join(timeout=120)
+    assert child.exitcode == 0
+    assert store.get("in-child") is not None
+
+
+def test_building_a_store_neither_imports_lancedb_nor_touches_the_disk(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from shared.config import Settings
+        from shared.vectors.factory import open_vector_store
+        store = open_vector_store(Settings(data_dir=Path({str(tmp_path / "data")!r})))
+        assert "lancedb" not in sys.modules, "lancedb imported before first use"
+        assert not Path({str(tmp_path / "data")!r}).exists(), "data dir created before first use"
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def _fragments(path: Path, table: str = "uploads") -> int:
+    return int(lancedb.connect(path).open_table(table).stats()["fragment_stats"]["num_fragments"])
+
+
+def test_optimize_compacts_small_fragments_and_keeps_every_record(tmp_path: Path, make_record: RecordFactory) -> None:
+    store = LanceDBVectorStore(tmp_path, compact_every_writes=0)
+    records = [make_record(f"o-{i}") for i in range(12)]
+    for record in records:
+        store.upsert([record])
+    store.upsert([make_record("o-3", tenant="rewritten")])
+    store.delete(["o-5"])
+    assert _fragments(tmp_path) >= 10
+
+    result = store.optimize()
+
+    assert result.fragments_before >= 10
+    assert result.fragments_after == _fragments(tmp_path) == 1
+    assert store.count() == 11
+    got = store.get("o-3")
+    assert got is not None and got.tenant == "rewritten"
+    (hit,) = store.search(records[8].vector, k=1)
+    assert hit.record.upload_id == "o-8"
+
+
+def test_the_store_compacts_by_itself_every_n_writes(tmp_path: Path, make_record: RecordFactory) -> None:
+    store = LanceDBVectorStore(tmp_path, compact_every_writes=5)
+    for i in range(4):
+        store.upsert([make_record(f"n-{i}")])
+    assert _fragments(tmp_path) == 4
+    store.upsert([make_record("n-4")])
+    assert _fragments(tmp_path) == 1
+    assert store.count() == 5
+
+
+def _vector_indices(path: Path) -> list[str]:
+    table = lancedb.connect(path).open_table("uploads")
+    return [index.name for index in table.list_indices() if index.columns == ["vector"]]
+
+
+def test_an_ann_index_is_built_at_the_threshold_and_rebuilt_after_4x_growth(
+    tmp_path: Path, make_record: RecordFactory
+) -> None:
+    store = LanceDBVectorStore(tmp_path, compact_every_writes=0, ann_index_min_rows=300)
+    records = [make_record(f"ann-{i}", tenant="t1" if i % 2 else "t2") for i in range(299)]
+    store.upsert(records)
+    assert store.optimize().index_built is False
+    assert _vector_indices(tmp_path) == []
+
+    store.upsert([make_record("ann-299")])
+    assert store.optimize().index_built is True
+    assert _vector_indices(tmp_path) == ["vector_ivf_flat_rows_300"]
+    store.upsert([make_record(f"more-{i}") for i in range(600)])
+    assert store.optimize().index_built is False  # 900 rows < 4 x 300
+
+    store.upsert([make_record(f"most-{i}") for i in range(300)])
+    assert store.optimize().index_built is True
+    assert _vector_indices(tmp_path) == ["vector_ivf_flat_rows_1200"]
+
+
+def test_searches_through_the_index_find_the_nearest_and_respect_filters(
+    tmp_path: Path, make_record: RecordFactory
+) -> None:
+    # More partitions than the 50 a search probes at least.
+    store = LanceDBVectorStore(tmp_path, compact_every_writes=0, ann_index_min_rows=3000, ann_partitions=60)
+    records = [make_record(f"ann-{i}", tenant="t1" if i % 2 else "t2") for i in range(2999)]
+    records.append(make_record("rare", vector=-records[0].vector, tenant="t3"))
+    store.upsert(records)
+    assert store.optimize().index_built is True
+
+    for target in (records[42], records[43], records[2998]):
+        (hit,) = store.search(target.vector, k=1)
+        assert hit.record.upload_id == target.upload_id and hit.score == pytest.approx(1.0, abs=1e-4)
+    hits = store.search(records[43].vector, k=5, filters=SearchFilters(tenant="t1"))
+    assert hits[0].record.upload_id == "ann-43" and len(hits) == 5
+    assert all(hit.record.tenant == "t1" for hit in hits)
+    # A filter matching one record opposite the query, in a partition among the farthest
+    # (unprobed at first), still finds it: probing goes on until k hits or the end.
+    (rare,) = store.search(records[0].vector, k=5, filters=SearchFilters(tenant="t3"))
+    assert rare.record.upload_id == "rare"
+    late = make_record("after-index")
+    store.upsert([late])
+    assert store.search(late.vector, k=1)[0].record.upload_id == "after-index"
+
+
+def test_a_held_write_lock_makes_writes_unavailable_after_the_timeout(
+    tmp_path: Path, make_record: RecordFactory
+) -> None:
+    store = LanceDBVectorStore(tmp_path, lock_timeout_s=0.2)
+    store.upsert([make_record("first")])
+    with exclusive_lock(tmp_path / "uploads.lock", timeout_s=1), pytest.raises(VectorStoreUnavailable) as caught:
+        store.upsert([make_record("blocked")])
+    assert caught.value.reason == "vector_store_unavailable"
+    assert "lock" in str(caught.value)
+    store.upsert([make_record("after")])
+    assert store.count() == 2
+
+
+def test_a_data_dir_that_is_a_file_makes_the_store_unavailable(tmp_path: Path, make_record: RecordFactory) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    store = LanceDBVectorStore(blocker / "vectors")
+    with pytest.raises(VectorStoreUnavailable):
+        store.upsert([make_record()])
+
+
+@pytest.mark.parametrize("name", ["", "../escape", "a b", "x;y"])
+def test_a_table_name_outside_the_safe_alphabet_is_a_config_error(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match="table name"):
+        LanceDBVectorStore(tmp_path, table=name)
+
+
+def test_the_dimension_property_reads_an_existing_table(tmp_path: Path, make_record: RecordFactory) -> None:
+    assert LanceDBVectorStore(tmp_path).dimension is None
+    LanceDBVectorStore(tmp_path).upsert([make_record(dim=48)])
+    assert LanceDBVectorStore(tmp_path).dimension == 48
+
+
+def test_arrow_conversion_round_trips_records(full_record: RecordFactory) -> None:
+    records = [full_record("r1"), full_record("r2", tenant=None, object=None, metadata={})]
+    table = records_to_arrow(records, 32)
+    assert table.schema == arrow_schema(32)
+    back = arrow_to_records(table)
+    assert [r.upload_id for r in back] == ["r1", "r2"]
+    for got, want in zip(back, records, strict=True):
+        np.testing.assert_array_equal(got.vector, want.vector)
+        assert (got.object, got.tenant, got.metadata, got.moderation) == (
+            want.object,
+            want.tenant,
+            want.metadata,
+            want.moderation,
+        )
+        assert (got.created_at, got.indexed_at) == (want.created_at, want.indexed_at)
