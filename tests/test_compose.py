@@ -1,0 +1,80 @@
+"""docker-compose.yml stays wired to settings and commands that exist (no Docker engine runs
+here, so the file is checked statically)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import yaml
+
+from producers.cli import main as cli
+from shared.config_reference import env_reference
+
+COMPOSE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|API_KEY|ACCESS_KEY|_USER$")
+REQUIRED_REF = re.compile(r"\$\{[A-Z_]+:\?[^}]+\}")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def omnibind_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in compose["services"].items() if str(svc.get("image", "")).startswith("omnibind")}
+
+
+def test_the_production_stack_has_every_service(compose: dict[str, Any]) -> None:
+    assert {"redis", "minio", "weaviate", "cpu-worker", "gpu-worker", "index-worker"} <= compose["services"].keys()
+
+
+def test_every_service_has_a_healthcheck(compose: dict[str, Any]) -> None:
+    missing = [name for name, svc in compose["services"].items() if "healthcheck" not in svc]
+    assert not missing
+
+
+def test_every_omnibind_variable_in_compose_is_a_real_setting(compose: dict[str, Any]) -> None:
+    known = {var.name for var in env_reference()}
+    used = {
+        key
+        for svc in compose["services"].values()
+        for key in (svc.get("environment") or {})
+        if key.startswith("OMNIBIND_")
+    }
+    assert used, "workers must be configured through OMNIBIND_* variables"
+    assert used <= known, f"unknown settings: {sorted(used - known)}"
+
+
+def test_worker_commands_are_real_cli_commands(compose: dict[str, Any]) -> None:
+    services = omnibind_services(compose)
+    assert {"cpu-worker", "gpu-worker", "index-worker"} <= services.keys()
+    for name, svc in services.items():
+        for args in (svc["command"], svc["healthcheck"]["test"][2:]):
+            command = cli.get_command(click.Context(cli), args[0])
+            assert command is not None, f"{name}: unknown command {args}"
+            with command.make_context(args[0], list(args[1:])) as sub:  # raises on bad arguments
+                assert isinstance(sub, click.Context)
+
+
+def test_secrets_come_from_the_environment_and_are_required(compose: dict[str, Any]) -> None:
+    for name, svc in compose["services"].items():
+        for key, value in (svc.get("environment") or {}).items():
+            if SECRET_NAME.search(key):
+                assert REQUIRED_REF.search(str(value)), f"{name}.{key} must be ${{VAR:?message}}"
+
+
+def test_backends_publish_no_ports_and_only_the_gpu_worker_reaches_out(compose: dict[str, Any]) -> None:
+    assert compose["networks"]["internal"]["internal"] is True
+    for name, svc in compose["services"].items():
+        assert "ports" not in svc, f"{name} publishes ports"
+        networks = set(svc.get("networks", []))
+        assert networks == {"internal"} or (name == "gpu-worker" and networks == {"internal", "egress"})
+
+
+def test_the_gpu_worker_reserves_an_nvidia_gpu(compose: dict[str, Any]) -> None:
+    devices = compose["services"]["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
