@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -46,8 +47,8 @@ class VisionStem(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised images -> (B, H/p * W/p, D) patch tokens."""
-        conv3d = self.proj[1]
         # T identical frames through a (T, p, p) kernel == one frame through the kernel summed over T.
+        conv3d = cast(nn.Conv3d, self.proj[1])
         kernel = conv3d.weight.sum(dim=2)  # (D, 3, p, p)
         x = F.conv2d(images, kernel, stride=self.patch)  # (B, D, H/p, W/p)
         return x.flatten(2).transpose(1, 2)  # (B, N, D)
@@ -139,9 +140,7 @@ class TextHead(nn.Module):
 
     def __init__(self, embed_dim: int, out_dim: int) -> None:
         super().__init__()
-        self.proj = nn.Sequential(
-            nn.LayerNorm(embed_dim, eps=BLOCK_LN_EPS), nn.Linear(embed_dim, out_dim, bias=False)
-        )
+        self.proj = nn.Sequential(nn.LayerNorm(embed_dim, eps=BLOCK_LN_EPS), nn.Linear(embed_dim, out_dim, bias=False))
 
     def forward(self, tokens: torch.Tensor, eot_index: torch.Tensor) -> torch.Tensor:
         """(B, L, D) and (B,) positions -> (B, out_dim)."""
