@@ -33,9 +33,8 @@ fp32 -- the same numbers as autocast over fp32 weights, at half the weight memor
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeAlias
 
 import numpy as np
 import torch
@@ -46,11 +45,9 @@ from shared.errors import ConfigError, PermanentError
 from shared.events import Modality
 from shared.imagebind.checkpoint import load_model, resolve_checkpoint
 from shared.imagebind.config import ModelModality
+from shared.imagebind.inputs import ModelInput, bad_input, check_images, cut_tokens, flatten_clips, to_cpu_tensor
 from shared.imagebind.model import ImageBindModel
 from shared.imagebind.normalize import normalize_image
-
-ArrayLike: TypeAlias = np.ndarray | torch.Tensor
-ModelInput: TypeAlias = ArrayLike | Sequence[ArrayLike]
 
 EMBEDDABLE: tuple[Modality, ...] = (Modality.IMAGE, Modality.TEXT, Modality.AUDIO)
 _MODEL_MODALITY: dict[Modality, ModelModality] = {
@@ -59,10 +56,6 @@ _MODEL_MODALITY: dict[Modality, ModelModality] = {
     Modality.AUDIO: "audio",
 }
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _bad_input(message: str) -> PermanentError:
-    return PermanentError(message, reason="invalid_model_input")
 
 
 @dataclass(frozen=True)
@@ -88,76 +81,8 @@ def as_modality(value: Modality | str) -> Modality:
     except ValueError:
         modality = Modality.AUTO
     if modality not in EMBEDDABLE:
-        raise _bad_input(f"cannot embed modality {value!r}; choose one of {[m.value for m in EMBEDDABLE]}")
+        raise bad_input(f"cannot embed modality {value!r}; choose one of {[m.value for m in EMBEDDABLE]}")
     return modality
-
-
-def _to_cpu_tensor(value: object, what: str) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value.detach()
-    if isinstance(value, np.ndarray):
-        # torch.from_numpy shares memory; it warns on read-only arrays (e.g. from np.frombuffer).
-        return torch.from_numpy(value if value.flags.writeable else value.copy())
-    raise _bad_input(f"{what} must be a numpy array or torch tensor, got {type(value).__name__}")
-
-
-def _require_finite(x: torch.Tensor, what: str) -> None:
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        raise _bad_input(f"{what} contain NaN or infinite values")
-
-
-def check_images(x: torch.Tensor, image_size: int) -> torch.Tensor:
-    """Validate (B, 3, S, S) uint8 or float32 images; returns them unchanged."""
-    if x.ndim != 4 or tuple(x.shape[1:]) != (3, image_size, image_size) or x.shape[0] == 0:
-        raise _bad_input(f"images must have shape (B>=1, 3, {image_size}, {image_size}), got {tuple(x.shape)}")
-    if x.dtype not in (torch.uint8, torch.float32):
-        raise _bad_input(f"images must be uint8 pixels or float32 normalised values, got {x.dtype}")
-    _require_finite(x, "images")
-    return x
-
-
-def cut_tokens(x: torch.Tensor, context_length: int, vocab_size: int) -> torch.Tensor:
-    """Validate (B, L) token ids and cut the batch right after its longest EOT position.
-
-    EOT is the largest id, so argmax finds it (as the reference's pooling does); attention is
-    causal, so the cut changes no result and saves up to 77/(L_eot+1) of the text compute.
-    Returns int64 (B, max EOT position + 1).
-    """
-    if x.ndim != 2 or x.shape[0] == 0 or not 1 <= x.shape[1] <= context_length:
-        raise _bad_input(f"text tokens must have shape (B>=1, L<={context_length}), got {tuple(x.shape)}")
-    if x.dtype not in (torch.int64, torch.int32):
-        raise _bad_input(f"text tokens must be int64 or int32, got {x.dtype}")
-    # Out-of-range ids would crash the embedding lookup (on CUDA: a device-side assert).
-    if int(x.min()) < 0 or int(x.max()) >= vocab_size:
-        raise _bad_input(f"text token ids must lie in [0, {vocab_size}), got [{int(x.min())}, {int(x.max())}]")
-    length = int(x.argmax(dim=1).max()) + 1
-    return x[:, :length].to(torch.int64)
-
-
-def flatten_clips(value: ModelInput, clip_shape: tuple[int, int, int]) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """(B, S, 1, 128, 204) or a sequence of (S_i, 1, 128, 204) -> (sum S_i, 1, 128, 204) clips
-    and the per-item clip counts. Accepts float16/float32 and keeps the dtype (cast on device)."""
-    if isinstance(value, np.ndarray | torch.Tensor):
-        x = _to_cpu_tensor(value, "audio")
-        if x.ndim != 5 or tuple(x.shape[2:]) != clip_shape or x.shape[0] == 0 or x.shape[1] == 0:
-            raise _bad_input(
-                f"audio must have shape (B>=1, clips>=1, {', '.join(map(str, clip_shape))}), got {tuple(x.shape)}"
-            )
-        items = list(x)
-    elif isinstance(value, Sequence) and not isinstance(value, str | bytes) and len(value) > 0:
-        items = [_to_cpu_tensor(item, "audio items") for item in value]
-    else:
-        raise _bad_input("audio must be a (B, clips, 1, 128, 204) array or a non-empty sequence of clip arrays")
-    for i, item in enumerate(items):
-        if item.ndim != 4 or tuple(item.shape[1:]) != clip_shape or item.shape[0] == 0:
-            raise _bad_input(
-                f"audio item {i} must have shape (clips>=1, {', '.join(map(str, clip_shape))}), got {tuple(item.shape)}"
-            )
-        if item.dtype not in (torch.float16, torch.float32):
-            raise _bad_input(f"audio features must be float16 or float32, got {item.dtype}")
-    clips = torch.cat(items) if len(items) > 1 else items[0]  # (N, 1, 128, 204)
-    _require_finite(clips, "audio features")
-    return clips, tuple(int(item.shape[0]) for item in items)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -257,13 +182,13 @@ class Embedder:
         parsed = self._loaded(modality)
         config = self.model.config
         if parsed is Modality.IMAGE:
-            images = check_images(_to_cpu_tensor(inputs, "images"), config.image_size)
+            images = check_images(to_cpu_tensor(inputs, "images"), config.image_size)
             on_device = self._to_device(images)
             if on_device.dtype == torch.uint8:
                 on_device = normalize_image(on_device)  # (B, 3, S, S) float32
             return Prepared(parsed, on_device)
         if parsed is Modality.TEXT:
-            tokens = cut_tokens(_to_cpu_tensor(inputs, "text tokens"), config.context_length, config.vocab_size)
+            tokens = cut_tokens(to_cpu_tensor(inputs, "text tokens"), config.context_length, config.vocab_size)
             return Prepared(parsed, self._to_device(tokens))
         clip_shape = (1, config.audio_mel_bins, config.audio_frames)
         clips, counts = flatten_clips(inputs, clip_shape)
