@@ -209,6 +209,17 @@ def test_server_without_range_support_restarts_the_download_cleanly(tmp_path: Pa
     assert dest.read_bytes() == checkpoint_bytes
 
 
+def test_complete_part_file_left_by_a_crash_is_verified_and_used(tmp_path: Path, checkpoint_bytes: bytes) -> None:
+    dest = tmp_path / "cache" / "checkpoints" / "imagebind_huge.pth"
+    dest.parent.mkdir(parents=True)
+    dest.with_name("imagebind_huge.pth.part").write_bytes(checkpoint_bytes)
+    with serve_file(checkpoint_bytes) as served:
+        settings = _download_settings(tmp_path, served.url, sha256=_sha(checkpoint_bytes))
+        resolved = resolve_checkpoint(settings.model_copy(update={"name": "huge"}))
+    assert served.ranges == [f"bytes={len(checkpoint_bytes)}-"]  # answered 416: nothing left to fetch
+    assert resolved.path == dest and dest.read_bytes() == checkpoint_bytes
+
+
 def test_checksum_mismatch_is_rejected_and_leaves_no_poisoned_cache(tmp_path: Path, checkpoint_bytes: bytes) -> None:
     with serve_file(checkpoint_bytes) as served:
         settings = _download_settings(tmp_path, served.url, sha256="ab" * 32).model_copy(update={"name": "huge"})
@@ -246,3 +257,21 @@ def test_http_error_from_the_server_is_a_checkpoint_error(tmp_path: Path) -> Non
         settings = _download_settings(tmp_path, served.url + "-missing").model_copy(update={"name": "huge"})
         with pytest.raises(CheckpointError, match="404"):
             resolve_checkpoint(settings)
+
+
+def _mapped_ranges(path: Path) -> list[tuple[int, int]]:
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if line.endswith(str(path)):
+            start, end = (int(x, 16) for x in line.split()[0].split("-"))
+            ranges.append((start, end))
+    return ranges
+
+
+def test_cpu_fp32_weights_stay_backed_by_the_memory_mapped_file(tmp_path: Path, checkpoint_bytes: bytes) -> None:
+    path = tmp_path / "weights.pt"
+    path.write_bytes(checkpoint_bytes)
+    model = load_model(path, TINY, ["vision", "text", "audio"])
+    ranges = _mapped_ranges(path.resolve())
+    assert ranges, "the checkpoint is not memory-mapped"
+    assert all(any(a <= p.data_ptr() < b for a, b in ranges) for p in model.parameters())

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from shared.config import ModelSettings
-from shared.errors import PermanentError
+from shared.errors import ConfigError, PermanentError
 from shared.events import Modality
 from shared.imagebind.embed import Embedder
 from tests.shared.imagebind.model_support import TINY_STATE_DICT, golden_io
@@ -145,3 +145,11 @@ def test_bad_inputs_raise_invalid_model_input(embedder: Embedder, modality: str,
     with pytest.raises(PermanentError, match=needle) as info:
         embedder.prepare(modality, inputs)  # type: ignore[arg-type]
     assert info.value.reason == "invalid_model_input"
+
+
+def test_cuda_device_without_cuda_is_a_config_error(
+    make_embedder: MakeEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="OMNIBIND_MODEL__DEVICE"):
+        make_embedder(device="cuda")
