@@ -330,16 +330,18 @@ def is_matmul_weight(module_name: str, module: nn.Module, param_name: str) -> bo
 
 
 def place(model: ImageBindModel, device: torch.device, matmul_dtype: torch.dtype) -> ImageBindModel:
-    """Move the model to `device`, storing matmul weights in `matmul_dtype`.
+    """Move the model to `device`, storing matmul weights in `matmul_dtype`, the rest in fp32.
 
+    Tensor by tensor, so the device never holds more than the final model plus one tensor
+    (no full fp32 copy on a GPU before the bf16 cast); on CPU in fp32 nothing is copied.
     With `matmul_dtype` bf16/fp16 the forward must run under `torch.autocast` of that dtype
     (the `Embedder` does): LayerNorms, embeddings, positions, convs and scales stay fp32, so
     the numbers equal autocast over fp32 weights while the weights take half the memory.
     """
-    model.to(device=device, dtype=torch.float32)
-    if matmul_dtype != torch.float32:
-        for module_name, module in model.named_modules():
-            for param_name, param in module.named_parameters(recurse=False):
-                if is_matmul_weight(module_name, module, param_name):
-                    param.data = param.data.to(matmul_dtype)
+    for module_name, module in model.named_modules():
+        for name, param in module.named_parameters(recurse=False):
+            dtype = matmul_dtype if is_matmul_weight(module_name, module, name) else torch.float32
+            param.data = param.data.to(device=device, dtype=dtype)
+        for name, buffer in module.named_buffers(recurse=False):
+            module.register_buffer(name, buffer.to(device=device, dtype=torch.float32))
     return model

@@ -9,11 +9,13 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from shared.config import ModelSettings
 from shared.errors import CheckpointError
+from shared.events import Modality
 from shared.imagebind.checkpoint import (
     TINY_RANDOM_NAME,
     file_sha256,
@@ -22,7 +24,8 @@ from shared.imagebind.checkpoint import (
     tiny_random_checkpoint,
 )
 from shared.imagebind.config import HUGE, TINY
-from tests.shared.imagebind.model_support import TINY_STATE_DICT, reference_tiny_state_dict, serve_file
+from shared.imagebind.embed import Embedder
+from tests.shared.imagebind.model_support import TINY_STATE_DICT, golden_io, reference_tiny_state_dict, serve_file
 
 
 @pytest.fixture(scope="module")
@@ -275,3 +278,19 @@ def test_cpu_fp32_weights_stay_backed_by_the_memory_mapped_file(tmp_path: Path, 
     ranges = _mapped_ranges(path.resolve())
     assert ranges, "the checkpoint is not memory-mapped"
     assert all(any(a <= p.data_ptr() < b for a, b in ranges) for p in model.parameters())
+
+
+def test_downloaded_checkpoint_embeds_all_three_modalities_like_the_reference(
+    tmp_path: Path, checkpoint_bytes: bytes
+) -> None:
+    with serve_file(checkpoint_bytes) as served:
+        downloaded = resolve_checkpoint(_download_settings(tmp_path, served.url).model_copy(update={"name": "huge"}))
+    settings = ModelSettings(
+        name="tiny", checkpoint=downloaded.path, sha256=downloaded.sha256, cache_dir=tmp_path / "cache", device="cpu"
+    )
+    embedder = Embedder.from_settings(settings)
+    io = golden_io()
+    out = embedder.embed({"image": io["images_uint8"], "text": io["text_tokens"], "audio": io["audio"]})
+    assert embedder.checkpoint_sha256 == downloaded.sha256
+    for modality, key in ((Modality.IMAGE, "images_uint8"), (Modality.TEXT, "text"), (Modality.AUDIO, "audio")):
+        assert np.abs(out[modality] - io[f"{key}_unit"]).max() <= 1e-5
