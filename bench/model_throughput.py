@@ -19,7 +19,7 @@ modality and batch size it times the whole inference path and reports the median
 Inputs: CLIP-normalised float images (B, 3, 224, 224); captions of --caption-tokens tokens
 (SOT + ids + EOT, zero-padded to 77); audio (B, 3, 1, 128, 204) fbank clips. The max abs
 difference of the unit vectors of both implementations is recorded as a sanity check.
-Writes ``bench/results/model_throughput_<config>_<dtype>_<device>.{json,md}``.
+Writes ``bench/results/model_throughput_<config>_<dtype>_<device>[_ours-only].{json,md}``.
 """
 
 from __future__ import annotations
@@ -95,7 +95,9 @@ def build_reference(config_name: str) -> torch.nn.Module | None:
     return model.eval().requires_grad_(False)
 
 
-def build_ours(config: ImageBindConfig, reference: torch.nn.Module | None, device: torch.device, dtype: torch.dtype):
+def build_ours(
+    config: ImageBindConfig, reference: torch.nn.Module | None, device: torch.device, dtype: torch.dtype
+) -> ImageBindModel:
     model = build_model(config, MODEL_MODALITIES, device="meta")
     if reference is not None:
         source = reference.state_dict()
@@ -123,7 +125,10 @@ def precision(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCo
     return torch.autocast(device.type, dtype=dtype)
 
 
-def ours_fn(model: ImageBindModel, modality: ModelModality, device: torch.device, dtype: torch.dtype):
+Embed = Callable[[torch.Tensor], np.ndarray]
+
+
+def ours_fn(model: ImageBindModel, modality: ModelModality, device: torch.device, dtype: torch.dtype) -> Embed:
     config = model.config
 
     def run(x: torch.Tensor) -> np.ndarray:
@@ -142,7 +147,7 @@ def ours_fn(model: ImageBindModel, modality: ModelModality, device: torch.device
     return run
 
 
-def reference_fn(model: torch.nn.Module, modality: ModelModality, device: torch.device, dtype: torch.dtype):
+def reference_fn(model: torch.nn.Module, modality: ModelModality, device: torch.device, dtype: torch.dtype) -> Embed:
     def run(x: torch.Tensor) -> np.ndarray:
         with torch.inference_mode(), precision(device, dtype):
             out = model({modality: x.to(device)})[modality]
@@ -152,7 +157,7 @@ def reference_fn(model: torch.nn.Module, modality: ModelModality, device: torch.
 
 
 def time_interleaved(
-    impls: list[tuple[str, Callable[[torch.Tensor], np.ndarray]]], x: torch.Tensor, warmup: int, iterations: int
+    impls: list[tuple[str, Embed]], x: torch.Tensor, warmup: int, iterations: int
 ) -> tuple[dict[str, list[float]], dict[str, np.ndarray]]:
     """Run the implementations in turn (A B A B ...) so that load from other processes on a
     shared machine hits both alike; returns each one's run times and last output."""
@@ -165,6 +170,14 @@ def time_interleaved(
             if i >= warmup:
                 runs[name].append(time.perf_counter() - start)
     return runs, outputs
+
+
+def deviation(out: np.ndarray, exact: np.ndarray) -> dict[str, float]:
+    """Max abs difference and lowest cosine of unit vectors against the fp32 ones."""
+    return {
+        "max_abs_diff": float(np.abs(out - exact).max()),
+        "min_cosine": float(np.sum(out * exact, axis=1).min()),
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -242,6 +255,22 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {modality} | {batch} | {ours['items_per_s']:.2f} | {_fmt(ref, 'items_per_s', '.2f')} | {speedup} | "
             f"{ours['median_s']:.3f} | {_fmt(ref, 'median_s', '.3f')} | {diff_text} |"
         )
+    if report["vs_fp32"]:
+        lines += [
+            "",
+            f"Accuracy of {s['dtype']} against the reference in fp32 (same weights, unit vectors):",
+            "",
+            "| modality | batch | ours max abs diff | ours min cosine "
+            "| reference max abs diff | reference min cosine |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for cell, impls in report["vs_fp32"].items():
+            modality, batch = cell.split("/")
+            ours, ref = impls["omnibind"], impls["reference"]
+            lines.append(
+                f"| {modality} | {batch} | {ours['max_abs_diff']:.1e} | {ours['min_cosine']:.6f} | "
+                f"{ref['max_abs_diff']:.1e} | {ref['min_cosine']:.6f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -282,6 +311,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     rows: list[Row] = []
     diffs: dict[str, float] = {}
+    vs_fp32: dict[str, dict[str, dict[str, float]]] = {}
     gen = torch.Generator().manual_seed(SEED)
     for modality in modalities:
         for batch in batch_sizes:
@@ -296,6 +326,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 rows.append(Row(name, modality, batch, best, median, batch / best, [round(t, 4) for t in times]))
             if "reference" in outputs:
                 diffs[f"{modality}/{batch}"] = float(np.abs(outputs["omnibind"] - outputs["reference"]).max())
+            if reference is not None and dtype != torch.float32:
+                # The reference still holds fp32 weights: its fp32 output is the yardstick for both.
+                exact = reference_fn(reference, modality, device, torch.float32)(x)
+                vs_fp32[f"{modality}/{batch}"] = {name: deviation(out, exact) for name, out in outputs.items()}
 
     report: dict[str, Any] = {
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -315,9 +349,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "reference_note": reference_note,
         "results": [asdict(r) for r in rows],
         "max_abs_diff": diffs,
+        "vs_fp32": vs_fp32,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.out_dir / f"model_throughput_{args.config}_{args.dtype}_{device.type}"
+    suffix = "" if reference is not None else "_ours-only"
+    stem = args.out_dir / f"model_throughput_{args.config}_{args.dtype}_{device.type}{suffix}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
