@@ -38,8 +38,9 @@ def make_embedder(tmp_path: Path) -> MakeEmbedder:
 
 
 @pytest.fixture(scope="module")
-def embedder() -> Embedder:
-    settings = ModelSettings(name="tiny", checkpoint=TINY_STATE_DICT, device="cpu")
+def embedder(tmp_path_factory: pytest.TempPathFactory) -> Embedder:
+    cache_dir = tmp_path_factory.mktemp("cache")
+    settings = ModelSettings(name="tiny", checkpoint=TINY_STATE_DICT, cache_dir=cache_dir, device="cpu")
     return Embedder.from_settings(settings)
 
 
