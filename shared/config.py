@@ -88,6 +88,9 @@ class ModelSettings(BaseModel):
         None, description="expected SHA-256 of the checkpoint (pinned on first download if unset)"
     )
     cache_dir: Path = Field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"))
+    download_timeout_s: float = Field(
+        10.0, gt=0, description="connect/read timeout of the checkpoint download; offline starts fail this fast"
+    )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto = float32 on CPU, bfloat16 on CUDA"
