@@ -103,7 +103,9 @@ class GpuRunner:
         Raises what embedding that item raised (`PermanentError` for a bad input,
         `GpuOutOfMemory` when even a batch of one does not fit), or `TimeoutError`.
         """
-        return self.batcher.submit(EmbedItem(modality, array)).result(timeout=timeout_s)
+        result = self.batcher.submit(EmbedItem(modality, array)).result(timeout=timeout_s)
+        assert isinstance(result, np.ndarray)  # per-item exceptions are raised by result()
+        return result
 
     def close(self) -> None:
         self.batcher.close()
