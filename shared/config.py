@@ -83,11 +83,17 @@ class ModelSettings(BaseModel):
         "huge", description="huge = official ImageBind; tiny = random weights for offline smoke runs"
     )
     checkpoint: Path | None = Field(None, description="local checkpoint file; skips the download")
-    url: str = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
+    url: str = Field(
+        "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth",
+        description="where the checkpoint is downloaded from (once) when no local file is set",
+    )
     sha256: str | None = Field(
         None, description="expected SHA-256 of the checkpoint (pinned on first download if unset)"
     )
-    cache_dir: Path = Field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"))
+    cache_dir: Path = Field(
+        default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"),
+        description="downloaded checkpoint and its pinned SHA-256 (default ~/.cache/omnibind)",
+    )
     download_timeout_s: float = Field(
         10.0, gt=0, description="connect/read timeout of the checkpoint download; offline starts fail this fast"
     )
