@@ -25,7 +25,6 @@ import numpy as np
 import redis
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
-from shared.vectors.factory import open_vector_store
 
 from shared.config import Settings, get_settings
 from shared.errors import InvalidKey, TransientError
@@ -37,6 +36,8 @@ from shared.objects.store import ObjectStore
 from shared.queue import QueueName, TaskName, make_celery
 from shared.redis_client import redis_client_from_settings
 from shared.status import StatusRecord, StatusStore
+from shared.streams import DeadLetterStream
+from shared.vectors.factory import open_vector_store
 from shared.vectors.records import SearchFilters, SearchHit
 from shared.vectors.store import VectorStore
 from shared.wire import unpack_array
@@ -90,6 +91,10 @@ class Client:
     @property
     def statuses(self) -> StatusStore:
         return self._once("status", lambda: StatusStore.from_settings(self.redis, self.settings))
+
+    @property
+    def dead_letters(self) -> DeadLetterStream:
+        return self._once("dead_letters", lambda: DeadLetterStream.from_settings(self.redis, self.settings))
 
     @property
     def objects(self) -> ObjectStore:
@@ -168,6 +173,13 @@ class Client:
         """Record `event` as queued and send it to the CPU stage. The status record is written
         first: an upload can be queried as soon as this returns."""
         self.statuses.create(event)
+        self.send_to_pipeline(event)
+        return event.id
+
+    def send_to_pipeline(self, event: UploadEvent) -> None:
+        """Send `event` to the first stage without touching its status record (`enqueue`
+        records it first; `omnibind dead --retry` requeues it first). Sending an upload that
+        is already in flight is harmless: every stage is idempotent."""
         self.celery.send_task(
             TaskName.PREPROCESS,
             args=[event.model_dump(mode="json")],
@@ -175,7 +187,6 @@ class Client:
             argsrepr=f"<upload {event.id}>",
             kwargsrepr="{}",
         )
-        return event.id
 
     def _store(
         self,

@@ -128,14 +128,25 @@ class WorkerSettings(BaseModel):
     kind: Literal["cpu", "gpu", "index"] | None = Field(None, description="set by `omnibind worker KIND`")
     cpu_concurrency: int = Field(0, description="0 = one process per core")
     visibility_timeout_s: float = Field(
-        300.0, description="a reserved message unacked this long is given to another worker"
+        300.0,
+        gt=0,
+        description="a reserved message unacked this long is given to another worker (and a killed worker's "
+        "messages come back after it); must exceed retry_backoff_max_s + 2 x task_time_limit_s",
     )
-    task_time_limit_s: float = Field(240.0, description="hard limit per task; must stay below the visibility timeout")
+    task_time_limit_s: float = Field(120.0, gt=0, description="hard limit per task (batch waits included)")
     unacked_restore_interval_s: float = Field(5.0, description="how often workers look for a dead worker's messages")
     max_deliveries: int = Field(5, ge=1, description="a stage that crashed its worker this often is dead-lettered")
-    max_retries: int = Field(8, ge=0, description="retries of a transient failure (storage down...) per stage")
+    max_retries: int = Field(10, ge=0, description="retries of a transient failure (storage down...) per stage")
     retry_backoff_s: float = Field(1.0, gt=0, description="first retry delay; doubles each retry (with jitter)")
-    retry_backoff_max_s: float = Field(120.0, gt=0, description="longest retry delay")
+    retry_backoff_max_s: float = Field(
+        50.0, gt=0, description="longest retry delay (a waiting retry is held by a worker, unacked)"
+    )
+    max_child_memory_mb: int = Field(
+        0,
+        ge=0,
+        description="a CPU worker process whose resident memory passes this is killed at once, like an OOM kill "
+        "(its upload is redelivered, then dead-lettered as poison); 0 = no limit",
+    )
 
 
 class ModerationSettings(BaseModel):

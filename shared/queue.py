@@ -14,7 +14,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
-from shared.config import Settings
+from shared.config import Settings, WorkerSettings
 from shared.errors import ConfigError
 from shared.redis_client import resolve_redis_url
 
@@ -47,13 +47,23 @@ def broker_url(settings: Settings) -> str:
     return resolve_redis_url(settings)
 
 
+def longest_hold_s(worker: WorkerSettings) -> float:
+    """The longest a worker may hold a message it reserved before acking it: a retry waits
+    out its countdown inside the worker (Celery ETA), then perhaps one task's time for a free
+    pool process, then runs for up to the task time limit."""
+    return worker.retry_backoff_max_s + 2 * worker.task_time_limit_s
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings for `settings`. Raises `ConfigError` when a message could be held
+    longer than the visibility timeout: Redis would then hand it to a second worker while
+    the first still works on it."""
     worker = settings.worker
-    if worker.task_time_limit_s >= worker.visibility_timeout_s:
-        # A task still running when its message becomes visible again would run twice at once.
+    if longest_hold_s(worker) >= worker.visibility_timeout_s:
         raise ConfigError(
-            "OMNIBIND_WORKER__TASK_TIME_LIMIT_S must be below OMNIBIND_WORKER__VISIBILITY_TIMEOUT_S "
-            f"({worker.task_time_limit_s} >= {worker.visibility_timeout_s})"
+            "OMNIBIND_WORKER__VISIBILITY_TIMEOUT_S must exceed OMNIBIND_WORKER__RETRY_BACKOFF_MAX_S + "
+            f"2 x OMNIBIND_WORKER__TASK_TIME_LIMIT_S ({worker.visibility_timeout_s:g} <= "
+            f"{worker.retry_backoff_max_s:g} + 2 x {worker.task_time_limit_s:g})"
         )
     transport = {
         "visibility_timeout": worker.visibility_timeout_s,
@@ -80,7 +90,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_accept_content": ["msgpack", "json"],
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        "task_acks_on_failure_or_timeout": True,
+        # Our tasks settle every outcome themselves (workers.stage), so a failure that still
+        # escapes is acked; a task killed at its hard time limit is requeued instead: it
+        # then counts as a crash and ends dead-lettered as poison, never silently dropped.
+        "task_acks_on_failure": True,
+        "task_acks_on_timeout": False,
         "task_routes": ROUTES,
         "task_queues": [Queue(q.value, routing_key=q.value) for q in QueueName],
         "task_default_queue": QueueName.CPU.value,

@@ -19,6 +19,7 @@ from shared.config import Settings, get_settings
 from shared.heartbeat import Heartbeat
 from shared.logs import configure_logging
 from shared.queue import celery_config
+from workers.memory_guard import start_memory_guard
 from workers.resources import Resources
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ def _fresh_resources_after_fork(**_: Any) -> None:
 
     torch.set_num_threads(1)  # prefork children: parallelism comes from processes
     app.resources = Resources(app.omnibind_settings)
+    # Pool processes decode untrusted uploads: bound their memory (see workers.memory_guard).
+    start_memory_guard(app.omnibind_settings.worker.max_child_memory_mb)
 
 
 @worker_init.connect

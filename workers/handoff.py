@@ -8,8 +8,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from celery import Task
+from celery.exceptions import Reject
 
-from shared.errors import InvalidEvent
+from shared.errors import InvalidEvent, OmnibindError
 from shared.events import Stage
 from shared.queue import ROUTES, TaskName
 from workers.resources import Resources
@@ -45,15 +46,24 @@ def decode_message(resources: Resources, stage: Stage, doc: Any, decode: Callabl
         upload_id = event.get("id") if isinstance(event, dict) else None
         log.error("%s: undecodable message for upload %s: %s", stage, upload_id, exc)
         failure = InvalidEvent(f"undecodable {stage} message: {exc}")
-        if isinstance(upload_id, str) and not resources.status.fail(upload_id, Stage(stage), failure):
-            return None  # already failed or finished: recorded before
-        resources.dead_letters.dead_letter(
-            json.dumps(event, default=str),
-            stage=stage,
-            error_class=type(exc).__name__,
-            reason=failure.reason,
-            message=failure.message,
-            attempts=1,
-            upload_id=upload_id if isinstance(upload_id, str) else None,
-        )
+        try:
+            _record_undecodable(resources, stage, event, upload_id, failure, type(exc).__name__)
+        except OmnibindError as record_error:  # Redis down: keep the message for later
+            raise Reject(f"cannot record an undecodable message: {record_error}", requeue=True) from record_error
         return None
+
+
+def _record_undecodable(
+    resources: Resources, stage: Stage, event: Any, upload_id: Any, failure: InvalidEvent, error_class: str
+) -> None:
+    if isinstance(upload_id, str) and not resources.status.fail(upload_id, Stage(stage), failure):
+        return  # already failed or finished: recorded before
+    resources.dead_letters.dead_letter(
+        json.dumps(event, default=str),
+        stage=stage,
+        error_class=error_class,
+        reason=failure.reason,
+        message=failure.message,
+        attempts=1,
+        upload_id=upload_id if isinstance(upload_id, str) else None,
+    )

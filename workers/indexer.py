@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 
 from shared.config import IndexSettings
+from shared.errors import TransientError
 from shared.vectors.records import VectorRecord
 from shared.vectors.store import VectorStore
 from workers.batcher import MicroBatcher
@@ -18,6 +19,12 @@ from workers.batcher import MicroBatcher
 log = logging.getLogger(__name__)
 
 Outcome = None | BaseException
+
+
+class IndexTimeout(TransientError):
+    """No write confirmation within the task's time limit (the store is slow or stuck)."""
+
+    reason = "index_timeout"
 
 
 class IndexWriter:
@@ -33,8 +40,13 @@ class IndexWriter:
         )
 
     def write(self, record: VectorRecord, *, timeout_s: float) -> None:
-        """Upsert `record` (batched with concurrent callers); raises what writing it raised."""
-        self.batcher.submit(record).result(timeout=timeout_s)
+        """Upsert `record` (batched with concurrent callers); raises what writing it raised,
+        or `IndexTimeout` after `timeout_s`. Threads-pool workers enforce no Celery time
+        limit, so this wait is what keeps a task within the visibility timeout."""
+        try:
+            self.batcher.submit(record).result(timeout=timeout_s)
+        except TimeoutError as exc:
+            raise IndexTimeout(f"the vector store did not confirm the write within {timeout_s:g} s") from exc
 
     def close(self) -> None:
         self.batcher.close()

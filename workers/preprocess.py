@@ -13,11 +13,12 @@ from typing import Literal
 import numpy as np
 
 from shared.config import LimitSettings
-from shared.errors import LimitExceeded, PermanentError
+from shared.errors import LimitExceeded, PermanentError, UnsupportedMedia
 from shared.events import Modality, UploadEvent
 from shared.imagebind.audio import preprocess_audio
 from shared.imagebind.image import preprocess_image
 from shared.imagebind.text import tokenize
+from shared.media.screening import check_declared_modality, check_not_polyglot, explain_unsupported
 from shared.media.sniff import Sniffed, sniff
 from shared.media.text import check_text_length, decode_text
 from shared.messages import MediaFacts, PreparedUpload, Query
@@ -56,8 +57,10 @@ def prepare_upload(
         facts = MediaFacts(sha256=hashlib.sha256(data).hexdigest(), size=len(data), content_type="text/plain")
         return PreparedUpload(event, Modality.TEXT, _tokens(event.text), facts)
     declared = event.object.content_type if event.object else None
-    sniffed = sniff(data, declared)
+    sniffed = _sniff(data, declared)
     _check_modality(event.modality, sniffed)
+    check_declared_modality(declared, sniffed)
+    check_not_polyglot(data, sniffed)
     facts = MediaFacts(
         sha256=hashlib.sha256(data).hexdigest(),
         size=len(data),
@@ -75,9 +78,17 @@ def prepare_query(query: Query, limits: LimitSettings) -> tuple[Modality, np.nda
         return Modality.TEXT, _tokens(query.text)
     if not query.data:
         raise PermanentError("a query needs text or file bytes", reason="empty_query")
-    sniffed = sniff(query.data)
+    sniffed = _sniff(query.data)
     _check_modality(query.modality, sniffed)
     return sniffed.modality, _decode(sniffed, query.data, limits, "reference")
+
+
+def _sniff(data: bytes, declared: str | None = None) -> Sniffed:
+    """`sniff`, with a precise reason for content that is nearly text."""
+    try:
+        return sniff(data, declared)
+    except UnsupportedMedia as exc:
+        raise explain_unsupported(data, exc) from exc
 
 
 def _check_modality(wanted: Modality, sniffed: Sniffed) -> None:

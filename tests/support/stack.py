@@ -35,7 +35,13 @@ def stack_settings(root: Path, model_cache: Path, **overrides: Any) -> Settings:
         "data_dir": root / "data",
         "model": {"name": "tiny", "cache_dir": model_cache},
         "redis": {"embedded_port": 0},
-        "worker": {"cpu_concurrency": 2, "visibility_timeout_s": 60, "task_time_limit_s": 50},
+        "worker": {
+            "cpu_concurrency": 2,
+            "visibility_timeout_s": 60,
+            "task_time_limit_s": 20,
+            "retry_backoff_s": 0.5,
+            "retry_backoff_max_s": 5,
+        },
         "gpu": {"max_batch": 8, "max_wait_ms": 20},
     }
     for key, value in overrides.items():

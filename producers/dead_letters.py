@@ -1,0 +1,93 @@
+"""Dead letters: find them, and bring their uploads home (`omnibind dead [--retry]`).
+
+A dead letter (``{prefix}:dead``, see `shared.streams.DeadLetterStream`) holds the upload
+event of a message that failed for good: a permanent error, retries used up (storage down
+too long), or a poison message that crashed its worker on every delivery. Retrying one
+runs the whole pipeline again for that upload, in this order:
+
+1. the status record starts a new run (`StatusStore.requeue`; `create` if it expired), which
+   also resets the upload's delivery counters;
+2. the event is sent to the first stage again;
+3. the dead letter is deleted.
+
+A retry interrupted between the steps leaves the dead letter in place and can simply be run
+again: a record left "queued" is sent once more (stages are idempotent, a duplicate message
+costs one extra run, never a second record).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydantic import ValidationError
+
+from producers.client import Client
+from shared.events import UploadEvent, UploadStatus
+from shared.streams import DeadLetter
+
+PAGE = 500
+
+
+class Outcome(StrEnum):
+    REQUEUED = "requeued"  # a new run started and was sent
+    RESENT = "resent"  # the record was already queued (an earlier retry stopped half-way): sent again
+    IN_FLIGHT = "in flight"  # the upload is being processed again already: dead letter dropped
+    UNREADABLE = "unreadable"  # the dead letter holds no valid upload event: kept
+
+
+@dataclass(frozen=True)
+class Retried:
+    entry_id: str
+    upload_id: str | None
+    outcome: Outcome
+    detail: str = ""
+
+
+def iter_dead_letters(client: Client) -> Iterator[DeadLetter]:
+    """Every dead letter, oldest first, read page by page."""
+    stream = client.dead_letters
+    start = "-"
+    while True:
+        page = stream.entries(PAGE, start=start)
+        yield from page
+        if len(page) < PAGE:
+            return
+        start = f"({page[-1].entry_id}"  # exclusive: the next page starts after this one
+
+
+def select_dead_letters(client: Client, wanted: Iterable[str] = ()) -> tuple[list[DeadLetter], list[str]]:
+    """The dead letters named by `wanted` (entry ids or upload ids; all of them when empty),
+    as they are now (a snapshot: letters added later are not included), and the names that
+    matched none."""
+    names = list(wanted)
+    letters = list(iter_dead_letters(client))
+    if not names:
+        return letters, []
+    chosen = [letter for letter in letters if letter.entry_id in names or letter.upload_id in names]
+    matched = {letter.entry_id for letter in chosen} | {letter.upload_id for letter in chosen}
+    return chosen, [name for name in names if name not in matched]
+
+
+def retry_dead_letter(client: Client, letter: DeadLetter) -> Retried:
+    """Run `letter`'s upload through the pipeline again (module docstring). Raises
+    `TransientError` when Redis is unavailable (nothing is lost: the letter stays)."""
+    try:
+        event = UploadEvent.model_validate_json(letter.event)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        detail = f"not an upload event: {first['msg']} at {'.'.join(str(p) for p in first['loc']) or 'top level'}"
+        return Retried(letter.entry_id, letter.upload_id, Outcome.UNREADABLE, detail)
+    statuses = client.statuses
+    if statuses.requeue(event.id) or statuses.create(event):
+        outcome = Outcome.REQUEUED
+    else:
+        record = statuses.get(event.id)
+        if record is not None and record.status is not UploadStatus.QUEUED:
+            client.dead_letters.delete(letter.entry_id)
+            return Retried(letter.entry_id, event.id, Outcome.IN_FLIGHT, f"now {record.status.value}")
+        outcome = Outcome.RESENT
+    client.send_to_pipeline(event)
+    client.dead_letters.delete(letter.entry_id)
+    return Retried(letter.entry_id, event.id, outcome)
