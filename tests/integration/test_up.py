@@ -63,5 +63,5 @@ def test_up_starts_redis_and_all_workers_and_ctrl_c_stops_everything(tmp_path: P
         if up.poll() is None:
             up.kill()
         log.close()
-    gone, alive = psutil.wait_procs(children, timeout=10)
+    _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"left running: {[p.name() for p in alive]}"
