@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import logging
+
 from celery import Task
 
 from shared.events import Stage, UploadStatus
@@ -15,6 +17,8 @@ from workers.handoff import decode_message
 from workers.records import build_record
 from workers.resources import Resources
 from workers.stage import run_stage
+
+log = logging.getLogger(__name__)
 
 
 @app.task(name=TaskName.INDEX, bind=True)
@@ -35,4 +39,12 @@ def _index(resources: Resources, embedded: EmbeddedUpload) -> None:
         UploadStatus.INDEXED,
         flagged=record.moderation.flagged,
         categories=list(record.moderation.categories),
+    )
+    ref = record.object
+    log.info(
+        "indexed %s %s (%s bytes) from %s",
+        record.modality.value,
+        record.content_type,
+        record.size,
+        f"{ref.bucket}/{ref.key}" if ref else "inline text",
     )
