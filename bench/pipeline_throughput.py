@@ -15,7 +15,6 @@ floor. Results: bench/results/pipeline_throughput_<model>_<device>_<date>.{json,
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import platform
@@ -35,6 +34,8 @@ from PIL import Image
 from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import contextlib
 
 from producers.client import Client
 from producers.stack import Stack
@@ -239,14 +240,12 @@ def machine() -> dict[str, Any]:
         "celery": celery.__version__,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
     }
-    try:
+    with contextlib.suppress(OSError, StopIteration):
         info["cpu"] = next(
             line.split(":", 1)[1].strip()
             for line in Path("/proc/cpuinfo").read_text().splitlines()
             if "model name" in line
         )
-    except (OSError, StopIteration):
-        pass
     return info
 
 
