@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Task
@@ -16,6 +17,8 @@ from workers.handoff import decode_message, send_next
 from workers.preprocess import fetch_blob, prepare_query, prepare_upload
 from workers.resources import Resources
 from workers.stage import run_stage
+
+log = logging.getLogger(__name__)
 
 
 @app.task(name=TaskName.PREPROCESS, bind=True)
@@ -34,6 +37,12 @@ def _preprocess(task: Task, resources: Resources, event: UploadEvent) -> None:
     prepared = prepare_upload(event, data, settings.limits, audio_mode=settings.model.audio_mode)
     send_next(task, TaskName.EMBED, prepared.to_wire(), event.id)
     resources.status.advance(event.id, UploadStatus.PREPROCESSED, modality=prepared.modality, object_ref=event.object)
+    log.debug(
+        "preprocessed %s as %s%s",
+        prepared.facts.content_type,
+        prepared.modality.value,
+        " (declared type differs)" if prepared.facts.type_mismatch else "",
+    )
 
 
 @app.task(name=TaskName.PREPARE_QUERY, ignore_result=True)
