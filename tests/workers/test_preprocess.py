@@ -51,10 +51,17 @@ def test_text_files_and_inline_texts_become_int32_tokens() -> None:
 
 def test_the_content_decides_the_type_and_a_wrong_declaration_is_recorded() -> None:
     data = (SAMPLES / "rgb_500x500.webp").read_bytes()
-    prepared = prepare_upload(_event("photo.mp3", content_type="audio/mpeg"), data, LIMITS)
+    prepared = prepare_upload(_event("photo.jpg", content_type="image/jpeg"), data, LIMITS)
     assert prepared.modality is Modality.IMAGE
     assert prepared.facts.content_type == "image/webp"
-    assert prepared.facts.type_mismatch and prepared.facts.declared_content_type == "audio/mpeg"
+    assert prepared.facts.type_mismatch and prepared.facts.declared_content_type == "image/jpeg"
+
+
+def test_a_declared_type_of_another_modality_fails_as_a_disguise() -> None:
+    data = (SAMPLES / "rgb_500x500.webp").read_bytes()
+    with pytest.raises(UnsupportedMedia, match=r"declared as audio/mpeg \(audio\)") as caught:
+        prepare_upload(_event("photo.mp3", content_type="audio/mpeg"), data, LIMITS)
+    assert caught.value.reason == "content_type_mismatch"
 
 
 def test_a_declared_modality_that_contradicts_the_content_fails_permanently() -> None:
