@@ -25,6 +25,7 @@ import numpy as np
 import redis
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
+from kombu.exceptions import OperationalError
 
 from shared.config import Settings, get_settings
 from shared.errors import InvalidKey, TransientError
@@ -33,8 +34,8 @@ from shared.messages import Query
 from shared.objects.factory import open_object_store
 from shared.objects.keys import validate_key
 from shared.objects.store import ObjectStore
-from shared.queue import QueueName, TaskName, make_celery
-from shared.redis_client import redis_client_from_settings
+from shared.queue import QueueName, TaskName, make_celery, upload_headers
+from shared.redis_client import RedisUnavailable, redis_client_from_settings
 from shared.status import StatusRecord, StatusStore
 from shared.streams import DeadLetterStream
 from shared.vectors.factory import open_vector_store
@@ -179,14 +180,19 @@ class Client:
     def send_to_pipeline(self, event: UploadEvent) -> None:
         """Send `event` to the first stage without touching its status record (`enqueue`
         records it first; `omnibind dead --retry` requeues it first). Sending an upload that
-        is already in flight is harmless: every stage is idempotent."""
-        self.celery.send_task(
-            TaskName.PREPROCESS,
-            args=[event.model_dump(mode="json")],
-            queue=QueueName.CPU,
-            argsrepr=f"<upload {event.id}>",
-            kwargsrepr="{}",
-        )
+        is already in flight is harmless: every stage is idempotent. Raises `RedisUnavailable`
+        when the broker cannot be reached (after Celery's own publish retries)."""
+        try:
+            self.celery.send_task(
+                TaskName.PREPROCESS,
+                args=[event.model_dump(mode="json")],
+                queue=QueueName.CPU,
+                argsrepr=f"<upload {event.id}>",
+                kwargsrepr="{}",
+                headers=upload_headers(event.id),
+            )
+        except OperationalError as exc:
+            raise RedisUnavailable(f"cannot send upload {event.id} to the pipeline: {exc}") from exc
 
     def _store(
         self,

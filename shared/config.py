@@ -141,6 +141,13 @@ class WorkerSettings(BaseModel):
     retry_backoff_max_s: float = Field(
         50.0, gt=0, description="longest retry delay (a waiting retry is held by a worker, unacked)"
     )
+    stall_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="an unfinished upload without progress this long, whose message is neither queued nor held "
+        "by a worker (lost in a crash), is sent again",
+    )
+    sweep_interval_s: float = Field(30.0, ge=0, description="how often one worker looks for such uploads; 0 = never")
     max_child_memory_mb: int = Field(
         0,
         ge=0,

@@ -8,6 +8,7 @@ and no pickle anywhere on the wire.
 
 from __future__ import annotations
 
+import time
 from enum import StrEnum
 from typing import Any
 
@@ -40,6 +41,17 @@ ROUTES: dict[str, dict[str, str]] = {
     TaskName.PREPARE_QUERY: {"queue": QueueName.CPU},
     TaskName.INDEX: {"queue": QueueName.INDEX},
 }
+
+
+# Headers of every upload message: which upload it carries and when it was sent, so that a
+# message lost in a crashed worker can be told from one still waiting (workers.sweeper).
+UPLOAD_HEADER = "omnibind_upload"
+SENT_MS_HEADER = "omnibind_sent_ms"
+
+
+def upload_headers(upload_id: str) -> dict[str, Any]:
+    """The `UPLOAD_HEADER` and `SENT_MS_HEADER` (now, epoch ms) of a message about to be sent."""
+    return {UPLOAD_HEADER: upload_id, SENT_MS_HEADER: int(time.time() * 1000)}
 
 
 def broker_url(settings: Settings) -> str:

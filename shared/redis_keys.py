@@ -42,6 +42,11 @@ class RedisKeys:
         return f"{self.prefix}:counts"
 
     @property
+    def inflight(self) -> str:
+        """Sorted set: every unfinished upload id, scored by its last progress (epoch ms)."""
+        return f"{self.prefix}:inflight"
+
+    @property
     def recent(self) -> str:
         """Sorted set: upload id scored by its last submission time (epoch ms), capped."""
         return f"{self.prefix}:recent"

@@ -9,9 +9,12 @@ redelivered stage, or many workers racing on one id, cannot move a record backwa
 exactly one result event reaches ``{prefix}:results`` per terminal transition.
 
 Counters ``{prefix}:counts`` (status -> uploads now in that status; the terminal ones are
-not decremented when a record expires, so they read "finished, not since re-run") and a
-capped index of recent uploads ``{prefix}:recent`` are kept by the same script. Finished
-records expire after ``ttl_s`` (0 = never). Layout and formats: docs/redis.md.
+not decremented when a record expires, so they read "finished, not since re-run"), a
+capped index of recent uploads ``{prefix}:recent`` and the index of unfinished uploads
+``{prefix}:inflight`` (scored by their last progress) are kept by the same script. While a
+run is in flight its record also holds the upload event, so an upload whose message was
+lost can be sent again (`workers.sweeper`). Finished records expire after ``ttl_s``
+(0 = never). Layout and formats: docs/redis.md.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ _STAGE_PRODUCES = {
     Stage.INDEX: UploadStatus.INDEXED,
 }
 
-# KEYS: 1 record hash, 2 results stream, 3 counts hash, 4 recent zset, 5 deliveries hash
+# KEYS: 1 record hash, 2 results stream, 3 counts hash, 4 recent zset, 5 deliveries hash,
+#       6 in-flight zset
 # ARGV: 1 mode (create | advance | requeue), 2 target status, 3 upload id, 4 now (ISO-8601),
 #       5 now (epoch ms), 6 terminal ttl s (0 = keep), 7 results maxlen, 8 recent max,
 #       9 submitted_at (create only, else ""), 10 for a failure: the status its stage
@@ -74,6 +78,9 @@ class StatusRecord(Frozen):
     error: str | None = None
     failed_stage: Stage | None = None
     extra: dict[str, JsonValue] = Field(default_factory=dict)
+    event: UploadEvent | None = Field(
+        default=None, description="the event of the run in flight (dropped once the run finishes)"
+    )
 
     @property
     def terminal(self) -> bool:
@@ -122,8 +129,13 @@ def parse_record(raw: Mapping[str | bytes, str | bytes]) -> StatusRecord:
             "error": fields.get("error"),
             "failed_stage": fields.get("failed_stage"),
             "extra": extra,
+            "event": json.loads(fields["event"]) if "event" in fields else None,
         }
     )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _iso(moment: datetime) -> str:
@@ -142,6 +154,7 @@ def _event_fields(event: UploadEvent) -> dict[str, str]:
         "id": event.id,
         "source": event.source,
         "submitted_at": _iso(event.submitted_at),
+        "event": event.model_dump_json(),
     }
     if event.modality is not Modality.AUTO:
         fields["modality"] = event.modality.value
@@ -251,12 +264,31 @@ class StatusStore:
         fields.update({"error_reason": reason, "error": message[:MAX_ERROR_CHARS], "failed_stage": Stage(stage).value})
         return self._run("advance", UploadStatus.FAILED, upload_id, fields, failing_stage=Stage(stage))
 
-    def requeue(self, upload_id: str) -> bool:
+    def requeue(self, upload_id: str, event: UploadEvent | None = None) -> bool:
         """Start a new run of a finished upload (``omnibind dead --retry``, a re-index):
         the record returns to queued, keeping its identity (modality, source, tenant,
-        object) and dropping the previous run's fields. False when there is no finished
-        record (unknown, expired, or in flight): then create the upload again instead."""
-        return self._run("requeue", UploadStatus.QUEUED, upload_id, {})
+        object) and dropping the previous run's fields. Pass the `event` being sent again
+        so a lost message of the new run can be sent once more. False when there is no
+        finished record (unknown, expired, or in flight): then create the upload again
+        instead."""
+        fields = {"event": event.model_dump_json()} if event is not None else {}
+        return self._run("requeue", UploadStatus.QUEUED, upload_id, fields)
+
+    def touch(self, upload_id: str) -> bool:
+        """Note progress of an unfinished upload without changing its status (a stage about
+        to publish a retry). False when the upload is not in flight."""
+        with translate_redis_errors(f"noting progress of upload {upload_id}"):
+            return bool(self._redis.zadd(self.keys.inflight, {upload_id: _now_ms()}, xx=True, ch=True))
+
+    def stalled(self, idle_s: float, *, limit: int = 500) -> list[tuple[str, int]]:
+        """Up to `limit` unfinished uploads without progress for `idle_s` seconds, oldest
+        first, each with its last progress (epoch ms)."""
+        cutoff = _now_ms() - int(idle_s * 1000)
+        with translate_redis_errors("listing stalled uploads"):
+            rows: Any = self._redis.zrangebyscore(
+                self.keys.inflight, "-inf", cutoff, start=0, num=limit, withscores=True
+            )
+        return [(_text(member), int(score)) for member, score in rows]
 
     def _run(
         self,
@@ -277,6 +309,7 @@ class StatusStore:
             self.keys.counts,
             self.keys.recent,
             self.keys.deliveries(upload_id),
+            self.keys.inflight,
         ]
         args: list[str | int | float] = [
             mode,

@@ -1,7 +1,7 @@
 local RANK = {queued = 1, preprocessed = 2, embedded = 3, moderated = 4, indexed = 5, failed = 5}
 local IDENTITY = {id = true, runs = true, submitted_at = true, modality = true,
                   source = true, tenant = true, object = true}
-local record, results, counts, recent, deliveries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local record, results, counts, recent, deliveries, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local mode, target, id, now, now_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local ttl_s, maxlen, recent_max = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
 local submitted_at, failing_stage_status = ARGV[9], ARGV[10]
@@ -23,10 +23,18 @@ local function touch_recent()
   redis.call('ZREMRANGEBYRANK', recent, 0, -(recent_max + 1))
 end
 
+-- The in-flight index: every unfinished upload, scored by its last progress (epoch ms), so
+-- uploads whose message was lost can be found and sent again (workers/sweeper.py).
 local function enter(status, previous)
   if previous then redis.call('HINCRBY', counts, previous, -1) end
   redis.call('HINCRBY', counts, status, 1)
   redis.call('HSET', record, 'id', id, 'status', status, status .. '_at', now, 'updated_at', now)
+  if is_terminal(status) then
+    redis.call('ZREM', inflight, id)
+    redis.call('HDEL', record, 'event')  -- kept only while in flight (to send it again)
+  else
+    redis.call('ZADD', inflight, now_ms, id)
+  end
 end
 
 -- A new run of the pipeline for this id: forget everything the previous run wrote.
@@ -37,6 +45,7 @@ local function start_run(previous, keep_identity)
       if not IDENTITY[field] then redis.call('HDEL', record, field) end
     end
     redis.call('PERSIST', record)
+    set_given_fields()
   else
     redis.call('DEL', record)
     set_given_fields()

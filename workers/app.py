@@ -18,9 +18,11 @@ from celery.signals import worker_init, worker_process_init, worker_ready, worke
 from shared.config import Settings, get_settings
 from shared.heartbeat import Heartbeat
 from shared.logs import configure_logging
-from shared.queue import celery_config
+from shared.queue import TaskName, celery_config
+from workers.handoff import publish
 from workers.memory_guard import start_memory_guard
 from workers.resources import Resources
+from workers.sweeper import StallSweeper
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class OmnibindCelery(Celery):
         self.omnibind_settings = settings
         self.resources = Resources(settings)
         self.heartbeat: Heartbeat | None = None
+        self.sweeper: StallSweeper | None = None
         self.conf.update(celery_config(settings))
 
 
@@ -71,6 +74,21 @@ def _start_heartbeat(**_: Any) -> None:
     app.heartbeat.start()
 
 
+@worker_ready.connect
+def _start_stall_sweeper(**_: Any) -> None:
+    worker = app.omnibind_settings.worker
+    if worker.sweep_interval_s <= 0:
+        return
+    app.sweeper = StallSweeper(
+        app.resources.redis,
+        app.resources.status,
+        lambda event: publish(app, TaskName.PREPROCESS, event.model_dump(mode="json"), event.id),
+        prefix=app.omnibind_settings.queue_prefix,
+        stall_timeout_s=worker.stall_timeout_s,
+        interval_s=worker.sweep_interval_s,
+    ).start()
+
+
 def _runtime_details() -> dict[str, object]:
     """Batch statistics of this process's batchers (read by `omnibind status` and bench/)."""
     built = app.resources.built()
@@ -84,6 +102,8 @@ def _runtime_details() -> dict[str, object]:
 
 @worker_shutdown.connect
 def _release(**_: Any) -> None:
+    if app.sweeper is not None:
+        app.sweeper.stop()
     if app.heartbeat is not None:
         app.heartbeat.stop()
     app.resources.close()

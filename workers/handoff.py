@@ -7,12 +7,12 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from celery import Task
+from celery import Celery, Task
 from celery.exceptions import Reject
 
 from shared.errors import InvalidEvent, OmnibindError
 from shared.events import Stage
-from shared.queue import ROUTES, TaskName
+from shared.queue import ROUTES, TaskName, upload_headers
 from workers.resources import Resources
 
 log = logging.getLogger(__name__)
@@ -24,13 +24,19 @@ def send_next(task: Task, name: TaskName, payload: dict[str, Any], upload_id: st
     """Enqueue stage `name` for one upload. The message is sent before this stage's own
     message is acked, so a crash in between causes a (harmless, idempotent) repeat, never a
     loss."""
-    task.app.send_task(
+    publish(task.app, name, payload, upload_id)
+
+
+def publish(app: Celery, name: TaskName, payload: dict[str, Any], upload_id: str) -> None:
+    """Send one upload's message for stage `name`, with the upload headers."""
+    app.send_task(
         name,
         args=[payload],
         queue=ROUTES[name]["queue"],
         # The default repr of a 150 KB array payload costs more than sending it.
         argsrepr=f"<upload {upload_id}>",
         kwargsrepr="{}",
+        headers=upload_headers(upload_id),
     )
 
 

@@ -21,6 +21,7 @@ from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
 from shared.errors import LimitExceeded, OmnibindError, PermanentError, TransientError
 from shared.events import Stage, UploadEvent
+from shared.queue import upload_headers
 from workers.resources import Resources
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,16 @@ def retry_or_give_up(
     countdown = backoff_s(task.request.retries, settings.retry_backoff_s, settings.retry_backoff_max_s)
     log.warning("%s: %s (%s); retry %d in %.1f s", stage, exc.reason, exc, task.request.retries + 1, countdown)
     try:
-        raise task.retry(exc=exc, countdown=countdown, max_retries=settings.max_retries)
+        # Progress noted first: the retry message must never look older than the upload's
+        # last progress to the sweeper (workers.sweeper).
+        resources.status.touch(event.id)
+        raise task.retry(
+            exc=exc,
+            countdown=countdown,
+            max_retries=settings.max_retries,
+            argsrepr=f"<upload {event.id}>",
+            headers=upload_headers(event.id),
+        )
     except Retry:
         raise
     except Exception as publish_error:  # the broker itself is unreachable

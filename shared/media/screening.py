@@ -131,7 +131,9 @@ def explain_unsupported(data: bytes, refused: UnsupportedMedia) -> UnsupportedMe
     try:
         text = codecs.getincrementaldecoder("utf-8")(errors="strict").decode(sample, final=len(data) == len(sample))
     except UnicodeDecodeError:
-        if looks_like_text(sample.decode("latin-1")):
+        # Windows-1252 covers Latin-1's printable range and puts quotes, dashes and the euro
+        # where Latin-1 has control codes, so 8-bit Western text reads as text either way.
+        if looks_like_text(sample.decode("cp1252", errors="replace")):
             return UnsupportedMedia(
                 "text is not UTF-8 (it looks like a legacy 8-bit encoding such as Latin-1 or Windows-1252); "
                 "send UTF-8, or UTF-16 with a byte-order mark",

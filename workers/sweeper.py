@@ -1,0 +1,183 @@
+"""Finding uploads whose message was lost, and sending them again.
+
+Redis, as Celery's broker, hands a message to a worker with BRPOP and only *then* records
+it as unacknowledged (kombu's ``unacked`` hash): a worker killed between the two (kill -9,
+an OOM kill, a lost node) takes the message with it, and no visibility timeout brings it
+back. The chaos test saw this once or twice per dozen kills. A producer that dies between
+recording an upload and sending it, and a Redis crash that loses its last second of writes,
+leave the same trace: an upload whose status stops moving while no message for it exists.
+
+Every `interval_s` one worker (elected by a Redis lock) lists the uploads without progress
+for `stall_timeout_s` (`StatusStore.stalled`) and, from one atomic snapshot of the queues
+and of the unacknowledged messages, decides for each whether its message could still
+exist:
+
+- *held*: an unacknowledged message names the upload (`shared.queue.UPLOAD_HEADER`): a
+  worker runs it, or waits out a retry's countdown;
+- *maybe waiting*: some queue's oldest message was sent before the upload's last progress
+  (+ `CLOCK_SKEW_S`, or its send time is unknown): queues are FIFO, so the upload's message
+  may be behind it.
+
+If neither, the upload goes to the first stage again with the event its status record keeps
+while the run is in flight. Stages are idempotent, so a message wrongly thought lost costs a
+repeated run, never a second record; a resend counts as a delivery, so an upload that keeps
+disappearing still ends dead-lettered after ``max_deliveries``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from shared.errors import OmnibindError, PermanentError
+from shared.events import Stage, UploadEvent, UploadStatus
+from shared.queue import SENT_MS_HEADER, UPLOAD_HEADER, QueueName
+from shared.status import StatusStore
+
+log = logging.getLogger(__name__)
+
+CLOCK_SKEW_S = 5.0  # how far apart the clocks of producers and workers may be
+MAX_PER_SWEEP = 500
+_ARGSREPR = re.compile(r"^<upload (.+)>$")
+# The stage that moves an upload on from each unfinished status.
+NEXT_STAGE = {
+    UploadStatus.QUEUED: Stage.PREPROCESS,
+    UploadStatus.PREPROCESSED: Stage.EMBED,
+    UploadStatus.EMBEDDED: Stage.MODERATE,
+    UploadStatus.MODERATED: Stage.INDEX,
+}
+
+
+class LostMessage(PermanentError):
+    """An upload's message was lost and its record holds no event to send again (a record
+    written before events were kept)."""
+
+    reason = "message_lost"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Where messages are, at one instant."""
+
+    held: frozenset[str]  # uploads named by an unacknowledged message
+    oldest_sent_ms: tuple[int | None, ...]  # per non-empty queue: its oldest message's send time, None = unknown
+
+    def may_hold(self, upload_id: str, progress_ms: int, skew_ms: int) -> bool:
+        """Could a message for `upload_id` (last progress at `progress_ms`) still exist?"""
+        if upload_id in self.held:
+            return True
+        return any(sent is None or sent <= progress_ms + skew_ms for sent in self.oldest_sent_ms)
+
+
+def message_upload(message: dict[str, Any]) -> str | None:
+    """The upload a kombu message envelope carries (our header, or the task's argsrepr)."""
+    headers = message.get("headers") or {}
+    upload_id = headers.get(UPLOAD_HEADER)
+    if isinstance(upload_id, str):
+        return upload_id
+    match = _ARGSREPR.match(str(headers.get("argsrepr") or ""))
+    return match.group(1) if match else None
+
+
+def message_sent_ms(message: dict[str, Any]) -> int | None:
+    sent = (message.get("headers") or {}).get(SENT_MS_HEADER)
+    return int(sent) if isinstance(sent, int | float) else None
+
+
+def take_snapshot(client: redis.Redis, prefix: str, queues: Iterable[str]) -> Snapshot:
+    """Read every queue's oldest message and all unacknowledged messages atomically."""
+    names = list(queues)
+    pipe = client.pipeline(transaction=True)
+    for name in names:
+        pipe.lindex(f"{prefix}:{name}", -1)  # kombu LPUSHes and BRPOPs: the tail is the oldest
+    pipe.hvals(f"{prefix}:unacked")
+    *oldest, unacked = pipe.execute()
+    held = {message_upload(json.loads(raw)[0]) for raw in unacked}  # [message, exchange, routing key]
+    oldest_sent = tuple(message_sent_ms(json.loads(raw)) for raw in oldest if raw is not None)
+    return Snapshot(frozenset(upload_id for upload_id in held if upload_id), oldest_sent)
+
+
+class StallSweeper:
+    """Sends lost uploads again (module docstring). `send` publishes an event to the first
+    stage; `sweep` runs one pass, the thread runs it every `interval_s`."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        status: StatusStore,
+        send: Callable[[UploadEvent], None],
+        *,
+        prefix: str,
+        stall_timeout_s: float,
+        interval_s: float,
+        clock_skew_s: float = CLOCK_SKEW_S,
+    ) -> None:
+        self._redis = client
+        self._status = status
+        self._send = send
+        self._prefix = prefix
+        self.stall_timeout_s = stall_timeout_s
+        self.interval_s = interval_s
+        self._skew_ms = int(clock_skew_s * 1000)
+        self._lock_key = f"{prefix}:sweeper"
+        self._me = f"{socket.gethostname()}:{os.getpid()}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stall-sweeper", daemon=True)
+
+    def start(self) -> StallSweeper:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.sweep()
+            except (OmnibindError, redis.RedisError) as exc:  # Redis away: try again next time
+                log.warning("stall sweep skipped: %s", exc)
+
+    def sweep(self) -> list[str]:
+        """One pass, if this process wins the lock; returns the uploads sent again."""
+        lock_ms = max(1, int(self.interval_s * 900))  # expires before the next pass of anyone
+        if not self._redis.set(self._lock_key, self._me, nx=True, px=lock_ms):
+            return []
+        stalled = self._status.stalled(self.stall_timeout_s, limit=MAX_PER_SWEEP)
+        if not stalled:
+            return []
+        snapshot = take_snapshot(self._redis, self._prefix, [queue.value for queue in QueueName])
+        resent = []
+        for upload_id, progress_ms in stalled:
+            if not snapshot.may_hold(upload_id, progress_ms, self._skew_ms) and self._send_again(upload_id):
+                resent.append(upload_id)
+        return resent
+
+    def _send_again(self, upload_id: str) -> bool:
+        record = self._status.get(upload_id)
+        if record is None or record.terminal:
+            return False  # finished (or removed) since the listing
+        if record.event is None:
+            stage = NEXT_STAGE.get(record.status, Stage.PREPROCESS)
+            self._status.fail(upload_id, stage, LostMessage(f"the message of upload {upload_id} was lost at {stage}"))
+            return False
+        log.warning(
+            "upload %s made no progress since it was %s and no message for it exists: sending it again",
+            upload_id,
+            record.status.value,
+        )
+        # Progress first: this upload is not looked at again before stall_timeout_s.
+        with contextlib.suppress(OmnibindError):
+            self._status.touch(upload_id)
+        self._send(record.event)
+        return True
