@@ -80,7 +80,7 @@ def retry_dead_letter(client: Client, letter: DeadLetter) -> Retried:
         detail = f"not an upload event: {first['msg']} at {'.'.join(str(p) for p in first['loc']) or 'top level'}"
         return Retried(letter.entry_id, letter.upload_id, Outcome.UNREADABLE, detail)
     statuses = client.statuses
-    if statuses.requeue(event.id) or statuses.create(event):
+    if statuses.requeue(event.id, event) or statuses.create(event):
         outcome = Outcome.REQUEUED
     else:
         record = statuses.get(event.id)

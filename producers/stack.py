@@ -205,11 +205,18 @@ class Stack:
                 time.sleep(0.2)
 
     def kill(self, worker: WorkerProcess, sig: int = signal.SIGKILL) -> None:
-        """Signal one worker's whole process group (a prefork worker's children too)."""
+        """Signal one worker: SIGTERM to its main process only (a warm shutdown, which stops
+        its pool processes itself once their tasks are done), any other signal to its whole
+        process group (a prefork worker's children too). SIGKILL and SIGTERM wait for the
+        exit and forget the worker."""
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(worker.process.pid, sig)
+            if sig == signal.SIGTERM:
+                worker.process.send_signal(sig)
+            else:
+                os.killpg(worker.process.pid, sig)
         if sig in (signal.SIGKILL, signal.SIGTERM):
             worker.process.wait()
+            _kill_group_leftovers(worker.process.pid)
             self.workers.remove(worker)
 
     def restart_dead(self) -> list[WorkerProcess]:

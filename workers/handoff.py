@@ -9,10 +9,12 @@ from typing import Any, TypeVar
 
 from celery import Celery, Task
 from celery.exceptions import Reject
+from kombu.exceptions import OperationalError
 
 from shared.errors import InvalidEvent, OmnibindError
 from shared.events import Stage
 from shared.queue import ROUTES, TaskName, upload_headers
+from shared.redis_client import RedisUnavailable
 from workers.resources import Resources
 
 log = logging.getLogger(__name__)
@@ -28,16 +30,21 @@ def send_next(task: Task, name: TaskName, payload: dict[str, Any], upload_id: st
 
 
 def publish(app: Celery, name: TaskName, payload: dict[str, Any], upload_id: str) -> None:
-    """Send one upload's message for stage `name`, with the upload headers."""
-    app.send_task(
-        name,
-        args=[payload],
-        queue=ROUTES[name]["queue"],
-        # The default repr of a 150 KB array payload costs more than sending it.
-        argsrepr=f"<upload {upload_id}>",
-        kwargsrepr="{}",
-        headers=upload_headers(upload_id),
-    )
+    """Send one upload's message for stage `name`, with the upload headers. Raises
+    `RedisUnavailable` (transient: the stage is retried) when the broker cannot take it —
+    down, restarting, or still loading its data after a restart."""
+    try:
+        app.send_task(
+            name,
+            args=[payload],
+            queue=ROUTES[name]["queue"],
+            # The default repr of a 150 KB array payload costs more than sending it.
+            argsrepr=f"<upload {upload_id}>",
+            kwargsrepr="{}",
+            headers=upload_headers(upload_id),
+        )
+    except OperationalError as exc:
+        raise RedisUnavailable(f"cannot send upload {upload_id} to {name}: {exc}") from exc
 
 
 def decode_message(resources: Resources, stage: Stage, doc: Any, decode: Callable[[dict[str, Any]], M]) -> M | None:

@@ -31,6 +31,7 @@ from producers.stack import Stack, WorkerKind, WorkerProcess
 from shared.embedded_redis import EmbeddedRedis
 from shared.errors import TransientError
 from shared.events import UploadStatus
+from shared.status import StatusRecord
 from shared.streams import ResultStream
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,25 @@ def restart_redis(stack: Stack, *, crash: bool = False, down_s: float = 0.5) -> 
     time.sleep(down_s)
     stack.redis = EmbeddedRedis(old.data_dir, port=old.port, password=old.password, server_bin=old.server_bin).start()
     return time.monotonic() - started
+
+
+def supervise_until_finished(
+    stack: Stack, client: Client, upload_ids: Iterable[str], *, timeout_s: float, poll_s: float = 2.0
+) -> tuple[dict[str, StatusRecord], int]:
+    """Wait for `upload_ids` to finish while restarting workers that exit on their own, as
+    `omnibind up` (and a container restart policy) does. Returns the finished records and
+    how many workers had to be restarted."""
+    pending = list(upload_ids)
+    finished: dict[str, StatusRecord] = {}
+    restarted = 0
+    deadline = time.monotonic() + timeout_s
+    while pending and time.monotonic() < deadline:
+        for worker in stack.restart_dead():
+            restarted += 1
+            log.warning("%s worker exited on its own and was restarted (pid %d)", worker.kind, worker.process.pid)
+        finished.update(client.wait(pending, timeout_s=min(poll_s, max(0.0, deadline - time.monotonic()))))
+        pending = [upload_id for upload_id in pending if upload_id not in finished]
+    return finished, restarted
 
 
 # -- synthetic uploads ------------------------------------------------------------------------
@@ -262,6 +282,7 @@ class ChaosReport:
     redis_restarts: int = 0
     redis_down_s: float = 0.0
     retried_submissions: int = 0
+    restarted_workers: int = 0  # workers that exited on their own (restarted as `omnibind up` does)
     ingest_s: float = 0.0  # first submission -> last upload terminal
     accounting: Accounting | None = None
 
@@ -273,6 +294,7 @@ class ChaosReport:
             "redis_restarts": self.redis_restarts,
             "redis_down_s": round(self.redis_down_s, 2),
             "retried_submissions": self.retried_submissions,
+            "workers_restarted_after_exiting": self.restarted_workers,
             "ingest_s": round(self.ingest_s, 1),
             "statuses": dict(accounting.statuses) if accounting else None,
             "failure_reasons": dict(accounting.failure_reasons) if accounting else None,
@@ -321,8 +343,9 @@ def run_chaos(
     if submitter.error is not None:
         raise RuntimeError("submitting failed") from submitter.error
     report.retried_submissions = submitter.retried_submissions
-    stack.wait_ready(180)
-    finished = client.wait(submitter.submitted, timeout_s=finish_timeout_s)
+    finished, report.restarted_workers = supervise_until_finished(
+        stack, client, submitter.submitted, timeout_s=finish_timeout_s
+    )
     report.ingest_s = time.monotonic() - started
     on_event(f"{report.ingest_s:6.1f} s  {len(finished)} of {len(uploads)} uploads finished")
     report.accounting = account(client, [u.upload_id for u in uploads])
