@@ -34,7 +34,7 @@ from shared.errors import OmnibindError
 from shared.events import Frozen, Modality, ObjectRef, Result, Stage, UploadEvent, UploadStatus, utcnow
 from shared.redis_client import translate_redis_errors
 from shared.redis_keys import RedisKeys
-from shared.streams import ResultStream
+from shared.streams import ResultStream, dead_letter_fields
 
 RESULT_STREAM_VERSION = "1"  # the "v" field of results-stream entries (written by the script)
 EXTRA_PREFIX = "x:"
@@ -48,11 +48,13 @@ _STAGE_PRODUCES = {
 }
 
 # KEYS: 1 record hash, 2 results stream, 3 counts hash, 4 recent zset, 5 deliveries hash,
-#       6 in-flight zset
+#       6 in-flight zset, 7 dead-letter stream
 # ARGV: 1 mode (create | advance | requeue), 2 target status, 3 upload id, 4 now (ISO-8601),
 #       5 now (epoch ms), 6 terminal ttl s (0 = keep), 7 results maxlen, 8 recent max,
 #       9 submitted_at (create only, else ""), 10 for a failure: the status its stage
-#       produces (else ""), 11.. field/value pairs set when the transition applies.
+#       produces (else ""), 11 for a failure: its dead-letter entry as a JSON list of
+#       field, value, ... (else ""), 12 dead-letter stream maxlen, 13.. field/value pairs
+#       set when the transition applies.
 # Returns 1 when the transition applied, 0 when it was refused (and changed nothing).
 # The one script every change goes through (kept as a .lua file so it reads as Lua).
 TRANSITION_LUA = (Path(__file__).parent / "status_transition.lua").read_text()
@@ -184,11 +186,13 @@ class StatusStore:
         ttl_s: float = 30 * 86400.0,
         results_maxlen: int = 100_000,
         recent_max: int = 10_000,
+        dead_maxlen: int = 100_000,
     ) -> None:
         self._redis = client
         self.keys = RedisKeys(prefix)
         self.ttl_s = ttl_s
         self.results_maxlen = results_maxlen
+        self.dead_maxlen = dead_maxlen
         self.recent_max = recent_max
         self._transition = client.register_script(TRANSITION_LUA)
         self._results = ResultStream(client, prefix)
@@ -200,6 +204,7 @@ class StatusStore:
             settings.queue_prefix,
             ttl_s=settings.redis.status_ttl_s,
             results_maxlen=settings.redis.results_maxlen,
+            dead_maxlen=settings.redis.dead_maxlen,
             recent_max=settings.redis.recent_max,
         )
 
@@ -250,19 +255,31 @@ class StatusStore:
         error: BaseException,
         *,
         extra: Mapping[str, JsonValue] | None = None,
+        dead_letter: str | None = None,
+        attempts: int = 1,
     ) -> bool:
         """Mark the upload failed at `stage` with `error`'s reason and message and emit the
         result event. An `OmnibindError` contributes its `reason`; any other exception is
-        recorded as ``internal_error`` with its class name. True when applied; False when
-        the record had finished already, or had already moved past `stage` (a stale
-        redelivery of a stage that succeeded before must not fail the run)."""
+        recorded as ``internal_error`` with its class name. With `dead_letter` (the message
+        to keep, JSON text) its dead letter — error class, reason, message, `attempts` —
+        is written in the same step, so a failed upload always has one. True when applied;
+        False when the record had finished already, or had already moved past `stage` (a
+        stale redelivery of a stage that succeeded before must not fail the run): then
+        nothing is written."""
         if isinstance(error, OmnibindError):
             reason, message = error.reason, error.message
         else:
             reason, message = "internal_error", f"{type(error).__name__}: {error}"
         fields = _extra_fields(extra)
         fields.update({"error_reason": reason, "error": message[:MAX_ERROR_CHARS], "failed_stage": Stage(stage).value})
-        return self._run("advance", UploadStatus.FAILED, upload_id, fields, failing_stage=Stage(stage))
+        letter = (
+            dead_letter_fields(dead_letter, stage, type(error).__name__, reason, message, attempts, upload_id=upload_id)
+            if dead_letter is not None
+            else None
+        )
+        return self._run(
+            "advance", UploadStatus.FAILED, upload_id, fields, failing_stage=Stage(stage), dead_letter=letter
+        )
 
     def requeue(self, upload_id: str, event: UploadEvent | None = None) -> bool:
         """Start a new run of a finished upload (``omnibind dead --retry``, a re-index):
@@ -299,6 +316,7 @@ class StatusStore:
         *,
         submitted_at: str = "",
         failing_stage: Stage | None = None,
+        dead_letter: Mapping[str, str] | None = None,
     ) -> bool:
         if not upload_id:
             raise ValueError("upload_id must not be empty")
@@ -310,6 +328,7 @@ class StatusStore:
             self.keys.recent,
             self.keys.deliveries(upload_id),
             self.keys.inflight,
+            self.keys.dead,
         ]
         args: list[str | int | float] = [
             mode,
@@ -322,6 +341,8 @@ class StatusStore:
             self.recent_max,
             submitted_at,
             _STAGE_PRODUCES[failing_stage].value if failing_stage is not None else "",
+            json.dumps([item for pair in dead_letter.items() for item in pair]) if dead_letter else "",
+            self.dead_maxlen,
         ]
         for name, value in fields.items():
             args += [name, value]

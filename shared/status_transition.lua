@@ -2,10 +2,12 @@ local RANK = {queued = 1, preprocessed = 2, embedded = 3, moderated = 4, indexed
 local IDENTITY = {id = true, runs = true, submitted_at = true, modality = true,
                   source = true, tenant = true, object = true}
 local record, results, counts, recent, deliveries, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local dead = KEYS[7]
 local mode, target, id, now, now_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local ttl_s, maxlen, recent_max = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
 local submitted_at, failing_stage_status = ARGV[9], ARGV[10]
-local FIRST_FIELD = 11
+local dead_letter, dead_maxlen = ARGV[11], ARGV[12]
+local FIRST_FIELD = 13
 
 local function is_terminal(status) return status == 'indexed' or status == 'failed' end
 
@@ -102,6 +104,10 @@ set_given_fields()
 enter(target, current)
 if is_terminal(target) then
   publish_result()
+  -- A failure and its dead letter are one step: a failed upload always has its dead letter.
+  if target == 'failed' and dead_letter ~= '' then
+    redis.call('XADD', dead, 'MAXLEN', '~', dead_maxlen, '*', unpack(cjson.decode(dead_letter)))
+  end
   redis.call('DEL', deliveries)
   if ttl_s > 0 then redis.call('EXPIRE', record, math.max(1, math.ceil(ttl_s))) end
 end

@@ -177,6 +177,31 @@ def _upload_id_of(event_json: str) -> str | None:
     return upload_id if isinstance(upload_id, str) else None
 
 
+def dead_letter_fields(
+    event_json: str,
+    stage: Stage | str,
+    error_class: str,
+    reason: str,
+    message: str,
+    attempts: int,
+    *,
+    upload_id: str | None = None,
+) -> dict[str, str]:
+    """The fields of one dead-letter entry (docs/redis.md). `upload_id` defaults to the
+    event's ``id``; `message` is cut to `MAX_MESSAGE_CHARS`."""
+    return {
+        "v": DEAD_LETTER_VERSION,
+        "upload_id": upload_id or _upload_id_of(event_json) or "",
+        "stage": Stage(stage).value if isinstance(stage, Stage) else stage,
+        "error_class": error_class,
+        "reason": reason,
+        "message": message[:MAX_MESSAGE_CHARS],
+        "attempts": str(attempts),
+        "event": event_json,
+        "at": utcnow().isoformat().replace("+00:00", "Z"),
+    }
+
+
 class DeadLetterStream:
     """``{prefix}:dead``: add, list, read and delete dead letters (capped at ~`maxlen`)."""
 
@@ -200,19 +225,10 @@ class DeadLetterStream:
         *,
         upload_id: str | None = None,
     ) -> str:
-        """Append a dead letter and return its entry id. `upload_id` defaults to the
-        event's ``id``; `message` is cut to `MAX_MESSAGE_CHARS`."""
-        fields = {
-            "v": DEAD_LETTER_VERSION,
-            "upload_id": upload_id or _upload_id_of(event_json) or "",
-            "stage": Stage(stage).value if isinstance(stage, Stage) else stage,
-            "error_class": error_class,
-            "reason": reason,
-            "message": message[:MAX_MESSAGE_CHARS],
-            "attempts": str(attempts),
-            "event": event_json,
-            "at": utcnow().isoformat().replace("+00:00", "Z"),
-        }
+        """Append a dead letter and return its entry id (`dead_letter_fields` describes the
+        arguments). A failed upload's dead letter is written by `StatusStore.fail` instead,
+        in the same step as the failure."""
+        fields = dead_letter_fields(event_json, stage, error_class, reason, message, attempts, upload_id=upload_id)
         with translate_redis_errors("writing a dead letter"):
             entry_id = self._redis.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
         return _text(entry_id)

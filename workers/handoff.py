@@ -69,14 +69,10 @@ def decode_message(resources: Resources, stage: Stage, doc: Any, decode: Callabl
 def _record_undecodable(
     resources: Resources, stage: Stage, event: Any, upload_id: Any, failure: InvalidEvent, error_class: str
 ) -> None:
-    if isinstance(upload_id, str) and not resources.status.fail(upload_id, Stage(stage), failure):
-        return  # already failed or finished: recorded before
-    resources.dead_letters.dead_letter(
-        json.dumps(event, default=str),
-        stage=stage,
-        error_class=error_class,
-        reason=failure.reason,
-        message=failure.message,
-        attempts=1,
-        upload_id=upload_id if isinstance(upload_id, str) else None,
+    kept = json.dumps(event, default=str)
+    if isinstance(upload_id, str):
+        resources.status.fail(upload_id, Stage(stage), failure, dead_letter=kept)
+        return
+    resources.dead_letters.dead_letter(  # no upload to fail: only the dead letter tells
+        kept, stage=stage, error_class=error_class, reason=failure.reason, message=failure.message, attempts=1
     )

@@ -101,18 +101,10 @@ def retry_or_give_up(
 
 
 def give_up(resources: Resources, stage: Stage, event: UploadEvent, exc: OmnibindError, attempts: int) -> None:
-    """Record the failure (status -> failed, result event, dead letter) exactly once."""
+    """Record the failure (status -> failed, result event, dead letter: one atomic step)
+    exactly once; a stale redelivery of a stage the run went past records nothing."""
     log.warning("%s failed permanently: %s: %s", stage, exc.reason, exc.message)
     try:
-        if resources.status.fail(event.id, stage, exc):
-            resources.dead_letters.dead_letter(
-                event.model_dump_json(),
-                stage=stage,
-                error_class=type(exc).__name__,
-                reason=exc.reason,
-                message=exc.message,
-                attempts=attempts,
-                upload_id=event.id,
-            )
+        resources.status.fail(event.id, stage, exc, dead_letter=event.model_dump_json(), attempts=attempts)
     except OmnibindError as record_error:
         raise Reject(f"cannot record failure: {record_error}", requeue=True) from record_error

@@ -49,9 +49,7 @@ def sent_uploads(redis_conn: redis.Redis) -> list[str]:
     return [json.loads(raw)["headers"][UPLOAD_HEADER] for raw in redis_conn.lrange("omnibind:cpu", 0, -1)]
 
 
-def test_a_retry_starts_a_new_run_sends_it_and_removes_the_dead_letter(
-    client: Client, redis_conn: redis.Redis
-) -> None:
+def test_a_retry_starts_a_new_run_sends_it_and_removes_the_dead_letter(client: Client, redis_conn: redis.Redis) -> None:
     event = dead_upload(client, "u1")
     [letter] = client.dead_letters.entries()
 

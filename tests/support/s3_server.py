@@ -96,18 +96,18 @@ def running_s3_server(*, env: Mapping[str, str] | None = None, startup_timeout_s
         for attempt in range(_START_ATTEMPTS):
             port = free_loopback_port()
             log_path = Path(log_dir) / f"moto-{attempt}.log"
-            process = _spawn(port, log_path, env)
+            process = spawn_s3_server(port, log_path, env)
             try:
-                if _wait_until_up(process, port, startup_timeout_s):
+                if wait_until_up(process, port, startup_timeout_s):
                     yield S3Server(f"{HOST}:{port}", ACCESS_KEY, SECRET_KEY, REGION, process.pid)
                     return
             finally:
-                _stop(process)
+                stop_s3_server(process)
             if attempt == _START_ATTEMPTS - 1:
                 raise RuntimeError(f"moto server did not start on {HOST}:{port}:\n{log_path.read_text()[-4000:]}")
 
 
-def _spawn(port: int, log_path: Path, env: Mapping[str, str] | None) -> subprocess.Popen[bytes]:
+def spawn_s3_server(port: int, log_path: Path, env: Mapping[str, str] | None) -> subprocess.Popen[bytes]:
     server_env = {**os.environ, "AWS_DEFAULT_REGION": REGION, **(env or {})}
     with log_path.open("wb") as log:  # the child keeps its own descriptor
         return subprocess.Popen(
@@ -119,7 +119,7 @@ def _spawn(port: int, log_path: Path, env: Mapping[str, str] | None) -> subproce
         )
 
 
-def _wait_until_up(process: subprocess.Popen[bytes], port: int, timeout_s: float) -> bool:
+def wait_until_up(process: subprocess.Popen[bytes], port: int, timeout_s: float) -> bool:
     """True once the server answers on `port`; False if it exits or `timeout_s` passes."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -135,7 +135,7 @@ def _wait_until_up(process: subprocess.Popen[bytes], port: int, timeout_s: float
     return False
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_s3_server(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.terminate()
         try:
@@ -150,3 +150,44 @@ def s3_server() -> Iterator[S3Server]:
     """One S3 server for the whole test session. Tests keep apart by using unique buckets."""
     with running_s3_server() as server:
         yield server
+
+
+class RestartableS3Server:
+    """A moto S3 server on one fixed loopback port that can be stopped and started again on
+    that port: object storage going away for a while, then coming back at the same address.
+
+    Moto keeps objects in memory, so a restart loses them; a test puts back what a real
+    MinIO would have kept on disk. Use as a context manager (stopped on exit).
+    """
+
+    def __init__(self, log_dir: Path, *, startup_timeout_s: float = 60.0) -> None:
+        self.port = free_loopback_port()
+        self.log_dir = log_dir
+        self.startup_timeout_s = startup_timeout_s
+        self.starts = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def server(self) -> S3Server:
+        return S3Server(
+            f"{HOST}:{self.port}", ACCESS_KEY, SECRET_KEY, REGION, self._process.pid if self._process else 0
+        )
+
+    def start(self) -> RestartableS3Server:
+        self.starts += 1
+        self._process = spawn_s3_server(self.port, self.log_dir / f"moto-{self.starts}.log", None)
+        if not wait_until_up(self._process, self.port, self.startup_timeout_s):
+            stop_s3_server(self._process)
+            raise RuntimeError(f"moto server did not start again on {HOST}:{self.port}")
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            stop_s3_server(self._process)
+            self._process = None
+
+    def __enter__(self) -> RestartableS3Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
