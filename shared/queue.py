@@ -49,6 +49,9 @@ UPLOAD_HEADER = "omnibind_upload"
 SENT_MS_HEADER = "omnibind_sent_ms"
 
 
+UNACKED_MUTEX_EXPIRE_S = 10
+
+
 def upload_headers(upload_id: str) -> dict[str, Any]:
     """The `UPLOAD_HEADER` and `SENT_MS_HEADER` (now, epoch ms) of a message about to be sent."""
     return {UPLOAD_HEADER: upload_id, SENT_MS_HEADER: int(time.time() * 1000)}
@@ -83,6 +86,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # default); sweep every few seconds so a killed worker's work comes back quickly.
         "unacked_restore_interval": max(1, int(worker.unacked_restore_interval_s)),
         "unacked_restore_throttle": 1,
+        # One worker at a time restores, under a Redis lock that kombu holds for 5 minutes
+        # unless released: a worker killed mid-sweep would stop all restoring that long.
+        # A sweep takes milliseconds, and restoring a message twice is impossible (each
+        # restore is a WATCHed transaction), so a short expiry costs nothing.
+        "unacked_mutex_expire": UNACKED_MUTEX_EXPIRE_S,
         "socket_timeout": 30,
         "socket_connect_timeout": 10,
         "health_check_interval": 25,

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from producers.cli import main as cli
+from shared.config import WorkerSettings
 from shared.config_reference import env_reference
 
 COMPOSE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
@@ -78,3 +79,34 @@ def test_backends_publish_no_ports_and_only_the_gpu_worker_reaches_out(compose: 
 def test_the_gpu_worker_reserves_an_nvidia_gpu(compose: dict[str, Any]) -> None:
     devices = compose["services"]["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+
+
+def test_redis_requires_a_password_keeps_an_aof_and_never_evicts(compose: dict[str, Any]) -> None:
+    command = " ".join(compose["services"]["redis"]["command"])
+    for flag in ('--requirepass "$$REDIS_PASSWORD"', "--appendonly yes", "--maxmemory-policy noeviction"):
+        assert flag in command
+    url = compose["x-omnibind-env"]["OMNIBIND_REDIS_URL"]
+    assert url.startswith("redis://:${REDIS_PASSWORD:?"), "workers authenticate to Redis"
+
+
+def test_weaviate_and_minio_refuse_anonymous_access(compose: dict[str, Any]) -> None:
+    weaviate = compose["services"]["weaviate"]["environment"]
+    assert weaviate["AUTHENTICATION_ANONYMOUS_ACCESS_ENABLED"] == "false"
+    assert weaviate["AUTHENTICATION_APIKEY_ENABLED"] == "true"
+    assert REQUIRED_REF.search(weaviate["AUTHENTICATION_APIKEY_ALLOWED_KEYS"])
+    minio = compose["services"]["minio"]["environment"]
+    assert REQUIRED_REF.search(minio["MINIO_ROOT_USER"]) and REQUIRED_REF.search(minio["MINIO_ROOT_PASSWORD"])
+    assert REQUIRED_REF.search(minio["MINIO_NOTIFY_REDIS_PASSWORD_OMNIBIND"]), "bucket notifications log in to Redis"
+
+
+def test_worker_clocks_keep_messages_within_the_visibility_timeout(compose: dict[str, Any]) -> None:
+    env = compose["x-omnibind-env"]
+    visibility_s = float(env["OMNIBIND_WORKER__VISIBILITY_TIMEOUT_S"])
+    time_limit_s = float(env["OMNIBIND_WORKER__TASK_TIME_LIMIT_S"])
+    backoff_max_s = float(env.get("OMNIBIND_WORKER__RETRY_BACKOFF_MAX_S", WorkerSettings().retry_backoff_max_s))
+    assert backoff_max_s + 2 * time_limit_s < visibility_s
+
+
+def test_cpu_workers_bound_the_memory_of_their_pool_processes(compose: dict[str, Any]) -> None:
+    env = compose["services"]["cpu-worker"]["environment"]
+    assert "OMNIBIND_WORKER__MAX_CHILD_MEMORY_MB" in env

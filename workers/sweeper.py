@@ -147,6 +147,8 @@ class StallSweeper:
                 self.sweep()
             except (OmnibindError, redis.RedisError) as exc:  # Redis away: try again next time
                 log.warning("stall sweep skipped: %s", exc)
+            except Exception:  # a bug must not end the sweeping for good
+                log.exception("stall sweep failed")
 
     def sweep(self) -> list[str]:
         """One pass, if this process wins the lock; returns the uploads sent again."""

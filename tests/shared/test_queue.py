@@ -84,6 +84,7 @@ def test_late_acks_and_requeue_on_worker_loss_and_hard_timeouts(settings: Settin
     assert conf["worker_prefetch_multiplier"] == 1
     transport = conf["broker_transport_options"]
     assert transport["unacked_restore_throttle"] == 1
+    assert transport["unacked_mutex_expire"] <= 10, "a worker killed while restoring must not stall restoring"
     assert transport["visibility_timeout"] > longest_hold_s(settings.worker)
 
 
