@@ -29,10 +29,10 @@ from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from producers.client import Client  # noqa: E402
-from producers.stack import Stack  # noqa: E402
-from tests.support.chaos import ChaosReport, run_chaos, synthetic_upload  # noqa: E402
-from tests.support.stack import stack_settings  # noqa: E402
+from producers.client import Client
+from producers.stack import Stack
+from tests.support.chaos import ChaosReport, run_chaos, synthetic_upload
+from tests.support.stack import stack_settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CLOCKS: dict[str, Any] = {

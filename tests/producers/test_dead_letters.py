@@ -4,6 +4,7 @@ a retry sends is read back from the queue)."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,7 +125,13 @@ def test_dead_letters_are_selected_by_entry_id_or_upload_id(client: Client) -> N
 
 def omnibind(args: list[str], redis_url: str, tmp_path: Path) -> tuple[int, str, str]:
     env = {"OMNIBIND_REDIS_URL": redis_url, "OMNIBIND_DATA_DIR": str(tmp_path)}
-    result = CliRunner().invoke(cli, args, env=env)
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        result = CliRunner().invoke(cli, args, env=env)
+    finally:  # the command configures the root logger; leave it as other tests expect it
+        root.setLevel(level)
+        root.handlers[:] = handlers
     return result.exit_code, result.stdout, result.stderr
 
 

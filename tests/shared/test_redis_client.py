@@ -74,10 +74,11 @@ def test_unreachable_redis_raises_redis_unavailable(redis_servers: RedisServers)
 
 def test_wrong_password_raises_config_error(redis_servers: RedisServers, caplog: pytest.LogCaptureFixture) -> None:
     server = redis_servers.start(password="right")
-    client = redis_client(build_url("127.0.0.1", server.port, password="wrong"), retries=0)
+    # Distinctive: the test's tmp dir (logged when the server starts) contains "wrong" too.
+    client = redis_client(build_url("127.0.0.1", server.port, password="wrong-pw-7Qx"), retries=0)
     with caplog.at_level(logging.DEBUG), pytest.raises(ConfigError, match="credentials"):
         StatusStore(client).get("some-upload")
-    assert "wrong" not in caplog.text
+    assert "wrong-pw-7Qx" not in caplog.text
 
 
 def test_other_redis_errors_are_not_disguised(redis_conn: redis.Redis) -> None:
