@@ -1,9 +1,11 @@
 """Celery wiring shared by workers (which register the tasks) and producers (which send
 them by name and never import worker code or torch).
 
-Delivery guarantees live here: late acks, re-queue on worker loss, a Redis visibility
-timeout longer than the slowest task, fast restoration of a dead worker's unacked messages,
-and no pickle anywhere on the wire.
+Delivery guarantees live here: late acks, re-queue on worker loss and on a hard time limit,
+a Redis visibility timeout longer than any message can be held (checked at start-up), fast
+restoration of a dead worker's unacked messages, headers that let a lost message be told
+from a waiting one (`upload_headers`), and no pickle anywhere on the wire. The whole picture:
+docs/robustness.md.
 """
 
 from __future__ import annotations
