@@ -120,6 +120,10 @@ def test_every_kind_of_hostile_upload_fails_with_its_reason_and_the_workers_surv
         print(f"  {upload_id:<{width}}  {got.get(upload_id, ('unfinished', None))}")
     assert len(expected) >= 25
     assert got == {upload_id: ("failed", reason) for upload_id, reason in expected.items()}
+    letters = {letter.upload_id: letter for letter in client.dead_letters.entries(1000) if letter.upload_id in expected}
+    assert {upload_id: (letter.reason, letter.attempts) for upload_id, letter in letters.items()} == {
+        upload_id: (reason, 1) for upload_id, reason in expected.items()
+    }, "each dead-lettered on its first delivery: permanent errors are never retried"
     assert _pids(stack.workers) == pids_before, "no worker process died or was replaced"
     cpu = next(w for w in stack.workers if w.kind == "cpu")
     peaks = {p.pid: peak_rss_bytes(p.pid) for p in worker_tree(cpu)}
