@@ -25,8 +25,8 @@ import numpy as np
 import redis
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
-from shared.vectors.factory import open_vector_store
 
+from shared.backpressure import check_backpressure
 from shared.config import Settings, get_settings
 from shared.errors import InvalidKey, TransientError
 from shared.events import Modality, ObjectRef, UploadEvent, new_upload_id
@@ -37,6 +37,7 @@ from shared.objects.store import ObjectStore
 from shared.queue import QueueName, TaskName, make_celery
 from shared.redis_client import redis_client_from_settings
 from shared.status import StatusRecord, StatusStore
+from shared.vectors.factory import open_vector_store
 from shared.vectors.records import SearchFilters, SearchHit
 from shared.vectors.store import VectorStore
 from shared.wire import unpack_array
@@ -131,8 +132,10 @@ class Client:
 
         `item`: a file path (stored in the object store), bytes (stored), or an `ObjectRef`
         to an object already in the store (not copied). Raises `PermanentError` for an
-        invalid upload, `TransientError` when Redis or storage is unavailable.
+        invalid upload, `Busy` when the pipeline applies backpressure (checked before
+        anything is stored), `TransientError` when Redis or storage is unavailable.
         """
+        check_backpressure(self.redis, self.settings)
         upload_id = upload_id or new_upload_id()
         ref = item if isinstance(item, ObjectRef) else self._store(item, upload_id, filename, content_type, metadata)
         event = UploadEvent(
@@ -143,7 +146,7 @@ class Client:
             tenant=tenant,
             metadata=dict(metadata or {}),
         )
-        return self.enqueue(event)
+        return self._send(event)
 
     def submit_text(
         self,
@@ -166,7 +169,12 @@ class Client:
 
     def enqueue(self, event: UploadEvent) -> str:
         """Record `event` as queued and send it to the CPU stage. The status record is written
-        first: an upload can be queried as soon as this returns."""
+        first: an upload can be queried as soon as this returns. Raises `Busy` when the
+        pipeline applies backpressure (`shared.backpressure`)."""
+        check_backpressure(self.redis, self.settings)
+        return self._send(event)
+
+    def _send(self, event: UploadEvent) -> str:
         self.statuses.create(event)
         self.celery.send_task(
             TaskName.PREPROCESS,

@@ -65,7 +65,10 @@ def worker_argv(kind: WorkerKind, settings: Settings) -> list[str]:
     """
     name = f"{kind}-{uuid.uuid4().hex[:8]}@%h"
     argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", kind, "-n", name]
-    argv += ["--without-gossip", "--without-mingle", "--without-heartbeat", "--prefetch-multiplier", "1"]
+    # Worker heartbeat events stay on (one small PUBLISH per worker every 2 s): without them
+    # a monitor such as Flower shows every worker offline. Task events stay off unless a
+    # monitor turns them on.
+    argv += ["--without-gossip", "--without-mingle", "--prefetch-multiplier", "1"]
     argv += ["--loglevel", settings.log_level.upper()]
     if kind == "cpu":
         processes = settings.worker.cpu_concurrency or os.cpu_count() or 1

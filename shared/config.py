@@ -172,6 +172,41 @@ class RedisSettings(BaseModel):
     )
 
 
+class ApiSettings(BaseModel):
+    """The HTTP API (`omnibind serve`)."""
+
+    host: str = Field("127.0.0.1", description="address `omnibind serve` binds to")
+    port: int = Field(8000, ge=0, le=65535, description="port `omnibind serve` listens on")
+    keys: SecretStr | None = Field(
+        None,
+        description="comma-separated API keys; unset = no authentication (refused unless bound to loopback)",
+    )
+    max_json_bytes: int = Field(1024 * 1024, ge=1024, description="largest JSON request body, in bytes")
+    multipart_overhead_bytes: int = Field(
+        64 * 1024, ge=0, description="allowance for form fields and framing on top of the largest upload"
+    )
+    search_timeout_s: float = Field(30.0, gt=0, description="longest wait for a query embedding from the workers")
+    metrics_public: bool = Field(False, description="serve /metrics without an API key")
+
+
+class BackpressureSettings(BaseModel):
+    """When producers are told to slow down (`shared.backpressure`)."""
+
+    max_cpu_queue: int = Field(
+        10_000, ge=0, description="refuse new uploads while more messages wait in the cpu queue (0 = never)"
+    )
+    retry_after_s: int = Field(5, ge=1, description="what a refused producer is told to wait (HTTP Retry-After)")
+
+
+class MetricsSettings(BaseModel):
+    """Prometheus metrics: workers add to counters in Redis, exporters read them."""
+
+    enabled: bool = Field(True, description="workers record metrics in Redis")
+    flush_interval_s: float = Field(1.0, gt=0, description="how often a worker process writes its metrics to Redis")
+    host: str = Field("127.0.0.1", description="address `omnibind metrics` binds to")
+    port: int = Field(9464, ge=0, le=65535, description="port `omnibind metrics` listens on")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="OMNIBIND_",
@@ -189,6 +224,7 @@ class Settings(BaseSettings):
         description="embedded stack's data: redis, objects, vectors, logs (default ~/.local/share/omnibind)",
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
+    log_format: Literal["text", "json"] = Field("text", description="text, or json (one object per line)")
     queue_prefix: str = Field("omnibind", description="prefix of every Redis key omnibind writes")
 
     redis: RedisSettings = RedisSettings()
@@ -201,6 +237,9 @@ class Settings(BaseSettings):
     index: IndexSettings = IndexSettings()
     worker: WorkerSettings = WorkerSettings()
     moderation: ModerationSettings = ModerationSettings()
+    api: ApiSettings = ApiSettings()
+    backpressure: BackpressureSettings = BackpressureSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -21,7 +21,8 @@ from shared.errors import InvalidEvent
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 EVENT_MAJOR_VERSION = 1
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+UPLOAD_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"  # also published in the HTTP API's schema
+_ID_RE = re.compile(UPLOAD_ID_PATTERN)
 
 
 def new_upload_id() -> str:

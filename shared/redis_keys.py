@@ -45,3 +45,18 @@ class RedisKeys:
     def recent(self) -> str:
         """Sorted set: upload id scored by its last submission time (epoch ms), capped."""
         return f"{self.prefix}:recent"
+
+    def queue(self, name: str) -> str:
+        """List: the Celery queue `name` (cpu, gpu, index), written by kombu, which puts the
+        same prefix before every key (``global_keyprefix``); its length is the backlog."""
+        return f"{self.prefix}:{name}"
+
+    @property
+    def unacked(self) -> str:
+        """Hash (kombu's): messages reserved by workers and not yet acked, retries waiting
+        for their countdown included."""
+        return f"{self.prefix}:unacked"
+
+    def metrics(self, family: str) -> str:
+        """Hash: the counters of one metric family written by workers (`shared.metrics`)."""
+        return f"{self.prefix}:metrics:{family}"

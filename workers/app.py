@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 
 from shared.config import Settings, get_settings
 from shared.heartbeat import Heartbeat
@@ -39,7 +39,7 @@ class OmnibindCelery(Celery):
 
 def create_app(settings: Settings | None = None) -> OmnibindCelery:
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, worker_kind=settings.worker.kind)
     return OmnibindCelery(settings)
 
 
@@ -72,4 +72,10 @@ def _start_heartbeat(**_: Any) -> None:
 def _release(**_: Any) -> None:
     if app.heartbeat is not None:
         app.heartbeat.stop()
+    app.resources.close()
+
+
+@worker_process_shutdown.connect
+def _release_child(**_: Any) -> None:
+    """A prefork child exits: flush its metrics and close its clients."""
     app.resources.close()

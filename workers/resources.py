@@ -13,15 +13,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
-from shared.vectors.factory import open_vector_store
 
 from shared.config import Settings
+from shared.metrics.recorder import MetricsRecorder
 from shared.objects.factory import open_object_store
 from shared.objects.store import ObjectStore
 from shared.redis_client import redis_client_from_settings
 from shared.status import StatusStore
 from shared.streams import DeadLetterStream, DeliveryCounter
+from shared.vectors.factory import open_vector_store
 from shared.vectors.store import VectorStore
+from workers.metrics import WorkerMetrics
 
 if TYPE_CHECKING:
     from workers.gpu import GpuRunner
@@ -59,6 +61,17 @@ class Resources:
         return self._once("deliveries", lambda: DeliveryCounter.from_settings(self.redis, self.settings))
 
     @property
+    def metrics(self) -> WorkerMetrics:
+        def build() -> WorkerMetrics:
+            opts = self.settings.metrics
+            recorder = MetricsRecorder(
+                self.redis, self.settings.queue_prefix, flush_interval_s=opts.flush_interval_s, enabled=opts.enabled
+            )
+            return WorkerMetrics(recorder)
+
+        return self._once("metrics", build)
+
+    @property
     def objects(self) -> ObjectStore:
         return self._once("objects", lambda: open_object_store(self.settings))
 
@@ -71,7 +84,9 @@ class Resources:
         def build() -> GpuRunner:
             from workers.gpu import GpuRunner  # torch model code only in processes that embed
 
-            return GpuRunner.from_settings(self.settings)
+            runner = GpuRunner.from_settings(self.settings)
+            self.metrics.track_batches("gpu", runner.batcher.stats)
+            return runner
 
         return self._once("gpu", build)
 
@@ -80,7 +95,9 @@ class Resources:
         def build() -> IndexWriter:
             from workers.indexer import IndexWriter
 
-            return IndexWriter(self.vectors, self.settings.index)
+            writer = IndexWriter(self.vectors, self.settings.index)
+            self.metrics.track_batches("index", writer.batcher.stats)
+            return writer
 
         return self._once("indexer", build)
 
@@ -88,7 +105,7 @@ class Resources:
         """Stop runtimes first (they flush through the clients), then close the clients."""
         with self._lock:
             built, self._built = self._built, {}
-        for name in ("gpu", "indexer", "objects", "vectors"):
+        for name in ("gpu", "indexer", "metrics", "objects", "vectors"):
             member = built.get(name)
             if member is not None:
                 member.close()

@@ -30,9 +30,11 @@ def index(self: Task, doc: Any) -> None:
 def _index(resources: Resources, embedded: EmbeddedUpload) -> None:
     record = build_record(embedded)
     resources.indexer.write(record, timeout_s=resources.settings.worker.task_time_limit_s)
-    resources.status.advance(
+    indexed = resources.status.advance(
         embedded.event.id,
         UploadStatus.INDEXED,
         flagged=record.moderation.flagged,
         categories=list(record.moderation.categories),
     )
+    if indexed:  # once per run: a redelivered index task finds the record indexed already
+        resources.metrics.indexed(record.modality, record.moderation)
