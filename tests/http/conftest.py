@@ -35,10 +35,10 @@ class RunningApi:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30.0, **kwargs)
 
 
-def api_settings(root: Path, redis_url: str, **overrides: Any) -> Settings:
+def api_settings(root: Path, url: str, **overrides: Any) -> Settings:
     base: dict[str, Any] = {
         "data_dir": root / "data",
-        "redis_url": SecretStr(redis_url),
+        "redis_url": SecretStr(url),
         "model": {"name": "tiny", "cache_dir": root / "cache"},
         "api": {"keys": SecretStr(API_KEY)},
     }
