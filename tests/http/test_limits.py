@@ -67,9 +67,7 @@ def test_chunked_oversize_body_is_refused_once_past_the_limit(start_api: Callabl
     api = start_api(api={"max_json_bytes": 4096})
     chunk = b"x" * 1024
     chunks = [b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(64)] + [b"0\r\n\r\n"]
-    status, body = raw_request(
-        api.url, _head("/v1/uploads", "application/json", "Transfer-Encoding: chunked"), chunks
-    )
+    status, body = raw_request(api.url, _head("/v1/uploads", "application/json", "Transfer-Encoding: chunked"), chunks)
     assert status == 413
     assert json.loads(body)["reason"] == "request_too_large"
 

@@ -20,7 +20,14 @@ def test_the_served_document_is_the_published_one(start_api: Callable[..., Runni
     with api.http(key=None) as http:
         served = http.get("/openapi.json").json()
     assert served == json.loads(DOCUMENT.read_text(encoding="utf-8"))
-    assert set(served["paths"]) == {"/healthz", "/readyz", "/v1/uploads", "/v1/uploads/{upload_id}", "/v1/search", "/metrics"}
+    assert set(served["paths"]) == {
+        "/healthz",
+        "/readyz",
+        "/v1/uploads",
+        "/v1/uploads/{upload_id}",
+        "/v1/search",
+        "/metrics",
+    }
     upload_body = served["paths"]["/v1/uploads"]["post"]["requestBody"]["content"]
     assert set(upload_body) == {"application/json", "multipart/form-data"}
     assert {"HTTPBearer", "APIKeyHeader"} <= set(served["components"]["securitySchemes"])

@@ -40,13 +40,17 @@ def test_client_is_refused_with_busy_once_the_cpu_queue_is_over_the_limit(
     assert Client(settings).status("refused-upload") is None
 
 
-def test_a_limit_of_zero_never_refuses(make_settings: Callable[..., Settings], redis_conn: redis.Redis, redis_url: str) -> None:
+def test_a_limit_of_zero_never_refuses(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, redis_url: str
+) -> None:
     settings = connected(make_settings, redis_url, backpressure={"max_cpu_queue": 0})
     redis_conn.rpush("omnibind:cpu", *[b"x"] * 50)
     check_backpressure(redis_conn, settings)
 
 
-def test_the_check_reads_kombus_queue_list(make_settings: Callable[..., Settings], redis_conn: redis.Redis, redis_url: str) -> None:
+def test_the_check_reads_kombus_queue_list(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, redis_url: str
+) -> None:
     settings = connected(make_settings, redis_url, backpressure={"max_cpu_queue": 5}, queue_prefix="tenant-a")
     redis_conn.rpush("tenant-a:cpu", *[b"x"] * 5)
     redis_conn.rpush("tenant-a:gpu", *[b"x"] * 50)  # other queues do not count

@@ -36,7 +36,10 @@ def _preprocess(task: Task, resources: Resources, event: UploadEvent) -> None:
     resources.status.advance(event.id, UploadStatus.PREPROCESSED, modality=prepared.modality, object_ref=event.object)
 
 
-@app.task(name=TaskName.PREPARE_QUERY, ignore_result=True)
+# The array is passed on by the chain, never stored; an error is stored, because only then
+# does Celery propagate it to the chain's last result, which the searching client waits on
+# (otherwise a bad query file costs the client its whole timeout).
+@app.task(name=TaskName.PREPARE_QUERY, ignore_result=True, store_errors_even_if_ignored=True)
 def prepare_query_task(query_doc: dict[str, Any]) -> dict[str, Any]:
     """First half of a search: the query's model-ready array (passed on by the chain)."""
     query = Query.from_wire(query_doc)
