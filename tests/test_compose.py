@@ -29,7 +29,17 @@ def omnibind_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_the_production_stack_has_every_service(compose: dict[str, Any]) -> None:
-    assert {"redis", "minio", "weaviate", "cpu-worker", "gpu-worker", "index-worker"} <= compose["services"].keys()
+    assert {
+        "redis",
+        "minio",
+        "weaviate",
+        "cpu-worker",
+        "gpu-worker",
+        "index-worker",
+        "api",
+        "metrics",
+        "flower",
+    } <= compose["services"].keys()
 
 
 def test_every_service_has_a_healthcheck(compose: dict[str, Any]) -> None:
@@ -67,12 +77,22 @@ def test_secrets_come_from_the_environment_and_are_required(compose: dict[str, A
                 assert REQUIRED_REF.search(str(value)), f"{name}.{key} must be ${{VAR:?message}}"
 
 
-def test_backends_publish_no_ports_and_only_the_gpu_worker_reaches_out(compose: dict[str, Any]) -> None:
+def test_only_the_api_publishes_a_port_and_only_the_gpu_worker_reaches_out(compose: dict[str, Any]) -> None:
+    """Backends stay unreachable from outside. The API is the one way in: it publishes its
+    port (on 127.0.0.1 unless API_BIND says otherwise) from a network of its own, `edge`."""
     assert compose["networks"]["internal"]["internal"] is True
+    allowed = {"gpu-worker": {"internal", "egress"}, "api": {"internal", "edge"}}
     for name, svc in compose["services"].items():
-        assert "ports" not in svc, f"{name} publishes ports"
-        networks = set(svc.get("networks", []))
-        assert networks == {"internal"} or (name == "gpu-worker" and networks == {"internal", "egress"})
+        if name != "api":
+            assert "ports" not in svc, f"{name} publishes ports"
+        assert set(svc.get("networks", [])) == allowed.get(name, {"internal"}), name
+    assert compose["services"]["api"]["ports"] == ["${API_BIND:-127.0.0.1}:${API_PORT:-8000}:8000"]
+
+
+def test_the_api_requires_keys_and_flower_requires_a_password(compose: dict[str, Any]) -> None:
+    api_env = compose["services"]["api"]["environment"]
+    assert REQUIRED_REF.search(api_env["OMNIBIND_API__KEYS"])
+    assert REQUIRED_REF.search(compose["services"]["flower"]["environment"]["FLOWER_BASIC_AUTH"])
 
 
 def test_the_gpu_worker_reserves_an_nvidia_gpu(compose: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ Gauges are not recorded: exporters read them live from Redis at scrape time.
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -40,10 +41,14 @@ class Family:
     labels: tuple[str, ...]
     buckets: tuple[float, ...] = ()
 
+    @functools.cached_property
+    def bucket_names(self) -> tuple[str, ...]:
+        """The bucket fields' names, ``+Inf`` last."""
+        return (*(format_bound(b) for b in self.buckets), INF)
+
     def bucket_of(self, value: float) -> str:
         """The bucket field an observation of `value` belongs to (smallest bound >= value)."""
-        index = bisect.bisect_left(self.buckets, value)
-        return format_bound(self.buckets[index]) if index < len(self.buckets) else INF
+        return self.bucket_names[bisect.bisect_left(self.buckets, value)]
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,12 @@ def format_bound(bound: float) -> str:
 
 
 def labels_field(values: Sequence[str]) -> str:
-    return json.dumps([str(v) for v in values], separators=(",", ":"), ensure_ascii=False)
+    return _labels_field(tuple(str(v) for v in values))
+
+
+@functools.lru_cache(maxsize=4096)  # label sets are few and recorded per upload: encode once
+def _labels_field(values: tuple[str, ...]) -> str:
+    return json.dumps(list(values), separators=(",", ":"), ensure_ascii=False)
 
 
 def histogram_field(values: Sequence[str], part: str) -> str:

@@ -22,7 +22,7 @@ from shared.config import Settings
 from shared.errors import OmnibindError
 from shared.events import UploadStatus
 from shared.heartbeat import live_workers
-from shared.metrics.catalog import COUNT, GAUGES, INF, RECORDED, SUM, Family, format_bound, parse_field
+from shared.metrics.catalog import COUNT, GAUGES, INF, RECORDED, SUM, Family, parse_field
 from shared.queue import QueueName
 from shared.redis_client import translate_redis_errors
 from shared.redis_keys import RedisKeys
@@ -60,7 +60,7 @@ def histogram_family(family: Family, fields: Mapping[str, str]) -> HistogramMetr
         except ValueError:
             log.warning("skipping malformed metrics field %r of %s", field, family.name)
     metric = HistogramMetricFamily(family.name, family.help, labels=family.labels)
-    bounds = [format_bound(b) for b in family.buckets] + [INF]
+    bounds = family.bucket_names
     for labels, parts in sorted(series.items()):
         if len(labels) != len(family.labels):
             continue

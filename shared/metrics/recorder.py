@@ -27,7 +27,7 @@ from typing import Any
 import redis
 
 from shared.errors import OmnibindError
-from shared.metrics.catalog import COUNT, SUM, Family, histogram_field, labels_field
+from shared.metrics.catalog import COUNT, SUM, Family, labels_field
 from shared.redis_client import translate_redis_errors
 from shared.redis_keys import RedisKeys
 
@@ -76,10 +76,12 @@ class MetricsRecorder:
         if not self.enabled or count <= 0:
             return
         _check(family, "histogram", labels)
+        series = labels_field(labels)
+        bucket = f"{series}\t{family.bucket_of(value)}"
         with self._lock:
-            self._ints[family.name, histogram_field(labels, family.bucket_of(value))] += count
-            self._ints[family.name, histogram_field(labels, COUNT)] += count
-            self._floats[family.name, histogram_field(labels, SUM)] += value * count
+            self._ints[family.name, bucket] += count
+            self._ints[family.name, f"{series}\t{COUNT}"] += count
+            self._floats[family.name, f"{series}\t{SUM}"] += value * count
         self._ensure_flushing()
 
     def add_source(self, source: Source) -> None:

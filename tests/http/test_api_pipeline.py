@@ -258,7 +258,7 @@ CHECKS = [
 
 
 @schema.parametrize()
-@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(case: Any, pipeline: Pipeline) -> None:
     case.call_and_validate(
         base_url=pipeline.url, headers={"Authorization": f"Bearer {API_KEY}"}, checks=CHECKS, timeout=120

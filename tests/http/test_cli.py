@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0
@@ -101,7 +100,6 @@ def test_metrics_exporter_serves_pipeline_metrics(redis_url: str, tmp_path: Path
 
 
 def test_flower_runs_against_the_omnibind_broker(redis_url: str, tmp_path: Path) -> None:
-    pytest.importorskip("flower", reason="flower is an optional dependency (omnibind[ops])")
     port = free_port()
     args = ["flower", f"--port={port}", "--address=127.0.0.1"]
     with running(args, cli_env(redis_url, tmp_path), f"http://127.0.0.1:{port}/healthcheck", tmp_path / "flower.log"):
