@@ -163,3 +163,10 @@ def test_fields_round_trip_and_buckets_follow_le() -> None:
     assert family.bucket_of(0.2500001) == "0.5"
     assert family.bucket_of(10_000.0) == "+Inf"
     assert catalog.BATCH_SIZE.bucket_of(3.0) == "4.0"
+
+
+def test_the_operations_guide_lists_every_metric() -> None:
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text(encoding="utf-8")
+    names = [family.name for family in catalog.RECORDED] + [gauge.name for gauge in catalog.GAUGES]
+    names += ["omnibind_http_requests_total", "omnibind_http_request_duration_seconds"]
+    assert [name for name in names if f"`{name}`" not in guide] == []
