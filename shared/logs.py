@@ -85,6 +85,13 @@ def upload_context(upload_id: str) -> Iterator[None]:
         _upload_id.reset(token)
 
 
+def bind_upload_id(upload_id: str | None) -> None:
+    """Bind `upload_id` (None: unbind) until the next call, for code that cannot wrap a block
+    (Celery's task_prerun/task_postrun signals around a whole task, its own log lines
+    included)."""
+    _upload_id.set(upload_id or _UNSET)
+
+
 @contextlib.contextmanager
 def stage_context(stage: str) -> Iterator[None]:
     """Lines logged inside the block carry the pipeline `stage` (preprocess, embed...)."""

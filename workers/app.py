@@ -10,20 +10,31 @@ prefetch buffer — aging towards the visibility timeout — while 4.8 GB load.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 
 from shared.config import Settings, get_settings
 from shared.heartbeat import Heartbeat
-from shared.logs import configure_logging
+from shared.logs import bind_upload_id, configure_logging
 from shared.queue import celery_config
 from workers.resources import Resources
 
 log = logging.getLogger(__name__)
 
 TASK_MODULES = ["workers.tasks.cpu", "workers.tasks.gpu", "workers.tasks.index"]
+# Producers and stage hand-offs send every upload's task with argsrepr "<upload {id}>".
+_UPLOAD_ARGSREPR = re.compile(r"^<upload (?P<id>[^>]+)>$")
 
 
 class OmnibindCelery(Celery):
@@ -79,3 +90,15 @@ def _release(**_: Any) -> None:
 def _release_child(**_: Any) -> None:
     """A prefork child exits: flush its metrics and close its clients."""
     app.resources.close()
+
+
+@task_prerun.connect
+def _bind_upload_of_task(task: Any = None, **_: Any) -> None:
+    """Celery's own lines about a task ("... succeeded in 0.02s") carry its upload id too."""
+    match = _UPLOAD_ARGSREPR.match(str(getattr(task.request, "argsrepr", None) or "")) if task else None
+    bind_upload_id(match["id"] if match else None)
+
+
+@task_postrun.connect
+def _unbind_upload(**_: Any) -> None:
+    bind_upload_id(None)

@@ -200,16 +200,23 @@ def test_worker_log_lines_carry_the_upload_id(pipeline: Pipeline) -> None:
     assert failure["stage"] == "preprocess" and failure["worker"] == "cpu" and failure["level"] == "WARNING"
     # A line logged inside a stage always knows its upload.
     assert all(doc["upload_id"] for doc in json_lines if doc["stage"])
+    # Celery's own line about each task of a successful upload names the upload too.
+    succeeded = [doc for doc in json_lines if doc["upload_id"] == "img-1" and " succeeded in " in doc["message"]]
+    assert {doc["worker"] for doc in succeeded} == {"cpu", "gpu", "index"}, succeeded
 
 
-# -- docs/http_api.md: its curl examples, run for real ---------------------------------------
+# -- docs/http_api.md and README.md: their curl examples, run for real -----------------------
 
 CURL_BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
 
 
 def curl_examples() -> list[str]:
-    text = (ROOT / "docs" / "http_api.md").read_text(encoding="utf-8")
-    return [block for block in CURL_BLOCK.findall(text) if "curl " in block]
+    """The ```bash blocks of docs/http_api.md that run curl, then those of the README that
+    call the API (``$OMNIBIND_URL``), in order."""
+    guide = (ROOT / "docs" / "http_api.md").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = [block for block in CURL_BLOCK.findall(guide) if "curl " in block]
+    return blocks + [block for block in CURL_BLOCK.findall(readme) if "curl " in block and "$OMNIBIND_URL" in block]
 
 
 def test_the_docs_have_curl_examples_for_every_endpoint() -> None:
