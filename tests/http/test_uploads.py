@@ -123,10 +123,12 @@ def test_unknown_upload_is_404_with_reason(start_api: Callable[..., RunningApi])
     api = start_api()
     with api.http() as http:
         missing = http.get("/v1/uploads/never-seen")
-        invalid = http.get("/v1/uploads/..%2Fsecret")
+        invalid = http.get("/v1/uploads/-not-an-id")
+        escaping = http.get("/v1/uploads/..%2Fsecret")
         no_route = http.get("/v2/nothing")
     assert missing.status_code == 404 and missing.json()["reason"] == "upload_not_found"
-    assert invalid.status_code in (404, 422)
+    assert invalid.status_code == 422 and invalid.json()["problems"][0]["field"] == "path.upload_id"
+    assert escaping.status_code == 404 and escaping.json()["reason"] == "not_found"
     assert no_route.status_code == 404 and no_route.json()["reason"] == "not_found"
 
 

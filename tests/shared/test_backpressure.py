@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import redis
 from pydantic import SecretStr
 
 from producers.client import Client
+from producers.ingest import Submitted, submit_files
 from shared.backpressure import check_backpressure, queue_length
 from shared.config import Settings
 from shared.errors import Busy
@@ -58,3 +60,23 @@ def test_the_check_reads_kombus_queue_list(
     redis_conn.rpush("tenant-a:cpu", b"x")
     with pytest.raises(Busy):
         check_backpressure(redis_conn, settings)
+
+
+def test_ingest_waits_out_backpressure_instead_of_dropping_files(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    settings = connected(make_settings, redis_url, backpressure={"max_cpu_queue": 1, "retry_after_s": 1})
+    files = [tmp_path / f"note-{i}.txt" for i in range(2)]
+    for path in files:
+        path.write_text(f"note {path.name}")
+    redis_conn.rpush("omnibind:cpu", b"old-1", b"old-2")  # over the limit: the pipeline is busy
+    submitted: list[Submitted] = []
+    with Client(settings) as client:
+        thread = threading.Thread(target=lambda: submitted.extend(submit_files(client, files, progress=False)))
+        thread.start()
+        thread.join(timeout=2.5)
+        assert thread.is_alive(), "ingest must wait while the pipeline is busy"
+        redis_conn.delete("omnibind:cpu")  # the workers caught up
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert [s.upload_id is not None for s in submitted] == [True, True]
