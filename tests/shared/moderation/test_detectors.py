@@ -75,3 +75,17 @@ def test_detector_packages_are_imported_only_when_a_detector_first_runs() -> Non
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_nudenet_scores_equal_the_librarys_own_detector_on_the_same_pixels(detectors: DetectorSet) -> None:
+    import numpy as np
+    from nudenet import NudeDetector
+
+    library = NudeDetector()
+    for path in (FIXTURES / "astronaut_256.jpg", SAMPLES / "rgb_landscape_640x427.jpg"):
+        image = Image.open(path).convert("RGB")
+        (ours,) = detectors.run(DecodedMedia(Modality.IMAGE, image=image))
+        theirs: dict[str, float] = {}
+        for found in library.detect(np.ascontiguousarray(np.asarray(image)[:, :, ::-1])):
+            theirs[found["class"]] = max(theirs.get(found["class"], 0.0), found["score"])
+        assert ours.scores == pytest.approx(theirs)
