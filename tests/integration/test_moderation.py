@@ -170,9 +170,27 @@ def test_uploads_get_scores_bands_and_reasons_from_detectors_blocklist_and_zero_
     why = omnibind(["explain", ids["face"]], running)
     assert "faces: nudenet FACE_FEMALE" in why.stdout and "FLAGGED" in why.stdout
 
+    listed_entries = omnibind(["blocklist", "list"], running)
+    assert f"{entry_id}  spam" in listed_entries.stdout and "known scam" in listed_entries.stdout
+
+    # Calibration on a labelled folder: precision/recall per category and modality.
+    labelled = tmp_path / "labelled"
+    (labelled / "spam").mkdir(parents=True)
+    (labelled / "safe").mkdir()
+    (labelled / "spam" / "ad.jpg").write_bytes(listed.read_bytes())
+    (labelled / "safe" / "calm.webp").write_bytes((SAMPLES / "rgb_500x500.webp").read_bytes())
+    (labelled / "safe" / "hello.txt").write_text(NEUTRAL, encoding="utf-8")
+    calibrated = omnibind(["calibrate", str(labelled), "--thresholds", "0.0,0.99"], running)
+    assert calibrated.returncode == 0, calibrated.stdout + calibrated.stderr
+    assert "spam (image): 1 positive, 1 negative; policy review 0.95, block 0.99" in calibrated.stdout
+    assert "       0.00       0.50    1.00" in calibrated.stdout  # both images score >= 0: precision 1/2
+
     # Rescore under a stricter policy: no re-embedding, only the new prompts are embedded.
     strict_path = tmp_path / "strict.toml"
     strict_path.write_text(POLICY.replace("[categories.noise]\nreview = 0.95", "[categories.noise]\nreview = 0.0"))
+    dry = omnibind(["rescore", "--policy", str(strict_path), "--dry-run"], running)
+    assert dry.returncode == 0 and "would change" in dry.stdout, dry.stdout + dry.stderr
+    assert client.vectors.get(ids["audio"]).moderation.policy_version == policy.version  # type: ignore[union-attr]
     rescored = omnibind(["rescore", "--policy", str(strict_path)], running)
     assert rescored.returncode == 0, rescored.stdout + rescored.stderr
     assert f"{len(ids)} records, changed {len(ids)}; flagged {len(flagged_ids)} -> {len(flagged_ids) + 1}" in (
