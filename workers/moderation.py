@@ -146,7 +146,10 @@ def _cache_prompts_at_start(runner: GpuRunner, runtime: ModerationRuntime, setti
     if not prompts:
         return
     try:
-        if runtime.prompts.get(policy.version, runner.checkpoint) is None:
+        cached = runtime.prompts.get(policy.version, runner.checkpoint)
+        if cached is not None and set(prompts) <= set(cached.prompts):
+            runtime.prompts.touch(policy.version, runner.checkpoint)
+        else:
             request = PromptRequest(policy.version, tuple(prompts))
             store_prompt_embeddings(runner, runtime.prompts, request, timeout_s=settings.worker.task_time_limit_s)
         log.info("prompt embeddings of policy %s cached (%d prompts)", policy.version, len(prompts))

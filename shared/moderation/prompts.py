@@ -103,6 +103,11 @@ class PromptStore:
                 ex=self.ttl_s,
             )
 
+    def touch(self, policy_version: str, checkpoint: str) -> bool:
+        """Restart the TTL of cached embeddings (every GPU worker start); False if absent."""
+        with translate_redis_errors("refreshing prompt embeddings"):
+            return bool(self._redis.expire(self.keys.prompts(policy_version, checkpoint), self.ttl_s))
+
     def claim_request(self, policy_version: str, checkpoint: str) -> bool:
         """True for the first caller in `REQUEST_MARKER_TTL_S` seconds: that caller sends the
         request to the GPU queue, the others just wait for the result to appear."""

@@ -149,3 +149,12 @@ def test_decision_log_appends_and_lists_newest_flagged_first(client: redis.Redis
     assert flagged[0].source == "rescore" and flagged[0].decision.bands["spam"] is Band.REVIEW
     assert [e.upload_id for e in log.newest(upload_id="calm")] == ["calm"]
     assert log.length() == 3
+
+
+def test_touch_restarts_the_ttl_of_cached_prompt_embeddings(client: redis.Redis) -> None:
+    store = PromptStore(client, ttl_s=1000)
+    assert not store.touch("v1", "ck")
+    store.put(prompt_embeddings("v1", "ck", ["x"]))
+    client.expire("omnibind:moderation:prompts:v1:ck", 5)
+    assert store.touch("v1", "ck")
+    assert client.ttl("omnibind:moderation:prompts:v1:ck") > 900
