@@ -72,8 +72,19 @@ def _check_moderation_before_consuming(**_: Any) -> None:
 @worker_ready.connect
 def _start_heartbeat(**_: Any) -> None:
     kind = app.omnibind_settings.worker.kind or "any"
-    app.heartbeat = Heartbeat(app.resources.redis, app.omnibind_settings.queue_prefix, kind)
+    app.heartbeat = Heartbeat(app.resources.redis, app.omnibind_settings.queue_prefix, kind, _runtime_details)
     app.heartbeat.start()
+
+
+def _runtime_details() -> dict[str, object]:
+    """Batch statistics of this process's batchers (read by `omnibind status` and bench/)."""
+    built = app.resources.built()
+    details: dict[str, object] = {}
+    if "gpu" in built:
+        details["gpu"] = {**built["gpu"].batcher.stats.as_dict(), "model": built["gpu"].model_name}
+    if "indexer" in built:
+        details["index"] = built["indexer"].batcher.stats.as_dict()
+    return details
 
 
 @worker_shutdown.connect

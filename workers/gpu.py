@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from shared.imagebind.embed import Embedder
 
 from shared.config import GpuSettings, Settings
 from shared.errors import TransientError
 from shared.events import Modality
+from shared.imagebind.embed import Embedder
 from shared.imagebind.normalize import TEXT_EOT_TOKEN
 from workers.batcher import MicroBatcher
 

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
-from shared.vectors.factory import open_vector_store
 
 from shared.config import Settings
 from shared.objects.factory import open_object_store
@@ -21,6 +20,7 @@ from shared.objects.store import ObjectStore
 from shared.redis_client import redis_client_from_settings
 from shared.status import StatusStore
 from shared.streams import DeadLetterStream, DeliveryCounter
+from shared.vectors.factory import open_vector_store
 from shared.vectors.store import VectorStore
 
 if TYPE_CHECKING:
@@ -95,6 +95,11 @@ class Resources:
             return ModerationRuntime(self.settings, self.redis)
 
         return self._once("moderation", build)
+
+    def built(self) -> dict[str, Any]:
+        """The members built so far in this process (a snapshot; builds nothing)."""
+        with self._lock:
+            return dict(self._built)
 
     def close(self) -> None:
         """Stop runtimes first (they flush through the clients), then close the clients."""

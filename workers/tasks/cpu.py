@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 from celery import Task
@@ -18,6 +19,8 @@ from workers.moderation import detect_and_join, new_join_token
 from workers.preprocess import fetch_blob, prepare_query, prepare_upload_and_media
 from workers.resources import Resources
 from workers.stage import run_stage
+
+log = logging.getLogger(__name__)
 
 
 @app.task(name=TaskName.PREPROCESS, bind=True)
@@ -40,6 +43,12 @@ def _preprocess(task: Task, resources: Resources, event: UploadEvent) -> None:
     # Embedding first, detectors meanwhile: both halves meet in shared.moderation.join.
     send_next(task, TaskName.EMBED, prepared.to_wire(), event.id)
     resources.status.advance(event.id, UploadStatus.PREPROCESSED, modality=prepared.modality, object_ref=event.object)
+    log.debug(
+        "preprocessed %s as %s%s",
+        prepared.facts.content_type,
+        prepared.modality.value,
+        " (declared type differs)" if prepared.facts.type_mismatch else "",
+    )
     if detect:
         joined = detect_and_join(resources.moderation, prepared, media)
         if joined is not None:

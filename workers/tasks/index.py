@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Task
@@ -16,6 +17,8 @@ from workers.moderation import moderate_embedded, status_summary
 from workers.records import build_record
 from workers.resources import Resources
 from workers.stage import run_stage
+
+log = logging.getLogger(__name__)
 
 
 @app.task(name=TaskName.INDEX, bind=True)
@@ -48,4 +51,12 @@ def _index(resources: Resources, embedded: EmbeddedUpload) -> None:
         UploadStatus.INDEXED,
         flagged=record.moderation.flagged,
         categories=list(record.moderation.categories),
+    )
+    ref = record.object
+    log.info(
+        "indexed %s %s (%s bytes) from %s",
+        record.modality.value,
+        record.content_type,
+        record.size,
+        f"{ref.bucket}/{ref.key}" if ref else "inline text",
     )
