@@ -26,7 +26,6 @@ import numpy as np
 import redis
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
-from shared.vectors.factory import open_vector_store
 
 from shared.config import Settings, get_settings
 from shared.errors import InvalidKey, TransientError
@@ -38,6 +37,7 @@ from shared.objects.store import ObjectStore
 from shared.queue import QueueName, TaskName, make_celery
 from shared.redis_client import redis_client_from_settings
 from shared.status import StatusRecord, StatusStore
+from shared.vectors.factory import open_vector_store
 from shared.vectors.records import SearchFilters, SearchHit
 from shared.vectors.store import VectorStore
 from shared.wire import unpack_array
