@@ -10,6 +10,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -34,8 +35,14 @@ def live_workers(client: redis.Redis, prefix: str, kind: str = "*") -> list[dict
 
 
 class Heartbeat:
-    def __init__(self, client: redis.Redis, prefix: str, kind: str) -> None:
+    """Writes this process's liveness (and whatever `details` returns, e.g. batch statistics)
+    every few seconds under a key that expires if the process dies."""
+
+    def __init__(
+        self, client: redis.Redis, prefix: str, kind: str, details: Callable[[], dict[str, object]] | None = None
+    ) -> None:
         self._client = client
+        self._details = details
         self._host = socket.gethostname()
         self._pid = os.getpid()
         self._key = heartbeat_key(prefix, kind, self._host, self._pid)
@@ -54,7 +61,9 @@ class Heartbeat:
 
     def _beat(self) -> None:
         try:
-            self._client.set(self._key, json.dumps({**self._doc, "beat_at": time.time()}), ex=TTL_S)
+            details = self._details() if self._details else {}
+            doc = {**self._doc, **details, "beat_at": time.time()}
+            self._client.set(self._key, json.dumps(doc), ex=TTL_S)
         except redis.RedisError as exc:
             log.warning("heartbeat not written: %s", exc)
 

@@ -20,6 +20,7 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import redis
@@ -49,107 +50,8 @@ _STAGE_PRODUCES = {
 #       9 submitted_at (create only, else ""), 10 for a failure: the status its stage
 #       produces (else ""), 11.. field/value pairs set when the transition applies.
 # Returns 1 when the transition applied, 0 when it was refused (and changed nothing).
-TRANSITION_LUA = """
-local RANK = {queued = 1, preprocessed = 2, embedded = 3, moderated = 4, indexed = 5, failed = 5}
-local IDENTITY = {id = true, runs = true, submitted_at = true, modality = true,
-                  source = true, tenant = true, object = true}
-local record, results, counts, recent, deliveries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local mode, target, id, now, now_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local ttl_s, maxlen, recent_max = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8])
-local submitted_at, failing_stage_status = ARGV[9], ARGV[10]
-local FIRST_FIELD = 11
-
-local function is_terminal(status) return status == 'indexed' or status == 'failed' end
-
-local function set_given_fields()
-  if #ARGV >= FIRST_FIELD then redis.call('HSET', record, unpack(ARGV, FIRST_FIELD)) end
-end
-
-local function json_or_null(value)
-  if value then return cjson.encode(value) end
-  return 'null'
-end
-
-local function touch_recent()
-  redis.call('ZADD', recent, now_ms, id)
-  redis.call('ZREMRANGEBYRANK', recent, 0, -(recent_max + 1))
-end
-
-local function enter(status, previous)
-  if previous then redis.call('HINCRBY', counts, previous, -1) end
-  redis.call('HINCRBY', counts, status, 1)
-  redis.call('HSET', record, 'id', id, 'status', status, status .. '_at', now, 'updated_at', now)
-end
-
--- A new run of the pipeline for this id: forget everything the previous run wrote.
-local function start_run(previous, keep_identity)
-  local runs = tonumber(redis.call('HGET', record, 'runs') or '0') + 1
-  if keep_identity then
-    for _, field in ipairs(redis.call('HKEYS', record)) do
-      if not IDENTITY[field] then redis.call('HDEL', record, field) end
-    end
-    redis.call('PERSIST', record)
-  else
-    redis.call('DEL', record)
-    set_given_fields()
-  end
-  redis.call('DEL', deliveries)
-  redis.call('HSET', record, 'runs', runs)
-  enter('queued', previous)
-  touch_recent()
-  return 1
-end
-
-local function publish_result()
-  local f = redis.call('HMGET', record, 'modality', 'object', 'flagged', 'categories', 'error_reason', 'error', 'runs')
-  local flagged = (f[3] == '1') and 'true' or 'false'
-  local categories = f[4] or '[]'
-  local doc = '{"upload_id":' .. cjson.encode(id) .. ',"status":' .. cjson.encode(target)
-    .. ',"modality":' .. json_or_null(f[1]) .. ',"object":' .. (f[2] or 'null')
-    .. ',"flagged":' .. flagged .. ',"categories":' .. categories
-    .. ',"error_reason":' .. json_or_null(f[5]) .. ',"error":' .. json_or_null(f[6])
-    .. ',"at":' .. cjson.encode(now) .. '}'
-  local entry = {'v', '1', 'upload_id', id, 'status', target, 'run', f[7] or '1', 'at', now,
-                 'flagged', flagged, 'categories', categories}
-  if f[1] then table.insert(entry, 'modality'); table.insert(entry, f[1]) end
-  if f[5] then table.insert(entry, 'error_reason'); table.insert(entry, f[5]) end
-  if f[6] then table.insert(entry, 'error'); table.insert(entry, f[6]) end
-  table.insert(entry, 'result'); table.insert(entry, doc)
-  redis.call('XADD', results, 'MAXLEN', '~', maxlen, '*', unpack(entry))
-end
-
-local current = redis.call('HGET', record, 'status')
-
-if mode == 'create' then
-  if current and not is_terminal(current) then return 0 end
-  if current and redis.call('HGET', record, 'submitted_at') == submitted_at then return 0 end
-  return start_run(current, false)
-end
-
-if mode == 'requeue' then
-  if not (current and is_terminal(current)) then return 0 end
-  return start_run(current, true)
-end
-
--- advance (failed included): forward only, never out of a terminal status. An unknown
--- id gets a record, so a failure is never lost even if its record was never created.
-if current and (is_terminal(current) or RANK[target] <= RANK[current]) then return 0 end
--- A failure reported by a stage the record has already passed comes from a stale
--- redelivery of that stage; the run went on without it.
-if current and failing_stage_status ~= '' and RANK[current] >= RANK[failing_stage_status] then return 0 end
-if not current then
-  redis.call('HSET', record, 'runs', 1)
-  touch_recent()
-end
-set_given_fields()
-enter(target, current)
-if is_terminal(target) then
-  publish_result()
-  redis.call('DEL', deliveries)
-  if ttl_s > 0 then redis.call('EXPIRE', record, math.max(1, math.ceil(ttl_s))) end
-end
-return 1
-"""
+# The one script every change goes through (kept as a .lua file so it reads as Lua).
+TRANSITION_LUA = (Path(__file__).parent / "status_transition.lua").read_text()
 
 
 class StatusRecord(Frozen):

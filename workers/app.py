@@ -72,11 +72,30 @@ def _load_model_before_consuming(**_: Any) -> None:
         log.info("gpu worker ready: %s, max batch %d", runner.model_name, runner.max_batch)
 
 
+@worker_init.connect
+def _check_moderation_before_consuming(**_: Any) -> None:
+    # Connected after the model loader: a GPU worker embeds the policy's prompts with it.
+    from workers.moderation import prepare_worker
+
+    prepare_worker(app, app.omnibind_settings.worker.kind)
+
+
 @worker_ready.connect
 def _start_heartbeat(**_: Any) -> None:
     kind = app.omnibind_settings.worker.kind or "any"
-    app.heartbeat = Heartbeat(app.resources.redis, app.omnibind_settings.queue_prefix, kind)
+    app.heartbeat = Heartbeat(app.resources.redis, app.omnibind_settings.queue_prefix, kind, _runtime_details)
     app.heartbeat.start()
+
+
+def _runtime_details() -> dict[str, object]:
+    """Batch statistics of this process's batchers (read by `omnibind status` and bench/)."""
+    built = app.resources.built()
+    details: dict[str, object] = {}
+    if "gpu" in built:
+        details["gpu"] = {**built["gpu"].batcher.stats.as_dict(), "model": built["gpu"].model_name}
+    if "indexer" in built:
+        details["index"] = built["indexer"].batcher.stats.as_dict()
+    return details
 
 
 @worker_shutdown.connect

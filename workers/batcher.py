@@ -50,6 +50,14 @@ class BatchStats:
     size_histogram: dict[int, int] = field(default_factory=dict)
     failures: int = 0
 
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "batches": self.batches,
+            "items": self.items,
+            "failures": self.failures,
+            "size_histogram": {str(size): n for size, n in sorted(self.size_histogram.items())},
+        }
+
     def record(self, size: int) -> None:
         self.batches += 1
         self.items += size

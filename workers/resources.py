@@ -28,6 +28,7 @@ from workers.metrics import WorkerMetrics
 if TYPE_CHECKING:
     from workers.gpu import GpuRunner
     from workers.indexer import IndexWriter
+    from workers.moderation import ModerationRuntime
 
 T = TypeVar("T")
 
@@ -100,6 +101,22 @@ class Resources:
             return writer
 
         return self._once("indexer", build)
+
+    @property
+    def moderation(self) -> ModerationRuntime:
+        """Policy (validated when first built: `ConfigError`), detectors, prompt cache..."""
+
+        def build() -> ModerationRuntime:
+            from workers.moderation import ModerationRuntime
+
+            return ModerationRuntime(self.settings, self.redis)
+
+        return self._once("moderation", build)
+
+    def built(self) -> dict[str, Any]:
+        """The members built so far in this process (a snapshot; builds nothing)."""
+        with self._lock:
+            return dict(self._built)
 
     def close(self) -> None:
         """Stop runtimes first (they flush through the clients), then close the clients."""

@@ -24,25 +24,14 @@ Nothing here touches the network at import time; a download fails within
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import io
-import json
 import logging
-import os
 import pickle
-import re
-import tempfile
-import urllib.error
-import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from http.client import HTTPException, HTTPResponse
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from shared.config import ModelSettings
 from shared.errors import CheckpointError
@@ -53,17 +42,14 @@ from shared.imagebind.config import (
     ModelModality,
     config_by_name,
 )
+from shared.imagebind.download import download, exclusive
+from shared.imagebind.fingerprint import atomic_write_bytes, file_sha256, read_pin, remember_sha256, write_pin
 from shared.imagebind.model import ImageBindModel, build_model, place, random_state_dict
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 1 << 20
-MAX_RESUMES = 5  # reconnects per download after a connection dropped mid-file
 TINY_RANDOM_NAME = "imagebind-tiny-random"
 TINY_RANDOM_SEED = 0
-LOCAL_COPY_HINT = (
-    "To use a local copy, set OMNIBIND_MODEL__CHECKPOINT=/path/to/imagebind_huge.pth (or copy the file to {dest})."
-)
 
 
 @dataclass(frozen=True)
@@ -74,225 +60,6 @@ class ResolvedCheckpoint:
     sha256: str
     model_name: str
     config: ImageBindConfig
-
-
-# ---------------------------------------------------------------------------------------------
-# hashing
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _hash_cache_path(path: Path, cache_dir: Path) -> Path:
-    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
-    return cache_dir / "hashes" / f"{key}.json"
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same directory and rename, so readers (and racing
-    writers in other processes) only ever see a complete file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o644)  # mkstemp's 0600 would hide the cache from other users
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def file_sha256(path: Path, cache_dir: Path) -> str:
-    """SHA-256 (hex) of `path`, remembered in a sidecar under `cache_dir/hashes` keyed by the
-    file's resolved path, size and mtime; a changed file is hashed again. Raises OSError."""
-    stat = path.stat()
-    sidecar = _hash_cache_path(path, cache_dir)
-    stamp = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    with contextlib.suppress(OSError, ValueError):
-        cached = json.loads(sidecar.read_text())
-        if {k: cached.get(k) for k in stamp} == stamp and isinstance(cached.get("sha256"), str):
-            return str(cached["sha256"])
-    log.info("hashing %s (%.1f MB); the result is cached", path, stat.st_size / 1e6)
-    sha = _sha256_of(path)
-    with contextlib.suppress(OSError):  # a read-only cache only costs a re-hash next time
-        _atomic_write_bytes(sidecar, json.dumps({**stamp, "sha256": sha}).encode())
-    return sha
-
-
-def _remember_sha256(path: Path, cache_dir: Path, sha: str) -> None:
-    """Record a hash computed while downloading, so the first load does not read the file again."""
-    stat = path.stat()
-    stamp = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
-    with contextlib.suppress(OSError):
-        _atomic_write_bytes(_hash_cache_path(path, cache_dir), json.dumps(stamp).encode())
-
-
-def _pin_path(dest: Path) -> Path:
-    return dest.with_name(dest.name + ".sha256")
-
-
-def _read_pin(dest: Path) -> str | None:
-    """The pinned hash, in ``sha256sum`` format (``<hex>  <name>``), or None."""
-    try:
-        text = _pin_path(dest).read_text().split()
-    except FileNotFoundError:
-        return None
-    return text[0].lower() if text else None
-
-
-def _write_pin(dest: Path, sha: str) -> None:
-    _atomic_write_bytes(_pin_path(dest), f"{sha}  {dest.name}\n".encode())
-
-
-# ---------------------------------------------------------------------------------------------
-# download
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `lock_path`: processes starting together download only once."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
-
-
-def _open(url: str, offset: int, timeout_s: float) -> HTTPResponse:
-    headers = {"User-Agent": "omnibind", "Accept-Encoding": "identity"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    response: HTTPResponse = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s)
-    return response
-
-
-def _response_span(response: HTTPResponse, offset: int) -> tuple[int, int | None]:
-    """(first byte the body starts at, total size or None) for a 200 or 206 response."""
-    if response.status == 206:
-        content_range = response.headers.get("Content-Range", "")
-        match = _CONTENT_RANGE.match(content_range)
-        if not match or int(match.group(1)) != offset:
-            raise CheckpointError(
-                f"server answered a resume from byte {offset} with Content-Range {content_range!r}",
-                reason="checkpoint_download",
-            )
-        total = match.group(3)
-        return offset, None if total == "*" else int(total)
-    length = response.headers.get("Content-Length")
-    return 0, int(length) if length is not None else None
-
-
-def _stream_into(response: HTTPResponse, part: Path, start: int, total: int | None, hasher: hashlib._Hash) -> None:
-    mode = "ab" if start else "wb"
-    with (
-        part.open(mode) as fh,
-        tqdm(
-            total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024, desc=part.name, disable=None
-        ) as bar,
-    ):
-        while chunk := response.read(CHUNK_BYTES):
-            fh.write(chunk)
-            hasher.update(chunk)
-            bar.update(len(chunk))
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _hash_prefix(part: Path, length: int) -> hashlib._Hash:
-    hasher = hashlib.sha256()
-    with part.open("rb") as fh:
-        remaining = length
-        while remaining and (chunk := fh.read(min(CHUNK_BYTES, remaining))):
-            hasher.update(chunk)
-            remaining -= len(chunk)
-    return hasher
-
-
-def _fetch_once(url: str, part: Path, timeout_s: float) -> tuple[hashlib._Hash, int | None]:
-    """One HTTP request that appends to `part` from its current size.
-
-    Returns the hash of all bytes in `part` and the file's total size if the server said it.
-    Raises OSError/HTTPException when the connection fails or drops (the .part stays).
-    """
-    offset = part.stat().st_size if part.exists() else 0
-    try:
-        response = _open(url, offset, timeout_s)
-    except urllib.error.HTTPError as exc:
-        if exc.code != 416 or not offset:
-            raise
-        # 416: nothing left after `offset`; the .part may already be complete.
-        match = re.search(r"/(\d+)", exc.headers.get("Content-Range", ""))
-        total = int(match.group(1)) if match else None
-        if total != offset:
-            part.unlink()
-            return _fetch_once(url, part, timeout_s)
-        return _hash_prefix(part, offset), total
-    with response:
-        start, total = _response_span(response, offset)
-        if offset and start == 0:
-            log.info("server ignored the resume request; downloading %s from the start", url)
-        hasher = _hash_prefix(part, start) if start else hashlib.sha256()
-        _stream_into(response, part, start, total, hasher)
-    received = part.stat().st_size
-    if total is not None and received < total:
-        # http.client returns a short body silently when the peer closes early.
-        raise ConnectionError(f"connection closed after {received} of {total} bytes")
-    return hasher, total
-
-
-def download(url: str, dest: Path, *, expected_sha256: str | None, timeout_s: float) -> str:
-    """Download `url` to `dest` (resuming ``dest.part``), verify size and hash, rename into place.
-
-    Returns the file's SHA-256. Raises `CheckpointError` when the server cannot be reached
-    (quickly: connect and read time out after `timeout_s`), when the size is short after
-    `MAX_RESUMES` reconnects (the .part is kept for the next try), or when the hash differs
-    from `expected_sha256` (the .part is deleted so no bad file is ever cached).
-    """
-    part = dest.with_name(dest.name + ".part")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(MAX_RESUMES + 1):
-        before = part.stat().st_size if part.exists() else 0
-        try:
-            hasher, total = _fetch_once(url, part, timeout_s)
-            break
-        except (OSError, HTTPException) as exc:
-            progressed = part.exists() and part.stat().st_size > before
-            if isinstance(exc, urllib.error.HTTPError) or not progressed or attempt == MAX_RESUMES:
-                hint = LOCAL_COPY_HINT.format(dest=dest)
-                raise CheckpointError(
-                    f"cannot download the ImageBind checkpoint from {url}: {exc}. {hint}",
-                    reason="checkpoint_download",
-                ) from exc
-            log.warning("download of %s interrupted (%s); resuming", url, exc)
-    size = part.stat().st_size
-    if total is not None and size != total:
-        raise CheckpointError(
-            f"download of {url} ended at {size} of {total} bytes; run again to resume.",
-            reason="checkpoint_download",
-        )
-    sha = hasher.hexdigest()
-    if expected_sha256 is not None and sha != expected_sha256.lower():
-        part.unlink()
-        raise CheckpointError(
-            f"downloaded {url} has sha256 {sha}, expected {expected_sha256.lower()}; the file was discarded.",
-            reason="checkpoint_mismatch",
-        )
-    os.replace(part, dest)
-    return sha
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,17 +83,17 @@ def _verified(path: Path, cache_dir: Path, expected: str | None, what: str) -> s
 def _download_cached(settings: ModelSettings) -> Path:
     """The official file in the cache dir, downloaded (once, under a lock) if missing."""
     dest = settings.cache_dir / "checkpoints" / (Path(settings.url).name or "imagebind_huge.pth")
-    with _exclusive(dest.with_name(dest.name + ".lock")):
+    with exclusive(dest.with_name(dest.name + ".lock")):
         if not dest.exists():
             log.info("downloading the ImageBind checkpoint %s to %s", settings.url, dest)
             sha = download(settings.url, dest, expected_sha256=settings.sha256, timeout_s=settings.download_timeout_s)
-            _remember_sha256(dest, settings.cache_dir, sha)
+            remember_sha256(dest, settings.cache_dir, sha)
             if settings.sha256 is None:
-                _write_pin(dest, sha)
+                write_pin(dest, sha)
                 log.info("pinned sha256 %s for %s", sha, dest)
-        elif settings.sha256 is None and _read_pin(dest) is None:
+        elif settings.sha256 is None and read_pin(dest) is None:
             # A file someone put into the cache by hand: pin what is there now.
-            _write_pin(dest, _verified(dest, settings.cache_dir, None, "unpinned"))
+            write_pin(dest, _verified(dest, settings.cache_dir, None, "unpinned"))
     return dest
 
 
@@ -341,7 +108,7 @@ def tiny_random_checkpoint(cache_dir: Path, seed: int = TINY_RANDOM_SEED) -> Pat
     if not dest.exists():
         buffer = io.BytesIO()
         torch.save(random_state_dict(config_by_name("tiny"), seed=seed), buffer)
-        _atomic_write_bytes(dest, buffer.getvalue())
+        atomic_write_bytes(dest, buffer.getvalue())
         log.warning("created %s: a RANDOM tiny ImageBind for offline smoke runs, not a trained model", dest)
     return dest
 
@@ -365,7 +132,7 @@ def resolve_checkpoint(settings: ModelSettings) -> ResolvedCheckpoint:
         sha = _verified(path, settings.cache_dir, settings.sha256, "OMNIBIND_MODEL__SHA256")
         return ResolvedCheckpoint(path, sha, TINY_RANDOM_NAME, config)
     path = _download_cached(settings)
-    expected, what = (settings.sha256, "OMNIBIND_MODEL__SHA256") if settings.sha256 else (_read_pin(path), "its pin")
+    expected, what = (settings.sha256, "OMNIBIND_MODEL__SHA256") if settings.sha256 else (read_pin(path), "its pin")
     sha = _verified(path, settings.cache_dir, expected, what)
     return ResolvedCheckpoint(path, sha, config.name, config)
 

@@ -1,0 +1,67 @@
+"""`omnibind up` runs the embedded stack until Ctrl-C and then leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.support.s3_server import free_loopback_port
+
+pytestmark = pytest.mark.integration
+
+
+def _env(tmp_path: Path, model_cache: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIBIND_")}
+    env.update(
+        {
+            "OMNIBIND_DATA_DIR": str(tmp_path / "data"),
+            "OMNIBIND_MODEL__NAME": "tiny",
+            "OMNIBIND_MODEL__CACHE_DIR": str(model_cache),
+            "OMNIBIND_REDIS__EMBEDDED_PORT": str(free_loopback_port()),
+            "OMNIBIND_WORKER__CPU_CONCURRENCY": "1",
+        }
+    )
+    return env
+
+
+def _live_kinds(env: dict[str, str]) -> set[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "producers.cli", "status", "--json"], env=env, capture_output=True, text=True, timeout=60
+    )
+    if result.returncode != 0:
+        return set()
+    return {worker["kind"] for worker in json.loads(result.stdout)["workers"]}
+
+
+def test_up_starts_redis_and_all_workers_and_ctrl_c_stops_everything(tmp_path: Path, model_cache: Path) -> None:
+    env = _env(tmp_path, model_cache)
+    log = (tmp_path / "up.log").open("w")
+    up = subprocess.Popen([sys.executable, "-m", "producers.cli", "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        while _live_kinds(env) != {"cpu", "gpu", "index"}:
+            assert up.poll() is None, (tmp_path / "up.log").read_text()
+            assert time.monotonic() < deadline, "workers never became ready"
+            time.sleep(1)
+        children = psutil.Process(up.pid).children(recursive=True)
+        assert any("redis-server" in child.name() for child in children)
+        assert (tmp_path / "data" / "redis" / "appendonly.aof").exists() or list(
+            (tmp_path / "data" / "redis").glob("appendonly*")
+        )
+
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=120) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+        log.close()
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"left running: {[p.name() for p in alive]}"

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+import redis
+
+from shared.heartbeat import TTL_S, Heartbeat, live_workers
+
+
+def test_a_heartbeat_announces_the_worker_with_its_details_until_it_stops(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    beat = Heartbeat(client, "hb", "gpu", lambda: {"gpu": {"batches": 3}})
+    beat.start()
+    (worker,) = live_workers(client, "hb", "gpu")
+    assert worker["kind"] == "gpu" and worker["gpu"] == {"batches": 3}
+    assert live_workers(client, "hb", "cpu") == []
+    assert 0 < client.ttl(next(iter(client.scan_iter("hb:workers:*")))) <= TTL_S
+    beat.stop()
+    assert live_workers(client, "hb") == []
