@@ -25,8 +25,8 @@ import numpy as np
 import redis
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
-from shared.vectors.factory import open_vector_store
 
+from producers.bridge.minio_events import UPLOAD_ID_METADATA
 from shared.config import Settings, get_settings
 from shared.errors import InvalidKey, TransientError
 from shared.events import Modality, ObjectRef, UploadEvent, new_upload_id
@@ -37,6 +37,7 @@ from shared.objects.store import ObjectStore
 from shared.queue import QueueName, TaskName, make_celery
 from shared.redis_client import redis_client_from_settings
 from shared.status import StatusRecord, StatusStore
+from shared.vectors.factory import open_vector_store
 from shared.vectors.records import SearchFilters, SearchHit
 from shared.vectors.store import VectorStore
 from shared.wire import unpack_array
@@ -194,7 +195,9 @@ class Client:
         # The declared type is only informational: workers sniff the content.
         declared = content_type or (mimetypes.guess_type(filename)[0] if filename else None)
         key = object_key_for(upload_id, filename)
-        return self.objects.put(self.settings.objects.bucket, key, data, content_type=declared, metadata=metadata)
+        # Marks the blob as enqueued here, so its MinIO notification does not enqueue it again.
+        marked = {**(metadata or {}), UPLOAD_ID_METADATA: upload_id}
+        return self.objects.put(self.settings.objects.bucket, key, data, content_type=declared, metadata=marked)
 
     # -- following -------------------------------------------------------------------
 

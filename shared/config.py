@@ -143,6 +143,64 @@ class ModerationSettings(BaseModel):
     policy: Path | None = Field(None, description="policy file (default: the one shipped with omnibind)")
 
 
+class BridgeSettings(BaseModel):
+    """`omnibind bridge`: the Redis ingest stream and MinIO bucket notifications (docs/integrating.md)."""
+
+    stream: bool = Field(True, description="consume the ingest stream {prefix}:ingest")
+    group: str = Field("omnibind-bridge", min_length=1, description="consumer group of the ingest stream")
+    consumer: str | None = Field(
+        None, description="this bridge's consumer name (default: host name); keep it stable across restarts"
+    )
+    batch_size: int = Field(100, ge=1, le=10_000, description="stream entries read per call")
+    block_s: float = Field(2.0, gt=0, le=20, description="longest wait for new entries per read")
+    reclaim_idle_s: float = Field(
+        60.0, gt=0, description="pending entries idle this long (their bridge died) are taken over (XAUTOCLAIM)"
+    )
+    minio: bool = Field(True, description="consume MinIO bucket notifications")
+    minio_events_key: str | None = Field(
+        None, description="Redis list MinIO pushes to (MINIO_NOTIFY_REDIS_KEY; default {prefix}:minio:events)"
+    )
+    minio_source: str = Field("minio", min_length=1, max_length=128, description="`source` of uploads from MinIO")
+    minio_ignore_prefixes: list[str] = Field(
+        default=["_omnibind/"], description="object keys under these prefixes are not uploads (JSON list)"
+    )
+    minio_delete_records: bool = Field(True, description="s3:ObjectRemoved:* deletes the object's vector record")
+    minio_notify_arn: str | None = Field(
+        None, description="if set, subscribe OBJECTS__BUCKET to created/removed events for this ARN at start"
+    )
+
+
+class WebhookTarget(BaseModel):
+    url: str = Field(pattern=r"^https?://", description="where results are POSTed")
+    secret: SecretStr = Field(description="HMAC-SHA256 key of the Omnibind-Signature header")
+    statuses: list[Literal["indexed", "failed"]] = Field(
+        default=["indexed", "failed"], description="which results to deliver"
+    )
+
+
+class WebhookSettings(BaseModel):
+    """`omnibind webhooks`: POSTs each result of a source to that source's URL (docs/integrating.md)."""
+
+    targets: dict[str, WebhookTarget] = Field(
+        default={},
+        description='JSON {source: {"url", "secret", "statuses"?}}; source "*" = every other source (holds secrets)',
+    )
+    group: str = Field("omnibind-webhooks", min_length=1, description="consumer group on the results stream")
+    consumer: str | None = Field(None, description="this dispatcher's consumer name (default: host name)")
+    start_from: Literal["new", "all"] = Field(
+        "new", description="when the group is first created: deliver only new results, or all retained ones"
+    )
+    concurrency: int = Field(8, ge=1, le=256, description="deliveries in flight at once")
+    timeout_s: float = Field(10.0, gt=0, description="per HTTP attempt")
+    max_attempts: int = Field(8, ge=1, le=50, description="attempts per delivery before it is logged as failed")
+    backoff_s: float = Field(1.0, gt=0, description="first retry delay; doubles each attempt (with jitter)")
+    backoff_max_s: float = Field(60.0, gt=0, description="longest retry delay")
+    reclaim_idle_s: float = Field(
+        900.0, gt=0, description="results pending this long (their dispatcher died) are taken over; above a delivery"
+    )
+    log_maxlen: int = Field(100_000, ge=1, description="approximate length cap of the delivery log stream")
+
+
 class RedisSettings(BaseModel):
     """Embedded redis-server (used when ``redis_url`` is unset), client timeouts and the
     retention of the status records and streams omnibind keeps in Redis."""
@@ -201,6 +259,8 @@ class Settings(BaseSettings):
     index: IndexSettings = IndexSettings()
     worker: WorkerSettings = WorkerSettings()
     moderation: ModerationSettings = ModerationSettings()
+    bridge: BridgeSettings = BridgeSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -31,6 +31,7 @@ class TaskName(StrEnum):
     INDEX = "omnibind.index"
     EMBED_QUERY = "omnibind.embed_query"
     PREPARE_QUERY = "omnibind.prepare_query"
+    DELETE = "omnibind.delete"
 
 
 ROUTES: dict[str, dict[str, str]] = {
@@ -39,6 +40,7 @@ ROUTES: dict[str, dict[str, str]] = {
     TaskName.EMBED_QUERY: {"queue": QueueName.GPU},
     TaskName.PREPARE_QUERY: {"queue": QueueName.CPU},
     TaskName.INDEX: {"queue": QueueName.INDEX},
+    TaskName.DELETE: {"queue": QueueName.INDEX},  # vector-store writes stay with the index workers
 }
 
 
