@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     NestedSecretsSettingsSource,
@@ -199,6 +199,14 @@ class WebhookSettings(BaseModel):
         900.0, gt=0, description="results pending this long (their dispatcher died) are taken over; above a delivery"
     )
     log_maxlen: int = Field(100_000, ge=1, description="approximate length cap of the delivery log stream")
+
+    @model_validator(mode="after")
+    def _reclaim_after_the_slowest_delivery(self) -> WebhookSettings:
+        # Another dispatcher must not take over a result whose delivery is still retrying.
+        slowest_s = self.max_attempts * self.timeout_s + (self.max_attempts - 1) * self.backoff_max_s
+        if self.reclaim_idle_s <= slowest_s:
+            raise ValueError(f"reclaim_idle_s must exceed the slowest delivery ({slowest_s:.0f} s)")
+        return self
 
 
 class RedisSettings(BaseModel):

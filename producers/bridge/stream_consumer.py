@@ -1,8 +1,9 @@
 """Consumer of the ingest stream ``{prefix}:ingest`` (format: `stream_events`).
 
-Each entry is acknowledged only once its upload is enqueued (`Ingestor.ingest`). An invalid
-entry is dead-lettered (stage ``ingest``, with the validation error) and acknowledged, so it
-never blocks the stream. After a failure or a restart the consumer first re-reads the
+Each entry is acknowledged only once its upload is enqueued (`Ingestor.ingest`), and trimmed
+from the stream (every few seconds) once every consumer group acknowledged it. An invalid
+entry is dead-lettered (stage ``ingest``, with the validation error) and acknowledged, so
+it never blocks the stream. After a failure or a restart the consumer first re-reads the
 entries still pending on it; entries pending on a bridge that died are taken over after
 `reclaim_idle_ms` (XAUTOCLAIM).
 """
@@ -30,6 +31,7 @@ class StreamOptions:
     batch_size: int = 100
     block_ms: int = 2000
     reclaim_idle_ms: int = 60_000
+    trim_interval_s: float = 10.0
 
 
 class IngestStreamConsumer:
@@ -46,6 +48,7 @@ class IngestStreamConsumer:
         self._options = options
         self._claims = ClaimSchedule(interval_s=max(1.0, options.reclaim_idle_ms / 2000))
         self._own_pending = True
+        self._next_trim_s = 0.0
 
     def start(self) -> None:
         """Create the consumer group from the stream's start: entries added before the first
@@ -67,6 +70,10 @@ class IngestStreamConsumer:
         except BaseException:
             self._own_pending = True
             raise
+        now_s = time.monotonic()
+        if entries and now_s >= self._next_trim_s:
+            self._group.trim_handled()
+            self._next_trim_s = now_s + self._options.trim_interval_s
         return len(entries)
 
     def _next_batch(self) -> list[Entry]:

@@ -25,6 +25,11 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _id_order(entry_id: str) -> tuple[int, int]:
+    millis, _, seq = entry_id.partition("-")
+    return int(millis), int(seq or 0)
+
+
 def _entries(raw: Any) -> list[Entry]:
     return [(_text(entry_id), fields or None) for entry_id, fields in raw or []]
 
@@ -69,6 +74,21 @@ class StreamGroup:
         if entry_ids:
             with translate_redis_errors(f"acknowledging entries of {self.key}"):
                 self.client.xack(self.key, self.group, *entry_ids)
+
+    def trim_handled(self) -> None:
+        """Remove the entries that every consumer group of the stream has read and
+        acknowledged (XTRIM MINID): the stream stays short, and no group, ours or another
+        program's, loses an entry it has not handled yet."""
+        with translate_redis_errors(f"trimming {self.key}"):
+            groups: Any = self.client.xinfo_groups(self.key)
+            keep_from: list[str] = []
+            for group in groups:
+                summary: Any = self.client.xpending(self.key, group["name"])
+                oldest_needed = summary["min"] if summary["pending"] else group["last-delivered-id"]
+                keep_from.append(_text(oldest_needed))
+            if keep_from:
+                # Exact, not "~": approximate trimming only drops whole 100-entry nodes.
+                self.client.xtrim(self.key, minid=min(keep_from, key=_id_order), approximate=False)
 
     def _read(self, start: str, count: int, block_ms: int | None) -> list[Entry]:
         with translate_redis_errors(f"reading {self.key} for group {self.group}"):

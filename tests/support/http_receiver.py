@@ -77,7 +77,9 @@ def running_receiver(statuses: list[int] | None = None, *, default_status: int =
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    receiver = Receiver(f"http://127.0.0.1:{server.server_address[1]}/hooks/omnibind", list(statuses or []), default_status)
+    receiver = Receiver(
+        f"http://127.0.0.1:{server.server_address[1]}/hooks/omnibind", list(statuses or []), default_status
+    )
     thread = threading.Thread(target=server.serve_forever, name="http-receiver", daemon=True)
     thread.start()
     try:

@@ -172,3 +172,24 @@ def test_an_unexpected_error_dead_letters_that_entry_and_the_stream_moves_on(
     assert (dead.upload_id, dead.reason) == ("buggy", "internal_error")
     assert "RuntimeError: a bug" in dead.message
     assert pending(redis_conn) == 0
+
+
+def test_handled_entries_are_trimmed_but_not_those_another_group_still_needs(
+    bridge_settings: Callable[..., Settings], client: Client, redis_conn: redis.Redis
+) -> None:
+    settings = bridge_settings()
+    for n in range(5):
+        add(redis_conn, {"id": f"t{n}", "text": "x"})
+    poll_until_idle(stream_consumer(settings, client))
+    assert redis_conn.xlen(STREAM) <= 1, "only the last handled entry may stay (it marks the position)"
+
+    redis_conn.xgroup_create(STREAM, "audit", id="$")  # another program starts reading here
+    for n in range(5, 8):
+        add(redis_conn, {"id": f"t{n}", "text": "x"})
+    auditor = StreamGroup(raw_redis(settings), STREAM, "audit", "auditor")
+    assert len(auditor.read_new(1, None)) == 1  # it read one and has not acknowledged it
+    bridge = stream_consumer(settings, client)
+    bridge._next_trim_s = 0.0
+    poll_until_idle(bridge)
+
+    assert redis_conn.xlen(STREAM) == 3, "everything from the auditor's unacknowledged entry on is kept"

@@ -21,8 +21,8 @@ from producers.webhooks.dispatcher import DispatchTiming, WebhookDispatcher
 from producers.webhooks.sender import WebhookSender
 from producers.webhooks.signing import verify_signature
 from shared.config import Settings
-from shared.events import Stage, UploadEvent, UploadStatus
 from shared.errors import CorruptMedia
+from shared.events import Stage, UploadEvent, UploadStatus
 from tests.support.http_receiver import running_receiver
 
 RESULTS = "omnibind:results"
@@ -100,10 +100,14 @@ def test_results_reach_their_sources_targets_signed_and_logged(
     body = json.loads(cms_requests[1].body)
     assert body["type"] == "upload.indexed" and body["source"] == "cms" and body["tenant"] == "acme"
     assert body["result"]["flagged"] is True and body["result"]["categories"] == ["violence"]
-    assert verify_signature("cms-secret", cms_requests[1].headers["Omnibind-Signature"], cms_requests[1].body, now_s=time.time())
+    assert verify_signature(
+        "cms-secret", cms_requests[1].headers["Omnibind-Signature"], cms_requests[1].body, now_s=time.time()
+    )
     other_body = json.loads(other_request.body)
     assert other_body["type"] == "upload.failed" and other_body["result"]["error_reason"] == "corrupt_media"
-    assert verify_signature("catch-all", other_request.headers["Omnibind-Signature"], other_request.body, now_s=time.time())
+    assert verify_signature(
+        "catch-all", other_request.headers["Omnibind-Signature"], other_request.body, now_s=time.time()
+    )
 
     assert set(records) == {"cms-1", "shop-1"}
     assert (records["cms-1"].outcome, records["cms-1"].attempts, records["cms-1"].status_code) == ("delivered", 2, 200)
@@ -117,7 +121,9 @@ def test_a_dispatcher_stopped_mid_delivery_delivers_after_restart(
     hook_settings: Callable[..., Settings], redis_conn: redis.Redis
 ) -> None:
     with running_receiver([503]) as cms:
-        settings = hook_settings({"cms": {"url": cms.url, "secret": "s"}}, consumer="hooks-1", backoff_s=30, backoff_max_s=30)
+        settings = hook_settings(
+            {"cms": {"url": cms.url, "secret": "s"}}, consumer="hooks-1", backoff_s=30, backoff_max_s=30
+        )
         with Client(settings) as client:
             with dispatcher(settings, client) as (running, stop):
                 finish(client, "cms-1", "cms")

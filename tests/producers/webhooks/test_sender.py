@@ -104,3 +104,8 @@ def test_backoff_grows_is_capped_and_honours_retry_after() -> None:
     assert all(0 <= backoff_s(20, 1.0, 60.0) <= 60.0 for _ in range(50))
     assert backoff_s(1, 1.0, 60.0, retry_after_s=7) == 7
     assert backoff_s(1, 1.0, 60.0, retry_after_s=3600) == 60.0
+
+
+def test_results_are_not_taken_over_while_their_delivery_may_still_be_retrying() -> None:
+    with pytest.raises(ValueError, match="slowest delivery"):
+        WebhookSettings(max_attempts=10, timeout_s=30, backoff_max_s=120, reclaim_idle_s=900)
