@@ -178,6 +178,15 @@ def test_every_way_in_ends_indexed_removals_delete_and_results_go_out_signed(
             wait_until(lambda: client.vectors.get(minio_id) is None, 120, "the removed object's record to go")
             assert client.vectors.get("cms-article-42") is not None
 
+            for kind in ("bridge", "webhooks"):  # the compose healthchecks
+                check = subprocess.run(
+                    [sys.executable, "-m", "producers.cli", kind, "--check"],
+                    env=running.cli_env(),
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+                assert check.returncode == 0, check.stderr
             requests = receiver.wait_for(3)
             deliveries = DeliveryLog(client.redis, "omnibind:webhooks:deliveries")
             wait_until(lambda: len(deliveries.entries()) >= 3, 60, "the delivery log")
