@@ -17,6 +17,7 @@ import mimetypes
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any, TypeVar
@@ -47,6 +48,13 @@ T = TypeVar("T")
 
 class QueryFailed(TransientError):
     reason = "query_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class QueryEmbedding:
+    vector: np.ndarray  # (dim,) float32, unit length
+    model: str
+    checkpoint: str
 
 
 def object_key_for(upload_id: str, filename: str | None) -> str:
@@ -221,6 +229,18 @@ class Client:
     ) -> np.ndarray:
         """The unit-length embedding of a query, computed by the workers (CPU preprocess ->
         GPU embed). Raises `PermanentError` for a bad query, `QueryFailed` on timeout."""
+        return self.embed_query_with_model(text=text, image=image, audio=audio, timeout_s=timeout_s).vector
+
+    def embed_query_with_model(
+        self,
+        *,
+        text: str | None = None,
+        image: bytes | None = None,
+        audio: bytes | None = None,
+        timeout_s: float = 120.0,
+    ) -> QueryEmbedding:
+        """`embed_query`, plus the model and checkpoint that made the vector (the blocklist
+        and calibration compare vectors of one checkpoint only)."""
         query = _query(text, image, audio)
         chain = self.celery.signature(TaskName.PREPARE_QUERY.value, args=[query.to_wire()], queue=QueueName.CPU) | (
             self.celery.signature(TaskName.EMBED_QUERY.value, queue=QueueName.GPU)
@@ -232,7 +252,7 @@ class Client:
             raise QueryFailed(f"no query embedding within {timeout_s:.0f} s: are the workers running?") from exc
         finally:
             result.forget()
-        return unpack_array(reply["vector"])
+        return QueryEmbedding(unpack_array(reply["vector"]), str(reply["model"]), str(reply["checkpoint"]))
 
     def search(
         self,

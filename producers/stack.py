@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,7 +37,9 @@ log = logging.getLogger(__name__)
 
 WorkerKind = Literal["cpu", "gpu", "index"]
 WORKER_KINDS: tuple[WorkerKind, ...] = ("cpu", "gpu", "index")
-GPU_AUTO_THREADS = 128  # 2 x the largest auto batch: one batch computes while the next fills
+# Must match workers.gpu.default_max_batch (64 on CUDA, 8 on CPU); decided here without
+# importing torch.
+AUTO_MAX_BATCH = {"cuda": 64, "cpu": 8}
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -98,9 +101,22 @@ def worker_argv(kind: WorkerKind, settings: Settings) -> list[str]:
         processes = settings.worker.cpu_concurrency or os.cpu_count() or 1
         return [*argv, "--pool", "prefork", "--concurrency", str(processes)]
     if kind == "gpu":
-        threads = 2 * settings.gpu.max_batch if settings.gpu.max_batch else GPU_AUTO_THREADS
-        return [*argv, "--pool", "threads", "--concurrency", str(max(2, threads))]
+        # Each thread holds one reserved message; more than two batches' worth would only sit
+        # in the batcher, aging towards the visibility timeout.
+        return [*argv, "--pool", "threads", "--concurrency", str(max(2, 2 * gpu_max_batch(settings)))]
     return [*argv, "--pool", "threads", "--concurrency", str(max(2, 2 * settings.index.max_batch))]
+
+
+def gpu_max_batch(settings: Settings) -> int:
+    """The GPU worker's batch cap: the configured one, or the auto value for the device the
+    worker will use (a CUDA device is assumed when one is visible)."""
+    if settings.gpu.max_batch:
+        return settings.gpu.max_batch
+    device = settings.model.device
+    cuda = device.startswith("cuda") or (
+        device == "auto" and (Path("/dev/nvidia0").exists() or bool(shutil.which("nvidia-smi")))
+    )
+    return AUTO_MAX_BATCH["cuda" if cuda else "cpu"]
 
 
 @dataclass

@@ -141,6 +141,23 @@ class WorkerSettings(BaseModel):
 class ModerationSettings(BaseModel):
     enabled: bool = Field(True, description="score uploads for moderation")
     policy: Path | None = Field(None, description="policy file (default: the one shipped with omnibind)")
+    nudenet: bool = Field(False, description="run the NudeNet image detector in the CPU stage (omnibind[detectors])")
+    profanity: bool = Field(
+        False, description="run the abusive-language text classifier in the CPU stage (omnibind[detectors])"
+    )
+    detector_max_crashes: int = Field(
+        2, ge=1, description="after this many worker crashes while detecting, an upload skips the detectors"
+    )
+    join_ttl_s: float = Field(
+        86400.0, gt=0, description="how long detector results wait for their upload's embedding (and back)"
+    )
+    blocklist_refresh_s: float = Field(1.0, ge=0, description="workers look for blocklist changes at most this often")
+    decisions_maxlen: int = Field(1_000_000, ge=1, description="approximate length cap of the decision log stream")
+
+    @property
+    def detectors(self) -> tuple[str, ...]:
+        """Names of the enabled detectors."""
+        return tuple(name for name, on in (("nudenet", self.nudenet), ("profanity", self.profanity)) if on)
 
 
 class BridgeSettings(BaseModel):

@@ -118,13 +118,64 @@ class UploadEvent(Frozen):
         return self
 
 
+class Band(StrEnum):
+    """Where a score falls: allow < review threshold <= review < block threshold <= block."""
+
+    ALLOW = "allow"
+    REVIEW = "review"
+    BLOCK = "block"
+
+    @property
+    def rank(self) -> int:
+        return _BAND_RANK[self]
+
+
+_BAND_RANK = {Band.ALLOW: 0, Band.REVIEW: 1, Band.BLOCK: 2}
+
+
+class ModerationSignal(Frozen):
+    """One piece of evidence for one category: a zero-shot score, a detector score or a
+    blocklist match, with the thresholds it was held against and the band it reached.
+
+    `margin` is the score minus the threshold of the band reached (minus the review
+    threshold when allowed, so negative then)."""
+
+    category: str
+    source: str = Field(description="zeroshot | blocklist | a detector name (nudenet, profanity)")
+    name: str = Field("", description="the prompt modality, detector label or blocklist entry id")
+    score: float
+    review: float
+    block: float
+    band: Band
+    margin: float
+    detail: str = ""
+
+
 class Moderation(Frozen):
-    """The moderation decision stored with a record (filled in by the moderation stage)."""
+    """The moderation decision stored with a record, in the status and the decision log.
+
+    `scores` holds the zero-shot score of every category scored for the upload's modality;
+    `signals` every piece of evidence (zero-shot, detectors, blocklist) with its thresholds
+    and band; `reasons` the signals that fired (band review or block). A record written
+    before moderation existed reads as unflagged with no policy."""
 
     flagged: bool = False
     categories: tuple[str, ...] = ()
+    action: Band = Band.ALLOW
+    bands: dict[str, Band] = Field(default_factory=dict)
     scores: dict[str, float] = Field(default_factory=dict)
+    detector_scores: dict[str, dict[str, float]] = Field(default_factory=dict)
+    signals: tuple[ModerationSignal, ...] = ()
+    notes: tuple[str, ...] = ()
     policy_version: str | None = None
+    policy_name: str | None = None
+    model: str | None = None
+    checkpoint: str | None = None
+    decided_at: datetime | None = None
+
+    @property
+    def reasons(self) -> tuple[ModerationSignal, ...]:
+        return tuple(s for s in self.signals if s.band is not Band.ALLOW)
 
 
 class Result(Frozen):

@@ -60,3 +60,42 @@ class RedisKeys:
     def recent(self) -> str:
         """Sorted set: upload id scored by its last submission time (epoch ms), capped."""
         return f"{self.prefix}:recent"
+
+    # -- moderation (docs/moderation.md) ------------------------------------------------
+
+    @property
+    def decisions(self) -> str:
+        """Stream: the moderation decision log (one entry per decision, append-only)."""
+        return f"{self.prefix}:decisions"
+
+    def prompts(self, policy_version: str, checkpoint: str) -> str:
+        """String: the prompt embeddings of one policy version for one checkpoint (JSON)."""
+        return f"{self.prefix}:moderation:prompts:{policy_version}:{checkpoint}"
+
+    def prompts_requested(self, policy_version: str, checkpoint: str) -> str:
+        """String (short TTL): someone asked the GPU workers for these prompt embeddings."""
+        return f"{self.prefix}:moderation:prompts-requested:{policy_version}:{checkpoint}"
+
+    def join(self, upload_id: str, token: str) -> str:
+        """Hash: the parts (detector results, embedding) of one preprocess run of an upload."""
+        return f"{self.prefix}:moderation:join:{upload_id}:{token}"
+
+    @property
+    def blocklist_entries(self) -> str:
+        """Hash: blocklist entry id -> entry (JSON)."""
+        return f"{self.prefix}:blocklist:entries"
+
+    @property
+    def blocklist_vectors(self) -> str:
+        """Hash: blocklist entry id -> its embedding (base64 float32)."""
+        return f"{self.prefix}:blocklist:vectors"
+
+    @property
+    def blocklist_sha256(self) -> str:
+        """Hash: SHA-256 of a blocklisted file -> entry id."""
+        return f"{self.prefix}:blocklist:sha256"
+
+    @property
+    def blocklist_version(self) -> str:
+        """String: a counter bumped by every blocklist change (caches reload on change)."""
+        return f"{self.prefix}:blocklist:version"

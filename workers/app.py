@@ -61,6 +61,14 @@ def _load_model_before_consuming(**_: Any) -> None:
         log.info("gpu worker ready: %s, max batch %d", runner.model_name, runner.max_batch)
 
 
+@worker_init.connect
+def _check_moderation_before_consuming(**_: Any) -> None:
+    # Connected after the model loader: a GPU worker embeds the policy's prompts with it.
+    from workers.moderation import prepare_worker
+
+    prepare_worker(app, app.omnibind_settings.worker.kind)
+
+
 @worker_ready.connect
 def _start_heartbeat(**_: Any) -> None:
     kind = app.omnibind_settings.worker.kind or "any"

@@ -26,6 +26,7 @@ from shared.vectors.store import VectorStore
 if TYPE_CHECKING:
     from workers.gpu import GpuRunner
     from workers.indexer import IndexWriter
+    from workers.moderation import ModerationRuntime
 
 T = TypeVar("T")
 
@@ -83,6 +84,17 @@ class Resources:
             return IndexWriter(self.vectors, self.settings.index)
 
         return self._once("indexer", build)
+
+    @property
+    def moderation(self) -> ModerationRuntime:
+        """Policy (validated when first built: `ConfigError`), detectors, prompt cache..."""
+
+        def build() -> ModerationRuntime:
+            from workers.moderation import ModerationRuntime
+
+            return ModerationRuntime(self.settings, self.redis)
+
+        return self._once("moderation", build)
 
     def built(self) -> dict[str, Any]:
         """The members built so far in this process (a snapshot; builds nothing)."""
