@@ -27,6 +27,7 @@ import redis
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 
+from producers.bridge.minio_events import UPLOAD_ID_METADATA
 from shared.backpressure import check_backpressure
 from shared.config import Settings, get_settings
 from shared.errors import InvalidKey, TransientError
@@ -210,7 +211,9 @@ class Client:
         # The declared type is only informational: workers sniff the content.
         declared = content_type or (mimetypes.guess_type(filename)[0] if filename else None)
         key = object_key_for(upload_id, filename)
-        return self.objects.put(self.settings.objects.bucket, key, data, content_type=declared, metadata=metadata)
+        # Marks the blob as enqueued here, so its MinIO notification does not enqueue it again.
+        marked = {**(metadata or {}), UPLOAD_ID_METADATA: upload_id}
+        return self.objects.put(self.settings.objects.bucket, key, data, content_type=declared, metadata=marked)
 
     # -- following -------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ go back to Redis), Redis last.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from shared.config import Settings
 from shared.embedded_redis import EmbeddedRedis
@@ -43,19 +44,45 @@ AUTO_MAX_BATCH = {"cuda": 64, "cpu": 8}
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """`settings` as OMNIBIND_* environment variables, so child processes see exactly the
-    configuration of their parent (secrets included: children only, never logged)."""
+    configuration of their parent (secrets included: children only, never logged). Groups
+    become ``GROUP__FIELD`` variables; list and mapping values are JSON, as pydantic-settings
+    reads them."""
     env: dict[str, str] = {}
 
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, Mapping):
-            for key, inner in value.items():
-                walk(f"{prefix}__{key}" if prefix else key, inner)
-        elif value is not None:
-            raw = value.get_secret_value() if isinstance(value, SecretStr) else value
-            env[f"OMNIBIND_{prefix.upper()}"] = str(raw).lower() if isinstance(raw, bool) else str(raw)
+    def walk(prefix: str, model: BaseModel) -> None:
+        for name, info in type(model).model_fields.items():
+            value = getattr(model, name)
+            key = f"{prefix}__{name}" if prefix else name
+            if isinstance(value, BaseModel) and isinstance(info.annotation, type):
+                walk(key, value)
+            elif value is not None:
+                env[f"OMNIBIND_{key.upper()}"] = _env_value(value)
 
-    walk("", settings.model_dump())
+    walk("", settings)
     return env
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, Mapping | list | tuple | BaseModel):
+        return json.dumps(_revealed(value))
+    return str(_revealed(value))
+
+
+def _revealed(value: Any) -> Any:
+    """`value` as plain JSON-ready data with secrets in clear."""
+    if isinstance(value, BaseModel):
+        return {name: _revealed(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, Mapping):
+        return {str(key): _revealed(inner) for key, inner in value.items()}
+    if isinstance(value, list | tuple):
+        return [_revealed(inner) for inner in value]
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def worker_argv(kind: WorkerKind, settings: Settings) -> list[str]:

@@ -193,6 +193,26 @@ class Result(Frozen):
     at: datetime = Field(default_factory=utcnow)
 
 
+class DeleteRequest(Frozen):
+    """Remove an upload's vector record (task ``omnibind.delete``; the ingest bridge sends it
+    when the upload's object is deleted from MinIO). Idempotent: deleting a missing record is
+    a no-op.
+
+    `object_version_id`: delete only if the record embeds this version of the object (removing
+    an older version leaves the current version's record alone); None = whatever is indexed.
+    """
+
+    version: str = "1"
+    upload_id: str
+    object_version_id: str | None = None
+    reason: str = Field("object_removed", max_length=64)
+
+    @field_validator("upload_id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        return UploadEvent._safe_id(value)
+
+
 def parse_upload_event(raw: bytes | str | dict[str, Any]) -> UploadEvent:
     """Validate an UploadEvent from JSON text or a decoded mapping.
 

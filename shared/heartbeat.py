@@ -66,7 +66,10 @@ class Heartbeat:
     def stop(self) -> None:
         self._stop.set()
         with contextlib.suppress(redis.RedisError):  # the key expires on its own anyway
-            self._client.pipeline().delete(self._key).zrem(self._registry, self._key).execute()
+            pipe = self._client.pipeline()
+            pipe.delete(self._key)
+            pipe.zrem(self._registry, self._key)
+            pipe.execute()
 
     def _beat(self) -> None:
         try:

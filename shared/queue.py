@@ -32,6 +32,7 @@ class TaskName(StrEnum):
     EMBED_QUERY = "omnibind.embed_query"
     PREPARE_QUERY = "omnibind.prepare_query"
     EMBED_PROMPTS = "omnibind.embed_prompts"
+    DELETE = "omnibind.delete"
 
 
 ROUTES: dict[str, dict[str, str]] = {
@@ -41,6 +42,7 @@ ROUTES: dict[str, dict[str, str]] = {
     TaskName.EMBED_PROMPTS: {"queue": QueueName.GPU},
     TaskName.PREPARE_QUERY: {"queue": QueueName.CPU},
     TaskName.INDEX: {"queue": QueueName.INDEX},
+    TaskName.DELETE: {"queue": QueueName.INDEX},  # vector-store writes stay with the index workers
 }
 
 

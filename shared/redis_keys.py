@@ -37,6 +37,21 @@ class RedisKeys:
         return f"{self.prefix}:dead"
 
     @property
+    def ingest(self) -> str:
+        """Stream: UploadEvent JSON documents from producers in any language (`omnibind bridge`)."""
+        return f"{self.prefix}:ingest"
+
+    @property
+    def minio_events(self) -> str:
+        """List: MinIO bucket notifications (its notify_redis target, access format)."""
+        return f"{self.prefix}:minio:events"
+
+    @property
+    def webhook_deliveries(self) -> str:
+        """Stream: one entry per finished webhook delivery (delivered or failed)."""
+        return f"{self.prefix}:webhooks:deliveries"
+
+    @property
     def counts(self) -> str:
         """Hash: status -> number of uploads in that status."""
         return f"{self.prefix}:counts"
