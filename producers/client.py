@@ -17,6 +17,7 @@ import mimetypes
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any, TypeVar
@@ -27,6 +28,8 @@ from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 from kombu.exceptions import OperationalError
 
+from producers.bridge.minio_events import UPLOAD_ID_METADATA
+from shared.backpressure import check_backpressure
 from shared.config import Settings, get_settings
 from shared.errors import InvalidKey, TransientError
 from shared.events import Modality, ObjectRef, UploadEvent, new_upload_id
@@ -48,6 +51,13 @@ T = TypeVar("T")
 
 class QueryFailed(TransientError):
     reason = "query_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class QueryEmbedding:
+    vector: np.ndarray  # (dim,) float32, unit length
+    model: str
+    checkpoint: str
 
 
 def object_key_for(upload_id: str, filename: str | None) -> str:
@@ -137,8 +147,10 @@ class Client:
 
         `item`: a file path (stored in the object store), bytes (stored), or an `ObjectRef`
         to an object already in the store (not copied). Raises `PermanentError` for an
-        invalid upload, `TransientError` when Redis or storage is unavailable.
+        invalid upload, `Busy` when the pipeline applies backpressure (checked before
+        anything is stored), `TransientError` when Redis or storage is unavailable.
         """
+        check_backpressure(self.redis, self.settings)
         upload_id = upload_id or new_upload_id()
         ref = item if isinstance(item, ObjectRef) else self._store(item, upload_id, filename, content_type, metadata)
         event = UploadEvent(
@@ -149,7 +161,7 @@ class Client:
             tenant=tenant,
             metadata=dict(metadata or {}),
         )
-        return self.enqueue(event)
+        return self._send(event)
 
     def submit_text(
         self,
@@ -172,7 +184,12 @@ class Client:
 
     def enqueue(self, event: UploadEvent) -> str:
         """Record `event` as queued and send it to the CPU stage. The status record is written
-        first: an upload can be queried as soon as this returns."""
+        first: an upload can be queried as soon as this returns. Raises `Busy` when the
+        pipeline applies backpressure (`shared.backpressure`)."""
+        check_backpressure(self.redis, self.settings)
+        return self._send(event)
+
+    def _send(self, event: UploadEvent) -> str:
         self.statuses.create(event)
         self.send_to_pipeline(event)
         return event.id
@@ -211,7 +228,9 @@ class Client:
         # The declared type is only informational: workers sniff the content.
         declared = content_type or (mimetypes.guess_type(filename)[0] if filename else None)
         key = object_key_for(upload_id, filename)
-        return self.objects.put(self.settings.objects.bucket, key, data, content_type=declared, metadata=metadata)
+        # Marks the blob as enqueued here, so its MinIO notification does not enqueue it again.
+        marked = {**(metadata or {}), UPLOAD_ID_METADATA: upload_id}
+        return self.objects.put(self.settings.objects.bucket, key, data, content_type=declared, metadata=marked)
 
     # -- following -------------------------------------------------------------------
 
@@ -235,6 +254,18 @@ class Client:
     ) -> np.ndarray:
         """The unit-length embedding of a query, computed by the workers (CPU preprocess ->
         GPU embed). Raises `PermanentError` for a bad query, `QueryFailed` on timeout."""
+        return self.embed_query_with_model(text=text, image=image, audio=audio, timeout_s=timeout_s).vector
+
+    def embed_query_with_model(
+        self,
+        *,
+        text: str | None = None,
+        image: bytes | None = None,
+        audio: bytes | None = None,
+        timeout_s: float = 120.0,
+    ) -> QueryEmbedding:
+        """`embed_query`, plus the model and checkpoint that made the vector (the blocklist
+        and calibration compare vectors of one checkpoint only)."""
         query = _query(text, image, audio)
         chain = self.celery.signature(TaskName.PREPARE_QUERY.value, args=[query.to_wire()], queue=QueueName.CPU) | (
             self.celery.signature(TaskName.EMBED_QUERY.value, queue=QueueName.GPU)
@@ -246,7 +277,7 @@ class Client:
             raise QueryFailed(f"no query embedding within {timeout_s:.0f} s: are the workers running?") from exc
         finally:
             result.forget()
-        return unpack_array(reply["vector"])
+        return QueryEmbedding(unpack_array(reply["vector"]), str(reply["model"]), str(reply["checkpoint"]))
 
     def search(
         self,

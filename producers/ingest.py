@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from producers.client import Client
-from shared.errors import OmnibindError
+from shared.errors import Busy, OmnibindError
 from shared.events import Modality
 from shared.status import StatusRecord
 
@@ -52,14 +52,21 @@ def submit_files(
     tenant: str | None = None,
     progress: bool = True,
 ) -> list[Submitted]:
-    """Submit each file; a file that cannot be submitted is reported, not fatal."""
+    """Submit each file; a file that cannot be submitted is reported, not fatal. While the
+    pipeline applies backpressure (`Busy`), wait and submit the same file again."""
     submitted = []
+    pause_s = client.settings.backpressure.retry_after_s
     for path in tqdm(files, desc="submitting", unit="file", disable=not progress):
-        try:
-            upload_id = client.submit(path, modality=modality, tenant=tenant, metadata={"filename": path.name})
-            submitted.append(Submitted(path, upload_id))
-        except (OmnibindError, OSError) as exc:
-            submitted.append(Submitted(path, None, f"{type(exc).__name__}: {exc}"))
+        while True:
+            try:
+                upload_id = client.submit(path, modality=modality, tenant=tenant, metadata={"filename": path.name})
+                submitted.append(Submitted(path, upload_id))
+            except Busy:
+                time.sleep(pause_s)
+                continue
+            except (OmnibindError, OSError) as exc:
+                submitted.append(Submitted(path, None, f"{type(exc).__name__}: {exc}"))
+            break
     return submitted
 
 

@@ -10,8 +10,10 @@ go back to Redis), Redis last.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from shared.config import Settings
 from shared.embedded_redis import EmbeddedRedis
@@ -35,24 +37,52 @@ log = logging.getLogger(__name__)
 
 WorkerKind = Literal["cpu", "gpu", "index"]
 WORKER_KINDS: tuple[WorkerKind, ...] = ("cpu", "gpu", "index")
-GPU_AUTO_THREADS = 128  # 2 x the largest auto batch: one batch computes while the next fills
+# Must match workers.gpu.default_max_batch (64 on CUDA, 8 on CPU); decided here without
+# importing torch.
+AUTO_MAX_BATCH = {"cuda": 64, "cpu": 8}
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """`settings` as OMNIBIND_* environment variables, so child processes see exactly the
-    configuration of their parent (secrets included: children only, never logged)."""
+    configuration of their parent (secrets included: children only, never logged). Groups
+    become ``GROUP__FIELD`` variables; list and mapping values are JSON, as pydantic-settings
+    reads them."""
     env: dict[str, str] = {}
 
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, Mapping):
-            for key, inner in value.items():
-                walk(f"{prefix}__{key}" if prefix else key, inner)
-        elif value is not None:
-            raw = value.get_secret_value() if isinstance(value, SecretStr) else value
-            env[f"OMNIBIND_{prefix.upper()}"] = str(raw).lower() if isinstance(raw, bool) else str(raw)
+    def walk(prefix: str, model: BaseModel) -> None:
+        for name, info in type(model).model_fields.items():
+            value = getattr(model, name)
+            key = f"{prefix}__{name}" if prefix else name
+            if isinstance(value, BaseModel) and isinstance(info.annotation, type):
+                walk(key, value)
+            elif value is not None:
+                env[f"OMNIBIND_{key.upper()}"] = _env_value(value)
 
-    walk("", settings.model_dump())
+    walk("", settings)
     return env
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, Mapping | list | tuple | BaseModel):
+        return json.dumps(_revealed(value))
+    return str(_revealed(value))
+
+
+def _revealed(value: Any) -> Any:
+    """`value` as plain JSON-ready data with secrets in clear."""
+    if isinstance(value, BaseModel):
+        return {name: _revealed(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, Mapping):
+        return {str(key): _revealed(inner) for key, inner in value.items()}
+    if isinstance(value, list | tuple):
+        return [_revealed(inner) for inner in value]
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def worker_argv(kind: WorkerKind, settings: Settings) -> list[str]:
@@ -65,15 +95,31 @@ def worker_argv(kind: WorkerKind, settings: Settings) -> list[str]:
     """
     name = f"{kind}-{uuid.uuid4().hex[:8]}@%h"
     argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", kind, "-n", name]
-    argv += ["--without-gossip", "--without-mingle", "--without-heartbeat", "--prefetch-multiplier", "1"]
+    # Worker heartbeat events stay on (one small PUBLISH per worker every 2 s): without them
+    # a monitor such as Flower shows every worker offline. Task events stay off unless a
+    # monitor turns them on.
+    argv += ["--without-gossip", "--without-mingle", "--prefetch-multiplier", "1"]
     argv += ["--loglevel", settings.log_level.upper()]
     if kind == "cpu":
         processes = settings.worker.cpu_concurrency or os.cpu_count() or 1
         return [*argv, "--pool", "prefork", "--concurrency", str(processes)]
     if kind == "gpu":
-        threads = 2 * settings.gpu.max_batch if settings.gpu.max_batch else GPU_AUTO_THREADS
-        return [*argv, "--pool", "threads", "--concurrency", str(max(2, threads))]
+        # Each thread holds one reserved message; more than two batches' worth would only sit
+        # in the batcher, aging towards the visibility timeout.
+        return [*argv, "--pool", "threads", "--concurrency", str(max(2, 2 * gpu_max_batch(settings)))]
     return [*argv, "--pool", "threads", "--concurrency", str(max(2, 2 * settings.index.max_batch))]
+
+
+def gpu_max_batch(settings: Settings) -> int:
+    """The GPU worker's batch cap: the configured one, or the auto value for the device the
+    worker will use (a CUDA device is assumed when one is visible)."""
+    if settings.gpu.max_batch:
+        return settings.gpu.max_batch
+    device = settings.model.device
+    cuda = device.startswith("cuda") or (
+        device == "auto" and (Path("/dev/nvidia0").exists() or bool(shutil.which("nvidia-smi")))
+    )
+    return AUTO_MAX_BATCH["cuda" if cuda else "cpu"]
 
 
 @dataclass

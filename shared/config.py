@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     NestedSecretsSettingsSource,
@@ -159,6 +159,89 @@ class WorkerSettings(BaseModel):
 class ModerationSettings(BaseModel):
     enabled: bool = Field(True, description="score uploads for moderation")
     policy: Path | None = Field(None, description="policy file (default: the one shipped with omnibind)")
+    nudenet: bool = Field(False, description="run the NudeNet image detector in the CPU stage (omnibind[detectors])")
+    profanity: bool = Field(
+        False, description="run the abusive-language text classifier in the CPU stage (omnibind[detectors])"
+    )
+    detector_max_crashes: int = Field(
+        2, ge=1, description="after this many worker crashes while detecting, an upload skips the detectors"
+    )
+    join_ttl_s: float = Field(
+        86400.0, gt=0, description="how long detector results wait for their upload's embedding (and back)"
+    )
+    blocklist_refresh_s: float = Field(1.0, ge=0, description="workers look for blocklist changes at most this often")
+    decisions_maxlen: int = Field(1_000_000, ge=1, description="approximate length cap of the decision log stream")
+
+    @property
+    def detectors(self) -> tuple[str, ...]:
+        """Names of the enabled detectors."""
+        return tuple(name for name, on in (("nudenet", self.nudenet), ("profanity", self.profanity)) if on)
+
+
+class BridgeSettings(BaseModel):
+    """`omnibind bridge`: the Redis ingest stream and MinIO bucket notifications (docs/integrating.md)."""
+
+    stream: bool = Field(True, description="consume the ingest stream {prefix}:ingest")
+    group: str = Field("omnibind-bridge", min_length=1, description="consumer group of the ingest stream")
+    consumer: str | None = Field(
+        None, description="this bridge's consumer name (default: host name); keep it stable across restarts"
+    )
+    batch_size: int = Field(100, ge=1, le=10_000, description="stream entries read per call")
+    block_s: float = Field(2.0, gt=0, le=20, description="longest wait for new entries per read")
+    reclaim_idle_s: float = Field(
+        60.0, gt=0, description="pending entries idle this long (their bridge died) are taken over (XAUTOCLAIM)"
+    )
+    minio: bool = Field(True, description="consume MinIO bucket notifications")
+    minio_events_key: str | None = Field(
+        None, description="Redis list MinIO pushes to (MINIO_NOTIFY_REDIS_KEY; default {prefix}:minio:events)"
+    )
+    minio_source: str = Field("minio", min_length=1, max_length=128, description="`source` of uploads from MinIO")
+    minio_ignore_prefixes: list[str] = Field(
+        default=["_omnibind/"], description="object keys under these prefixes are not uploads (JSON list)"
+    )
+    minio_delete_records: bool = Field(True, description="s3:ObjectRemoved:* deletes the object's vector record")
+    minio_notify_arn: str | None = Field(
+        None, description="if set, subscribe OBJECTS__BUCKET to created/removed events for this ARN at start"
+    )
+
+
+class WebhookTarget(BaseModel):
+    url: str = Field(pattern=r"^https?://", description="where results are POSTed")
+    secret: SecretStr = Field(description="HMAC-SHA256 key of the Omnibind-Signature header")
+    statuses: list[Literal["indexed", "failed"]] = Field(
+        default=["indexed", "failed"], description="which results to deliver"
+    )
+
+
+class WebhookSettings(BaseModel):
+    """`omnibind webhooks`: POSTs each result of a source to that source's URL (docs/integrating.md)."""
+
+    targets: dict[str, WebhookTarget] = Field(
+        default={},
+        description='JSON {source: {"url", "secret", "statuses"?}}; source "*" = every other source (holds secrets)',
+    )
+    group: str = Field("omnibind-webhooks", min_length=1, description="consumer group on the results stream")
+    consumer: str | None = Field(None, description="this dispatcher's consumer name (default: host name)")
+    start_from: Literal["new", "all"] = Field(
+        "new", description="when the group is first created: deliver only new results, or all retained ones"
+    )
+    concurrency: int = Field(8, ge=1, le=256, description="deliveries in flight at once")
+    timeout_s: float = Field(10.0, gt=0, description="per HTTP attempt")
+    max_attempts: int = Field(8, ge=1, le=50, description="attempts per delivery before it is logged as failed")
+    backoff_s: float = Field(1.0, gt=0, description="first retry delay; doubles each attempt (with jitter)")
+    backoff_max_s: float = Field(60.0, gt=0, description="longest retry delay")
+    reclaim_idle_s: float = Field(
+        900.0, gt=0, description="results pending this long (their dispatcher died) are taken over; above a delivery"
+    )
+    log_maxlen: int = Field(100_000, ge=1, description="approximate length cap of the delivery log stream")
+
+    @model_validator(mode="after")
+    def _reclaim_after_the_slowest_delivery(self) -> WebhookSettings:
+        # Another dispatcher must not take over a result whose delivery is still retrying.
+        slowest_s = self.max_attempts * self.timeout_s + (self.max_attempts - 1) * self.backoff_max_s
+        if self.reclaim_idle_s <= slowest_s:
+            raise ValueError(f"reclaim_idle_s must exceed the slowest delivery ({slowest_s:.0f} s)")
+        return self
 
 
 class RedisSettings(BaseModel):
@@ -190,6 +273,41 @@ class RedisSettings(BaseModel):
     )
 
 
+class ApiSettings(BaseModel):
+    """The HTTP API (`omnibind serve`)."""
+
+    host: str = Field("127.0.0.1", description="address `omnibind serve` binds to")
+    port: int = Field(8000, ge=0, le=65535, description="port `omnibind serve` listens on")
+    keys: SecretStr | None = Field(
+        None,
+        description="comma-separated API keys; unset = no authentication (refused unless bound to loopback)",
+    )
+    max_json_bytes: int = Field(1024 * 1024, ge=1024, description="largest JSON request body, in bytes")
+    multipart_overhead_bytes: int = Field(
+        64 * 1024, ge=0, description="allowance for form fields and framing on top of the largest upload"
+    )
+    search_timeout_s: float = Field(30.0, gt=0, description="longest wait for a query embedding from the workers")
+    metrics_public: bool = Field(False, description="serve /metrics without an API key")
+
+
+class BackpressureSettings(BaseModel):
+    """When producers are told to slow down (`shared.backpressure`)."""
+
+    max_cpu_queue: int = Field(
+        10_000, ge=0, description="refuse new uploads while more messages wait in the cpu queue (0 = never)"
+    )
+    retry_after_s: int = Field(5, ge=1, description="what a refused producer is told to wait (HTTP Retry-After)")
+
+
+class MetricsSettings(BaseModel):
+    """Prometheus metrics: workers add to counters in Redis, exporters read them."""
+
+    enabled: bool = Field(True, description="workers record metrics in Redis")
+    flush_interval_s: float = Field(1.0, gt=0, description="how often a worker process writes its metrics to Redis")
+    host: str = Field("127.0.0.1", description="address `omnibind metrics` binds to")
+    port: int = Field(9464, ge=0, le=65535, description="port `omnibind metrics` listens on")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="OMNIBIND_",
@@ -207,6 +325,7 @@ class Settings(BaseSettings):
         description="embedded stack's data: redis, objects, vectors, logs (default ~/.local/share/omnibind)",
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
+    log_format: Literal["text", "json"] = Field("text", description="text, or json (one object per line)")
     queue_prefix: str = Field("omnibind", description="prefix of every Redis key omnibind writes")
 
     redis: RedisSettings = RedisSettings()
@@ -219,6 +338,11 @@ class Settings(BaseSettings):
     index: IndexSettings = IndexSettings()
     worker: WorkerSettings = WorkerSettings()
     moderation: ModerationSettings = ModerationSettings()
+    api: ApiSettings = ApiSettings()
+    backpressure: BackpressureSettings = BackpressureSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    bridge: BridgeSettings = BridgeSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     @classmethod
     def settings_customise_sources(

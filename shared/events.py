@@ -21,7 +21,8 @@ from shared.errors import InvalidEvent
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 EVENT_MAJOR_VERSION = 1
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+UPLOAD_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"  # also published in the HTTP API's schema
+_ID_RE = re.compile(UPLOAD_ID_PATTERN)
 
 
 def new_upload_id() -> str:
@@ -118,13 +119,64 @@ class UploadEvent(Frozen):
         return self
 
 
+class Band(StrEnum):
+    """Where a score falls: allow < review threshold <= review < block threshold <= block."""
+
+    ALLOW = "allow"
+    REVIEW = "review"
+    BLOCK = "block"
+
+    @property
+    def rank(self) -> int:
+        return _BAND_RANK[self]
+
+
+_BAND_RANK = {Band.ALLOW: 0, Band.REVIEW: 1, Band.BLOCK: 2}
+
+
+class ModerationSignal(Frozen):
+    """One piece of evidence for one category: a zero-shot score, a detector score or a
+    blocklist match, with the thresholds it was held against and the band it reached.
+
+    `margin` is the score minus the threshold of the band reached (minus the review
+    threshold when allowed, so negative then)."""
+
+    category: str
+    source: str = Field(description="zeroshot | blocklist | a detector name (nudenet, profanity)")
+    name: str = Field("", description="the prompt modality, detector label or blocklist entry id")
+    score: float
+    review: float
+    block: float
+    band: Band
+    margin: float
+    detail: str = ""
+
+
 class Moderation(Frozen):
-    """The moderation decision stored with a record (filled in by the moderation stage)."""
+    """The moderation decision stored with a record, in the status and the decision log.
+
+    `scores` holds the zero-shot score of every category scored for the upload's modality;
+    `signals` every piece of evidence (zero-shot, detectors, blocklist) with its thresholds
+    and band; `reasons` the signals that fired (band review or block). A record written
+    before moderation existed reads as unflagged with no policy."""
 
     flagged: bool = False
     categories: tuple[str, ...] = ()
+    action: Band = Band.ALLOW
+    bands: dict[str, Band] = Field(default_factory=dict)
     scores: dict[str, float] = Field(default_factory=dict)
+    detector_scores: dict[str, dict[str, float]] = Field(default_factory=dict)
+    signals: tuple[ModerationSignal, ...] = ()
+    notes: tuple[str, ...] = ()
     policy_version: str | None = None
+    policy_name: str | None = None
+    model: str | None = None
+    checkpoint: str | None = None
+    decided_at: datetime | None = None
+
+    @property
+    def reasons(self) -> tuple[ModerationSignal, ...]:
+        return tuple(s for s in self.signals if s.band is not Band.ALLOW)
 
 
 class Result(Frozen):
@@ -139,6 +191,26 @@ class Result(Frozen):
     error_reason: str | None = None
     error: str | None = None
     at: datetime = Field(default_factory=utcnow)
+
+
+class DeleteRequest(Frozen):
+    """Remove an upload's vector record (task ``omnibind.delete``; the ingest bridge sends it
+    when the upload's object is deleted from MinIO). Idempotent: deleting a missing record is
+    a no-op.
+
+    `object_version_id`: delete only if the record embeds this version of the object (removing
+    an older version leaves the current version's record alone); None = whatever is indexed.
+    """
+
+    version: str = "1"
+    upload_id: str
+    object_version_id: str | None = None
+    reason: str = Field("object_removed", max_length=64)
+
+    @field_validator("upload_id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        return UploadEvent._safe_id(value)
 
 
 def parse_upload_event(raw: bytes | str | dict[str, Any]) -> UploadEvent:

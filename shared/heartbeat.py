@@ -24,14 +24,22 @@ def heartbeat_key(prefix: str, kind: str, host: str, pid: int) -> str:
     return f"{prefix}:workers:{kind}:{host}:{pid}"
 
 
+def registry_key(prefix: str) -> str:
+    """A sorted set of heartbeat keys by last beat: readers never scan the keyspace."""
+    return f"{prefix}:workers"
+
+
 def live_workers(client: redis.Redis, prefix: str, kind: str = "*") -> list[dict[str, object]]:
-    """Heartbeats of live workers of `kind` ("*" = any)."""
-    beats = []
-    for key in client.scan_iter(match=f"{prefix}:workers:{kind}:*", count=100):
-        raw = client.get(key)
-        if raw:
-            beats.append(json.loads(raw))
-    return beats
+    """Heartbeats of live workers of `kind` ("*" = any). Registry entries whose key expired
+    (a killed worker) are pruned on the way."""
+    registry = registry_key(prefix)
+    client.zremrangebyscore(registry, "-inf", time.time() - TTL_S)
+    keys = [k.decode() if isinstance(k, bytes) else str(k) for k in client.zrange(registry, 0, -1)]
+    if kind != "*":
+        keys = [k for k in keys if k.startswith(f"{prefix}:workers:{kind}:")]
+    if not keys:
+        return []
+    return [json.loads(raw) for raw in client.mget(keys) if raw]
 
 
 class Heartbeat:
@@ -46,6 +54,7 @@ class Heartbeat:
         self._host = socket.gethostname()
         self._pid = os.getpid()
         self._key = heartbeat_key(prefix, kind, self._host, self._pid)
+        self._registry = registry_key(prefix)
         self._doc = {"kind": kind, "host": self._host, "pid": self._pid, "started_at": time.time()}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
@@ -57,13 +66,20 @@ class Heartbeat:
     def stop(self) -> None:
         self._stop.set()
         with contextlib.suppress(redis.RedisError):  # the key expires on its own anyway
-            self._client.delete(self._key)
+            pipe = self._client.pipeline()
+            pipe.delete(self._key)
+            pipe.zrem(self._registry, self._key)
+            pipe.execute()
 
     def _beat(self) -> None:
         try:
             details = self._details() if self._details else {}
-            doc = {**self._doc, **details, "beat_at": time.time()}
-            self._client.set(self._key, json.dumps(doc), ex=TTL_S)
+            doc = {**self._doc, **details}
+            now = time.time()
+            pipe = self._client.pipeline()
+            pipe.set(self._key, json.dumps({**doc, "beat_at": now}), ex=TTL_S)
+            pipe.zadd(self._registry, {self._key: now})
+            pipe.execute()
         except redis.RedisError as exc:
             log.warning("heartbeat not written: %s", exc)
 

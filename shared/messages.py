@@ -13,6 +13,7 @@ import numpy as np
 
 from shared.errors import InvalidEvent
 from shared.events import Modality, UploadEvent, parse_upload_event
+from shared.moderation.detectors import DetectorResult
 from shared.wire import pack_array, unpack_array
 
 MESSAGE_VERSION = 1
@@ -61,12 +62,15 @@ class PreparedUpload:
     """CPU -> GPU: model-ready input of one upload.
 
     `array`: image uint8 (3,224,224); text int32 (77,); audio float16 (clips,1,128,204).
+    `join_token`: set when the CPU stage runs detectors on this upload meanwhile; the
+    embedding then meets their results through `shared.moderation.join`.
     """
 
     event: UploadEvent
     modality: Modality
     array: np.ndarray
     facts: MediaFacts = field(default_factory=MediaFacts)
+    join_token: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -75,6 +79,7 @@ class PreparedUpload:
             "modality": self.modality.value,
             "array": pack_array(self.array),
             "facts": self.facts.to_wire(),
+            "join_token": self.join_token,
         }
 
     @classmethod
@@ -85,12 +90,14 @@ class PreparedUpload:
             modality=Modality(doc["modality"]),
             array=unpack_array(doc["array"]),
             facts=MediaFacts.from_wire(doc.get("facts", {})),
+            join_token=doc.get("join_token"),
         )
 
 
 @dataclass(frozen=True, slots=True)
 class EmbeddedUpload:
-    """GPU -> index: the unit-length embedding of one upload and the model that made it."""
+    """GPU -> index: the unit-length embedding of one upload and the model that made it, plus
+    the CPU detectors' results when they ran (joined in by `shared.moderation.join`)."""
 
     event: UploadEvent
     modality: Modality
@@ -98,6 +105,8 @@ class EmbeddedUpload:
     model: str
     checkpoint: str
     facts: MediaFacts = field(default_factory=MediaFacts)
+    join_token: str | None = None
+    detectors: tuple[DetectorResult, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -108,6 +117,8 @@ class EmbeddedUpload:
             "model": self.model,
             "checkpoint": self.checkpoint,
             "facts": self.facts.to_wire(),
+            "join_token": self.join_token,
+            "detectors": [result.to_wire() for result in self.detectors],
         }
 
     @classmethod
@@ -120,6 +131,8 @@ class EmbeddedUpload:
             model=str(doc["model"]),
             checkpoint=str(doc["checkpoint"]),
             facts=MediaFacts.from_wire(doc.get("facts", {})),
+            join_token=doc.get("join_token"),
+            detectors=tuple(DetectorResult.from_wire(d) for d in doc.get("detectors") or ()),
         )
 
 

@@ -34,14 +34,18 @@ class TaskName(StrEnum):
     INDEX = "omnibind.index"
     EMBED_QUERY = "omnibind.embed_query"
     PREPARE_QUERY = "omnibind.prepare_query"
+    EMBED_PROMPTS = "omnibind.embed_prompts"
+    DELETE = "omnibind.delete"
 
 
 ROUTES: dict[str, dict[str, str]] = {
     TaskName.PREPROCESS: {"queue": QueueName.CPU},
     TaskName.EMBED: {"queue": QueueName.GPU},
     TaskName.EMBED_QUERY: {"queue": QueueName.GPU},
+    TaskName.EMBED_PROMPTS: {"queue": QueueName.GPU},
     TaskName.PREPARE_QUERY: {"queue": QueueName.CPU},
     TaskName.INDEX: {"queue": QueueName.INDEX},
+    TaskName.DELETE: {"queue": QueueName.INDEX},  # vector-store writes stay with the index workers
 }
 
 
@@ -105,7 +109,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend": broker_url(settings),
         "result_backend_transport_options": {"global_keyprefix": f"{settings.queue_prefix}:"},
         "result_expires": 300,
-        "task_ignore_result": True,  # only embed_query returns a result
+        "task_ignore_result": True,  # only embed_query and embed_prompts return a result
         "task_serializer": "msgpack",
         "result_serializer": "msgpack",
         "accept_content": ["msgpack", "json"],

@@ -37,6 +37,21 @@ class RedisKeys:
         return f"{self.prefix}:dead"
 
     @property
+    def ingest(self) -> str:
+        """Stream: UploadEvent JSON documents from producers in any language (`omnibind bridge`)."""
+        return f"{self.prefix}:ingest"
+
+    @property
+    def minio_events(self) -> str:
+        """List: MinIO bucket notifications (its notify_redis target, access format)."""
+        return f"{self.prefix}:minio:events"
+
+    @property
+    def webhook_deliveries(self) -> str:
+        """Stream: one entry per finished webhook delivery (delivered or failed)."""
+        return f"{self.prefix}:webhooks:deliveries"
+
+    @property
     def counts(self) -> str:
         """Hash: status -> number of uploads in that status."""
         return f"{self.prefix}:counts"
@@ -50,3 +65,57 @@ class RedisKeys:
     def recent(self) -> str:
         """Sorted set: upload id scored by its last submission time (epoch ms), capped."""
         return f"{self.prefix}:recent"
+
+    def queue(self, name: str) -> str:
+        """List: the Celery queue `name` (cpu, gpu, index), written by kombu, which puts the
+        same prefix before every key (``global_keyprefix``); its length is the backlog."""
+        return f"{self.prefix}:{name}"
+
+    @property
+    def unacked(self) -> str:
+        """Hash (kombu's): messages reserved by workers and not yet acked, retries waiting
+        for their countdown included."""
+        return f"{self.prefix}:unacked"
+
+    def metrics(self, family: str) -> str:
+        """Hash: the counters of one metric family written by workers (`shared.metrics`)."""
+        return f"{self.prefix}:metrics:{family}"
+
+    # -- moderation (docs/moderation.md) ------------------------------------------------
+
+    @property
+    def decisions(self) -> str:
+        """Stream: the moderation decision log (one entry per decision, append-only)."""
+        return f"{self.prefix}:decisions"
+
+    def prompts(self, policy_version: str, checkpoint: str) -> str:
+        """String: the prompt embeddings of one policy version for one checkpoint (JSON)."""
+        return f"{self.prefix}:moderation:prompts:{policy_version}:{checkpoint}"
+
+    def prompts_requested(self, policy_version: str, checkpoint: str) -> str:
+        """String (short TTL): someone asked the GPU workers for these prompt embeddings."""
+        return f"{self.prefix}:moderation:prompts-requested:{policy_version}:{checkpoint}"
+
+    def join(self, upload_id: str, token: str) -> str:
+        """Hash: the parts (detector results, embedding) of one preprocess run of an upload."""
+        return f"{self.prefix}:moderation:join:{upload_id}:{token}"
+
+    @property
+    def blocklist_entries(self) -> str:
+        """Hash: blocklist entry id -> entry (JSON)."""
+        return f"{self.prefix}:blocklist:entries"
+
+    @property
+    def blocklist_vectors(self) -> str:
+        """Hash: blocklist entry id -> its embedding (base64 float32)."""
+        return f"{self.prefix}:blocklist:vectors"
+
+    @property
+    def blocklist_sha256(self) -> str:
+        """Hash: SHA-256 of a blocklisted file -> entry id."""
+        return f"{self.prefix}:blocklist:sha256"
+
+    @property
+    def blocklist_version(self) -> str:
+        """String: a counter bumped by every blocklist change (caches reload on change)."""
+        return f"{self.prefix}:blocklist:version"

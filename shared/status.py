@@ -80,9 +80,6 @@ class StatusRecord(Frozen):
     error: str | None = None
     failed_stage: Stage | None = None
     extra: dict[str, JsonValue] = Field(default_factory=dict)
-    event: UploadEvent | None = Field(
-        default=None, description="the event of the run in flight (dropped once the run finishes)"
-    )
 
     @property
     def terminal(self) -> bool:
@@ -131,7 +128,6 @@ def parse_record(raw: Mapping[str | bytes, str | bytes]) -> StatusRecord:
             "error": fields.get("error"),
             "failed_stage": fields.get("failed_stage"),
             "extra": extra,
-            "event": json.loads(fields["event"]) if "event" in fields else None,
         }
     )
 
@@ -290,6 +286,14 @@ class StatusStore:
         instead."""
         fields = {"event": event.model_dump_json()} if event is not None else {}
         return self._run("requeue", UploadStatus.QUEUED, upload_id, fields)
+
+    def pending_event(self, upload_id: str) -> UploadEvent | None:
+        """The event of the upload's run in flight, as recorded to send it again if its
+        message is lost; None once the run finished (or for records written before events
+        were kept)."""
+        with translate_redis_errors(f"reading the event of upload {upload_id}"):
+            raw: Any = self._redis.hget(self.keys.upload(upload_id), "event")
+        return UploadEvent.model_validate_json(raw) if raw else None
 
     def touch(self, upload_id: str) -> bool:
         """Note progress of an unfinished upload without changing its status (a stage about

@@ -11,7 +11,12 @@ import pytest
 from shared.config import Settings
 
 # Real-service fixtures (factories) every test package may use.
-pytest_plugins = ["tests.support.redis_server", "tests.support.s3_server", "tests.support.stack"]
+pytest_plugins = [
+    "tests.support.redis_server",
+    "tests.support.s3_server",
+    "tests.support.stack",
+    "tests.support.api_server",
+]
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from producers.cli import main as cli
-from shared.config import WorkerSettings
+from shared.config import Settings, WorkerSettings
 from shared.config_reference import env_reference
+from shared.redis_keys import RedisKeys
 
 COMPOSE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|API_KEY|ACCESS_KEY|_USER$")
@@ -30,7 +31,20 @@ def omnibind_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_the_production_stack_has_every_service(compose: dict[str, Any]) -> None:
-    assert {"redis", "minio", "weaviate", "cpu-worker", "gpu-worker", "index-worker"} <= compose["services"].keys()
+    expected = {
+        "redis",
+        "minio",
+        "weaviate",
+        "cpu-worker",
+        "gpu-worker",
+        "index-worker",
+        "api",
+        "metrics",
+        "flower",
+        "ingest-bridge",
+        "webhooks",
+    }
+    assert expected <= compose["services"].keys()
 
 
 def test_every_service_has_a_healthcheck(compose: dict[str, Any]) -> None:
@@ -68,17 +82,44 @@ def test_secrets_come_from_the_environment_and_are_required(compose: dict[str, A
                 assert REQUIRED_REF.search(str(value)), f"{name}.{key} must be ${{VAR:?message}}"
 
 
-def test_backends_publish_no_ports_and_only_the_gpu_worker_reaches_out(compose: dict[str, Any]) -> None:
+def test_only_the_api_publishes_a_port_and_only_the_gpu_worker_and_webhooks_reach_out(compose: dict[str, Any]) -> None:
+    """Backends stay unreachable from outside. The API is the one way in: it publishes its
+    port (on 127.0.0.1 unless API_BIND says otherwise) from a network of its own, `edge`. The
+    gpu-worker downloads the checkpoint once; the webhook dispatcher POSTs to your endpoints."""
     assert compose["networks"]["internal"]["internal"] is True
+    allowed = {"gpu-worker": {"internal", "egress"}, "webhooks": {"internal", "egress"}, "api": {"internal", "edge"}}
     for name, svc in compose["services"].items():
-        assert "ports" not in svc, f"{name} publishes ports"
-        networks = set(svc.get("networks", []))
-        assert networks == {"internal"} or (name == "gpu-worker" and networks == {"internal", "egress"})
+        if name != "api":
+            assert "ports" not in svc, f"{name} publishes ports"
+        assert set(svc.get("networks", [])) == allowed.get(name, {"internal"}), name
+    assert compose["services"]["api"]["ports"] == ["${API_BIND:-127.0.0.1}:${API_PORT:-8000}:8000"]
+
+
+def test_the_api_requires_keys_and_flower_requires_a_password(compose: dict[str, Any]) -> None:
+    api_env = compose["services"]["api"]["environment"]
+    assert REQUIRED_REF.search(api_env["OMNIBIND_API__KEYS"])
+    assert REQUIRED_REF.search(compose["services"]["flower"]["environment"]["FLOWER_BASIC_AUTH"])
 
 
 def test_the_gpu_worker_reserves_an_nvidia_gpu(compose: dict[str, Any]) -> None:
     devices = compose["services"]["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+
+
+def test_minio_publishes_where_the_bridge_listens(compose: dict[str, Any]) -> None:
+    minio = compose["services"]["minio"]["environment"]
+    targets = {key.rsplit("_", 1)[1] for key in minio if key.startswith("MINIO_NOTIFY_REDIS_ENABLE_")}
+    assert len(targets) == 1
+    (target,) = targets
+    assert minio[f"MINIO_NOTIFY_REDIS_ENABLE_{target}"] == "on"
+    assert minio[f"MINIO_NOTIFY_REDIS_FORMAT_{target}"] == "access", "the bridge reads access-format lists"
+    assert minio[f"MINIO_NOTIFY_REDIS_ADDRESS_{target}"] == "redis:6379"
+    assert minio[f"MINIO_NOTIFY_REDIS_QUEUE_DIR_{target}"].startswith("/"), "MinIO wants an absolute queue_dir"
+    default_prefix = Settings.model_fields["queue_prefix"].default
+    assert minio[f"MINIO_NOTIFY_REDIS_KEY_{target}"] == RedisKeys(default_prefix).minio_events
+    bridge = compose["services"]["ingest-bridge"]
+    assert bridge["environment"]["OMNIBIND_BRIDGE__MINIO_NOTIFY_ARN"] == f"arn:minio:sqs::{target}:redis"
+    assert bridge.get("hostname"), "a fixed hostname keeps the bridge's consumer name across restarts"
 
 
 def test_redis_requires_a_password_keeps_an_aof_and_never_evicts(compose: dict[str, Any]) -> None:

@@ -10,14 +10,23 @@ prefetch buffer — aging towards the visibility timeout — while 4.8 GB load.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 
 from shared.config import Settings, get_settings
 from shared.heartbeat import Heartbeat
-from shared.logs import configure_logging
+from shared.logs import bind_upload_id, configure_logging
 from shared.queue import TaskName, celery_config
 from workers.handoff import publish
 from workers.memory_guard import start_memory_guard
@@ -27,6 +36,8 @@ from workers.sweeper import StallSweeper
 log = logging.getLogger(__name__)
 
 TASK_MODULES = ["workers.tasks.cpu", "workers.tasks.gpu", "workers.tasks.index"]
+# Producers and stage hand-offs send every upload's task with argsrepr "<upload {id}>".
+_UPLOAD_ARGSREPR = re.compile(r"^<upload (?P<id>[^>]+)>$")
 
 
 class OmnibindCelery(Celery):
@@ -43,7 +54,7 @@ class OmnibindCelery(Celery):
 
 def create_app(settings: Settings | None = None) -> OmnibindCelery:
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, worker_kind=settings.worker.kind)
     return OmnibindCelery(settings)
 
 
@@ -65,6 +76,14 @@ def _load_model_before_consuming(**_: Any) -> None:
     if app.omnibind_settings.worker.kind == "gpu":
         runner = app.resources.gpu
         log.info("gpu worker ready: %s, max batch %d", runner.model_name, runner.max_batch)
+
+
+@worker_init.connect
+def _check_moderation_before_consuming(**_: Any) -> None:
+    # Connected after the model loader: a GPU worker embeds the policy's prompts with it.
+    from workers.moderation import prepare_worker
+
+    prepare_worker(app, app.omnibind_settings.worker.kind)
 
 
 @worker_ready.connect
@@ -107,3 +126,21 @@ def _release(**_: Any) -> None:
     if app.heartbeat is not None:
         app.heartbeat.stop()
     app.resources.close()
+
+
+@worker_process_shutdown.connect
+def _release_child(**_: Any) -> None:
+    """A prefork child exits: flush its metrics and close its clients."""
+    app.resources.close()
+
+
+@task_prerun.connect
+def _bind_upload_of_task(task: Any = None, **_: Any) -> None:
+    """Celery's own lines about a task ("... succeeded in 0.02s") carry its upload id too."""
+    match = _UPLOAD_ARGSREPR.match(str(getattr(task.request, "argsrepr", None) or "")) if task else None
+    bind_upload_id(match["id"] if match else None)
+
+
+@task_postrun.connect
+def _unbind_upload(**_: Any) -> None:
+    bind_upload_id(None)

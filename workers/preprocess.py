@@ -16,12 +16,14 @@ from shared.config import LimitSettings
 from shared.errors import LimitExceeded, PermanentError, UnsupportedMedia
 from shared.events import Modality, UploadEvent
 from shared.imagebind.audio import preprocess_audio
-from shared.imagebind.image import preprocess_image
+from shared.imagebind.image import resize_and_center_crop
 from shared.imagebind.text import tokenize
+from shared.media.image import decode_image
 from shared.media.screening import check_declared_modality, check_not_polyglot, explain_unsupported
 from shared.media.sniff import Sniffed, sniff
 from shared.media.text import check_text_length, decode_text
 from shared.messages import MediaFacts, PreparedUpload, Query
+from shared.moderation.detectors import DecodedMedia
 from shared.objects.store import ObjectStore
 
 AudioMode = Literal["reference", "full"]
@@ -50,12 +52,20 @@ def prepare_upload(
     event: UploadEvent, data: bytes, limits: LimitSettings, *, audio_mode: AudioMode = "reference"
 ) -> PreparedUpload:
     """Sniff, validate and decode one upload. Raises `PermanentError`s with specific reasons."""
+    return prepare_upload_and_media(event, data, limits, audio_mode=audio_mode)[0]
+
+
+def prepare_upload_and_media(
+    event: UploadEvent, data: bytes, limits: LimitSettings, *, audio_mode: AudioMode = "reference"
+) -> tuple[PreparedUpload, DecodedMedia]:
+    """`prepare_upload`, plus the decoded media (RGB image, text) for the CPU detectors."""
     if len(data) > limits.max_bytes:
         raise LimitExceeded(f"upload is {len(data)} bytes; the limit is {limits.max_bytes}", reason="too_large")
     if event.text is not None:
         check_text_length(event.text, max_chars=limits.max_text_chars)
         facts = MediaFacts(sha256=hashlib.sha256(data).hexdigest(), size=len(data), content_type="text/plain")
-        return PreparedUpload(event, Modality.TEXT, _tokens(event.text), facts)
+        media = DecodedMedia(Modality.TEXT, text=event.text)
+        return PreparedUpload(event, Modality.TEXT, _tokens(event.text), facts), media
     declared = event.object.content_type if event.object else None
     sniffed = _sniff(data, declared)
     _check_modality(event.modality, sniffed)
@@ -68,7 +78,8 @@ def prepare_upload(
         declared_content_type=declared,
         type_mismatch=sniffed.mismatch,
     )
-    return PreparedUpload(event, sniffed.modality, _decode(sniffed, data, limits, audio_mode), facts)
+    array, media = _decode(sniffed, data, limits, audio_mode)
+    return PreparedUpload(event, sniffed.modality, array, facts), media
 
 
 def prepare_query(query: Query, limits: LimitSettings) -> tuple[Modality, np.ndarray]:
@@ -80,7 +91,7 @@ def prepare_query(query: Query, limits: LimitSettings) -> tuple[Modality, np.nda
         raise PermanentError("a query needs text or file bytes", reason="empty_query")
     sniffed = _sniff(query.data)
     _check_modality(query.modality, sniffed)
-    return sniffed.modality, _decode(sniffed, query.data, limits, "reference")
+    return sniffed.modality, _decode(sniffed, query.data, limits, "reference")[0]
 
 
 def _sniff(data: bytes, declared: str | None = None) -> Sniffed:
@@ -98,13 +109,18 @@ def _check_modality(wanted: Modality, sniffed: Sniffed) -> None:
         )
 
 
-def _decode(sniffed: Sniffed, data: bytes, limits: LimitSettings, audio_mode: AudioMode) -> np.ndarray:
+def _decode(
+    sniffed: Sniffed, data: bytes, limits: LimitSettings, audio_mode: AudioMode
+) -> tuple[np.ndarray, DecodedMedia]:
     if sniffed.modality is Modality.IMAGE:
-        return preprocess_image(data, max_pixels=limits.max_pixels, format=sniffed.format)
+        image = decode_image(data, max_pixels=limits.max_pixels, format=sniffed.format)
+        array = resize_and_center_crop(image, max_resized_pixels=limits.max_pixels)
+        return array, DecodedMedia(Modality.IMAGE, image=image)
     if sniffed.modality is Modality.AUDIO:
         clips = preprocess_audio(data, max_duration_s=limits.max_audio_s, mode=audio_mode, format=sniffed.format)
-        return clips.astype(np.float16)
-    return _tokens(decode_text(data, max_chars=limits.max_text_chars))
+        return clips.astype(np.float16), DecodedMedia(Modality.AUDIO)
+    text = decode_text(data, max_chars=limits.max_text_chars)
+    return _tokens(text), DecodedMedia(Modality.TEXT, text=text)
 
 
 def _tokens(text: str) -> np.ndarray:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from shared.events import utcnow
+from shared.events import Moderation, utcnow
 from shared.messages import EmbeddedUpload
 from shared.vectors.records import VectorRecord
 
 
-def build_record(embedded: EmbeddedUpload) -> VectorRecord:
+def build_record(embedded: EmbeddedUpload, moderation: Moderation | None = None) -> VectorRecord:
     event, facts = embedded.event, embedded.facts
     return VectorRecord(
         upload_id=event.id,
@@ -20,6 +20,7 @@ def build_record(embedded: EmbeddedUpload) -> VectorRecord:
         source=event.source,
         tenant=event.tenant,
         metadata=dict(event.metadata),
+        moderation=moderation or Moderation(),
         model=embedded.model,
         checkpoint=embedded.checkpoint,
         created_at=event.submitted_at,

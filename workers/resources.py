@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import redis
 
 from shared.config import Settings
+from shared.metrics.recorder import MetricsRecorder
 from shared.objects.factory import open_object_store
 from shared.objects.store import ObjectStore
 from shared.redis_client import redis_client_from_settings
@@ -22,10 +23,12 @@ from shared.status import StatusStore
 from shared.streams import DeadLetterStream, DeliveryCounter
 from shared.vectors.factory import open_vector_store
 from shared.vectors.store import VectorStore
+from workers.metrics import WorkerMetrics
 
 if TYPE_CHECKING:
     from workers.gpu import GpuRunner
     from workers.indexer import IndexWriter
+    from workers.moderation import ModerationRuntime
 
 T = TypeVar("T")
 
@@ -59,6 +62,17 @@ class Resources:
         return self._once("deliveries", lambda: DeliveryCounter.from_settings(self.redis, self.settings))
 
     @property
+    def metrics(self) -> WorkerMetrics:
+        def build() -> WorkerMetrics:
+            opts = self.settings.metrics
+            recorder = MetricsRecorder(
+                self.redis, self.settings.queue_prefix, flush_interval_s=opts.flush_interval_s, enabled=opts.enabled
+            )
+            return WorkerMetrics(recorder)
+
+        return self._once("metrics", build)
+
+    @property
     def objects(self) -> ObjectStore:
         return self._once("objects", lambda: open_object_store(self.settings))
 
@@ -71,7 +85,9 @@ class Resources:
         def build() -> GpuRunner:
             from workers.gpu import GpuRunner  # torch model code only in processes that embed
 
-            return GpuRunner.from_settings(self.settings)
+            runner = GpuRunner.from_settings(self.settings)
+            self.metrics.track_batches("gpu", runner.batcher.stats)
+            return runner
 
         return self._once("gpu", build)
 
@@ -80,9 +96,22 @@ class Resources:
         def build() -> IndexWriter:
             from workers.indexer import IndexWriter
 
-            return IndexWriter(self.vectors, self.settings.index)
+            writer = IndexWriter(self.vectors, self.settings.index)
+            self.metrics.track_batches("index", writer.batcher.stats)
+            return writer
 
         return self._once("indexer", build)
+
+    @property
+    def moderation(self) -> ModerationRuntime:
+        """Policy (validated when first built: `ConfigError`), detectors, prompt cache..."""
+
+        def build() -> ModerationRuntime:
+            from workers.moderation import ModerationRuntime
+
+            return ModerationRuntime(self.settings, self.redis)
+
+        return self._once("moderation", build)
 
     def built(self) -> dict[str, Any]:
         """The members built so far in this process (a snapshot; builds nothing)."""
@@ -93,7 +122,7 @@ class Resources:
         """Stop runtimes first (they flush through the clients), then close the clients."""
         with self._lock:
             built, self._built = self._built, {}
-        for name in ("gpu", "indexer", "objects", "vectors"):
+        for name in ("gpu", "indexer", "metrics", "objects", "vectors"):
             member = built.get(name)
             if member is not None:
                 member.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
 from shared.errors import LimitExceeded, OmnibindError, PermanentError, TransientError
 from shared.events import Stage, UploadEvent
+from shared.logs import stage_context
 from shared.queue import upload_headers
 from workers.resources import Resources
 
@@ -43,7 +45,13 @@ def backoff_s(retries: int, base_s: float, max_s: float) -> float:
 
 
 def run_stage(task: Task, resources: Resources, stage: Stage, event: UploadEvent, work: Callable[[], Any]) -> None:
-    """Run `work` for `event` at `stage` and settle the outcome (see module docstring)."""
+    """Run `work` for `event` at `stage` and settle the outcome (see module docstring).
+    Log lines inside carry the stage; its duration and outcome go to the metrics."""
+    with stage_context(stage.value):
+        _run_stage(task, resources, stage, event, work)
+
+
+def _run_stage(task: Task, resources: Resources, stage: Stage, event: UploadEvent, work: Callable[[], Any]) -> None:
     settings = resources.settings.worker
     try:
         starts = resources.deliveries.count_delivery(event.id, stage)
@@ -59,8 +67,11 @@ def run_stage(task: Task, resources: Resources, stage: Stage, event: UploadEvent
             starts,
         )
         return
+    started_s = time.monotonic()
+    succeeded = False
     try:
         work()
+        succeeded = True
     except Retry:
         raise
     except PermanentError as exc:
@@ -72,6 +83,13 @@ def run_stage(task: Task, resources: Resources, stage: Stage, event: UploadEvent
     except Exception as exc:
         log.exception("%s failed unexpectedly", stage)
         give_up(resources, stage, event, InternalError(f"{type(exc).__name__}: {exc}"), starts)
+    finally:
+        # Retries leave through task.retry's exception, so the outcome is recorded here.
+        duration_s = time.monotonic() - started_s
+        resources.metrics.stage_finished(stage, ok=succeeded, duration_s=duration_s)
+    if succeeded:
+        log.debug("%s done in %.1f ms", stage, duration_s * 1000)
+        resources.metrics.reached(stage, event.submitted_at)
 
 
 def retry_or_give_up(
@@ -82,6 +100,7 @@ def retry_or_give_up(
         give_up(resources, stage, event, exc, attempts)
         return None
     countdown = backoff_s(task.request.retries, settings.retry_backoff_s, settings.retry_backoff_max_s)
+    resources.metrics.retried(stage, exc.reason)
     log.warning("%s: %s (%s); retry %d in %.1f s", stage, exc.reason, exc, task.request.retries + 1, countdown)
     try:
         # Progress noted first: the retry message must never look older than the upload's
@@ -105,6 +124,7 @@ def give_up(resources: Resources, stage: Stage, event: UploadEvent, exc: Omnibin
     exactly once; a stale redelivery of a stage the run went past records nothing."""
     log.warning("%s failed permanently: %s: %s", stage, exc.reason, exc.message)
     try:
-        resources.status.fail(event.id, stage, exc, dead_letter=event.model_dump_json(), attempts=attempts)
+        if resources.status.fail(event.id, stage, exc, dead_letter=event.model_dump_json(), attempts=attempts):
+            resources.metrics.failed(stage, exc.reason)
     except OmnibindError as record_error:
         raise Reject(f"cannot record failure: {record_error}", requeue=True) from record_error

@@ -169,7 +169,8 @@ class StallSweeper:
         record = self._status.get(upload_id)
         if record is None or record.terminal:
             return False  # finished (or removed) since the listing
-        if record.event is None:
+        event = self._status.pending_event(upload_id)
+        if event is None:
             stage = NEXT_STAGE.get(record.status, Stage.PREPROCESS)
             self._status.fail(upload_id, stage, LostMessage(f"the message of upload {upload_id} was lost at {stage}"))
             return False
@@ -181,5 +182,5 @@ class StallSweeper:
         # Progress first: this upload is not looked at again before stall_timeout_s.
         with contextlib.suppress(OmnibindError):
             self._status.touch(upload_id)
-        self._send(record.event)
+        self._send(event)
         return True

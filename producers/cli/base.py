@@ -70,5 +70,5 @@ def main(ctx: click.Context, log_level: str | None) -> None:
         settings = load_settings(**({"log_level": log_level} if log_level else {}))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     ctx.obj = {"settings": settings}

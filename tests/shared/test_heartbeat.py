@@ -15,3 +15,16 @@ def test_a_heartbeat_announces_the_worker_with_its_details_until_it_stops(redis_
     assert 0 < client.ttl(next(iter(client.scan_iter("hb:workers:*")))) <= TTL_S
     beat.stop()
     assert live_workers(client, "hb") == []
+
+
+def test_a_worker_whose_heartbeat_expired_is_not_listed_and_is_pruned(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    beat = Heartbeat(client, "hb", "cpu")
+    beat.start()
+    key = next(iter(client.scan_iter("hb:workers:cpu:*")))
+    client.delete(key)  # what expiry does to a killed worker's key
+    assert live_workers(client, "hb") == []
+    client.zadd("hb:workers", {key: 0})  # a beat older than the TTL
+    live_workers(client, "hb")
+    assert client.zcard("hb:workers") == 0
+    beat.stop()

@@ -120,17 +120,14 @@ def test_finished_uploads_leave_the_in_flight_index_and_drop_their_event(
     store: StatusStore, redis_conn: redis.Redis
 ) -> None:
     event = queued_upload(store, redis_conn, "u", idle_s=0)
-    record = store.get("u")
-    assert record is not None and record.event == event
+    assert store.pending_event("u") == event
 
     store.advance("u", UploadStatus.INDEXED)
 
     assert redis_conn.zscore(store.keys.inflight, "u") is None
-    finished = store.get("u")
-    assert finished is not None and finished.event is None
+    assert store.pending_event("u") is None
     assert store.requeue("u", event)
-    requeued = store.get("u")
-    assert requeued is not None and requeued.event == event
+    assert store.pending_event("u") == event
     assert redis_conn.zscore(store.keys.inflight, "u") is not None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -14,7 +15,8 @@ from shared.queue import TaskName
 from shared.wire import pack_array
 from workers.app import app
 from workers.handoff import decode_message, send_next
-from workers.preprocess import fetch_blob, prepare_query, prepare_upload
+from workers.moderation import detect_and_join, new_join_token
+from workers.preprocess import fetch_blob, prepare_query, prepare_upload_and_media
 from workers.resources import Resources
 from workers.stage import run_stage
 
@@ -34,7 +36,11 @@ def preprocess(self: Task, event_doc: Any) -> None:
 def _preprocess(task: Task, resources: Resources, event: UploadEvent) -> None:
     settings = resources.settings
     event, data = fetch_blob(resources.objects, event, max_bytes=settings.limits.max_bytes)
-    prepared = prepare_upload(event, data, settings.limits, audio_mode=settings.model.audio_mode)
+    prepared, media = prepare_upload_and_media(event, data, settings.limits, audio_mode=settings.model.audio_mode)
+    detect = settings.moderation.enabled and bool(resources.moderation.detectors.for_modality(prepared.modality))
+    if detect:
+        prepared = dataclasses.replace(prepared, join_token=new_join_token())
+    # Embedding first, detectors meanwhile: both halves meet in shared.moderation.join.
     send_next(task, TaskName.EMBED, prepared.to_wire(), event.id)
     resources.status.advance(event.id, UploadStatus.PREPROCESSED, modality=prepared.modality, object_ref=event.object)
     log.debug(
@@ -43,9 +49,16 @@ def _preprocess(task: Task, resources: Resources, event: UploadEvent) -> None:
         prepared.modality.value,
         " (declared type differs)" if prepared.facts.type_mismatch else "",
     )
+    if detect:
+        joined = detect_and_join(resources.moderation, prepared, media)
+        if joined is not None:
+            send_next(task, TaskName.INDEX, joined.to_wire(), event.id)
 
 
-@app.task(name=TaskName.PREPARE_QUERY, ignore_result=True)
+# The array is passed on by the chain, never stored; an error is stored, because only then
+# does Celery propagate it to the chain's last result, which the searching client waits on
+# (otherwise a bad query file costs the client its whole timeout).
+@app.task(name=TaskName.PREPARE_QUERY, ignore_result=True, store_errors_even_if_ignored=True)
 def prepare_query_task(query_doc: dict[str, Any]) -> dict[str, Any]:
     """First half of a search: the query's model-ready array (passed on by the chain)."""
     query = Query.from_wire(query_doc)

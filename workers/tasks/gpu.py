@@ -10,10 +10,12 @@ from shared.errors import TransientError
 from shared.events import Modality, Stage, UploadStatus
 from shared.logs import upload_context
 from shared.messages import EmbeddedUpload, PreparedUpload
+from shared.moderation.prompts import PromptRequest, PromptStore
 from shared.queue import TaskName
 from shared.wire import pack_array, unpack_array
 from workers.app import app
 from workers.handoff import decode_message, send_next
+from workers.moderation import embed_and_join, store_prompt_embeddings
 from workers.resources import Resources
 from workers.stage import run_stage
 
@@ -45,8 +47,14 @@ def _embed(task: Task, resources: Resources, prepared: PreparedUpload) -> None:
         model=runner.model_name,
         checkpoint=runner.checkpoint,
         facts=prepared.facts,
+        join_token=prepared.join_token,
     )
-    send_next(task, TaskName.INDEX, embedded.to_wire(), prepared.event.id)
+    if embedded.join_token is None:
+        send_next(task, TaskName.INDEX, embedded.to_wire(), prepared.event.id)
+    else:  # the CPU stage runs detectors meanwhile: whichever half finishes last hands on
+        joined = embed_and_join(resources.moderation, embedded)
+        if joined is not None:
+            send_next(task, TaskName.INDEX, joined.to_wire(), prepared.event.id)
     resources.status.advance(prepared.event.id, UploadStatus.EMBEDDED)
 
 
@@ -60,3 +68,21 @@ def embed_query(prepared_query: dict[str, Any]) -> dict[str, Any]:
         timeout_s=app.resources.settings.worker.task_time_limit_s,
     )
     return {"vector": pack_array(vector), "model": runner.model_name, "checkpoint": runner.checkpoint}
+
+
+@app.task(name=TaskName.EMBED_PROMPTS, ignore_result=False)
+def embed_prompts(request_doc: dict[str, Any]) -> dict[str, Any]:
+    """Embed a moderation policy's prompts with this worker's model and cache them in Redis
+    (asked for by index workers and `omnibind rescore` for a policy not cached yet)."""
+    request = PromptRequest.from_wire(request_doc)
+    resources = app.resources
+    store = PromptStore(resources.redis, resources.settings.queue_prefix)
+    embeddings = store_prompt_embeddings(
+        resources.gpu, store, request, timeout_s=resources.settings.worker.task_time_limit_s
+    )
+    return {
+        "policy_version": embeddings.policy_version,
+        "checkpoint": embeddings.checkpoint,
+        "model": embeddings.model,
+        "prompts": len(embeddings.prompts),
+    }

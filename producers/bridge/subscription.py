@@ -1,0 +1,77 @@
+"""Subscribing a bucket to MinIO notifications, so that compose needs no manual ``mc`` step.
+
+Equivalent to ``mc event add ALIAS/BUCKET ARN --event put,delete``: the bucket's
+notification configuration gets a queue entry for `arn` with ``s3:ObjectCreated:*`` and
+``s3:ObjectRemoved:*``. Entries already there (other targets, other tools) are kept; an
+entry for `arn` that already covers both events is left as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import urllib3
+from minio import Minio
+from minio.error import MinioException, S3Error
+from minio.notificationconfig import NotificationConfig, QueueConfig
+
+from shared.config import ObjectStoreSettings
+from shared.errors import ConfigError, StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+EVENTS = ("s3:ObjectCreated:*", "s3:ObjectRemoved:*")
+CONFIG_ID = "omnibind-bridge"
+_ACCESS_ERRORS = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidArgument"}
+
+
+def with_subscription(config: NotificationConfig, arn: str) -> NotificationConfig | None:
+    """`config` plus a queue entry sending created/removed events to `arn`, or None when an
+    entry for `arn` without filters already covers them (pure)."""
+    for queue in config.queue_config_list:
+        unfiltered = queue.prefix_filter_rule is None and queue.suffix_filter_rule is None
+        if queue.queue == arn and unfiltered and set(EVENTS) <= set(queue.events):
+            return None
+    ours = QueueConfig(queue=arn, events=list(EVENTS), config_id=CONFIG_ID)
+    return NotificationConfig(
+        cloud_func_config_list=list(config.cloud_func_config_list),
+        queue_config_list=[*config.queue_config_list, ours],
+        topic_config_list=list(config.topic_config_list),
+    )
+
+
+def subscribe_bucket(settings: ObjectStoreSettings, bucket: str, arn: str) -> bool:
+    """Make `bucket` (which must exist) notify `arn`; True if the configuration changed.
+
+    Raises `ConfigError` when MinIO refuses (unknown ARN, credentials), `StorageUnavailable`
+    when it cannot be reached.
+    """
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=settings.connect_timeout_s, read=settings.read_timeout_s),
+        retries=urllib3.Retry(total=settings.retries, backoff_factor=0.2),
+    )
+    try:
+        client = Minio(
+            settings.endpoint,
+            access_key=settings.access_key.get_secret_value() if settings.access_key else None,
+            secret_key=settings.secret_key.get_secret_value() if settings.secret_key else None,
+            secure=settings.secure,
+            region=settings.region,
+            http_client=http,
+        )
+        updated = with_subscription(client.get_bucket_notification(bucket), arn)
+        if updated is not None:
+            client.set_bucket_notification(bucket, updated)
+    except S3Error as exc:
+        if exc.code in _ACCESS_ERRORS:
+            raise ConfigError(f"MinIO refused the notification config of {bucket!r} for {arn}: {exc.message}") from exc
+        raise StorageUnavailable(f"cannot subscribe bucket {bucket!r} to {arn}: {exc}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"OMNIBIND_OBJECTS__ENDPOINT / credentials are invalid: {exc}") from exc
+    except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+        raise StorageUnavailable(f"cannot reach MinIO at {settings.endpoint}: {exc}") from exc
+    finally:
+        http.clear()
+    if updated is not None:
+        log.info("bucket %s now notifies %s of %s", bucket, arn, ", ".join(EVENTS))
+    return updated is not None

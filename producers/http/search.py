@@ -1,0 +1,91 @@
+"""``POST /v1/search``: cross-modal search by text (JSON) or by an image/audio file (multipart)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from producers.http.auth import require_api_key
+from producers.http.bodies import body_kind, form_file, form_text_fields, read_form, read_json, request_body, validate
+from producers.http.errors import error_responses
+from producers.http.models import MAX_K, ContentModality, Hit, SearchOptions, SearchResults, TextSearch
+from producers.http.state import State
+from shared.backpressure import check_backpressure
+from shared.errors import LimitExceeded
+from shared.events import Modality
+from shared.media.sniff import sniff
+from shared.media.text import check_text_length, decode_text
+
+router = APIRouter(prefix="/v1", tags=["search"], dependencies=[Depends(require_api_key)])
+
+
+def _form_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["file"],
+        "properties": {
+            "file": {"type": "string", "format": "binary", "description": "an image or audio file (or a text file)"},
+            "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10},
+            "modality": {"type": "string", "enum": [m.value for m in ContentModality]},
+            "flagged": {"type": "boolean"},
+            "tenant": {"type": "string", "minLength": 1, "maxLength": 128},
+        },
+    }
+
+
+@router.post(
+    "/search",
+    response_model=SearchResults,
+    summary="Search by text, image or audio",
+    responses=error_responses(400, 401, 413, 415, 422, 429, 500, 503),
+    openapi_extra=request_body(
+        json_schema={"$ref": "#/components/schemas/TextSearch"},
+        form_schema=_form_schema(),
+        description="application/json: a text query; multipart/form-data: a query file, with the same options.",
+    ),
+)
+async def search(request: Request, state: State) -> SearchResults:
+    """The `k` indexed uploads (of any modality) nearest to the query, best first. The
+    workers embed the query (this process loads no model), so a search needs live cpu and
+    gpu workers; 503 when none answers within ``OMNIBIND_API__SEARCH_TIMEOUT_S``."""
+    kind = body_kind(request)
+    # A search's query goes through the cpu queue: behind a backlog it could only time out.
+    await run_in_threadpool(check_backpressure, state.client.redis, state.settings)
+    limits = state.settings.limits
+    query: dict[str, Any]
+    if kind == "json":
+        text_search = validate(TextSearch, await read_json(request), where="body")
+        options: SearchOptions = text_search
+        query = {"text": check_text_length(text_search.text, max_chars=limits.max_text_chars)}
+        modality = ContentModality.TEXT
+    else:
+        form = await read_form(request)
+        try:
+            upload = form_file(form)
+            options = validate(SearchOptions, form_text_fields(form), where="form")
+            data = await upload.read()
+        finally:
+            await form.close()
+        if len(data) > limits.max_bytes:
+            raise LimitExceeded(f"query file is {len(data)} bytes; the limit is {limits.max_bytes}", reason="too_large")
+        modality, query = _file_query(data, limits.max_text_chars)
+
+    def run() -> SearchResults:
+        hits = state.client.search(
+            **query, k=options.k, filters=options.filters(), timeout_s=state.settings.api.search_timeout_s
+        )
+        return SearchResults(query=modality, hits=[Hit.of(hit) for hit in hits])
+
+    return await run_in_threadpool(run)
+
+
+def _file_query(data: bytes, max_text_chars: int) -> tuple[ContentModality, dict[str, Any]]:
+    """What the query file is (by its bytes) and the `Client.search` argument for it."""
+    sniffed = sniff(data)
+    if sniffed.modality is Modality.IMAGE:
+        return ContentModality.IMAGE, {"image": data}
+    if sniffed.modality is Modality.AUDIO:
+        return ContentModality.AUDIO, {"audio": data}
+    return ContentModality.TEXT, {"text": decode_text(data, max_chars=max_text_chars)}

@@ -1,0 +1,172 @@
+"""``POST /v1/uploads`` (a file, or a JSON UploadEvent) and ``GET /v1/uploads/{id}``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.concurrency import run_in_threadpool
+
+from producers.http.auth import require_api_key
+from producers.http.bodies import (
+    body_kind,
+    form_file,
+    form_text_fields,
+    read_form,
+    read_json,
+    request_body,
+    validate,
+)
+from producers.http.errors import ApiError, error_responses
+from producers.http.models import UploadAccepted
+from producers.http.state import ApiState, State
+from shared.backpressure import check_backpressure
+from shared.errors import LimitExceeded
+from shared.events import UPLOAD_ID_PATTERN, Modality, UploadEvent, parse_upload_event
+from shared.logs import upload_context
+from shared.media.sniff import sniff
+from shared.media.text import check_text_length
+from shared.status import StatusRecord
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1", tags=["uploads"], dependencies=[Depends(require_api_key)])
+
+UploadId = Annotated[str, Path(pattern=UPLOAD_ID_PATTERN, description="the upload id")]
+
+
+class UploadForm(BaseModel):
+    """The fields of a multipart upload besides its file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(None, pattern=UPLOAD_ID_PATTERN, description="your id for the upload (default: generated)")
+    modality: Modality = Field(Modality.AUTO, description="what the file must be (auto: whatever its bytes say)")
+    tenant: str | None = Field(None, min_length=1, max_length=128)
+    metadata: dict[str, str] = Field(default_factory=dict, description="a JSON object of string values")
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _json_object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"must be a JSON object of strings: {exc}") from exc
+        return value
+
+
+def _form_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["file"],
+        "properties": {
+            "file": {"type": "string", "format": "binary", "description": "the image, text or audio file"},
+            "id": {"type": "string", "pattern": UPLOAD_ID_PATTERN, "description": "your id (default: generated)"},
+            "modality": {"type": "string", "enum": [m.value for m in Modality], "default": "auto"},
+            "tenant": {"type": "string", "minLength": 1, "maxLength": 128},
+            "metadata": {"type": "string", "description": 'JSON object of string values, e.g. {"album": "summer"}'},
+        },
+    }
+
+
+@router.post(
+    "/uploads",
+    status_code=202,
+    response_model=UploadAccepted,
+    summary="Submit an upload",
+    responses=error_responses(400, 401, 413, 415, 422, 429, 500, 503),
+    openapi_extra=request_body(
+        json_schema={"$ref": "#/components/schemas/UploadEvent"},
+        form_schema=_form_schema(),
+        description=(
+            "multipart/form-data: a file (stored in the object store, then embedded), or "
+            "application/json: an UploadEvent v1 (an inline `text`, or an `object` already in the store)."
+        ),
+    ),
+)
+async def create_upload(request: Request, response: Response, state: State) -> UploadAccepted:
+    """Accept one upload for embedding. Answers 202 as soon as it is queued; follow it at
+    `status_url`. 429 (with Retry-After) while the pipeline applies backpressure."""
+    kind = body_kind(request)
+    # Refuse before reading the body: a busy pipeline should not cost an upload's transfer.
+    await run_in_threadpool(check_backpressure, state.client.redis, state.settings)
+    if kind == "json":
+        event = parse_upload_event(await read_json(request))
+        upload_id = await run_in_threadpool(_enqueue_event, state, event)
+    else:
+        upload_id = await _submit_file(request, state)
+    status_url = f"/v1/uploads/{upload_id}"
+    response.headers["Location"] = status_url
+    return UploadAccepted(id=upload_id, status_url=status_url)
+
+
+def _enqueue_event(state: ApiState, event: UploadEvent) -> str:
+    limits = state.settings.limits
+    if event.text is not None:
+        check_text_length(event.text, max_chars=limits.max_text_chars)
+    if event.object is not None:
+        # Fail fast on a reference to nothing (the worker would fail it a moment later).
+        stored = state.client.objects.stat(event.object)
+        if stored.size is not None and stored.size > limits.max_bytes:
+            raise LimitExceeded(f"object is {stored.size} bytes; the limit is {limits.max_bytes}", reason="too_large")
+    with upload_context(event.id):
+        upload_id = state.client.enqueue(event)
+        log.info("accepted %s upload from %s", "text" if event.text is not None else "object", event.source)
+    return upload_id
+
+
+async def _submit_file(request: Request, state: ApiState) -> str:
+    form = await read_form(request)
+    try:
+        upload = form_file(form)
+        fields = validate(UploadForm, form_text_fields(form), where="form")
+        data = await upload.read()
+    finally:
+        await form.close()
+    limits = state.settings.limits
+    if len(data) > limits.max_bytes:
+        raise LimitExceeded(f"upload is {len(data)} bytes; the limit is {limits.max_bytes}", reason="too_large")
+    # Sniffing is cheap and pure: a file the workers would refuse is refused before it is stored.
+    sniffed = sniff(data, upload.content_type)
+    if fields.modality not in (Modality.AUTO, sniffed.modality):
+        raise ApiError(
+            422,
+            "modality_mismatch",
+            f"modality {fields.modality.value} was asked for, "
+            f"but the file is {sniffed.format} ({sniffed.modality.value})",
+        )
+
+    def submit() -> str:
+        upload_id = state.client.submit(
+            data,
+            modality=fields.modality,
+            upload_id=fields.id,
+            tenant=fields.tenant,
+            metadata=fields.metadata,
+            filename=upload.filename,
+            content_type=upload.content_type,
+        )
+        with upload_context(upload_id):
+            log.info("accepted %s file of %d bytes", sniffed.format, len(data))
+        return upload_id
+
+    return await run_in_threadpool(submit)
+
+
+@router.get(
+    "/uploads/{upload_id}",
+    response_model=StatusRecord,
+    summary="Follow an upload",
+    responses=error_responses(401, 404, 422, 500, 503),
+)
+def get_upload(upload_id: UploadId, state: State) -> StatusRecord:
+    """The upload's status record: status and when each was reached, modality, object ref,
+    moderation (flagged, categories) once indexed, error reason and message if failed."""
+    record = state.client.status(upload_id)
+    if record is None:
+        raise ApiError(404, "upload_not_found", f"no upload {upload_id} (unknown, or its record expired)")
+    return record

@@ -1,0 +1,52 @@
+"""Backpressure: when producers must stop handing work to the pipeline for a while.
+
+One rule, used by every producer (the Python client, the HTTP API, the ingest bridge):
+while more messages wait in the cpu queue — the entry of the pipeline, kombu's Redis list
+``{prefix}:cpu`` — than ``OMNIBIND_BACKPRESSURE__MAX_CPU_QUEUE``, new uploads are refused
+with `Busy` (HTTP 429 with ``Retry-After``). Refusing at the door keeps Redis memory and
+upload latency bounded when the workers cannot keep up; work already accepted is never
+dropped.
+
+The check costs one LLEN (a single round trip, O(1)).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from shared.config import Settings
+from shared.errors import Busy
+from shared.queue import QueueName
+from shared.redis_client import translate_redis_errors
+from shared.redis_keys import RedisKeys
+
+
+def queue_length(client: redis.Redis, prefix: str, queue: QueueName | str) -> int:
+    """Messages waiting in Celery queue `queue` (not counting those reserved by workers).
+
+    Raises `RedisUnavailable` when Redis cannot be reached.
+    """
+    with translate_redis_errors(f"reading the length of queue {queue}"):
+        length: Any = client.llen(RedisKeys(prefix).queue(str(queue)))
+    return int(length)
+
+
+def check_backpressure(client: redis.Redis, settings: Settings) -> None:
+    """Return if the pipeline takes new uploads now; raise `Busy` if it does not.
+
+    Raises `Busy` (transient, reason ``busy``) while the cpu queue holds more than
+    ``settings.backpressure.max_cpu_queue`` messages (never when that is 0), and
+    `RedisUnavailable` when Redis cannot be reached. Callers tell their own callers to come
+    back after ``settings.backpressure.retry_after_s``.
+    """
+    limit = settings.backpressure.max_cpu_queue
+    if limit <= 0:
+        return
+    waiting = queue_length(client, settings.queue_prefix, QueueName.CPU)
+    if waiting > limit:
+        raise Busy(
+            f"the pipeline is busy: {waiting} uploads wait in the cpu queue (limit {limit}); "
+            f"retry in {settings.backpressure.retry_after_s} s"
+        )

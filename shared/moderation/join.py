@@ -1,0 +1,87 @@
+"""Where the CPU detectors' results meet the GPU embedding of the same upload.
+
+The CPU stage sends the upload to the GPU queue first, then runs the detectors, so both
+run at once. Each side stores its part in one hash per preprocess run (``{prefix}:
+moderation:join:{upload id}:{token}``; the token is new for every run of the CPU stage, so
+parts of different runs never mix) with one atomic script: store my part, and if every
+expected part is there now, return them all. Whoever completes the set hands the upload
+on. A redelivered part completes it again and hands it on twice, which is harmless (the
+index write is an idempotent upsert, the status only moves forward). Join hashes expire
+after `ttl_s`: one whose other part never comes (its upload failed elsewhere) is just
+dropped, and the upload is not stuck on it: the failure was recorded by the stage that
+failed.
+
+Detectors that kill their worker (a native crash) would be redelivered forever and leave
+the embedding waiting: `DetectorGuard` counts detector runs that never returned, and the
+CPU stage skips the detectors (noting it in the decision) once `max_crashes` is reached.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from shared.redis_client import translate_redis_errors
+from shared.redis_keys import RedisKeys
+
+DETECTORS_PART = "detectors"
+EMBEDDED_PART = "embedded"
+PARTS = (DETECTORS_PART, EMBEDDED_PART)
+GUARD_FIELD = "detectors"  # in the upload's deliveries hash, reset with it by the status script
+
+# KEYS[1] join hash. ARGV[1] part name, ARGV[2] payload, ARGV[3] ttl s, ARGV[4..] expected parts.
+# Returns the flat field/value list of the hash when every expected part is present, else nil.
+JOIN_LUA = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+for i = 4, #ARGV do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0 then return nil end
+end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+
+class Join:
+    def __init__(self, client: redis.Redis, prefix: str = "omnibind", *, ttl_s: float = 86400.0) -> None:
+        self._redis = client
+        self.keys = RedisKeys(prefix)
+        self.ttl_s = max(1, int(ttl_s))
+        self._script = client.register_script(JOIN_LUA)
+
+    def put(self, upload_id: str, token: str, part: str, payload: str) -> dict[str, str] | None:
+        """Store `part`; return every part (name -> payload) if the set is complete now."""
+        if part not in PARTS:
+            raise ValueError(f"unknown join part {part!r}")
+        with translate_redis_errors(f"joining the {part} of upload {upload_id}"):
+            reply: Any = self._script(keys=[self.keys.join(upload_id, token)], args=[part, payload, self.ttl_s, *PARTS])
+        if not reply:
+            return None
+        return {str(reply[i]): str(reply[i + 1]) for i in range(0, len(reply), 2)}
+
+
+class DetectorGuard:
+    """Counts detector runs of an upload that started but never finished (crashes)."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "omnibind", *, ttl_s: float = 86400.0) -> None:
+        self._redis = client
+        self.keys = RedisKeys(prefix)
+        self.ttl_s = max(1, int(ttl_s))
+
+    def begin(self, upload_id: str) -> int:
+        """Count a run that starts now; returns how many earlier runs never finished."""
+        key = self.keys.deliveries(upload_id)
+        with translate_redis_errors(f"counting detector runs of upload {upload_id}"):
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hincrby(key, GUARD_FIELD, 1)
+            pipe.expire(key, self.ttl_s)
+            started, _ = pipe.execute()
+        return int(started) - 1
+
+    def end(self, upload_id: str) -> None:
+        """The run that `begin` counted returned (whatever its result)."""
+        with translate_redis_errors(f"counting detector runs of upload {upload_id}"):
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hincrby(self.keys.deliveries(upload_id), GUARD_FIELD, -1)
+            pipe.expire(self.keys.deliveries(upload_id), self.ttl_s)  # the key may have gone meanwhile
+            pipe.execute()

@@ -1,0 +1,99 @@
+"""The append-only decision log: a Redis stream ``{prefix}:decisions``, one entry per
+moderation decision (the pipeline's, and every ``omnibind rescore``'s).
+
+Entry fields (all strings): ``v`` (format, "1"), ``upload_id``, ``source`` (pipeline |
+rescore), ``flagged`` ("1"/"0"), ``action`` (allow | review | block), ``categories`` (JSON
+list), ``policy_version``, ``decision`` (the whole `shared.events.Moderation` as JSON:
+every score, signal, threshold, band, margin, note, the policy version and the model and
+checkpoint). Entries are never rewritten; a redelivered stage may log the same decision
+twice (at-least-once). The stream is capped at ~``OMNIBIND_MODERATION__DECISIONS_MAXLEN``
+entries: to keep decisions for longer (appeals months later), read it with a consumer
+group into durable storage. ``omnibind flagged`` and ``omnibind explain ID`` read it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+
+from shared.events import Frozen, Moderation
+from shared.redis_client import translate_redis_errors
+from shared.redis_keys import RedisKeys
+
+DECISION_LOG_VERSION = "1"
+_SCAN_PAGE = 500
+
+
+class DecisionEntry(Frozen):
+    entry_id: str
+    upload_id: str
+    source: str
+    decision: Moderation
+
+
+class DecisionLog:
+    def __init__(self, client: redis.Redis, prefix: str = "omnibind", *, maxlen: int = 1_000_000) -> None:
+        self._redis = client
+        self.key = RedisKeys(prefix).decisions
+        self.maxlen = maxlen
+
+    def append(self, upload_id: str, decision: Moderation, *, source: str = "pipeline") -> str:
+        """Add one decision; returns the entry id."""
+        fields = {
+            "v": DECISION_LOG_VERSION,
+            "upload_id": upload_id,
+            "source": source,
+            "flagged": "1" if decision.flagged else "0",
+            "action": decision.action.value,
+            "categories": json.dumps(list(decision.categories)),
+            "policy_version": decision.policy_version or "",
+            "decision": decision.model_dump_json(),
+        }
+        with translate_redis_errors("appending to the decision log"):
+            entry_id: Any = self._redis.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+        return str(entry_id)
+
+    def newest(
+        self, *, limit: int = 20, flagged_only: bool = False, upload_id: str | None = None
+    ) -> list[DecisionEntry]:
+        """Up to `limit` entries, newest first, optionally only flagged ones or one upload's.
+        Scans backwards through the whole retained log at most."""
+        found: list[DecisionEntry] = []
+        for entry_id, fields in self._backwards():
+            if flagged_only and fields.get("flagged") != "1":
+                continue
+            if upload_id is not None and fields.get("upload_id") != upload_id:
+                continue
+            found.append(_parse(entry_id, fields))
+            if len(found) >= limit:
+                break
+        return found
+
+    def length(self) -> int:
+        with translate_redis_errors("reading the decision log"):
+            return int(self._redis.xlen(self.key))
+
+    def _backwards(self) -> Iterator[tuple[str, dict[str, str]]]:
+        upper = "+"
+        while True:
+            with translate_redis_errors("reading the decision log"):
+                page: Any = self._redis.xrevrange(self.key, max=upper, count=_SCAN_PAGE)
+            if not page:
+                return
+            yield from page
+            last_id: str = page[-1][0]
+            if len(page) < _SCAN_PAGE:
+                return
+            upper = "(" + last_id
+
+
+def _parse(entry_id: str, fields: dict[str, str]) -> DecisionEntry:
+    return DecisionEntry(
+        entry_id=entry_id,
+        upload_id=fields["upload_id"],
+        source=fields.get("source", "pipeline"),
+        decision=Moderation.model_validate_json(fields["decision"]),
+    )

@@ -1,0 +1,97 @@
+"""Moderating one embedded upload: policy + cached prompt embeddings + blocklist -> decision.
+
+Used by the index workers (every upload) and by ``omnibind rescore`` (stored records), so
+both apply exactly the same logic. I/O is limited to Redis reads, cached per process:
+prompt embeddings once per (policy version, checkpoint), the blocklist when it changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from shared.events import Modality, Moderation
+from shared.moderation.blocklist import BlocklistCache
+from shared.moderation.decision import Evidence, decide
+from shared.moderation.detectors import DetectorResult
+from shared.moderation.policy import SCORED_MODALITIES, Policy
+from shared.moderation.prompts import PromptRequest, PromptStore, PromptsUnavailable
+from shared.moderation.zeroshot import PromptGroups, build_prompt_groups, zero_shot_scores
+
+log = logging.getLogger(__name__)
+
+RequestPrompts = Callable[[PromptRequest], None]
+
+
+class Moderator:
+    """Decides uploads under one policy. Thread-safe."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        prompts: PromptStore,
+        blocklist: BlocklistCache,
+        *,
+        request_prompts: RequestPrompts | None = None,
+    ) -> None:
+        self.policy = policy
+        self._prompts = prompts
+        self._blocklist = blocklist
+        self._request_prompts = request_prompts
+        self._groups: dict[str, dict[Modality, PromptGroups | None]] = {}  # checkpoint -> groups
+        self._lock = threading.Lock()
+
+    def moderate(
+        self,
+        *,
+        modality: Modality,
+        vector: np.ndarray,
+        sha256: str | None,
+        model: str,
+        checkpoint: str,
+        detectors: Sequence[DetectorResult] = (),
+        notes: Sequence[str] = (),
+    ) -> Moderation:
+        """The decision for one upload. Raises `PromptsUnavailable` (transient) when the
+        policy's prompt embeddings for `checkpoint` are not in Redis yet; they were
+        requested from the GPU workers, so a retry a little later succeeds."""
+        groups = self.prompt_groups(checkpoint).get(modality)
+        zero_shot = zero_shot_scores(groups, vector) if groups is not None else {}
+        matches = self._blocklist.index().match(
+            sha256=sha256, vector=vector, checkpoint=checkpoint, max_distance=self.policy.blocklist.max_distance
+        )
+        evidence = Evidence(modality=modality, zero_shot=zero_shot, detectors=detectors, blocklist=matches, notes=notes)
+        return decide(self.policy, evidence, model=model, checkpoint=checkpoint)
+
+    def prompt_groups(self, checkpoint: str) -> dict[Modality, PromptGroups | None]:
+        """The policy's prompt groups per modality for `checkpoint` (cached per process)."""
+        with self._lock:
+            cached = self._groups.get(checkpoint)
+        if cached is not None:
+            return cached
+        prompts = self.policy.prompt_texts()
+        if not prompts:
+            groups: dict[Modality, PromptGroups | None] = dict.fromkeys(SCORED_MODALITIES)
+        else:
+            stored = self._prompts.get(self.policy.version, checkpoint)
+            if stored is None or not set(prompts) <= set(stored.prompts):
+                self._ask_for_prompts(checkpoint, prompts)
+                raise PromptsUnavailable(
+                    f"prompt embeddings of policy {self.policy.version} for checkpoint {checkpoint[:12]} "
+                    "are not in Redis yet; the GPU workers were asked to compute them"
+                )
+            vectors = stored.by_prompt()
+            groups = {m: build_prompt_groups(self.policy, m, vectors) for m in SCORED_MODALITIES}
+        with self._lock:
+            self._groups[checkpoint] = groups
+        return groups
+
+    def _ask_for_prompts(self, checkpoint: str, prompts: list[str]) -> None:
+        if self._request_prompts is None:
+            return
+        if self._prompts.claim_request(self.policy.version, checkpoint):
+            log.info("asking the GPU workers for the prompt embeddings of policy %s", self.policy.version)
+            self._request_prompts(PromptRequest(self.policy.version, tuple(prompts)))

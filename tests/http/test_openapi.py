@@ -1,0 +1,33 @@
+"""The OpenAPI document is published, served, and in sync with the code."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from producers.http.openapi import DOCUMENT, published_openapi, render
+from tests.http.conftest import RunningApi
+
+
+def test_docs_openapi_json_matches_the_code() -> None:
+    assert DOCUMENT.read_text(encoding="utf-8") == render(published_openapi()), (
+        "docs/openapi.json is stale: run python -m producers.http.openapi"
+    )
+
+
+def test_the_served_document_is_the_published_one(start_api: Callable[..., RunningApi]) -> None:
+    api = start_api()
+    with api.http(key=None) as http:
+        served = http.get("/openapi.json").json()
+    assert served == json.loads(DOCUMENT.read_text(encoding="utf-8"))
+    assert set(served["paths"]) == {
+        "/healthz",
+        "/readyz",
+        "/v1/uploads",
+        "/v1/uploads/{upload_id}",
+        "/v1/search",
+        "/metrics",
+    }
+    upload_body = served["paths"]["/v1/uploads"]["post"]["requestBody"]["content"]
+    assert set(upload_body) == {"application/json", "multipart/form-data"}
+    assert {"HTTPBearer", "APIKeyHeader"} <= set(served["components"]["securitySchemes"])

@@ -1,0 +1,56 @@
+"""Subscribing a bucket to notifications, against the S3-compatible test server (it checks
+ARNs the AWS way, so the tests use AWS-shaped ARNs; MinIO's look like
+``arn:minio:sqs::OMNIBIND:redis``)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from minio import Minio
+from minio.notificationconfig import NotificationConfig, PrefixFilterRule, QueueConfig
+
+from producers.bridge.subscription import EVENTS, subscribe_bucket, with_subscription
+from shared.config import ObjectStoreSettings
+from shared.errors import ConfigError
+from tests.support.s3_server import S3Server
+
+ARN = "arn:aws:sqs:us-east-1:123456789012:omnibind"
+OTHER_ARN = "arn:aws:sqs:us-east-1:123456789012:audit"
+
+
+def minio_of(server: S3Server) -> Minio:
+    return Minio(server.endpoint, server.access_key, server.secret_key, secure=False, region=server.region)
+
+
+def new_bucket(server: S3Server) -> str:
+    bucket = f"sub-{uuid.uuid4().hex[:12]}"
+    minio_of(server).make_bucket(bucket)
+    return bucket
+
+
+def test_a_bucket_is_subscribed_once_and_other_targets_are_kept(s3_server: S3Server) -> None:
+    bucket = new_bucket(s3_server)
+    other = QueueConfig(queue=OTHER_ARN, events=["s3:ObjectCreated:*"], config_id="audit")
+    minio_of(s3_server).set_bucket_notification(bucket, NotificationConfig(queue_config_list=[other]))
+    settings = ObjectStoreSettings(**s3_server.object_settings())
+
+    assert subscribe_bucket(settings, bucket, ARN) is True
+    assert subscribe_bucket(settings, bucket, ARN) is False, "already subscribed: nothing to change"
+
+    queues = {q.queue: q.events for q in minio_of(s3_server).get_bucket_notification(bucket).queue_config_list}
+    assert queues == {OTHER_ARN: ["s3:ObjectCreated:*"], ARN: list(EVENTS)}
+
+
+def test_a_filtered_or_partial_entry_for_the_arn_is_completed_by_ours() -> None:
+    partial = QueueConfig(queue=ARN, events=["s3:ObjectCreated:*"])
+    filtered = QueueConfig(queue=ARN, events=list(EVENTS), prefix_filter_rule=PrefixFilterRule("images/"))
+    for existing in (partial, filtered):
+        updated = with_subscription(NotificationConfig(queue_config_list=[existing]), ARN)
+        assert updated is not None and len(updated.queue_config_list) == 2
+
+
+def test_a_refused_arn_is_a_config_error(s3_server: S3Server) -> None:
+    settings = ObjectStoreSettings(**s3_server.object_settings())
+    with pytest.raises(ConfigError, match="refused"):
+        subscribe_bucket(settings, new_bucket(s3_server), "not-an-arn")

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from producers.stack import AUTO_MAX_BATCH, settings_env, worker_argv
+from shared.config import Settings, load_settings
+from workers.gpu import default_max_batch
+
+
+def _option(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+def test_gpu_worker_threads_hold_two_batches_of_messages() -> None:
+    assert _option(worker_argv("gpu", Settings(gpu={"max_batch": 4})), "--concurrency") == "8"
+    assert _option(worker_argv("gpu", Settings(model={"device": "cpu"})), "--concurrency") == "16"
+    assert _option(worker_argv("gpu", Settings(model={"device": "cuda"})), "--concurrency") == "128"
+    assert _option(worker_argv("gpu", Settings()), "--pool") == "threads"
+
+
+def test_the_supervisors_auto_batch_matches_the_gpu_runners() -> None:
+    assert AUTO_MAX_BATCH["cpu"] == default_max_batch(torch.device("cpu"))
+    assert AUTO_MAX_BATCH["cuda"] == default_max_batch(torch.device("cuda"))
+
+
+def test_cpu_workers_are_prefork_with_one_process_per_core_by_default() -> None:
+    argv = worker_argv("cpu", Settings(worker={"cpu_concurrency": 3}))
+    assert (_option(argv, "--pool"), _option(argv, "--concurrency"), _option(argv, "-Q")) == ("prefork", "3", "cpu")
+    assert _option(argv, "--prefetch-multiplier") == "1"
+
+
+def test_children_rebuild_exactly_the_parents_settings_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    parent = Settings(
+        data_dir=tmp_path,
+        objects={"backend": "minio", "secret_key": "s3cret"},
+        gpu={"max_batch": 5},
+        moderation={"enabled": False},
+    )
+    env = settings_env(parent)
+    assert env["OMNIBIND_OBJECTS__SECRET_KEY"] == "s3cret"
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert load_settings() == parent

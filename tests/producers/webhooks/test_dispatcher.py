@@ -1,0 +1,159 @@
+"""The dispatcher against a real redis-server (results written by the real status script) and
+real HTTP receivers on loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import redis
+
+from producers.bridge.service import consumer_name
+from producers.bridge.stream_group import StreamGroup
+from producers.client import Client
+from producers.webhooks.delivery_log import DeliveryLog
+from producers.webhooks.dispatcher import DispatchTiming, WebhookDispatcher
+from producers.webhooks.sender import WebhookSender
+from producers.webhooks.signing import verify_signature
+from shared.config import Settings
+from shared.errors import CorruptMedia
+from shared.events import Stage, UploadEvent, UploadStatus
+from tests.support.http_receiver import running_receiver
+
+RESULTS = "omnibind:results"
+GROUP = "omnibind-webhooks"
+
+
+@pytest.fixture
+def hook_settings(make_settings: Callable[..., Settings], redis_url: str) -> Callable[..., Settings]:
+    def factory(targets: dict[str, Any], **webhooks: Any) -> Settings:
+        options = {"targets": targets, "backoff_s": 0.01, "backoff_max_s": 0.05, "max_attempts": 3, **webhooks}
+        return make_settings(redis_url=redis_url, webhooks=options)
+
+    return factory
+
+
+@contextmanager
+def dispatcher(settings: Settings, client: Client) -> Iterator[tuple[WebhookDispatcher, threading.Event]]:
+    stop = threading.Event()
+    options = settings.webhooks
+    group = StreamGroup(client.redis, RESULTS, options.group, consumer_name(options.consumer))
+    sender = WebhookSender(options, stop)
+    log = DeliveryLog(client.redis, "omnibind:webhooks:deliveries")
+    running = WebhookDispatcher(group, client.statuses, sender, log, options, DispatchTiming(block_ms=100))
+    running.start()
+    try:
+        yield running, stop
+    finally:
+        stop.set()
+        running.close()
+        sender.close()
+
+
+def finish(client: Client, upload_id: str, source: str, *, failed: bool = False) -> None:
+    client.statuses.create(UploadEvent(id=upload_id, text="x", source=source, tenant="acme"))
+    if failed:
+        client.statuses.fail(upload_id, Stage.PREPROCESS, CorruptMedia("bad bytes"))
+    else:
+        client.statuses.advance(upload_id, UploadStatus.INDEXED, flagged=True, categories=["violence"])
+
+
+def drain(running: WebhookDispatcher, log: DeliveryLog, expected_log_entries: int, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(log.entries()) < expected_log_entries:
+        assert time.monotonic() < deadline, f"{len(log.entries())} of {expected_log_entries} deliveries logged"
+        running.poll()
+
+
+def pending(conn: redis.Redis) -> int:
+    return int(conn.xpending(RESULTS, GROUP)["pending"])  # type: ignore[index]
+
+
+def test_results_reach_their_sources_targets_signed_and_logged(
+    hook_settings: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    with running_receiver([500]) as cms, running_receiver([400]) as other:
+        settings = hook_settings(
+            {
+                "cms": {"url": cms.url, "secret": "cms-secret"},
+                "*": {"url": other.url, "secret": "catch-all", "statuses": ["failed"]},
+            }
+        )
+        with Client(settings) as client, dispatcher(settings, client) as (running, _stop):
+            finish(client, "cms-1", "cms")
+            finish(client, "shop-1", "shop", failed=True)
+            finish(client, "shop-2", "shop")  # indexed: the catch-all only takes failures
+            log = DeliveryLog(client.redis, "omnibind:webhooks:deliveries")
+            drain(running, log, 2)
+            running.poll()  # the result nobody wants was read with the others; nothing left
+
+            cms_requests = cms.wait_for(2)
+            (other_request,) = other.wait_for(1)
+            records = {r.upload_id: r for r in log.entries()}
+
+    assert [r.answered for r in cms_requests] == [500, 200], "a server error is retried"
+    body = json.loads(cms_requests[1].body)
+    assert body["type"] == "upload.indexed" and body["source"] == "cms" and body["tenant"] == "acme"
+    assert body["result"]["flagged"] is True and body["result"]["categories"] == ["violence"]
+    assert verify_signature(
+        "cms-secret", cms_requests[1].headers["Omnibind-Signature"], cms_requests[1].body, now_s=time.time()
+    )
+    other_body = json.loads(other_request.body)
+    assert other_body["type"] == "upload.failed" and other_body["result"]["error_reason"] == "corrupt_media"
+    assert verify_signature(
+        "catch-all", other_request.headers["Omnibind-Signature"], other_request.body, now_s=time.time()
+    )
+
+    assert set(records) == {"cms-1", "shop-1"}
+    assert (records["cms-1"].outcome, records["cms-1"].attempts, records["cms-1"].status_code) == ("delivered", 2, 200)
+    assert records["cms-1"].target == "cms" and records["cms-1"].url == cms.url
+    assert (records["shop-1"].outcome, records["shop-1"].status_code, records["shop-1"].target) == ("failed", 400, "*")
+    assert records["shop-1"].last_error is not None and "HTTP 400" in records["shop-1"].last_error
+    assert pending(redis_conn) == 0, "every result acknowledged once its outcome was logged"
+
+
+def test_a_dispatcher_stopped_mid_delivery_delivers_after_restart(
+    hook_settings: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    with running_receiver([503]) as cms:
+        settings = hook_settings(
+            {"cms": {"url": cms.url, "secret": "s"}}, consumer="hooks-1", backoff_s=30, backoff_max_s=30
+        )
+        with Client(settings) as client:
+            with dispatcher(settings, client) as (running, stop):
+                finish(client, "cms-1", "cms")
+                running.poll()
+                cms.wait_for(1)  # the first attempt failed; the retry waits up to 30 s
+                stop.set()  # the dispatcher is stopped meanwhile
+            assert pending(redis_conn) == 1, "not acknowledged: its delivery never finished"
+
+            with dispatcher(settings, client) as (restarted, _stop):
+                drain(restarted, DeliveryLog(client.redis, "omnibind:webhooks:deliveries"), 1)
+
+    assert [r.answered for r in cms.requests] == [503, 200]
+    assert pending(redis_conn) == 0
+
+
+def test_results_before_the_group_existed_are_skipped_unless_asked_for(
+    hook_settings: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    with running_receiver() as cms:
+        settings = hook_settings({"cms": {"url": cms.url, "secret": "s"}})
+        with Client(settings) as client:
+            finish(client, "old", "cms")
+            with dispatcher(settings, client) as (running, _stop):
+                finish(client, "new", "cms")
+                drain(running, DeliveryLog(client.redis, "omnibind:webhooks:deliveries"), 1)
+            assert [json.loads(r.body)["result"]["upload_id"] for r in cms.requests] == ["new"]
+
+            history = settings.model_copy(
+                update={"webhooks": settings.webhooks.model_copy(update={"group": "replay", "start_from": "all"})}
+            )
+            with dispatcher(history, client) as (replaying, _stop):
+                drain(replaying, DeliveryLog(client.redis, "omnibind:webhooks:deliveries"), 3)
+            assert sorted(json.loads(r.body)["result"]["upload_id"] for r in cms.requests[1:]) == ["new", "old"]

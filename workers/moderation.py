@@ -1,0 +1,229 @@
+"""Moderation inside the workers: what each worker kind loads at start-up, and the
+per-process runtime the tasks use.
+
+- every worker kind (moderation enabled) validates the policy before consuming: a malformed
+  policy stops the worker at start-up with a message naming the field (exit code 3);
+- cpu workers check that the enabled detectors' packages are installed (loaded lazily, per
+  child process, on first use);
+- gpu workers embed the policy's prompts once the model is loaded and store them in Redis
+  for (policy version, checkpoint), so index workers find them before the first upload.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import msgpack
+import numpy as np
+import redis
+from pydantic import JsonValue
+
+from shared.config import Settings
+from shared.errors import ConfigError, OmnibindError
+from shared.events import Modality, Moderation
+from shared.imagebind.text import tokenize
+from shared.messages import EmbeddedUpload, PreparedUpload
+from shared.moderation.blocklist import Blocklist, BlocklistCache
+from shared.moderation.decision import describe_signal
+from shared.moderation.detectors import DecodedMedia, DetectorResult, DetectorSet
+from shared.moderation.join import DETECTORS_PART, EMBEDDED_PART, DetectorGuard, Join
+from shared.moderation.log import DecisionLog
+from shared.moderation.moderator import Moderator
+from shared.moderation.policy import Policy, load_policy
+from shared.moderation.prompts import PromptEmbeddings, PromptRequest, PromptStore
+from shared.queue import QueueName, TaskName
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from workers.gpu import GpuRunner
+
+log = logging.getLogger(__name__)
+
+EXIT_CONFIG = 3
+
+
+class ModerationRuntime:
+    """One process's moderation pieces (policy loaded and validated on construction)."""
+
+    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+        self.settings = settings
+        self.redis = client
+        self.policy: Policy = load_policy(settings.moderation.policy)
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.moderation.enabled
+
+    @cached_property
+    def detectors(self) -> DetectorSet:
+        return DetectorSet(self.settings.moderation.detectors if self.enabled else ())
+
+    @cached_property
+    def join(self) -> Join:
+        return Join(self.redis, self.settings.queue_prefix, ttl_s=self.settings.moderation.join_ttl_s)
+
+    @cached_property
+    def guard(self) -> DetectorGuard:
+        return DetectorGuard(self.redis, self.settings.queue_prefix, ttl_s=self.settings.redis.delivery_ttl_s)
+
+    @cached_property
+    def prompts(self) -> PromptStore:
+        return PromptStore(self.redis, self.settings.queue_prefix)
+
+    @cached_property
+    def moderator(self) -> Moderator:
+        blocklist = BlocklistCache(
+            Blocklist(self.redis, self.settings.queue_prefix), refresh_s=self.settings.moderation.blocklist_refresh_s
+        )
+        return Moderator(self.policy, self.prompts, blocklist, request_prompts=send_prompt_request)
+
+    @cached_property
+    def decisions(self) -> DecisionLog:
+        return DecisionLog(self.redis, self.settings.queue_prefix, maxlen=self.settings.moderation.decisions_maxlen)
+
+
+def send_prompt_request(request: PromptRequest) -> None:
+    from workers.app import app  # the worker's own app; imported late (app imports resources)
+
+    app.send_task(TaskName.EMBED_PROMPTS, args=[request.to_wire()], queue=QueueName.GPU)
+
+
+def embed_prompts(runner: GpuRunner, prompts: Sequence[str], *, timeout_s: float) -> np.ndarray:
+    """Unit text embeddings (len(prompts), dim) of `prompts`, batched like any text upload."""
+    tokens = tokenize(list(prompts)).astype(np.int32)  # (n, 77)
+    from workers.gpu import EmbedItem
+
+    futures = [runner.batcher.submit(EmbedItem(Modality.TEXT, row)) for row in tokens]
+    return np.stack([np.asarray(f.result(timeout=timeout_s), dtype=np.float32) for f in futures])
+
+
+def store_prompt_embeddings(
+    runner: GpuRunner, store: PromptStore, request: PromptRequest, *, timeout_s: float
+) -> PromptEmbeddings:
+    """Embed `request`'s prompts with `runner`'s model and cache them in Redis."""
+    matrix = embed_prompts(runner, request.prompts, timeout_s=timeout_s)
+    embeddings = PromptEmbeddings(
+        policy_version=request.policy_version,
+        checkpoint=runner.checkpoint,
+        model=runner.model_name,
+        prompts=request.prompts,
+        matrix=matrix,
+    )
+    store.put(embeddings)
+    return embeddings
+
+
+def prepare_worker(app: Celery, kind: str | None) -> None:
+    """Start-up of a worker process (Celery ``worker_init``): fail fast on a bad policy or a
+    missing detector package; on a GPU worker, cache the policy's prompt embeddings."""
+    resources = app.resources  # type: ignore[attr-defined]
+    settings: Settings = resources.settings
+    if not settings.moderation.enabled:
+        return
+    try:
+        runtime: ModerationRuntime = resources.moderation
+        if kind in (None, "cpu"):
+            _ = runtime.detectors  # checks the packages are installed (without importing them)
+    except ConfigError as exc:
+        log.critical("cannot start: %s", exc)
+        raise SystemExit(EXIT_CONFIG) from exc
+    log.info("moderation policy %r version %s", runtime.policy.name, runtime.policy.version)
+    if kind == "gpu":
+        _cache_prompts_at_start(resources.gpu, runtime, settings)
+
+
+def _cache_prompts_at_start(runner: GpuRunner, runtime: ModerationRuntime, settings: Settings) -> None:
+    policy = runtime.policy
+    prompts = policy.prompt_texts()
+    if not prompts:
+        return
+    try:
+        cached = runtime.prompts.get(policy.version, runner.checkpoint)
+        if cached is not None and set(prompts) <= set(cached.prompts):
+            runtime.prompts.touch(policy.version, runner.checkpoint)
+        else:
+            request = PromptRequest(policy.version, tuple(prompts))
+            store_prompt_embeddings(runner, runtime.prompts, request, timeout_s=settings.worker.task_time_limit_s)
+        log.info("prompt embeddings of policy %s cached (%d prompts)", policy.version, len(prompts))
+    except OmnibindError as exc:
+        # Redis down at start-up: index workers will ask for the prompts when they need them.
+        log.warning("could not cache the prompt embeddings at start-up: %s", exc)
+
+
+# -- the detector/embedding join ---------------------------------------------------------------
+
+
+def new_join_token() -> str:
+    return uuid.uuid4().hex
+
+
+def detect_and_join(runtime: ModerationRuntime, prepared: PreparedUpload, media: DecodedMedia) -> EmbeddedUpload | None:
+    """Run the enabled detectors on `media` and store their results as this upload's
+    detectors part; returns the embedded upload with the results attached when the
+    embedding was there already (the caller hands it to the index stage), else None (the
+    GPU side will)."""
+    assert prepared.join_token is not None
+    upload_id = prepared.event.id
+    crashed = runtime.guard.begin(upload_id)
+    max_crashes = runtime.settings.moderation.detector_max_crashes
+    if crashed >= max_crashes:
+        note = f"skipped: the worker crashed {crashed} times while running detectors on this upload"
+        results = tuple(DetectorResult(name, error=note) for name in runtime.detectors.for_modality(media.modality))
+    else:
+        results = runtime.detectors.run(media)
+    runtime.guard.end(upload_id)
+    payload = json.dumps([result.to_wire() for result in results])
+    parts = runtime.join.put(upload_id, prepared.join_token, DETECTORS_PART, payload)
+    return _combine(parts) if parts is not None else None
+
+
+def embed_and_join(runtime: ModerationRuntime, embedded: EmbeddedUpload) -> EmbeddedUpload | None:
+    """Store `embedded` as its upload's embedding part; returns it with the detector results
+    attached when they were there already, else None (the CPU side will hand it on)."""
+    assert embedded.join_token is not None
+    payload = base64.b64encode(msgpack.packb(embedded.to_wire(), use_bin_type=True)).decode("ascii")
+    parts = runtime.join.put(embedded.event.id, embedded.join_token, EMBEDDED_PART, payload)
+    return _combine(parts) if parts is not None else None
+
+
+def _combine(parts: dict[str, str]) -> EmbeddedUpload:
+    embedded = EmbeddedUpload.from_wire(msgpack.unpackb(base64.b64decode(parts[EMBEDDED_PART]), raw=False))
+    detectors = tuple(DetectorResult.from_wire(doc) for doc in json.loads(parts[DETECTORS_PART]))
+    return dataclasses.replace(embedded, detectors=detectors)
+
+
+# -- the decision, in the index stage ----------------------------------------------------------
+
+
+def moderate_embedded(runtime: ModerationRuntime, embedded: EmbeddedUpload) -> Moderation:
+    """Decide `embedded` under the process's policy and log the decision. Raises
+    `PromptsUnavailable` (transient) while the prompt embeddings are being computed."""
+    decision = runtime.moderator.moderate(
+        modality=embedded.modality,
+        vector=embedded.vector,
+        sha256=embedded.facts.sha256,
+        model=embedded.model,
+        checkpoint=embedded.checkpoint,
+        detectors=embedded.detectors,
+    )
+    runtime.decisions.append(embedded.event.id, decision)
+    return decision
+
+
+def status_summary(decision: Moderation) -> dict[str, JsonValue]:
+    """The compact form kept in the status record (``extra.moderation``); the whole decision
+    is in the record and the decision log."""
+    return {
+        "action": decision.action.value,
+        "policy_version": decision.policy_version,
+        "reasons": [describe_signal(signal) for signal in decision.reasons],
+        "notes": list(decision.notes),
+    }
