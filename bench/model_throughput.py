@@ -42,34 +42,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shared.imagebind.config import MODEL_MODALITIES, ImageBindConfig, ModelModality, config_by_name
+from shared.imagebind.config import (
+    MODEL_MODALITIES,
+    TINY,
+    ImageBindConfig,
+    ModelModality,
+    config_by_name,
+    reference_kwargs,
+)
 from shared.imagebind.inputs import cut_tokens
 from shared.imagebind.model import ImageBindModel, build_model, place, random_state_dict
 
 SEED = 0
 SOT, EOT = 49406, 49407
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-REFERENCE_TINY_KWARGS = {
-    "vision_embed_dim": 64,
-    "vision_num_blocks": 2,
-    "vision_num_heads": 2,
-    "text_embed_dim": 64,
-    "text_num_blocks": 2,
-    "text_num_heads": 2,
-    "audio_embed_dim": 64,
-    "audio_num_blocks": 2,
-    "audio_num_heads": 2,
-    "depth_embed_dim": 32,
-    "depth_num_blocks": 1,
-    "depth_num_heads": 2,
-    "thermal_embed_dim": 32,
-    "thermal_num_blocks": 1,
-    "thermal_num_heads": 2,
-    "imu_embed_dim": 32,
-    "imu_num_blocks": 1,
-    "imu_num_heads": 2,
-    "out_embed_dim": 32,
-}
+REFERENCE_TINY_KWARGS = reference_kwargs(TINY)
 
 
 @dataclass

@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import mimetypes
 import os
-import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import Any, TypeVar
 
 import numpy as np
-import redis
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 from kombu.exceptions import OperationalError
@@ -31,22 +28,16 @@ from kombu.exceptions import OperationalError
 from producers.bridge.minio_events import UPLOAD_ID_METADATA
 from shared.backpressure import check_backpressure
 from shared.config import Settings, get_settings
+from shared.connections import Connections
 from shared.errors import InvalidKey, TransientError
 from shared.events import Modality, ObjectRef, UploadEvent, new_upload_id
 from shared.messages import Query
-from shared.objects.factory import open_object_store
 from shared.objects.keys import validate_key
-from shared.objects.store import ObjectStore
 from shared.queue import QueueName, TaskName, make_celery, upload_headers
-from shared.redis_client import RedisUnavailable, redis_client_from_settings
+from shared.redis_client import RedisUnavailable
 from shared.status import StatusRecord, StatusStore
-from shared.streams import DeadLetterStream
-from shared.vectors.factory import open_vector_store
 from shared.vectors.records import SearchFilters, SearchHit
-from shared.vectors.store import VectorStore
 from shared.wire import unpack_array
-
-T = TypeVar("T")
 
 
 class QueryFailed(TransientError):
@@ -74,14 +65,14 @@ def object_key_for(upload_id: str, filename: str | None) -> str:
     return f"{upload_id}/upload"
 
 
-class Client:
+class Client(Connections):
     """A producer. Cheap to create; connections open on first use. Thread-safe."""
 
+    close_order = ("objects", "vectors", "celery", "redis")
+
     def __init__(self, settings: Settings | None = None, *, source: str = "api") -> None:
-        self.settings = settings or get_settings()
+        super().__init__(settings or get_settings())
         self.source = source
-        self._lock = threading.RLock()
-        self._built: dict[str, Any] = {}
 
     def __enter__(self) -> Client:
         return self
@@ -89,46 +80,13 @@ class Client:
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self.close()
 
-    def _once(self, name: str, build: Callable[[], T]) -> T:
-        with self._lock:
-            if name not in self._built:
-                self._built[name] = build()
-            return self._built[name]  # type: ignore[no-any-return]
-
-    @property
-    def redis(self) -> redis.Redis:
-        return self._once("redis", lambda: redis_client_from_settings(self.settings))
-
     @property
     def statuses(self) -> StatusStore:
         return self._once("status", lambda: StatusStore.from_settings(self.redis, self.settings))
 
     @property
-    def dead_letters(self) -> DeadLetterStream:
-        return self._once("dead_letters", lambda: DeadLetterStream.from_settings(self.redis, self.settings))
-
-    @property
-    def objects(self) -> ObjectStore:
-        return self._once("objects", lambda: open_object_store(self.settings))
-
-    @property
-    def vectors(self) -> VectorStore:
-        return self._once("vectors", lambda: open_vector_store(self.settings))
-
-    @property
     def celery(self) -> Celery:
         return self._once("celery", lambda: make_celery(self.settings, "omnibind-producer"))
-
-    def close(self) -> None:
-        with self._lock:
-            built, self._built = self._built, {}
-        for name in ("objects", "vectors"):
-            if name in built:
-                built[name].close()
-        if "celery" in built:
-            built["celery"].close()
-        if "redis" in built:
-            built["redis"].close()
 
     # -- submitting ----------------------------------------------------------------------
 

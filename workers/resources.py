@@ -8,21 +8,12 @@ when the threads of a threads-pool worker ask for it at the same moment.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
-import redis
-
-from shared.config import Settings
+from shared.connections import Connections
 from shared.metrics.recorder import MetricsRecorder
-from shared.objects.factory import open_object_store
-from shared.objects.store import ObjectStore
-from shared.redis_client import redis_client_from_settings
 from shared.status import StatusStore
-from shared.streams import DeadLetterStream, DeliveryCounter
-from shared.vectors.factory import open_vector_store
-from shared.vectors.store import VectorStore
+from shared.streams import DeliveryCounter
 from workers.metrics import WorkerMetrics
 
 if TYPE_CHECKING:
@@ -30,32 +21,15 @@ if TYPE_CHECKING:
     from workers.indexer import IndexWriter
     from workers.moderation import ModerationRuntime
 
-T = TypeVar("T")
 
+class Resources(Connections):
+    """A worker process's clients and runtimes (model, batchers, moderation)."""
 
-class Resources:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._lock = threading.RLock()
-        self._built: dict[str, Any] = {}
-
-    def _once(self, name: str, build: Callable[[], T]) -> T:
-        with self._lock:
-            if name not in self._built:
-                self._built[name] = build()
-            return self._built[name]  # type: ignore[no-any-return]
-
-    @property
-    def redis(self) -> redis.Redis:
-        return self._once("redis", lambda: redis_client_from_settings(self.settings))
+    close_order = ("gpu", "indexer", "metrics", "objects", "vectors", "redis")
 
     @property
     def status(self) -> StatusStore:
         return self._once("status", lambda: StatusStore.from_settings(self.redis, self.settings))
-
-    @property
-    def dead_letters(self) -> DeadLetterStream:
-        return self._once("dead_letters", lambda: DeadLetterStream.from_settings(self.redis, self.settings))
 
     @property
     def deliveries(self) -> DeliveryCounter:
@@ -71,14 +45,6 @@ class Resources:
             return WorkerMetrics(recorder)
 
         return self._once("metrics", build)
-
-    @property
-    def objects(self) -> ObjectStore:
-        return self._once("objects", lambda: open_object_store(self.settings))
-
-    @property
-    def vectors(self) -> VectorStore:
-        return self._once("vectors", lambda: open_vector_store(self.settings))
 
     @property
     def gpu(self) -> GpuRunner:
@@ -112,17 +78,3 @@ class Resources:
             return ModerationRuntime(self.settings, self.redis)
 
         return self._once("moderation", build)
-
-    def built(self) -> dict[str, Any]:
-        """The members built so far in this process (a snapshot; builds nothing)."""
-        with self._lock:
-            return dict(self._built)
-
-    def close(self) -> None:
-        """Stop runtimes first (they flush through the clients), then close the clients."""
-        with self._lock:
-            built, self._built = self._built, {}
-        for name in ("gpu", "indexer", "metrics", "objects", "vectors"):
-            member = built.get(name)
-            if member is not None:
-                member.close()

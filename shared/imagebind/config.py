@@ -107,6 +107,21 @@ TINY = ImageBindConfig(
 CONFIGS: dict[str, ImageBindConfig] = {"huge": HUGE, "tiny": TINY}
 
 
+def reference_kwargs(config: ImageBindConfig) -> dict[str, int]:
+    """Keyword arguments of the reference's ``ImageBindModel(...)`` that build `config`
+    (depth, thermal and IMU at REFERENCE.md's minimal sizes: we never load them)."""
+    kwargs = {"out_embed_dim": config.out_dim}
+    for modality, trunk in (("vision", config.vision), ("text", config.text), ("audio", config.audio)):
+        kwargs |= {
+            f"{modality}_embed_dim": trunk.embed_dim,
+            f"{modality}_num_blocks": trunk.num_blocks,
+            f"{modality}_num_heads": trunk.num_heads,
+        }
+    for modality in ("depth", "thermal", "imu"):
+        kwargs |= {f"{modality}_embed_dim": 32, f"{modality}_num_blocks": 1, f"{modality}_num_heads": 2}
+    return kwargs
+
+
 def config_by_name(name: str) -> ImageBindConfig:
     """`huge` or `tiny` -> its configuration; raises KeyError naming the choices."""
     try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,28 +36,11 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # our config module is dependency-free
+from shared.imagebind.config import TINY, reference_kwargs
+
 SEED = 20251123
-TINY_KWARGS = {
-    "vision_embed_dim": 64,
-    "vision_num_blocks": 2,
-    "vision_num_heads": 2,
-    "text_embed_dim": 64,
-    "text_num_blocks": 2,
-    "text_num_heads": 2,
-    "audio_embed_dim": 64,
-    "audio_num_blocks": 2,
-    "audio_num_heads": 2,
-    "depth_embed_dim": 32,
-    "depth_num_blocks": 1,
-    "depth_num_heads": 2,
-    "thermal_embed_dim": 32,
-    "thermal_num_blocks": 1,
-    "thermal_num_heads": 2,
-    "imu_embed_dim": 32,
-    "imu_num_blocks": 1,
-    "imu_num_heads": 2,
-    "out_embed_dim": 32,
-}
+TINY_KWARGS = reference_kwargs(TINY)
 TEXTS = [
     "a photo of a dog",
     "",
