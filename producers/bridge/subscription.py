@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 
 import urllib3
-from minio import Minio
 from minio.error import MinioException, S3Error
 from minio.notificationconfig import NotificationConfig, QueueConfig
 
 from shared.config import ObjectStoreSettings
 from shared.errors import ConfigError, StorageUnavailable
+from shared.objects.minio import connect_minio
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +46,8 @@ def subscribe_bucket(settings: ObjectStoreSettings, bucket: str, arn: str) -> bo
     Raises `ConfigError` when MinIO refuses (unknown ARN, credentials), `StorageUnavailable`
     when it cannot be reached.
     """
-    http = urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=settings.connect_timeout_s, read=settings.read_timeout_s),
-        retries=urllib3.Retry(total=settings.retries, backoff_factor=0.2),
-    )
+    http, client = connect_minio(settings)
     try:
-        client = Minio(
-            settings.endpoint,
-            access_key=settings.access_key.get_secret_value() if settings.access_key else None,
-            secret_key=settings.secret_key.get_secret_value() if settings.secret_key else None,
-            secure=settings.secure,
-            region=settings.region,
-            http_client=http,
-        )
         updated = with_subscription(client.get_bucket_notification(bucket), arn)
         if updated is not None:
             client.set_bucket_notification(bucket, updated)
@@ -66,8 +55,6 @@ def subscribe_bucket(settings: ObjectStoreSettings, bucket: str, arn: str) -> bo
         if exc.code in _ACCESS_ERRORS:
             raise ConfigError(f"MinIO refused the notification config of {bucket!r} for {arn}: {exc.message}") from exc
         raise StorageUnavailable(f"cannot subscribe bucket {bucket!r} to {arn}: {exc}") from exc
-    except ValueError as exc:
-        raise ConfigError(f"OMNIBIND_OBJECTS__ENDPOINT / credentials are invalid: {exc}") from exc
     except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
         raise StorageUnavailable(f"cannot reach MinIO at {settings.endpoint}: {exc}") from exc
     finally:

@@ -236,35 +236,7 @@ class MinioObjectStore:
     # -- client ---------------------------------------------------------------------------
 
     def _connect(self) -> tuple[urllib3.PoolManager, Minio]:
-        settings = self._settings
-        http = urllib3.PoolManager(
-            timeout=Timeout(connect=settings.connect_timeout_s, read=settings.read_timeout_s),
-            maxsize=10,
-            cert_reqs="CERT_REQUIRED",
-            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
-            retries=Retry(
-                total=settings.retries,
-                backoff_factor=_BACKOFF_FACTOR_S,
-                status_forcelist=_RETRY_STATUSES,
-                # A server asking for minutes of patience should fail this call now; the
-                # task-level retry (with its own backoff) is the place to wait.
-                respect_retry_after_header=False,
-            ),
-        )
-        try:
-            client = Minio(
-                settings.endpoint,
-                access_key=settings.access_key.get_secret_value() if settings.access_key else None,
-                secret_key=settings.secret_key.get_secret_value() if settings.secret_key else None,
-                secure=settings.secure,
-                region=settings.region,
-                http_client=http,
-            )
-        except ValueError as exc:
-            raise ConfigError(
-                f"OMNIBIND_OBJECTS__ENDPOINT / credentials are invalid: {self._scrub(str(exc))}"
-            ) from None  # the SDK's message may quote its arguments; do not chain it
-        return http, client
+        return connect_minio(self._settings)
 
     def _minio(self) -> Minio:
         """The client of this process (a fresh one in a forked child)."""
@@ -313,9 +285,46 @@ class MinioObjectStore:
         return f"object store {self._settings.endpoint}"
 
     def _scrub(self, text: str) -> str:
-        """`text` with the secret key blotted out (defence in depth: S3 never echoes it)."""
-        secret = self._settings.secret_key.get_secret_value() if self._settings.secret_key else ""
-        return text.replace(secret, "**********") if secret else text
+        return scrub_secret(self._settings, text)
+
+
+def scrub_secret(settings: ObjectStoreSettings, text: str) -> str:
+    """`text` with the secret key blotted out (defence in depth: S3 never echoes it)."""
+    secret = settings.secret_key.get_secret_value() if settings.secret_key else ""
+    return text.replace(secret, "**********") if secret else text
+
+
+def connect_minio(settings: ObjectStoreSettings) -> tuple[urllib3.PoolManager, Minio]:
+    """A MinIO SDK client with bounded timeouts and retries, and its connection pool (close
+    it with ``pool.clear()``). Raises `ConfigError` for an unusable endpoint or credentials."""
+    http = urllib3.PoolManager(
+        timeout=Timeout(connect=settings.connect_timeout_s, read=settings.read_timeout_s),
+        maxsize=10,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=Retry(
+            total=settings.retries,
+            backoff_factor=_BACKOFF_FACTOR_S,
+            status_forcelist=_RETRY_STATUSES,
+            # A server asking for minutes of patience should fail this call now; the
+            # task-level retry (with its own backoff) is the place to wait.
+            respect_retry_after_header=False,
+        ),
+    )
+    try:
+        client = Minio(
+            settings.endpoint,
+            access_key=settings.access_key.get_secret_value() if settings.access_key else None,
+            secret_key=settings.secret_key.get_secret_value() if settings.secret_key else None,
+            secure=settings.secure,
+            region=settings.region,
+            http_client=http,
+        )
+    except ValueError as exc:
+        raise ConfigError(
+            f"OMNIBIND_OBJECTS__ENDPOINT / credentials are invalid: {scrub_secret(settings, str(exc))}"
+        ) from None  # the SDK's message may quote its arguments; do not chain it
+    return http, client
 
 
 class _CountingReader:
