@@ -121,7 +121,12 @@ class GpuSettings(BaseModel):
 
 class IndexSettings(BaseModel):
     max_batch: int = Field(64, ge=1, description="records written to the vector store in one call")
-    max_wait_ms: float = Field(20.0, ge=0, description="longest a record waits for its batch to fill")
+    max_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        description="longest a record waits for more to write with it; 0 = write at once (batches still "
+        "form from what arrives during the previous write)",
+    )
 
 
 class WorkerSettings(BaseModel):

@@ -46,7 +46,7 @@ def up(ctx: click.Context, model: str | None) -> None:
 def worker(ctx: click.Context, kind: str) -> None:
     """Run one production worker process (cpu, gpu or index) in the foreground."""
     settings = settings_of(ctx)
-    env = {**os.environ, **settings_env(settings), "OMNIBIND_WORKER__KIND": kind}
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, **settings_env(settings), "OMNIBIND_WORKER__KIND": kind}
     argv = worker_argv(kind, settings)  # type: ignore[arg-type]
     os.execvpe(argv[0], argv, env)
 
