@@ -115,17 +115,18 @@ class LimitSettings(BaseModel):
 
 class GpuSettings(BaseModel):
     max_batch: int = Field(0, ge=0, description="largest batch per forward; 0 = auto (64 on CUDA, 8 on CPU)")
-    max_wait_ms: float = Field(10.0, ge=0, description="longest an item waits for its batch to fill")
+    max_wait_ms: float = Field(
+        10.0, ge=0, description="longest an item waits for its batch to fill (an item after a quiet spell goes at once)"
+    )
     min_batch_after_oom: int = Field(1, ge=1, description="batches shrink down to this size on CUDA out-of-memory")
 
 
 class IndexSettings(BaseModel):
     max_batch: int = Field(64, ge=1, description="records written to the vector store in one call")
     max_wait_ms: float = Field(
-        0.0,
+        50.0,
         ge=0,
-        description="longest a record waits for more to write with it; 0 = write at once (batches still "
-        "form from what arrives during the previous write)",
+        description="longest a record waits for more to write with it (a record after a quiet spell is written at once)",
     )
 
 

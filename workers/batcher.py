@@ -3,7 +3,9 @@
 Celery runs each embed (or index) task in its own thread; the task submits its item here and
 blocks on the returned future. One dispatcher thread groups pending items by key (modality,
 text length bucket...), and launches a batch when a group is full (`max_batch`) or its oldest
-item has waited `max_wait_s`. The oldest group goes first, so a slow group (long audio) never
+item has waited `max_wait_s` — or at once when that item arrived after a quiet spell of
+`max_wait_s` (light load: a lone upload pays no batching delay). Under load batches also grow
+by themselves: items arriving while a batch runs wait for the next one. The oldest group goes first, so a slow group (long audio) never
 holds another group's items behind it in the queue.
 
 Launching and collecting are separate steps run by two threads: on CUDA `launch` only queues
@@ -39,6 +41,9 @@ class _Pending(Generic[T, R]):
     item: T
     future: Future[R]
     enqueued_s: float = field(default_factory=time.monotonic)
+    # Time since the previous item of the same group arrived: a long gap means sparse traffic,
+    # where waiting for company would only add latency.
+    gap_s: float = float("inf")
 
 
 @dataclass
@@ -92,6 +97,7 @@ class MicroBatcher(Generic[K, T, R]):
         self._max_wait_s = max_wait_s
         self._name = name
         self._groups: dict[K, deque[_Pending[T, R]]] = {}
+        self._last_arrival_s: dict[K, float] = {}
         self._cond = threading.Condition()
         self._closed = False
         # One launched batch may wait for collection while the next one is being prepared.
@@ -108,7 +114,11 @@ class MicroBatcher(Generic[K, T, R]):
         with self._cond:
             if self._closed:
                 raise RuntimeError(f"{self._name} is closed")
-            self._groups.setdefault(self._group_of(item), deque()).append(_Pending(item, future))
+            key = self._group_of(item)
+            now = time.monotonic()
+            gap_s = now - self._last_arrival_s.get(key, float("-inf"))
+            self._last_arrival_s[key] = now
+            self._groups.setdefault(key, deque()).append(_Pending(item, future, now, gap_s))
             self._cond.notify()
         return future
 
@@ -150,13 +160,16 @@ class MicroBatcher(Generic[K, T, R]):
 
     def _due_group(self) -> tuple[K, float] | None:
         """The group to run now: the one with the oldest head item among groups that are
-        full or whose head waited max_wait_s."""
+        full, whose head waited max_wait_s, or whose head came after a quiet spell of at
+        least max_wait_s (light load: nothing suggests company is coming)."""
         now = time.monotonic()
         limit = max(1, self._max_batch())
         best: tuple[K, float] | None = None
         for key, group in self._groups.items():
-            head_age_s = now - group[0].enqueued_s
-            if (len(group) >= limit or head_age_s >= self._max_wait_s) and (best is None or head_age_s > best[1]):
+            head = group[0]
+            head_age_s = now - head.enqueued_s
+            due = len(group) >= limit or head_age_s >= self._max_wait_s or head.gap_s >= self._max_wait_s
+            if due and (best is None or head_age_s > best[1]):
                 best = (key, head_age_s)
         return best
 

@@ -108,22 +108,22 @@ def test_the_oldest_group_runs_first() -> None:
 
 def test_max_batch_can_adapt_between_batches() -> None:
     limit = [4]
-    sizes: list[int] = []
+    sizes: list[tuple[int, int]] = []
 
     def launch(key: str, items: list[int]) -> list[int]:
-        sizes.append(len(items))
+        sizes.append((limit[0], len(items)))
         return items
 
     batcher: MicroBatcher[str, int, int] = MicroBatcher(
-        launch, lambda h: h, group_of=lambda x: "g", max_batch=lambda: limit[0], max_wait_s=10.0
+        launch, lambda h: h, group_of=lambda x: "g", max_batch=lambda: limit[0], max_wait_s=0.02
     )
-    futures = [batcher.submit(i) for i in range(4)]
-    [f.result(timeout=10) for f in futures]
-    limit[0] = 2
-    futures = [batcher.submit(i) for i in range(4)]
-    [f.result(timeout=10) for f in futures]
+    for new_limit in (4, 2, 1):
+        limit[0] = new_limit
+        futures = [batcher.submit(i) for i in range(8)]
+        assert [f.result(timeout=10) for f in futures] == list(range(8))
     batcher.close()
-    assert sizes == [4, 2, 2]
+    assert all(size <= cap for cap, size in sizes)
+    assert {cap for cap, _ in sizes} == {4, 2, 1}
 
 
 def test_close_fails_items_that_never_ran() -> None:
@@ -151,3 +151,34 @@ def test_an_exception_returned_for_one_item_fails_that_item_alone() -> None:
     with pytest.raises(ValueError, match="bad 2"):
         futures[1].result(timeout=10)
     batcher.close()
+
+
+def test_a_lone_item_after_a_quiet_spell_runs_at_once() -> None:
+    batcher: MicroBatcher[str, int, int] = MicroBatcher(
+        lambda key, items: items, lambda h: h, group_of=lambda x: "g", max_batch=100, max_wait_s=600.0
+    )
+    assert batcher.submit(7).result(timeout=10) == 7  # not after 600 s
+    batcher.close()
+
+
+def test_items_arriving_close_together_wait_for_company() -> None:
+    running = threading.Event()
+    release = threading.Event()
+    batches: list[list[int]] = []
+
+    def launch(key: str, items: list[int]) -> list[int]:
+        batches.append(list(items))
+        running.set()
+        release.wait(10)
+        return items
+
+    batcher: MicroBatcher[str, int, int] = MicroBatcher(
+        launch, lambda h: h, group_of=lambda x: "g", max_batch=2, max_wait_s=600.0
+    )
+    first = batcher.submit(1)  # after a quiet spell: runs at once
+    running.wait(10)
+    rest = [batcher.submit(2), batcher.submit(3)]  # close behind it: batched together
+    release.set()
+    assert [f.result(timeout=10) for f in (first, *rest)] == [1, 2, 3]
+    batcher.close()
+    assert batches == [[1], [2, 3]]
