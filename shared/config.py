@@ -126,7 +126,7 @@ class IndexSettings(BaseModel):
     max_wait_ms: float = Field(
         50.0,
         ge=0,
-        description="longest a record waits for more to write with it (a record after a quiet spell is written at once)",
+        description="longest a record waits for company (a record after a quiet spell is written at once)",
     )
 
 
