@@ -5,8 +5,8 @@ blocks on the returned future. One dispatcher thread groups pending items by key
 text length bucket...), and launches a batch when a group is full (`max_batch`) or its oldest
 item has waited `max_wait_s` — or at once when that item arrived after a quiet spell of
 `max_wait_s` (light load: a lone upload pays no batching delay). Under load batches also grow
-by themselves: items arriving while a batch runs wait for the next one. The oldest group goes first, so a slow group (long audio) never
-holds another group's items behind it in the queue.
+by themselves: items arriving while a batch runs wait for the next one. The oldest group goes
+first, so a slow group (long audio) never holds another group's items behind it in the queue.
 
 Launching and collecting are separate steps run by two threads: on CUDA `launch` only queues
 kernels (returns at once) and `collect` waits for the results, so the next batch is prepared
