@@ -162,6 +162,10 @@ class Client(Connections):
                 TaskName.PREPROCESS,
                 args=[event.model_dump(mode="json")],
                 queue=QueueName.CPU,
+                # Nobody waits for a result: without this, Celery's Redis result backend
+                # SUBSCRIBEs to (and later UNSUBSCRIBEs from) a result channel for every
+                # message sent, three round trips instead of one.
+                ignore_result=True,
                 argsrepr=f"<upload {event.id}>",
                 kwargsrepr="{}",
                 headers=upload_headers(event.id),

@@ -38,6 +38,9 @@ def publish(app: Celery, name: TaskName, payload: dict[str, Any], upload_id: str
             name,
             args=[payload],
             queue=ROUTES[name]["queue"],
+            # Fire and forget: outside a worker, Celery's Redis result backend would
+            # otherwise SUBSCRIBE to a result channel for every message sent.
+            ignore_result=True,
             # The default repr of a 150 KB array payload costs more than sending it.
             argsrepr=f"<upload {upload_id}>",
             kwargsrepr="{}",

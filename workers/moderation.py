@@ -93,7 +93,7 @@ class ModerationRuntime:
 def send_prompt_request(request: PromptRequest) -> None:
     from workers.app import app  # the worker's own app; imported late (app imports resources)
 
-    app.send_task(TaskName.EMBED_PROMPTS, args=[request.to_wire()], queue=QueueName.GPU)
+    app.send_task(TaskName.EMBED_PROMPTS, args=[request.to_wire()], queue=QueueName.GPU, ignore_result=True)
 
 
 def embed_prompts(runner: GpuRunner, prompts: Sequence[str], *, timeout_s: float) -> np.ndarray:

@@ -78,6 +78,7 @@ class Ingestor:
                 TaskName.DELETE,
                 args=[request.model_dump(mode="json")],
                 queue=QueueName.INDEX,
+                ignore_result=True,  # fire and forget: no result-channel SUBSCRIBE per message
                 argsrepr=f"<delete {request.upload_id}>",
                 kwargsrepr="{}",
             )
