@@ -313,6 +313,8 @@ def main() -> None:
     }
     RESULTS.mkdir(exist_ok=True)
     stem = f"pipeline_throughput_{args.model}_{result['device'].replace(' ', '-')}_{dt.date.today().isoformat()}"
+    if set(mix) != {"image", "text", "audio"}:  # a one-modality run does not replace the mixed one
+        stem += "_" + "-".join(sorted(mix))
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / f"{stem}.md").write_text(markdown(result))
     print(markdown(result))
