@@ -17,7 +17,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import host_info  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -123,22 +123,7 @@ def machine() -> dict[str, Any]:
     import celery
     import kombu
 
-    info: dict[str, Any] = {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": psutil.cpu_count(),
-        "load_avg_at_start": [round(x, 2) for x in psutil.getloadavg()],
-        "python": platform.python_version(),
-        "celery": celery.__version__,
-        "kombu": kombu.__version__,
-        "redis_py": redis.__version__,
-    }
-    with contextlib.suppress(OSError, StopIteration):
-        info["cpu"] = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        )
-    return info
+    return {**host_info(), "celery": celery.__version__, "kombu": kombu.__version__, "redis_py": redis.__version__}
 
 
 def main() -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,8 +34,8 @@ from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import contextlib
 
+from bench.machine import host_info
 from producers.client import Client
 from producers.stack import Stack
 from shared.config import Settings
@@ -230,23 +229,12 @@ def machine() -> dict[str, Any]:
     import celery
     import torch
 
-    info: dict[str, Any] = {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": psutil.cpu_count(),
-        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "load_avg_at_start": [round(x, 2) for x in psutil.getloadavg()],
-        "python": platform.python_version(),
+    return {
+        **host_info(),
         "torch": torch.__version__,
         "celery": celery.__version__,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
     }
-    with contextlib.suppress(OSError, StopIteration):
-        info["cpu"] = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        )
-    return info
 
 
 def markdown(result: dict[str, Any]) -> str:
