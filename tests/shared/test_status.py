@@ -365,3 +365,23 @@ def test_racing_workers_produce_exactly_one_result_per_upload(
     assert sum(counts.values()) == len(ids)
     for entry in results:
         assert entry.result.status is store.get(entry.result.upload_id).status  # type: ignore[union-attr]
+
+
+def test_a_stage_overtaken_by_the_next_still_leaves_its_fields_on_the_record(
+    store: StatusStore, redis_conn: redis.Redis
+) -> None:
+    # Each stage sends the next message before writing its own status, so under load the
+    # embed (or index) stage can record first; the preprocess stage's advance, carrying the
+    # sniffed modality and the object's etag, is then refused. The later stages repeat
+    # those fields (workers.tasks.gpu / index), so the record and result event keep them.
+    event = _event(modality=Modality.AUTO)
+    store.create(event)
+    sniffed = event.object.model_copy(update={"etag": '"abc"'}) if event.object else None
+    assert store.advance("u1", UploadStatus.EMBEDDED, modality=Modality.AUDIO, object_ref=sniffed)
+    assert not store.advance("u1", UploadStatus.PREPROCESSED, modality=Modality.AUDIO, object_ref=sniffed)
+    assert store.advance("u1", UploadStatus.INDEXED, modality=Modality.AUDIO, object_ref=sniffed)
+    record = store.get("u1")
+    assert record is not None and record.modality is Modality.AUDIO
+    assert record.object is not None and record.object.etag == '"abc"'
+    (result,) = _results(redis_conn)
+    assert result["modality"] == "audio"

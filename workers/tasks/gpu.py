@@ -55,7 +55,12 @@ def _embed(task: Task, resources: Resources, prepared: PreparedUpload) -> None:
         joined = embed_and_join(resources.moderation, embedded)
         if joined is not None:
             send_next(task, TaskName.INDEX, joined.to_wire(), prepared.event.id)
-    resources.status.advance(prepared.event.id, UploadStatus.EMBEDDED)
+    # The next stage may already have run (its message went first), in which case this
+    # advance and the CPU stage's are refused; each stage therefore repeats what the record
+    # must show, so the one transition that does apply writes it.
+    resources.status.advance(
+        prepared.event.id, UploadStatus.EMBEDDED, modality=prepared.modality, object_ref=prepared.event.object
+    )
 
 
 @app.task(name=TaskName.EMBED_QUERY, ignore_result=False)

@@ -46,6 +46,8 @@ def _index(resources: Resources, embedded: EmbeddedUpload) -> None:
         resources.status.advance(
             embedded.event.id,
             UploadStatus.MODERATED,
+            modality=embedded.modality,
+            object_ref=embedded.event.object,
             flagged=moderation.flagged,
             categories=list(moderation.categories),
             extra={"moderation": status_summary(moderation)},
@@ -56,6 +58,10 @@ def _index(resources: Resources, embedded: EmbeddedUpload) -> None:
     indexed = resources.status.advance(
         embedded.event.id,
         UploadStatus.INDEXED,
+        # Earlier stages' advances may have been refused (this stage's message can overtake
+        # their status writes), so the fields they carry are repeated here.
+        modality=embedded.modality,
+        object_ref=embedded.event.object,
         flagged=record.moderation.flagged,
         categories=list(record.moderation.categories),
     )
