@@ -3,10 +3,8 @@ and what the golden files cannot show: clip placement, modes, short and odd inpu
 
 from __future__ import annotations
 
-import io
 import itertools
 import math
-import wave
 
 import numpy as np
 import pytest
@@ -23,6 +21,7 @@ from shared.imagebind.fbank import fbank, num_frames
 from shared.imagebind.normalize import AUDIO_MEAN, AUDIO_STD
 from shared.imagebind.resample import kernel_is_affordable, resample
 from tests.shared.media.samples import GOLDEN, read_sample, sample_names
+from tests.support.media import wav_bytes_from_float
 
 CLIP_SHAPE = (1, 128, 204)
 # The reference computes fbank in float32; see docs/preprocessing.md for the measured margin.
@@ -33,17 +32,6 @@ TOLERANCE = 1e-3
 def golden_audio() -> dict[str, np.ndarray]:
     with np.load(GOLDEN / "audio.npz") as npz:
         return {name: npz[name] for name in npz.files}
-
-
-def _wav(samples: np.ndarray, rate_hz: int) -> bytes:
-    pcm = np.clip(np.rint(samples * 32767), -32768, 32767).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(samples.shape[0])
-        w.setsampwidth(2)
-        w.setframerate(rate_hz)
-        w.writeframes(pcm.T.tobytes())
-    return buf.getvalue()
 
 
 def _noise(rate_hz: int, seconds: float, channels: int = 1, seed: int = 0) -> np.ndarray:
@@ -151,7 +139,7 @@ def test_rates_without_a_small_ratio_go_through_ffmpeg_first() -> None:
     assert decode_rate_hz(44100) == 44100 and decode_rate_hz(11025) == 11025
     assert not kernel_is_affordable(44056, 16000)
     assert decode_rate_hz(44056) == 48000
-    clips = preprocess_audio(_wav(_noise(44056, 1.0), 44056), max_duration_s=60)
+    clips = preprocess_audio(wav_bytes_from_float(_noise(44056, 1.0), 44056), max_duration_s=60)
     assert clips.shape == (3, *CLIP_SHAPE) and np.isfinite(clips).all()
 
 

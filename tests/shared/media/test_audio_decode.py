@@ -11,18 +11,7 @@ import pytest
 from shared.errors import CorruptMedia, LimitExceeded, UnsupportedMedia
 from shared.media.audio import decode_audio
 from tests.shared.media.samples import read_sample, sample_names
-
-
-def _wav(samples: np.ndarray, rate_hz: int) -> bytes:
-    """int16 WAV from float (channels, samples)."""
-    pcm = np.clip(np.rint(samples * 32767), -32768, 32767).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(samples.shape[0])
-        w.setsampwidth(2)
-        w.setframerate(rate_hz)
-        w.writeframes(pcm.T.tobytes())
-    return buf.getvalue()
+from tests.support.media import wav_bytes_from_float
 
 
 def _mp4(*, with_audio: bool) -> bytes:
@@ -77,7 +66,7 @@ def test_wav_samples_are_int16_over_32768_like_soundfile() -> None:
 
 def test_stereo_keeps_channel_zero_and_the_channel_mean() -> None:
     left, right = np.full(800, 0.5), np.full(800, -0.25)
-    audio = decode_audio(_wav(np.stack([left, right]), 8000), max_duration_s=1)
+    audio = decode_audio(wav_bytes_from_float(np.stack([left, right]), 8000), max_duration_s=1)
     assert audio.channels == 2
     assert np.allclose(audio.channel0, 0.5, atol=1e-4)
     assert audio.channel_mean is not None and np.allclose(audio.channel_mean, 0.125, atol=1e-4)
@@ -85,7 +74,7 @@ def test_stereo_keeps_channel_zero_and_the_channel_mean() -> None:
 
 def test_declared_duration_over_the_limit_is_refused_before_decoding() -> None:
     with pytest.raises(LimitExceeded) as err:
-        decode_audio(_wav(np.zeros((1, 8000 * 30)), 8000), max_duration_s=10)
+        decode_audio(wav_bytes_from_float(np.zeros((1, 8000 * 30)), 8000), max_duration_s=10)
     assert err.value.reason == "audio_too_long"
     assert "30.0 s" in err.value.message  # the declared duration, known before decoding
 
@@ -131,7 +120,7 @@ def test_header_only_file_is_corrupt() -> None:
 
 def test_wav_without_samples_is_empty_audio() -> None:
     with pytest.raises(CorruptMedia) as err:
-        decode_audio(_wav(np.zeros((1, 0)), 16000), max_duration_s=60)
+        decode_audio(wav_bytes_from_float(np.zeros((1, 0)), 16000), max_duration_s=60)
     assert err.value.reason in {"empty_audio", "corrupt_audio"}
 
 
