@@ -16,7 +16,9 @@ exist:
   worker runs it, or waits out a retry's countdown;
 - *maybe waiting*: some queue's oldest message was sent before the upload's last progress
   (+ `CLOCK_SKEW_S`, or its send time is unknown): queues are FIFO, so the upload's message
-  may be behind it.
+  may be behind it. The margin also covers the stages' own order: a stage records its
+  progress and then sends the next message (so that the next stage cannot write its
+  status first), which leaves that message's send time milliseconds after the progress.
 
 If neither, the upload goes to the first stage again with the event its status record keeps
 while the run is in flight. Stages are idempotent, so a message wrongly thought lost costs a

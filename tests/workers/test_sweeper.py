@@ -84,6 +84,18 @@ def test_a_queue_whose_oldest_message_is_newer_than_the_stall_does_not_hide_a_lo
     assert sweeper.sweep() == ["lost"]
 
 
+def test_a_message_sent_just_after_the_progress_it_follows_is_still_waited_for(
+    sweeper: StallSweeper, store: StatusStore, redis_conn: redis.Redis
+) -> None:
+    # A stage records its progress, then sends the next stage's message: that message's
+    # send time lies a few milliseconds after the upload's last progress.
+    queued_upload(store, redis_conn, "behind", idle_s=2 * STALL_S)
+    progress_ms = int(redis_conn.zscore(store.keys.inflight, "behind") or 0)
+    redis_conn.lpush(f"{PREFIX}:gpu", json.dumps(envelope("behind", progress_ms + 30)))
+
+    assert sweeper.sweep() == []
+
+
 def test_a_queued_message_without_a_send_time_is_taken_as_possibly_older(
     sweeper: StallSweeper, store: StatusStore, redis_conn: redis.Redis
 ) -> None:

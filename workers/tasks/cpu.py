@@ -40,9 +40,10 @@ def _preprocess(task: Task, resources: Resources, event: UploadEvent) -> None:
     detect = settings.moderation.enabled and bool(resources.moderation.detectors.for_modality(prepared.modality))
     if detect:
         prepared = dataclasses.replace(prepared, join_token=new_join_token())
-    # Embedding first, detectors meanwhile: both halves meet in shared.moderation.join.
-    send_next(task, TaskName.EMBED, prepared.to_wire(), event.id)
+    # Status first (see workers/tasks/gpu.py: a later stage must not overtake this write),
+    # then embedding, detectors meanwhile: both halves meet in shared.moderation.join.
     resources.status.advance(event.id, UploadStatus.PREPROCESSED, modality=prepared.modality, object_ref=event.object)
+    send_next(task, TaskName.EMBED, prepared.to_wire(), event.id)
     log.debug(
         "preprocessed %s as %s%s",
         prepared.facts.content_type,

@@ -49,18 +49,18 @@ def _embed(task: Task, resources: Resources, prepared: PreparedUpload) -> None:
         facts=prepared.facts,
         join_token=prepared.join_token,
     )
+    # Status before the hand-on: once the next stage's message is out, that stage may write
+    # its own (later) status first, and this one would be refused as a step backwards —
+    # leaving the record without its "embedded" time.
+    resources.status.advance(
+        prepared.event.id, UploadStatus.EMBEDDED, modality=prepared.modality, object_ref=prepared.event.object
+    )
     if embedded.join_token is None:
         send_next(task, TaskName.INDEX, embedded.to_wire(), prepared.event.id)
     else:  # the CPU stage runs detectors meanwhile: whichever half finishes last hands on
         joined = embed_and_join(resources.moderation, embedded)
         if joined is not None:
             send_next(task, TaskName.INDEX, joined.to_wire(), prepared.event.id)
-    # The next stage may already have run (its message went first), in which case this
-    # advance and the CPU stage's are refused; each stage therefore repeats what the record
-    # must show, so the one transition that does apply writes it.
-    resources.status.advance(
-        prepared.event.id, UploadStatus.EMBEDDED, modality=prepared.modality, object_ref=prepared.event.object
-    )
 
 
 @app.task(name=TaskName.EMBED_QUERY, ignore_result=False)

@@ -58,8 +58,8 @@ def _index(resources: Resources, embedded: EmbeddedUpload) -> None:
     indexed = resources.status.advance(
         embedded.event.id,
         UploadStatus.INDEXED,
-        # Earlier stages' advances may have been refused (this stage's message can overtake
-        # their status writes), so the fields they carry are repeated here.
+        # Repeated from the earlier stages: a stage that does not apply (or a redelivery
+        # whose earlier write was refused) must not leave the result event without them.
         modality=embedded.modality,
         object_ref=embedded.event.object,
         flagged=record.moderation.flagged,
