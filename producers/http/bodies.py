@@ -9,13 +9,15 @@ the OpenAPI document (`request_body`).
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
 from producers.http.errors import ApiError, FieldProblem, validation_problems
+from shared.errors import LimitExceeded
 
 M = TypeVar("M", bound=BaseModel)
 BodyKind = Literal["json", "multipart"]
@@ -48,6 +50,32 @@ async def read_json(request: Request) -> Any:
 async def read_form(request: Request) -> FormData:
     """The multipart form (one file at most; files spool to disk past 1 MB)."""
     return await request.form(max_files=1, max_fields=MAX_FORM_FIELDS)
+
+
+@dataclass(frozen=True)
+class FilePart(Generic[M]):
+    """A multipart request's file (its bytes, name and declared type) and its other fields."""
+
+    data: bytes
+    filename: str | None
+    content_type: str | None
+    fields: M
+
+
+async def read_file_form(request: Request, fields: type[M], *, max_bytes: int, what: str) -> FilePart[M]:
+    """The ``file`` part and the other fields (validated as `fields`) of a multipart body.
+    Raises a 422 `ApiError` for a missing file or invalid fields, `LimitExceeded`
+    (``too_large``, naming the file as `what`) past `max_bytes`."""
+    form = await read_form(request)
+    try:
+        upload = form_file(form)
+        options = validate(fields, form_text_fields(form), where="form")
+        data = await upload.read()
+    finally:
+        await form.close()
+    if len(data) > max_bytes:
+        raise LimitExceeded(f"{what} is {len(data)} bytes; the limit is {max_bytes}", reason="too_large")
+    return FilePart(data, upload.filename, upload.content_type, options)
 
 
 def form_file(form: FormData, name: str = "file") -> UploadFile:

@@ -8,12 +8,11 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from producers.http.auth import require_api_key
-from producers.http.bodies import body_kind, form_file, form_text_fields, read_form, read_json, request_body, validate
+from producers.http.bodies import body_kind, read_file_form, read_json, request_body, validate
 from producers.http.errors import error_responses
 from producers.http.models import MAX_K, ContentModality, Hit, SearchOptions, SearchResults, TextSearch
 from producers.http.state import State
 from shared.backpressure import check_backpressure
-from shared.errors import LimitExceeded
 from shared.events import Modality
 from shared.media.sniff import sniff
 from shared.media.text import check_text_length, decode_text
@@ -61,16 +60,9 @@ async def search(request: Request, state: State) -> SearchResults:
         query = {"text": check_text_length(text_search.text, max_chars=limits.max_text_chars)}
         modality = ContentModality.TEXT
     else:
-        form = await read_form(request)
-        try:
-            upload = form_file(form)
-            options = validate(SearchOptions, form_text_fields(form), where="form")
-            data = await upload.read()
-        finally:
-            await form.close()
-        if len(data) > limits.max_bytes:
-            raise LimitExceeded(f"query file is {len(data)} bytes; the limit is {limits.max_bytes}", reason="too_large")
-        modality, query = _file_query(data, limits.max_text_chars)
+        part = await read_file_form(request, SearchOptions, max_bytes=limits.max_bytes, what="query file")
+        options = part.fields
+        modality, query = _file_query(part.data, limits.max_text_chars)
 
     def run() -> SearchResults:
         hits = state.client.search(

@@ -11,15 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from producers.http.auth import require_api_key
-from producers.http.bodies import (
-    body_kind,
-    form_file,
-    form_text_fields,
-    read_form,
-    read_json,
-    request_body,
-    validate,
-)
+from producers.http.bodies import body_kind, read_file_form, read_json, request_body
 from producers.http.errors import ApiError, error_responses
 from producers.http.models import UploadAccepted
 from producers.http.state import ApiState, State
@@ -120,18 +112,10 @@ def _enqueue_event(state: ApiState, event: UploadEvent) -> str:
 
 
 async def _submit_file(request: Request, state: ApiState) -> str:
-    form = await read_form(request)
-    try:
-        upload = form_file(form)
-        fields = validate(UploadForm, form_text_fields(form), where="form")
-        data = await upload.read()
-    finally:
-        await form.close()
-    limits = state.settings.limits
-    if len(data) > limits.max_bytes:
-        raise LimitExceeded(f"upload is {len(data)} bytes; the limit is {limits.max_bytes}", reason="too_large")
+    part = await read_file_form(request, UploadForm, max_bytes=state.settings.limits.max_bytes, what="upload")
+    data, fields = part.data, part.fields
     # Sniffing is cheap and pure: a file the workers would refuse is refused before it is stored.
-    sniffed = sniff(data, upload.content_type)
+    sniffed = sniff(data, part.content_type)
     if fields.modality not in (Modality.AUTO, sniffed.modality):
         raise ApiError(
             422,
@@ -147,8 +131,8 @@ async def _submit_file(request: Request, state: ApiState) -> str:
             upload_id=fields.id,
             tenant=fields.tenant,
             metadata=fields.metadata,
-            filename=upload.filename,
-            content_type=upload.content_type,
+            filename=part.filename,
+            content_type=part.content_type,
         )
         with upload_context(upload_id):
             log.info("accepted %s file of %d bytes", sniffed.format, len(data))
