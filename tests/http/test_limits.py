@@ -90,3 +90,13 @@ def test_upload_over_the_pipeline_limit_is_refused(start_api: Callable[..., Runn
         long_text = http.post("/v1/uploads", json={"text": "v" * 101})
     assert big_file.status_code == 413 and big_file.json()["reason"] == "too_large"
     assert long_text.status_code == 413 and long_text.json()["reason"] == "text_too_long"
+
+
+def test_a_search_file_over_the_pipeline_limit_is_refused_before_any_work(
+    start_api: Callable[..., RunningApi],
+) -> None:
+    api = start_api(limits={"max_bytes": 1000})
+    with api.http() as http:
+        big_query = http.post("/v1/search", files={"file": ("q.txt", b"w " * 700, "text/plain")}, data={"k": "3"})
+    assert big_query.status_code == 413, big_query.text
+    assert big_query.json()["reason"] == "too_large" and "query file" in big_query.json()["message"]
