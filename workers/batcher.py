@@ -3,8 +3,10 @@
 Celery runs each embed (or index) task in its own thread; the task submits its item here and
 blocks on the returned future. One dispatcher thread groups pending items by key (modality,
 text length bucket...), and launches a batch when a group is full (`max_batch`) or its oldest
-item has waited `max_wait_s` — or at once when that item arrived after a quiet spell of
-`max_wait_s` (light load: a lone upload pays no batching delay). Under load batches also grow
+item has waited `max_wait_s` — or at once when nothing suggests company is coming: the item
+arrived after a quiet spell of `max_wait_s`, or the group's last wait gathered nobody and no
+item has since arrived while another was pending or running (a client that sends one
+upload at a time, whatever its pace, pays no batching delay). Under load batches also grow
 by themselves: items arriving while a batch runs wait for the next one. The oldest group goes
 first, so a slow group (long audio) never holds another group's items behind it in the queue.
 
@@ -98,10 +100,14 @@ class MicroBatcher(Generic[K, T, R]):
         self._name = name
         self._groups: dict[K, deque[_Pending[T, R]]] = {}
         self._last_arrival_s: dict[K, float] = {}
+        # Per group: batches taken but not yet collected, and whether waiting is worth it
+        # (False after a wait that gathered nobody, True again once items overlap).
+        self._running: dict[K, int] = {}
+        self._company_expected: dict[K, bool] = {}
         self._cond = threading.Condition()
         self._closed = False
         # One launched batch may wait for collection while the next one is being prepared.
-        self._launched: queue.Queue[tuple[Any, list[_Pending[T, R]]] | None] = queue.Queue(maxsize=1)
+        self._launched: queue.Queue[tuple[K, Any, list[_Pending[T, R]]] | None] = queue.Queue(maxsize=1)
         self.stats = BatchStats()
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name=f"{name}-dispatch", daemon=True)
         self._collector = threading.Thread(target=self._collect_loop, name=f"{name}-collect", daemon=True)
@@ -118,7 +124,10 @@ class MicroBatcher(Generic[K, T, R]):
             now = time.monotonic()
             gap_s = now - self._last_arrival_s.get(key, float("-inf"))
             self._last_arrival_s[key] = now
-            self._groups.setdefault(key, deque()).append(_Pending(item, future, now, gap_s))
+            group = self._groups.setdefault(key, deque())
+            if group or self._running.get(key, 0):
+                self._company_expected[key] = True  # items overlap: batching pays
+            group.append(_Pending(item, future, now, gap_s))
             self._cond.notify()
         return future
 
@@ -149,12 +158,15 @@ class MicroBatcher(Generic[K, T, R]):
                     return None
                 due = self._due_group()
                 if due is not None:
-                    key, _ = due
+                    key, head_age_s = due
                     group = self._groups[key]
                     size = min(len(group), max(1, self._max_batch()))
+                    if size == 1 and head_age_s >= self._max_wait_s:
+                        self._company_expected[key] = False  # waited the full time for nobody
                     batch = [group.popleft() for _ in range(size)]
                     if not group:
                         del self._groups[key]
+                    self._running[key] = self._running.get(key, 0) + 1
                     return key, batch
                 self._cond.wait(timeout=self._time_to_next_deadline())
 
@@ -168,7 +180,12 @@ class MicroBatcher(Generic[K, T, R]):
         for key, group in self._groups.items():
             head = group[0]
             head_age_s = now - head.enqueued_s
-            due = len(group) >= limit or head_age_s >= self._max_wait_s or head.gap_s >= self._max_wait_s
+            due = (
+                len(group) >= limit
+                or head_age_s >= self._max_wait_s
+                or head.gap_s >= self._max_wait_s
+                or not self._company_expected.get(key, True)
+            )
             if due and (best is None or head_age_s > best[1]):
                 best = (key, head_age_s)
         return best
@@ -184,27 +201,41 @@ class MicroBatcher(Generic[K, T, R]):
             key, batch = next_batch
             batch = [p for p in batch if p.future.set_running_or_notify_cancel()]
             if not batch:
+                self._done_running(key)
                 continue
             try:
                 handle = self._launch(key, [p.item for p in batch])
             except BaseException as exc:  # every submitter must hear about it
+                self._done_running(key)
                 self._fail(batch, exc)
                 continue
-            self._launched.put((handle, batch))
+            self._launched.put((key, handle, batch))
         self._launched.put(None)
+
+    def _done_running(self, key: K) -> None:
+        # Before the results go out: the next item a waiting client sends must find the
+        # group idle.
+        with self._cond:
+            left = self._running.get(key, 0) - 1
+            if left > 0:
+                self._running[key] = left
+            else:
+                self._running.pop(key, None)
 
     # -- collector side ----------------------------------------------------------------
 
     def _collect_loop(self) -> None:
         while (launched := self._launched.get()) is not None:
-            handle, batch = launched
+            key, handle, batch = launched
             try:
                 results = self._collect(handle)
                 if len(results) != len(batch):
                     raise RuntimeError(f"{self._name}: batch of {len(batch)} returned {len(results)} results")
             except BaseException as exc:
+                self._done_running(key)
                 self._fail(batch, exc)
                 continue
+            self._done_running(key)
             self.stats.record(len(batch))
             for pending, result in zip(batch, results, strict=True):
                 if isinstance(result, BaseException):  # that item alone failed

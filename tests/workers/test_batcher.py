@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -182,3 +183,48 @@ def test_items_arriving_close_together_wait_for_company() -> None:
     assert [f.result(timeout=10) for f in (first, *rest)] == [1, 2, 3]
     batcher.close()
     assert batches == [[1], [2, 3]]
+
+
+def test_a_client_sending_one_item_at_a_time_waits_for_company_at_most_once() -> None:
+    # Each item is sent as soon as the previous result is back (a closed loop): items never
+    # overlap, so after one wait that gathered nobody, the rest run at once.
+    max_wait_s = 0.3
+    batcher: MicroBatcher[str, int, int] = MicroBatcher(
+        lambda key, items: items, lambda h: h, group_of=lambda x: "g", max_batch=8, max_wait_s=max_wait_s
+    )
+    waits = []
+    for x in range(8):
+        start = time.monotonic()
+        assert batcher.submit(x).result(timeout=10) == x
+        waits.append(time.monotonic() - start)
+    batcher.close()
+    assert sum(wait >= max_wait_s for wait in waits) <= 1, waits
+    assert all(wait < max_wait_s / 2 for wait in waits[2:]), waits
+
+
+def test_items_that_overlap_again_wait_for_company_again() -> None:
+    release = threading.Event()
+    running = threading.Event()
+    batches: list[list[int]] = []
+
+    def launch(key: str, items: list[int]) -> list[int]:
+        batches.append(list(items))
+        if items == [3]:
+            running.set()
+            release.wait(10)
+        return items
+
+    batcher: MicroBatcher[str, int, int] = MicroBatcher(
+        launch, lambda h: h, group_of=lambda x: "g", max_batch=8, max_wait_s=0.3
+    )
+    assert batcher.submit(1).result(timeout=10) == 1  # first: at once
+    assert batcher.submit(2).result(timeout=10) == 2  # close behind: waits, for nobody
+    third = batcher.submit(3)  # runs at once now, and blocks
+    running.wait(10)
+    fourth = batcher.submit(4)  # arrives while 3 runs: company is coming again
+    release.set()
+    third.result(timeout=10)
+    fifth = batcher.submit(5)  # within 4's wait
+    assert [fourth.result(timeout=10), fifth.result(timeout=10)] == [4, 5]
+    batcher.close()
+    assert batches == [[1], [2], [3], [4, 5]]
