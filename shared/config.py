@@ -116,7 +116,9 @@ class LimitSettings(BaseModel):
 class GpuSettings(BaseModel):
     max_batch: int = Field(0, ge=0, description="largest batch per forward; 0 = auto (64 on CUDA, 8 on CPU)")
     max_wait_ms: float = Field(
-        10.0, ge=0, description="longest an item waits for its batch to fill (at once when no company is in sight: see docs/performance.md)"
+        10.0,
+        ge=0,
+        description="longest an item waits for its batch (none when no company is in sight; docs/performance.md)",
     )
     min_batch_after_oom: int = Field(1, ge=1, description="batches shrink down to this size on CUDA out-of-memory")
 
