@@ -52,9 +52,7 @@ def _embed(task: Task, resources: Resources, prepared: PreparedUpload) -> None:
     # Status before the hand-on: once the next stage's message is out, that stage may write
     # its own (later) status first, and this one would be refused as a step backwards —
     # leaving the record without its "embedded" time.
-    resources.status.advance(
-        prepared.event.id, UploadStatus.EMBEDDED, modality=prepared.modality, object_ref=prepared.event.object
-    )
+    resources.status.advance(prepared.event.id, UploadStatus.EMBEDDED)
     if embedded.join_token is None:
         send_next(task, TaskName.INDEX, embedded.to_wire(), prepared.event.id)
     else:  # the CPU stage runs detectors meanwhile: whichever half finishes last hands on

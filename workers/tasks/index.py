@@ -46,8 +46,6 @@ def _index(resources: Resources, embedded: EmbeddedUpload) -> None:
         resources.status.advance(
             embedded.event.id,
             UploadStatus.MODERATED,
-            modality=embedded.modality,
-            object_ref=embedded.event.object,
             flagged=moderation.flagged,
             categories=list(moderation.categories),
             extra={"moderation": status_summary(moderation)},
@@ -58,10 +56,6 @@ def _index(resources: Resources, embedded: EmbeddedUpload) -> None:
     indexed = resources.status.advance(
         embedded.event.id,
         UploadStatus.INDEXED,
-        # Repeated from the earlier stages: a stage that does not apply (or a redelivery
-        # whose earlier write was refused) must not leave the result event without them.
-        modality=embedded.modality,
-        object_ref=embedded.event.object,
         flagged=record.moderation.flagged,
         categories=list(record.moderation.categories),
     )
