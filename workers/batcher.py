@@ -22,7 +22,7 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -102,7 +102,7 @@ class MicroBatcher(Generic[K, T, R]):
         self._last_arrival_s: dict[K, float] = {}
         # Per group: batches taken but not yet collected, and whether waiting is worth it
         # (False after a wait that gathered nobody, True again once items overlap).
-        self._running: dict[K, int] = {}
+        self._running: Counter[K] = Counter()
         self._company_expected: dict[K, bool] = {}
         self._cond = threading.Condition()
         self._closed = False
@@ -125,7 +125,7 @@ class MicroBatcher(Generic[K, T, R]):
             gap_s = now - self._last_arrival_s.get(key, float("-inf"))
             self._last_arrival_s[key] = now
             group = self._groups.setdefault(key, deque())
-            if group or self._running.get(key, 0):
+            if group or self._running[key]:
                 self._company_expected[key] = True  # items overlap: batching pays
             group.append(_Pending(item, future, now, gap_s))
             self._cond.notify()
@@ -166,7 +166,7 @@ class MicroBatcher(Generic[K, T, R]):
                     batch = [group.popleft() for _ in range(size)]
                     if not group:
                         del self._groups[key]
-                    self._running[key] = self._running.get(key, 0) + 1
+                    self._running[key] += 1
                     return key, batch
                 self._cond.wait(timeout=self._time_to_next_deadline())
 
@@ -216,11 +216,7 @@ class MicroBatcher(Generic[K, T, R]):
         # Before the results go out: the next item a waiting client sends must find the
         # group idle.
         with self._cond:
-            left = self._running.get(key, 0) - 1
-            if left > 0:
-                self._running[key] = left
-            else:
-                self._running.pop(key, None)
+            self._running[key] -= 1
 
     # -- collector side ----------------------------------------------------------------
 
