@@ -66,6 +66,9 @@ class VectorStoreSettings(BaseModel):
     ann_index_min_rows: int = Field(
         20_000, ge=1, description="lancedb: build an ANN index once the table has this many rows (exact below)"
     )
+    key_index_min_rows: int = Field(
+        100_000, ge=0, description="lancedb: index upload_id once the table has this many rows (keeps upserts fast)"
+    )
     lock_timeout_s: float = Field(60.0, gt=0, description="lancedb: longest wait for the cross-process write lock")
     url: str | None = Field(None, description="weaviate: HTTP URL, e.g. http://weaviate:8080")
     grpc_host: str | None = Field(None, description="weaviate: gRPC host (default: the host of `url`)")

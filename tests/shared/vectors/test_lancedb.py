@@ -184,6 +184,54 @@ def test_the_store_compacts_by_itself_every_n_writes(tmp_path: Path, make_record
     assert store.count() == 5
 
 
+def _key_index_stats(path: Path) -> list[tuple[str, int, int]]:
+    """(name, indexed rows, unindexed rows) of each index on upload_id."""
+    table = lancedb.connect(path).open_table("uploads")
+    found = []
+    for index in table.list_indices():
+        if index.columns == ["upload_id"]:
+            stats = table.index_stats(index.name)
+            assert stats is not None
+            found.append((index.name, stats.num_indexed_rows, stats.num_unindexed_rows))
+    return found
+
+
+def test_optimize_indexes_upload_id_from_key_index_min_rows_on_and_adds_later_rows(
+    tmp_path: Path, make_record: RecordFactory
+) -> None:
+    store = LanceDBVectorStore(tmp_path, compact_every_writes=0, key_index_min_rows=40)
+    store.upsert([make_record(f"k-{i}") for i in range(39)])
+    assert store.optimize().key_index_built is False
+    assert _key_index_stats(tmp_path) == []
+
+    store.upsert([make_record("k-39")])
+    assert store.optimize().key_index_built is True
+    assert _key_index_stats(tmp_path) == [("upload_id_btree", 40, 0)]
+
+    store.upsert([make_record(f"later-{i}") for i in range(5)])
+    assert _key_index_stats(tmp_path) == [("upload_id_btree", 40, 5)]
+    assert store.optimize().key_index_built is False  # built once, then kept up to date
+    assert _key_index_stats(tmp_path) == [("upload_id_btree", 45, 0)]
+
+
+def test_upserts_through_the_key_index_overwrite_indexed_and_unindexed_rows_alike(
+    tmp_path: Path, make_record: RecordFactory
+) -> None:
+    store = LanceDBVectorStore(tmp_path, compact_every_writes=0, key_index_min_rows=30)
+    store.upsert([make_record(f"u-{i}") for i in range(30)])
+    store.optimize()  # u-0..29 are in the index
+    store.upsert([make_record(f"v-{i}") for i in range(5)])  # v-0..4 are not, yet
+
+    store.upsert(
+        [make_record(f"u-{i}", tenant="again") for i in range(0, 30, 3)] + [make_record("v-2", tenant="again")]
+    )
+    store.upsert([make_record("w-0")])
+
+    assert store.count() == 36
+    assert store.count(SearchFilters(tenant="again")) == 11
+    assert Counter(record.upload_id for record in store.iter_records()).most_common(1)[0][1] == 1
+
+
 def _vector_indices(path: Path) -> list[str]:
     table = lancedb.connect(path).open_table("uploads")
     return [index.name for index in table.list_indices() if index.columns == ["vector"]]

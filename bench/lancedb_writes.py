@@ -1,0 +1,210 @@
+"""What one index write costs the embedded vector store as its table grows (issue #6).
+
+The index worker writes records in batches (`IndexWriter`): one ``merge_insert`` on
+``upload_id`` per batch, so that a redelivered upload overwrites instead of duplicating.
+This benchmark builds a table of each size in ``--rows`` (random unit vectors with the
+properties an upload carries; compacted, with the ``upload_id`` index), then upserts
+``--writes`` batches of ``--batch`` new records through `LanceDBVectorStore.upsert` exactly
+as the index worker does, compaction every ``--compact-every`` writes included, twice: with
+the ``upload_id`` BTREE index (which the store builds from ``key_index_min_rows`` rows on)
+and with that index dropped. It reports CPU and wall milliseconds per write. The ANN index
+is left out (its build over a large table would dominate the run and is not what a write
+costs).
+
+Results: bench/results/lancedb_writes_<date>.{json,md}.
+
+    python bench/lancedb_writes.py --rows 10000,100000,1000000 --batch 7 --writes 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import host_info  # noqa: E402
+from shared.events import Modality, ObjectRef  # noqa: E402
+from shared.vectors.lancedb import KEY_INDEX, NEVER, LanceDBVectorStore, records_to_arrow  # noqa: E402
+from shared.vectors.records import VectorRecord  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BUILD_CHUNK = 50_000
+WARMUP_WRITES = 5
+
+
+def records(count: int, dim: int, rng: np.random.Generator) -> list[VectorRecord]:
+    vectors = rng.standard_normal((count, dim), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    out = []
+    for vector in vectors:
+        upload_id = uuid.uuid4().hex
+        out.append(
+            VectorRecord(
+                upload_id=upload_id,
+                vector=vector,
+                modality=Modality.IMAGE,
+                object=ObjectRef(bucket="uploads", key=f"tenant-a/{upload_id}.jpg", etag=f'"{upload_id}"', size=81_234),
+                content_type="image/jpeg",
+                size=81_234,
+                sha256=upload_id * 2,
+                tenant="tenant-a",
+                metadata={"album": "summer"},
+                model="imagebind_huge",
+                checkpoint="sha256:bench",
+            )
+        )
+    return out
+
+
+def chunks(total: int, size: int) -> Iterator[int]:
+    while total > 0:
+        yield min(size, total)
+        total -= size
+
+
+def build(path: Path, rows: int, dim: int, rng: np.random.Generator) -> None:
+    """A compacted table of `rows` records, as the store leaves it after `optimize`."""
+    store = LanceDBVectorStore(path, compact_every_writes=0, ann_index_min_rows=NEVER, key_index_min_rows=0)
+    sizes = list(chunks(rows, BUILD_CHUNK))
+    store.upsert(records(sizes[0], dim, rng))  # creates the table (and its key index)
+    import lancedb
+
+    table = lancedb.connect(path).open_table("uploads")
+    for size in sizes[1:]:  # plain appends: the ids are new, and this is set-up, not the measurement
+        table.add(records_to_arrow(records(size, dim, rng), dim))
+    store.optimize()
+
+
+def measure(
+    path: Path, *, key_index: bool, compact_every: int, writes: int, batch: int, dim: int, rng: np.random.Generator
+) -> dict[str, Any]:
+    store = LanceDBVectorStore(
+        path,
+        compact_every_writes=compact_every,
+        ann_index_min_rows=NEVER,
+        key_index_min_rows=0 if key_index else NEVER,
+    )
+    pending = [records(batch, dim, rng) for _ in range(writes + WARMUP_WRITES)]
+    for chunk in pending[:WARMUP_WRITES]:  # opens the table, fills lancedb's caches
+        store.upsert(chunk)
+    cpu_ms, wall_ms = [], []
+    for chunk in pending[WARMUP_WRITES:]:
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        store.upsert(chunk)
+        cpu_ms.append((time.process_time() - cpu0) * 1000)
+        wall_ms.append((time.perf_counter() - wall0) * 1000)
+    store.optimize()  # leaves the table compacted for the next measurement
+    ordered = sorted(wall_ms)
+    return {
+        "cpu_ms_per_write_mean": round(statistics.fmean(cpu_ms), 2),
+        "cpu_ms_per_write_median": round(statistics.median(cpu_ms), 2),
+        "wall_ms_p50": round(ordered[len(ordered) // 2], 2),
+        "wall_ms_p95": round(ordered[int(len(ordered) * 0.95)], 2),
+        "wall_ms_max": round(ordered[-1], 2),
+    }
+
+
+def drop_key_index(path: Path) -> None:
+    import lancedb
+
+    lancedb.connect(path).open_table("uploads").drop_index(KEY_INDEX)
+
+
+def run(
+    rows_list: list[int], writes: int, batch: int, dim: int, compact_every: int, data_dir: Path | None
+) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(6)
+    results = []
+    for rows in rows_list:
+        workdir = Path(tempfile.mkdtemp(prefix="lancedb-writes-", dir=data_dir))
+        try:
+            started = time.perf_counter()
+            build(workdir, rows, dim, rng)
+            build_s = time.perf_counter() - started
+            print(f"{rows} rows built in {build_s:.0f} s", flush=True)
+            settings = {"compact_every": compact_every, "writes": writes, "batch": batch, "dim": dim, "rng": rng}
+            with_index = measure(workdir, key_index=True, **settings)
+            print(f"  with the upload_id index: {with_index}", flush=True)
+            drop_key_index(workdir)
+            without = measure(workdir, key_index=False, **settings)
+            print(f"  without it:               {without}", flush=True)
+            results.append(
+                {"rows": rows, "build_s": round(build_s, 1), "key_index": with_index, "no_key_index": without}
+            )
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+def cells(measured: dict[str, Any]) -> str:
+    return (
+        f"{measured['cpu_ms_per_write_mean']} ({measured['cpu_ms_per_write_median']}) "
+        f"| {measured['wall_ms_p50']} / {measured['wall_ms_p95']}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", default="10000,100000,1000000", help="table sizes, comma-separated")
+    parser.add_argument("--writes", type=int, default=300, help="upserts measured per table size and variant")
+    parser.add_argument("--batch", type=int, default=7, help="records per upsert (the pipeline's ~7 under load)")
+    parser.add_argument("--dim", type=int, default=1024, help="vector dimension (1024 = imagebind_huge)")
+    parser.add_argument("--compact-every", type=int, default=100, help="the store's compact_every_writes")
+    parser.add_argument("--data-dir", type=Path, default=None, help="where the tables are built (default: temp dir)")
+    args = parser.parse_args()
+    rows_list = [int(value) for value in args.rows.split(",")]
+    import lancedb
+
+    info = {**host_info(), "lancedb": lancedb.__version__}
+    results = run(rows_list, args.writes, args.batch, args.dim, args.compact_every, args.data_dir)
+    command = " ".join(["bench/lancedb_writes.py", *sys.argv[1:]])
+    run_settings = {
+        "writes": args.writes,
+        "batch": args.batch,
+        "dim": args.dim,
+        "compact_every_writes": args.compact_every,
+    }
+    report = {
+        "benchmark": "lancedb_writes",
+        "machine": info,
+        "command": command,
+        "settings": run_settings,
+        "results": results,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    stem = RESULTS / f"lancedb_writes_{dt.date.today().isoformat()}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        "# LanceDB: cost of one index write as the table grows",
+        "",
+        f"Machine: {info['cpu']}, {info['cores']} cores; load average at start {info['load_avg_at_start']}; "
+        f"lancedb {info['lancedb']}.",
+        f"Command: `{command}`",
+        f"Each write: `LanceDBVectorStore.upsert` of {args.batch} new {args.dim}-d records; {args.writes} writes per "
+        f"row, compaction every {args.compact_every} writes included in the means.",
+        "",
+        "| rows | indexed: CPU ms/write mean (median) | wall p50 / p95 ms | without: CPU (median) | wall p50 / p95 |",
+        "|---:|---:|---:|---:|---:|",
+        *[f"| {r['rows']:,} | {cells(r['key_index'])} | {cells(r['no_key_index'])} |" for r in results],
+        "",
+    ]
+    stem.with_suffix(".md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
