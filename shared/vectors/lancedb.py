@@ -13,10 +13,10 @@ Guarantees, and how they are kept:
   lock) are retried a bounded number of times with jitter.
 - **Writes that keep their cost as the table grows.** Without an index the match step of
   ``merge_insert`` scans the whole ``upload_id`` column: a write of 7 records cost a median
-  19 ms of CPU at 100k rows and 105 ms at 1M here (bench/lancedb_writes.py, 2 cores). Once
+  24 ms of CPU at 100k rows and 95 ms at 1M here (bench/lancedb_writes.py, 2 cores). Once
   the table has ``key_index_min_rows`` rows, `optimize` builds a BTREE index on
   ``upload_id`` and from then on adds new rows to it, which turns the scan into lookups
-  (18 ms at 1M). Below that the scan is cheaper: Lance looks up each fragment written
+  (38 ms at 1M). Below that the scan is cheaper: Lance looks up each fragment written
   since the last `optimize` on its own, so an indexed small table costs more per write.
 - **Read-your-writes.** The connection uses ``read_consistency_interval=0``: every read
   checks for the newest table version, so a search right after an upsert that returned,
