@@ -63,6 +63,7 @@ from shared.vectors.validation import query_vector, records_dimension, unique_by
 if TYPE_CHECKING:
     from lancedb.db import DBConnection
     from lancedb.expr import Expr
+    from lancedb.index import IndexConfig
     from lancedb.query import LanceVectorQueryBuilder
     from lancedb.table import Table
 
@@ -426,33 +427,34 @@ class LanceDBVectorStore:
         with self._translated("optimize"):
             fragments_before = _fragment_count(table)
             rows = table.count_rows()
-            key_index_built = self._ensure_key_index(table, rows)
+            indices = list(table.list_indices())  # neither optimize nor the key index changes the vector ones
+            key_index_built = self._ensure_key_index(table, rows, indices)
             table.optimize(cleanup_older_than=self._cleanup_older_than)
-            index_built = self._maintain_ann_index(table, rows)
+            index_built = self._maintain_ann_index(table, rows, indices)
             fragments_after = _fragment_count(table)
         result = OptimizeResult(int(fragments_before), int(fragments_after), index_built, key_index_built)
         log.info("optimized %s: %s", self._describe(), result)
         return result
 
-    def _ensure_key_index(self, table: Table, rows: int) -> bool:
+    def _ensure_key_index(self, table: Table, rows: int, indices: Sequence[IndexConfig]) -> bool:
         """Build the ``upload_id`` BTREE index once the table has ``key_index_min_rows``
         rows, unless it has one; True if it built it. (`optimize` then adds later rows.)"""
         from lancedb.index import BTree
 
-        if rows < self._key_index_min_rows or any(KEY_COLUMN in index.columns for index in table.list_indices()):
+        if rows < self._key_index_min_rows or any(KEY_COLUMN in index.columns for index in indices):
             return False
         table.create_index(KEY_COLUMN, config=BTree(), name=KEY_INDEX)
         log.info("built the %s index of %s", KEY_COLUMN, self._describe())
         return True
 
-    def _maintain_ann_index(self, table: Table, rows: int) -> bool:
+    def _maintain_ann_index(self, table: Table, rows: int, indices: Sequence[IndexConfig]) -> bool:
         """Build the vector index once the table is large enough, rebuild it once the table
         has outgrown it; True if it did either."""
         from lancedb.index import IvfFlat
 
         if rows < self._ann_index_min_rows:
             return False
-        current = [index.name for index in table.list_indices() if VECTOR_COLUMN in index.columns]
+        current = [index.name for index in indices if VECTOR_COLUMN in index.columns]
         trained_rows = max((_trained_rows(name) for name in current), default=0)
         if current and rows < _INDEX_REBUILD_GROWTH * trained_rows:
             return False
