@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import json
 import os
 import subprocess
 import sys
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import host_info  # noqa: E402
+from bench.report import write_report  # noqa: E402
 from shared.embedded_redis import EmbeddedRedis  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -135,9 +135,6 @@ def main() -> None:
     result = run(args.uploads, args.cpu_workers or os.cpu_count() or 1)
     command = " ".join(["bench/celery_floor.py", *sys.argv[1:]])
     report = {"benchmark": "celery_floor", "machine": info, "command": command, **result}
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"celery_floor_{dt.date.today().isoformat()}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         "# Celery floor: three no-op hops, omnibind's Celery configuration",
         "",
@@ -153,8 +150,7 @@ def main() -> None:
         f"| **workers + redis** | **{result['cpu_ms_per_upload_workers_and_redis']}** |",
         "",
     ]
-    stem.with_suffix(".md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_report(RESULTS / f"celery_floor_{dt.date.today().isoformat()}", report, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import sys
@@ -29,6 +28,7 @@ from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import write_report
 from producers.client import Client
 from producers.stack import Stack
 from tests.support.chaos import ChaosReport, run_chaos, synthetic_upload
@@ -140,12 +140,8 @@ def main() -> None:
     parser.add_argument("--finish-timeout", type=float, default=900.0)
     args = parser.parse_args()
     result = run(args)
-    RESULTS.mkdir(exist_ok=True)
     kind = "redis-sigkill" if args.crash_redis else "redis-sigterm"
-    stem = RESULTS / f"chaos_{args.uploads}_{kind}_{dt.date.today().isoformat()}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_report(RESULTS / f"chaos_{args.uploads}_{kind}_{dt.date.today().isoformat()}", result, markdown(result))
     sys.exit(1 if result["problems"] else 0)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import shutil
 import statistics
 import sys
@@ -37,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import host_info  # noqa: E402
+from bench.report import write_report  # noqa: E402
 from shared.events import Modality, ObjectRef  # noqa: E402
 from shared.vectors.lancedb import KEY_INDEX, NEVER, LanceDBVectorStore, records_to_arrow  # noqa: E402
 from shared.vectors.records import VectorRecord  # noqa: E402
@@ -185,9 +185,6 @@ def main() -> None:
         "settings": run_settings,
         "results": results,
     }
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"lancedb_writes_{dt.date.today().isoformat()}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         "# LanceDB: cost of one index write as the table grows",
         "",
@@ -202,8 +199,7 @@ def main() -> None:
         *[f"| {r['rows']:,} | {cells(r['key_index'])} | {cells(r['no_key_index'])} |" for r in results],
         "",
     ]
-    stem.with_suffix(".md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_report(RESULTS / f"lancedb_writes_{dt.date.today().isoformat()}", report, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import json
 import os
 import platform
 import statistics
@@ -45,6 +44,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.* when run as a script
 
 from bench.machine import cpu_name
+from bench.report import write_report
 from shared.imagebind.config import (
     MODEL_MODALITIES,
     TINY,
@@ -335,12 +335,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "max_abs_diff": diffs,
         "vs_fp32": vs_fp32,
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     suffix = "" if reference is not None else "_ours-only"
     stem = args.out_dir / f"model_throughput_{args.config}_{args.dtype}_{device.type}{suffix}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(stem, report, markdown(report))
     return report
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import statistics
 import sys
 import tempfile
@@ -36,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 from bench.machine import host_info
+from bench.report import write_report
 from producers.client import Client
 from producers.stack import Stack
 from shared.config import Settings
@@ -299,13 +299,10 @@ def main() -> None:
         "batching_speedup": speedup,
         "device": machine()["device"],
     }
-    RESULTS.mkdir(exist_ok=True)
     stem = f"pipeline_throughput_{args.model}_{result['device'].replace(' ', '-')}_{dt.date.today().isoformat()}"
     if set(mix) != {"image", "text", "audio"}:  # a one-modality run does not replace the mixed one
         stem += "_" + "-".join(sorted(mix))
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{stem}.md").write_text(markdown(result))
-    print(markdown(result))
+    write_report(RESULTS / stem, result, markdown(result))
 
 
 if __name__ == "__main__":
