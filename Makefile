@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install servers clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/omnibind demo $(ARGS)
 
-test: $(STAMP)
+# The real MinIO and Weaviate servers the live tests run, built once from their Go modules
+# into ~/.cache/omnibind/servers (tools/servers.py). Without Go it says so and the live tests skip.
+servers:
+	$(PYTHON) tools/servers.py build
+
+test: $(STAMP) servers
 	$(PY) -m pytest $(ARGS)
 
 lint: $(STAMP)

@@ -14,6 +14,8 @@ from shared.config import Settings
 pytest_plugins = [
     "tests.support.redis_server",
     "tests.support.s3_server",
+    "tests.support.minio_server",
+    "tests.support.weaviate_server",
     "tests.support.stack",
     "tests.support.api_server",
 ]

@@ -172,20 +172,14 @@ class MinioObjectStore:
         with self._translated(f"get {ref.bucket}/{ref.key}"):
             response = client.get_object(ref.bucket, ref.key, version_id=ref.version_id)
             try:
-                declared = response.headers.get("content-length")
-                if declared is not None and int(declared) > max_bytes:
-                    raise _too_large(ref, int(declared), max_bytes)
-                chunks: list[bytes] = []
-                received = 0
-                for chunk in response.stream(CHUNK_BYTES, decode_content=False):
-                    received += len(chunk)
-                    if received > max_bytes:
-                        raise _too_large(ref, received, max_bytes)
-                    chunks.append(chunk)
-                return b"".join(chunks)
-            finally:
+                data = _read_limited(response, ref, max_bytes)
+            except BaseException:
+                # Unread bytes are still on the wire: this connection cannot serve another request.
                 response.close()
+                raise
+            finally:
                 response.release_conn()
+            return data
 
     def stat(self, ref: ObjectRef) -> ObjectRef:
         """The ref completed with size, etag, version id and content type (see `head`)."""
@@ -350,6 +344,21 @@ def _as_stream(data: bytes | BinaryIO) -> tuple[BinaryIO, int]:
         data.seek(start)
         return data, end - start
     return data, -1
+
+
+def _read_limited(response: urllib3.BaseHTTPResponse, ref: ObjectRef, max_bytes: int) -> bytes:
+    """The whole body of `response`, refusing more than `max_bytes` (declared or received)."""
+    declared = response.headers.get("content-length")
+    if declared is not None and int(declared) > max_bytes:
+        raise _too_large(ref, int(declared), max_bytes)
+    chunks: list[bytes] = []
+    received = 0
+    for chunk in response.stream(CHUNK_BYTES, decode_content=False):
+        received += len(chunk)
+        if received > max_bytes:
+            raise _too_large(ref, received, max_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _too_large(ref: ObjectRef, size: int, max_bytes: int) -> LimitExceeded:

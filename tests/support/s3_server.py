@@ -146,10 +146,16 @@ def stop_s3_server(process: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    """One S3 server for the whole test session. Tests keep apart by using unique buckets."""
+def moto_s3_server() -> Iterator[S3Server]:
+    """One moto S3 server for the whole test session. Tests keep apart by using unique buckets."""
     with running_s3_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def s3_server(moto_s3_server: S3Server) -> S3Server:
+    """The session's S3 server (moto; see `moto_s3_server`)."""
+    return moto_s3_server
 
 
 class RestartableS3Server:

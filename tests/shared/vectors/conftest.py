@@ -1,15 +1,14 @@
 """Factories for vector store tests: records, and stores of every backend.
 
-The contract suite runs against each backend through `make_store`. The Weaviate run needs
-a live server: set ``WEAVIATE_URL`` (and ``WEAVIATE_GRPC_PORT`` if not 50051,
-``WEAVIATE_API_KEY`` if it requires one); without it those tests are skipped with a reason
-that ``-ra`` prints. Each Weaviate test gets collections of its own, dropped afterwards.
+The contract suite runs against each backend through `make_store`. The Weaviate run uses a
+live server: the one `make servers` built, started once per session
+(tests/support/weaviate_server.py), or the one ``WEAVIATE_URL`` names. Each Weaviate test
+gets collections of its own, dropped afterwards.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,9 +22,8 @@ from pydantic import SecretStr
 from shared.events import Modality, Moderation, ObjectRef
 from shared.vectors.records import VectorRecord
 from shared.vectors.store import VectorStore
+from tests.support.weaviate_server import WeaviateAddress
 
-WEAVIATE_URL = os.environ.get("WEAVIATE_URL")
-WEAVIATE_SKIP_REASON = "WEAVIATE_URL not set: live Weaviate contract run skipped"
 TEST_DIM = 32  # the tiny model's dimension
 
 
@@ -104,8 +102,7 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
     worker would); a new name is a separate, empty store.
     """
     backend: str = request.param
-    if backend == "weaviate" and not WEAVIATE_URL:
-        pytest.skip(WEAVIATE_SKIP_REASON)
+    server: WeaviateAddress | None = request.getfixturevalue("weaviate") if backend == "weaviate" else None
     opened: list[VectorStore] = []
     prefix = f"OmnibindTest{uuid.uuid4().hex[:12]}"
 
@@ -116,41 +113,37 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
 
             store = LanceDBVectorStore(tmp_path / "vectors", table=f"t_{name}", dimension=dimension, **options)
         else:
-            store = _weaviate_store(f"{prefix}{name.capitalize()}", dimension, **options)
+            assert server is not None
+            store = weaviate_store(server, f"{prefix}{name.capitalize()}", dimension, **options)
         opened.append(store)
         return store
 
     yield factory
     for store in opened:
         store.close()
-    if backend == "weaviate":
-        _drop_weaviate_collections(prefix)
+    if server is not None:
+        drop_weaviate_collections(server, prefix)
 
 
-def _weaviate_store(collection: str, dimension: int | None, **options: Any) -> VectorStore:
+def weaviate_store(server: WeaviateAddress, collection: str, dimension: int | None, **options: Any) -> VectorStore:
     from shared.vectors.weaviate import WeaviateVectorStore, parse_endpoint
 
-    assert WEAVIATE_URL is not None
-    api_key = os.environ.get("WEAVIATE_API_KEY")
-    endpoint = parse_endpoint(WEAVIATE_URL, grpc_port=int(os.environ.get("WEAVIATE_GRPC_PORT", "50051")))
     return WeaviateVectorStore(
-        endpoint,
-        api_key=SecretStr(api_key) if api_key else None,
+        parse_endpoint(server.url, grpc_port=server.grpc_port),
+        api_key=SecretStr(server.api_key) if server.api_key else None,
         collection=collection,
         dimension=dimension,
         **options,
     )
 
 
-def _drop_weaviate_collections(prefix: str) -> None:
+def drop_weaviate_collections(server: WeaviateAddress, prefix: str) -> None:
     import weaviate
-    from weaviate.classes.init import Auth
+    from weaviate.classes.init import AdditionalConfig, Auth
 
     from shared.vectors.weaviate import parse_endpoint
 
-    assert WEAVIATE_URL is not None
-    endpoint = parse_endpoint(WEAVIATE_URL, grpc_port=int(os.environ.get("WEAVIATE_GRPC_PORT", "50051")))
-    api_key = os.environ.get("WEAVIATE_API_KEY")
+    endpoint = parse_endpoint(server.url, grpc_port=server.grpc_port)
     with weaviate.connect_to_custom(
         http_host=endpoint.http_host,
         http_port=endpoint.http_port,
@@ -158,7 +151,9 @@ def _drop_weaviate_collections(prefix: str) -> None:
         grpc_host=endpoint.grpc_host,
         grpc_port=endpoint.grpc_port,
         grpc_secure=endpoint.grpc_secure,
-        auth_credentials=Auth.api_key(api_key) if api_key else None,
+        auth_credentials=Auth.api_key(server.api_key) if server.api_key else None,
+        skip_init_checks=True,
+        additional_config=AdditionalConfig(),
     ) as client:
         for name in client.collections.list_all(simple=True):
             if name.startswith(prefix):
