@@ -15,8 +15,11 @@ from producers.cli import main as cli
 from shared.config import Settings, WorkerSettings
 from shared.config_reference import env_reference
 from shared.redis_keys import RedisKeys
+from tools.servers import MINIO, WEAVIATE
 
-COMPOSE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yml"
+OMNIBIND_DOCKERFILE = "docker/Dockerfile"
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|API_KEY|ACCESS_KEY|_USER$")
 REQUIRED_REF = re.compile(r"\$\{[A-Z_]+:\?[^}]+\}")
 
@@ -27,7 +30,18 @@ def compose() -> dict[str, Any]:
 
 
 def omnibind_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {name: svc for name, svc in compose["services"].items() if str(svc.get("image", "")).startswith("omnibind")}
+    """The services that run omnibind's own image (built from this repository)."""
+    return {
+        name: svc
+        for name, svc in compose["services"].items()
+        if (svc.get("build") or {}).get("dockerfile") == OMNIBIND_DOCKERFILE
+    }
+
+
+def dockerfile_arg_default(dockerfile: Path, name: str) -> str:
+    match = re.search(rf"^ARG {name}=(\S+)$", dockerfile.read_text(), re.M)
+    assert match, f"{dockerfile.name} declares no ARG {name}=<default>"
+    return match.group(1)
 
 
 def test_the_production_stack_has_every_service(compose: dict[str, Any]) -> None:
@@ -151,3 +165,41 @@ def test_worker_clocks_keep_messages_within_the_visibility_timeout(compose: dict
 def test_cpu_workers_bound_the_memory_of_their_pool_processes(compose: dict[str, Any]) -> None:
     env = compose["services"]["cpu-worker"]["environment"]
     assert "OMNIBIND_WORKER__MAX_CHILD_MEMORY_MB" in env
+
+
+def test_minio_is_built_from_the_module_version_the_tests_run(compose: dict[str, Any]) -> None:
+    minio = compose["services"]["minio"]
+    build = minio["build"]
+    dockerfile = ROOT / build["context"] / build["dockerfile"]
+    assert build["args"]["MINIO_VERSION"] == MINIO.version
+    assert dockerfile_arg_default(dockerfile, "MINIO_VERSION") == MINIO.version
+    text = dockerfile.read_text()
+    assert f"{MINIO.package}@${{MINIO_VERSION}}" in text and "CGO_ENABLED=0" in text
+    assert minio["image"].rsplit(":", 1)[1] == MINIO.version
+
+
+def test_minio_health_is_probed_over_http_without_mc(compose: dict[str, Any]) -> None:
+    test = compose["services"]["minio"]["healthcheck"]["test"]
+    assert "mc" not in test
+    assert test[-1] == "http://127.0.0.1:9000/minio/health/ready"
+    assert test[1] == "curl" and "-f" in test[2], "curl must fail on a non-2xx answer"
+
+
+def test_weaviate_runs_the_version_the_tests_run_without_auto_schema_or_telemetry(compose: dict[str, Any]) -> None:
+    weaviate = compose["services"]["weaviate"]
+    assert weaviate["image"] == f"cr.weaviate.io/semitechnologies/weaviate:{WEAVIATE.version.removeprefix('v')}"
+    assert weaviate["environment"]["AUTOSCHEMA_ENABLED"] == "false"
+    assert weaviate["environment"]["DISABLE_TELEMETRY"] == "true"
+
+
+def test_no_service_runs_a_latest_or_untagged_image_except_omnibind_s_own(compose: dict[str, Any]) -> None:
+    own = omnibind_services(compose)
+    assert {"cpu-worker", "api"} <= own.keys()
+    for name, svc in compose["services"].items():
+        if name in own:
+            continue
+        image = svc.get("image")
+        assert image, f"{name} names no image"
+        repository, _, tag = image.rpartition(":")
+        assert repository and "/" not in tag, f"{name}: {image} has no tag"
+        assert tag != "latest", f"{name}: {image}"
