@@ -259,6 +259,10 @@ class RedisSettings(BaseModel):
     """Embedded redis-server (used when ``redis_url`` is unset), client timeouts and the
     retention of the status records and streams omnibind keeps in Redis."""
 
+    password: SecretStr | None = Field(
+        default=None,
+        description="password of OMNIBIND_REDIS_URL's server, any characters (escaped by omnibind; beats the URL's)",
+    )
     embedded_port: int = Field(
         default=6390, ge=0, le=65535, description="embedded server's loopback port; 0 = any free port"
     )

@@ -83,6 +83,21 @@ def build_url(host: str, port: int, *, password: str | None = None, db: int = 0)
     return f"redis://{auth}{host}:{port}/{db}"
 
 
+def with_password(url: str, password: str) -> str:
+    """`url` with `password` as its userinfo password, percent-encoded, so that any password
+    (``/ # ? % @ :`` included) survives the URL parsers of redis-py, kombu and Celery. A
+    password already in `url` is replaced; a username is kept. Raises `ConfigError` for a
+    URL without ``scheme://``."""
+    scheme, sep, remainder = url.partition("://")
+    if not sep:
+        raise ConfigError(f"invalid Redis URL {redact_url(url)}: expected scheme://…")
+    netloc = urllib.parse.urlsplit(url).netloc  # what precedes the first / ? or #
+    userinfo, _, hostport = netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    # Rebuilt by hand: urlunsplit would turn "unix:///path" into "unix:/path".
+    return f"{scheme}://{user}:{urllib.parse.quote(password, safe='')}@{hostport}{remainder[len(netloc) :]}"
+
+
 def redis_client(
     url: str,
     *,
@@ -119,20 +134,32 @@ def redis_client(
 
 
 def resolve_redis_url(settings: Settings) -> str:
-    """``OMNIBIND_REDIS_URL`` if set, else the URL of the embedded server of `settings`.
+    """``OMNIBIND_REDIS_URL`` (with ``OMNIBIND_REDIS__PASSWORD`` applied, see `with_password`)
+    if set, else the URL of the embedded server of `settings`. Workers, producers and
+    Celery's broker and result backend all connect with this URL.
 
     Raises `ConfigError` when the embedded server is configured with port 0 (any free
-    port), since its URL is then only known to the process that started it.
+    port), since its URL is then only known to the process that started it, and when
+    ``OMNIBIND_REDIS__PASSWORD`` is set without a URL to apply it to.
     """
+    password = settings.redis.password
     if settings.redis_url is not None:
-        return settings.redis_url.get_secret_value()
+        url = settings.redis_url.get_secret_value()
+        return with_password(url, password.get_secret_value()) if password is not None else url
+    if password is not None:
+        raise ConfigError(
+            "OMNIBIND_REDIS__PASSWORD is the password of OMNIBIND_REDIS_URL, which is unset; "
+            "the embedded server's is OMNIBIND_REDIS__EMBEDDED_PASSWORD"
+        )
     if settings.redis.embedded_port == 0:
         raise ConfigError(
             "OMNIBIND_REDIS__EMBEDDED_PORT=0 has no fixed URL; set OMNIBIND_REDIS_URL or a fixed embedded port"
         )
-    password = settings.redis.embedded_password
+    embedded_password = settings.redis.embedded_password
     return build_url(
-        "127.0.0.1", settings.redis.embedded_port, password=password.get_secret_value() if password else None
+        "127.0.0.1",
+        settings.redis.embedded_port,
+        password=embedded_password.get_secret_value() if embedded_password else None,
     )
 
 

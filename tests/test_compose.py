@@ -140,8 +140,18 @@ def test_redis_requires_a_password_keeps_an_aof_and_never_evicts(compose: dict[s
     command = " ".join(compose["services"]["redis"]["command"])
     for flag in ('--requirepass "$$REDIS_PASSWORD"', "--appendonly yes", "--maxmemory-policy noeviction"):
         assert flag in command
-    url = compose["x-omnibind-env"]["OMNIBIND_REDIS_URL"]
-    assert url.startswith("redis://:${REDIS_PASSWORD:?"), "workers authenticate to Redis"
+    env = compose["x-omnibind-env"]
+    assert env["OMNIBIND_REDIS__PASSWORD"] == "${REDIS_PASSWORD:?set REDIS_PASSWORD}", "workers authenticate to Redis"
+    assert env["OMNIBIND_REDIS_URL"] == "redis://redis:6379/0"
+
+
+def test_no_variable_is_interpolated_into_a_url(compose: dict[str, Any]) -> None:
+    """A password interpolated into a URL breaks on / # ? % @ : (compose does not escape it);
+    secrets go in variables of their own, which omnibind escapes where it builds a URL."""
+    envs = [compose["x-omnibind-env"], *((svc.get("environment") or {}) for svc in compose["services"].values())]
+    for env in envs:
+        for key, value in env.items():
+            assert not re.search(r"://[^\s\"]*\$\{", str(value or "")), f"{key}={value}"
 
 
 def test_weaviate_and_minio_refuse_anonymous_access(compose: dict[str, Any]) -> None:

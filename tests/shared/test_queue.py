@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ from kombu.serialization import dumps, loads, prepare_accept_content
 
 from shared.config import Settings
 from shared.errors import ConfigError
-from shared.queue import celery_config, longest_hold_s, make_celery
+from shared.queue import QueueName, TaskName, celery_config, longest_hold_s, make_celery
+from shared.redis_client import build_url, redis_client
+from tests.support.redis_server import RedisServers
 
 ROOT = Path(__file__).resolve().parents[2]
 PICKLE_CONTENT_TYPE = "application/x-python-serialize"
@@ -107,3 +110,22 @@ def test_a_message_that_could_outlive_the_visibility_timeout_is_a_config_error(
     settings = Settings(data_dir=tmp_path, redis_url="redis://127.0.0.1:1/0", worker=worker)
     with pytest.raises(ConfigError, match="VISIBILITY_TIMEOUT_S must exceed"):
         celery_config(settings)
+
+
+def test_the_broker_and_result_backend_log_in_with_any_password(
+    redis_servers: RedisServers, make_settings: Callable[..., Settings]
+) -> None:
+    """Celery's broker (kombu) and result backend parse the URL of `celery_config` themselves:
+    the password setting must survive both, whatever its characters."""
+    password = "p/a#s?s%w@rd:x"
+    server = redis_servers.start(password=password)
+    settings = make_settings(redis_url=f"redis://127.0.0.1:{server.port}/0", redis={"password": password})
+    app = make_celery(settings, "omnibind-test")
+    try:
+        app.send_task(TaskName.PREPROCESS, args=["upload-1"])
+        app.backend.store_result("task-1", {"ok": True}, "SUCCESS")
+        assert app.backend.get_task_meta("task-1")["result"] == {"ok": True}
+    finally:
+        app.close()
+    with redis_client(build_url("127.0.0.1", server.port, password=password)) as client:
+        assert client.llen(f"{settings.queue_prefix}:{QueueName.CPU}") == 1

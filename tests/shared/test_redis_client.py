@@ -15,11 +15,16 @@ from shared.redis_client import (
     build_url,
     redact_url,
     redis_client,
+    redis_client_from_settings,
     resolve_redis_url,
     translate_redis_errors,
+    with_password,
 )
 from shared.status import StatusStore
 from tests.support.redis_server import RedisServers
+
+# Every character that means something in a URL, plus the escape character itself.
+AWKWARD_PASSWORD = "p/a#s?s%w@rd:x"
 
 
 @pytest.mark.parametrize(
@@ -115,3 +120,58 @@ def test_redis_settings_come_from_nested_env(monkeypatch: pytest.MonkeyPatch) ->
     settings: Any = Settings()
     assert settings.redis_url.get_secret_value() == "redis://h:1/0"
     assert settings.redis.status_ttl_s == 60
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://redis:6379/0", "redis://:p%2Fa%23s%3Fs%25w%40rd%3Ax@redis:6379/0"),
+        ("redis://user:old@host:1/2?x=1", "redis://user:p%2Fa%23s%3Fs%25w%40rd%3Ax@host:1/2?x=1"),
+        ("rediss://host:6380", "rediss://:p%2Fa%23s%3Fs%25w%40rd%3Ax@host:6380"),
+        ("redis://host:6379?db=3", "redis://:p%2Fa%23s%3Fs%25w%40rd%3Ax@host:6379?db=3"),
+        ("unix:///run/redis.sock?db=1", "unix://:p%2Fa%23s%3Fs%25w%40rd%3Ax@/run/redis.sock?db=1"),
+    ],
+)
+def test_with_password_escapes_any_password_into_the_userinfo(url: str, expected: str) -> None:
+    assert with_password(url, AWKWARD_PASSWORD) == expected
+    assert redis.Redis.from_url(expected).connection_pool.connection_kwargs["password"] == AWKWARD_PASSWORD
+    assert AWKWARD_PASSWORD not in redact_url(expected) and "p%2F" not in redact_url(expected)
+
+
+def test_the_password_setting_reaches_a_real_server_through_the_workers_client(
+    redis_servers: RedisServers, make_settings: Callable[..., Settings]
+) -> None:
+    server = redis_servers.start(password=AWKWARD_PASSWORD)
+    settings = make_settings(redis_url=f"redis://127.0.0.1:{server.port}/0", redis={"password": AWKWARD_PASSWORD})
+    client = redis_client_from_settings(settings)
+    try:
+        client.set("k", "v")
+        assert client.get("k") == "v"
+    finally:
+        client.close()
+
+
+def test_the_password_setting_wins_over_a_password_in_the_url(
+    redis_servers: RedisServers, make_settings: Callable[..., Settings]
+) -> None:
+    server = redis_servers.start(password=AWKWARD_PASSWORD)
+    stale_url = f"redis://:stale@127.0.0.1:{server.port}/0"
+    settings = make_settings(redis_url=stale_url, redis={"password": AWKWARD_PASSWORD})
+    client = redis_client_from_settings(settings)
+    try:
+        assert client.ping()
+    finally:
+        client.close()
+
+
+def test_a_password_setting_without_a_url_is_a_config_error(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(redis={"password": "pw"})
+    with pytest.raises(ConfigError, match="OMNIBIND_REDIS__EMBEDDED_PASSWORD"):
+        resolve_redis_url(settings)
+
+
+def test_the_redis_password_comes_from_its_own_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMNIBIND_REDIS_URL", "redis://redis:6379/0")
+    monkeypatch.setenv("OMNIBIND_REDIS__PASSWORD", AWKWARD_PASSWORD)
+    settings = Settings()
+    assert resolve_redis_url(settings) == "redis://:p%2Fa%23s%3Fs%25w%40rd%3Ax@redis:6379/0"
