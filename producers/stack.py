@@ -27,6 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, SecretStr
 
 from shared.config import Settings
+from shared.cpus import available_cpus
 from shared.embedded_redis import EmbeddedRedis
 from shared.errors import ConfigError
 from shared.heartbeat import live_workers
@@ -88,7 +89,7 @@ def _revealed(value: Any) -> Any:
 def worker_argv(kind: WorkerKind, settings: Settings) -> list[str]:
     """The command line of one worker process of `kind`.
 
-    cpu: prefork, one process per core, prefetch 1 (a long decode never strands reserved
+    cpu: prefork, one process per available CPU (`available_cpus`), prefetch 1 (a long decode never strands reserved
     messages). gpu and index: one process with a threads pool sized to keep two batches in
     flight — each thread holds one task waiting on the batcher, so concurrency, not the
     prefetch multiplier, bounds what the process reserves.
@@ -101,7 +102,8 @@ def worker_argv(kind: WorkerKind, settings: Settings) -> list[str]:
     argv += ["--without-gossip", "--without-mingle", "--prefetch-multiplier", "1"]
     argv += ["--loglevel", settings.log_level.upper()]
     if kind == "cpu":
-        processes = settings.worker.cpu_concurrency or os.cpu_count() or 1
+        # The container's CPU quota and affinity, not the host's cores (shared.cpus).
+        processes = settings.worker.cpu_concurrency or available_cpus()
         return [*argv, "--pool", "prefork", "--concurrency", str(processes)]
     if kind == "gpu":
         # Each thread holds one reserved message; more than two batches' worth would only sit

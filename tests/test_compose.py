@@ -213,3 +213,9 @@ def test_no_service_runs_a_latest_or_untagged_image_except_omnibind_s_own(compos
         repository, _, tag = image.rpartition(":")
         assert repository and "/" not in tag, f"{name}: {image} has no tag"
         assert tag != "latest", f"{name}: {image}"
+
+
+def test_cpu_worker_concurrency_is_set_per_container_and_defaults_to_its_cpus(compose: dict[str, Any]) -> None:
+    env = compose["services"]["cpu-worker"]["environment"]
+    assert env["OMNIBIND_WORKER__CPU_CONCURRENCY"] == "${OMNIBIND_WORKER__CPU_CONCURRENCY:-0}"
+    assert WorkerSettings().cpu_concurrency == 0, "0 = decided from the container's CPUs (shared.cpus)"

@@ -5,6 +5,7 @@ import torch
 
 from producers.stack import AUTO_MAX_BATCH, settings_env, worker_argv
 from shared.config import Settings, load_settings
+from shared.cpus import available_cpus
 from workers.gpu import default_max_batch
 
 
@@ -28,6 +29,11 @@ def test_cpu_workers_are_prefork_with_one_process_per_core_by_default() -> None:
     argv = worker_argv("cpu", Settings(worker={"cpu_concurrency": 3}))
     assert (_option(argv, "--pool"), _option(argv, "--concurrency"), _option(argv, "-Q")) == ("prefork", "3", "cpu")
     assert _option(argv, "--prefetch-multiplier") == "1"
+
+
+def test_by_default_cpu_workers_fork_one_process_per_cpu_the_container_may_use() -> None:
+    argv = worker_argv("cpu", Settings())
+    assert _option(argv, "--concurrency") == str(available_cpus())
 
 
 def test_children_rebuild_exactly_the_parents_settings_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
