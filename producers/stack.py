@@ -32,7 +32,7 @@ from shared.embedded_redis import EmbeddedRedis
 from shared.errors import ConfigError
 from shared.heartbeat import live_workers
 from shared.processes import die_with_parent, stop_process
-from shared.redis_client import redis_client
+from shared.redis_client import redis_client, resolve_redis_url
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,8 @@ class Stack:
         self.extra_env = dict(extra_env or {})
         self.stop_timeout_s = stop_timeout_s
         self.redis: EmbeddedRedis | None = None
-        self.redis_url: str | None = settings.redis_url.get_secret_value() if settings.redis_url else None
+        # With OMNIBIND_REDIS__PASSWORD applied, as every worker will apply it.
+        self.redis_url: str | None = resolve_redis_url(settings) if settings.redis_url else None
         self.workers: list[WorkerProcess] = []
         self._spawned = 0
 

@@ -3,9 +3,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from producers.stack import AUTO_MAX_BATCH, settings_env, worker_argv
+from producers.stack import AUTO_MAX_BATCH, Stack, settings_env, worker_argv
 from shared.config import Settings, load_settings
 from shared.cpus import available_cpus
+from tests.support.redis_server import RedisServers
 from workers.gpu import default_max_batch
 
 
@@ -48,3 +49,14 @@ def test_children_rebuild_exactly_the_parents_settings_from_env(monkeypatch: pyt
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert load_settings() == parent
+
+
+def test_the_supervisor_reaches_a_redis_whose_password_is_set_apart_from_the_url(redis_servers: RedisServers) -> None:
+    password = "p/a#s?s%w@rd:x"
+    server = redis_servers.start(password=password)
+    settings = Settings(redis_url=f"redis://127.0.0.1:{server.port}/0", redis={"password": password})
+
+    stack = Stack(settings)
+
+    assert stack.live_pids() == set()  # logged in and read the heartbeats (none yet)
+    assert stack.child_env()["OMNIBIND_REDIS_URL"] == stack.redis_url
