@@ -2,10 +2,12 @@
 
 - **Self-provided vectors.** The collection has one vector ("default") with no vectorizer,
   an HNSW index and cosine distance; omnibind sends the (unit-length) ImageBind vectors.
-  It is created on first use with explicit properties (`shared.vectors.properties`; text
-  properties used as filters are ``field``-tokenised so that ``tenant == "acme"`` never
-  matches ``"acme corp"``). Auto-schema is never relied upon. Two workers creating it at
-  once is fine: the loser sees "already exists" and uses the winner's.
+  It is created with explicit properties (`weaviate_schema`); an existing one is checked
+  against them when first used (`ConfigError` naming what differs), and properties it
+  lacks are added. Auto-schema is never relied upon: every write first reads the schema and
+  re-creates a collection deleted meanwhile. Two workers creating it at once is fine: the
+  loser sees "already exists" and checks and uses the winner's. Reads of a deleted
+  collection find nothing.
 - **Idempotent.** Object uuid = `record_uuid(upload_id)`; a batch write with an existing
   uuid replaces that object, so a redelivered index task overwrites instead of duplicating.
   Every per-object error of a batch is checked and raised with the failing upload ids.
@@ -13,10 +15,14 @@
   collection and one HNSW graph serve every tenant, and a search filters by tenant.
 - **One client per process, created lazily** on first use, so that a Celery prefork child
   never inherits its parent's sockets; a forked process (pid changed) opens its own.
-- **Errors.** Connection failures, timeouts, 5xx/429 and gRPC UNAVAILABLE-like codes →
-  `VectorStoreUnavailable` (retried by the pipeline); rejected credentials, a dimension or
-  schema mismatch → `ConfigError`. The API key is a `SecretStr` and only unwrapped inside
-  the call that opens the client; it appears in no repr, message or log line.
+  Connecting asks only the server (no PyPI version check) and refuses an unsupported
+  server version with a `ConfigError`.
+- **Errors** (`weaviate_errors`): connection failures, timeouts, 5xx/429, gRPC
+  UNAVAILABLE-like codes and per-object errors that may pass later (a read-only shard) →
+  `VectorStoreUnavailable` (retried by the pipeline); an object the server rejects →
+  `PermanentError` (``vector_store_rejected``); rejected credentials, a dimension or schema
+  mismatch, an unsupported server → `ConfigError`. The API key is a `SecretStr` and only
+  unwrapped inside the call that opens the client; it appears in no repr, message or log line.
 """
 
 from __future__ import annotations
@@ -31,55 +37,40 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import grpc
-import httpx
 import numpy as np
 from pydantic import SecretStr
-from weaviate.classes.config import Configure, DataType, Property, Tokenization, VectorDistances
 from weaviate.classes.data import DataObject
 from weaviate.classes.query import Filter, MetadataQuery
-from weaviate.exceptions import (
-    AuthenticationFailedError,
-    InsufficientPermissionsError,
-    UnexpectedStatusCodeError,
-    WeaviateBaseError,
-    WeaviateInvalidInputError,
-)
+from weaviate.exceptions import UnexpectedStatusCodeError, WeaviateBaseError, WeaviateInsertManyAllFailedError
 
-from shared.errors import ConfigError, OmnibindError, PermanentError, VectorStoreUnavailable
-from shared.vectors.properties import PROPERTIES, PROPERTY_NAMES, Kind, properties_to_record, record_to_properties
+from shared.errors import ConfigError, VectorStoreUnavailable
+from shared.vectors.properties import PROPERTY_NAMES, properties_to_record, record_to_properties
 from shared.vectors.records import SearchFilters, SearchHit, VectorRecord, record_uuid
 from shared.vectors.validation import query_vector, records_dimension, unique_by_upload_id
+from shared.vectors.weaviate_errors import (
+    CLASS_MISSING,
+    CLIENT_ERRORS,
+    COLLECTION_HINT,
+    all_failed_error,
+    batch_failures,
+    check_server_version,
+    failures_error,
+    translate_error,
+)
+from shared.vectors.weaviate_schema import VECTOR_NAME, collection_config, missing_properties, schema_differences
 
 if TYPE_CHECKING:
     from weaviate import WeaviateClient
     from weaviate.collections import Collection
-    from weaviate.collections.classes.batch import BatchObjectReturn
+    from weaviate.collections.classes.config import CollectionConfig
     from weaviate.collections.classes.filters import _Filters
 
     from shared.config import Settings
 
 log = logging.getLogger(__name__)
 
-VECTOR_NAME = "default"
 _COLLECTION_NAME = re.compile(r"^[A-Z][_0-9A-Za-z]*$")
-# Weaviate phrases a dimension mismatch in several ways across versions.
-_DIMENSION_MISMATCH = re.compile(r"vector lengths? don.?t match|has a vector with length|vector length", re.I)
-# gRPC status codes (grpc.StatusCode values) that mean "try again later".
-_TRANSIENT_GRPC_CODES = frozenset({4, 8, 10, 14})  # DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, UNAVAILABLE
 _IDS_PER_DELETE = 1000
-# What the client lets escape: its own errors and, rarely, raw transport errors.
-_CLIENT_ERRORS = (WeaviateBaseError, httpx.HTTPError, grpc.RpcError)
-_ERRORS_SHOWN = 10
-
-_DATA_TYPES: dict[Kind, DataType] = {
-    Kind.TEXT: DataType.TEXT,
-    Kind.TEXT_LIST: DataType.TEXT_ARRAY,
-    Kind.INT: DataType.INT,
-    Kind.BOOL: DataType.BOOL,
-    Kind.DATE: DataType.DATE,
-    Kind.JSON: DataType.TEXT,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,39 +124,6 @@ def parse_endpoint(
     )
 
 
-def collection_properties() -> list[Property]:
-    """Explicit Weaviate properties for `PROPERTIES` (nothing left to auto-schema)."""
-    properties = []
-    for spec in PROPERTIES:
-        data_type = _DATA_TYPES[spec.kind]
-        text = data_type in (DataType.TEXT, DataType.TEXT_ARRAY)
-        properties.append(
-            Property(
-                name=spec.name,
-                data_type=data_type,
-                description=spec.description or None,
-                index_filterable=spec.filterable,
-                # Exact-match filters only; no BM25 (that would need an index we don't use).
-                index_searchable=False if text else None,
-                tokenization=Tokenization.FIELD if text and spec.filterable else None,
-            )
-        )
-    return properties
-
-
-def collection_config(name: str) -> dict[str, Any]:
-    """Keyword arguments for ``client.collections.create``: self-provided vectors, HNSW, cosine."""
-    return {
-        "name": name,
-        "description": "omnibind: one ImageBind embedding per upload (vectors provided by omnibind)",
-        "properties": collection_properties(),
-        "vector_config": Configure.Vectors.self_provided(
-            name=VECTOR_NAME,
-            vector_index_config=Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE),
-        ),
-    }
-
-
 def build_filter(filters: SearchFilters | None) -> _Filters | None:
     """`filters` as a Weaviate filter (a conjunction), or None for "everything"."""
     if filters is None:
@@ -215,45 +173,8 @@ def vector_of(vector: Any) -> np.ndarray | None:
     return np.asarray(vector, dtype=np.float32)
 
 
-def translate_error(exc: Exception, action: str) -> OmnibindError:
-    """The omnibind error for a weaviate-client (or transport) exception raised during `action`."""
-    text = f"Weaviate {action} failed: {exc}"
-    if isinstance(exc, AuthenticationFailedError | InsufficientPermissionsError):
-        return ConfigError(f"{text} (check OMNIBIND_VECTORS__API_KEY)")
-    if _DIMENSION_MISMATCH.search(str(exc)):
-        return ConfigError(
-            f"{text}; vectors of different models cannot share a collection (OMNIBIND_VECTORS__COLLECTION)"
-        )
-    if isinstance(exc, UnexpectedStatusCodeError):
-        code = exc.status_code
-        if code in (401, 403):
-            return ConfigError(f"{text} (check OMNIBIND_VECTORS__API_KEY)")
-        if code >= 500 or code in (408, 429) or code in _TRANSIENT_GRPC_CODES:
-            return VectorStoreUnavailable(text)
-        if 400 <= code < 500:
-            # Weaviate refused the request itself: the collection does not have the schema
-            # omnibind expects (someone else created it) or the server is too old.
-            return ConfigError(text)
-        return VectorStoreUnavailable(text)
-    if isinstance(exc, WeaviateInvalidInputError):
-        return PermanentError(text, reason="invalid_record")
-    # Connection refused, start-up checks, timeouts, closed client, retries exhausted, gRPC
-    # query/batch errors: all "the store is not answering right now".
-    return VectorStoreUnavailable(text)
-
-
-def batch_failures(result: BatchObjectReturn, upload_ids: Sequence[str]) -> dict[str, str]:
-    """Failed upload id -> Weaviate's message, from a batch result (indices are batch positions)."""
-    return {upload_ids[index]: error.message for index, error in sorted(result.errors.items())}
-
-
-def failures_error(failures: Mapping[str, str], total: int, collection: str) -> OmnibindError:
-    shown = "; ".join(f"{upload_id}: {message}" for upload_id, message in list(failures.items())[:_ERRORS_SHOWN])
-    more = f" (and {len(failures) - _ERRORS_SHOWN} more)" if len(failures) > _ERRORS_SHOWN else ""
-    text = f"Weaviate rejected {len(failures)} of {total} objects written to {collection}: {shown}{more}"
-    if any(_DIMENSION_MISMATCH.search(message) for message in failures.values()):
-        return ConfigError(text)
-    return VectorStoreUnavailable(text)
+class CollectionGone(VectorStoreUnavailable):
+    """The collection was deleted under the store: reads find nothing; a write retried re-creates it."""
 
 
 class WeaviateVectorStore:
@@ -322,35 +243,35 @@ class WeaviateVectorStore:
     def upsert(self, records: Sequence[VectorRecord]) -> None:
         """Insert or replace `records` by uuid in batches; raise if any object failed.
 
-        Not atomic across objects (Weaviate has no transactions): after an error some
-        objects may be written; writing the same records again is safe (idempotent).
+        Before each batch the collection's schema is read again (one small request), so that a
+        collection deleted meanwhile is re-created with the explicit schema before the write,
+        never inferred by Weaviate's auto-schema from the objects. Not atomic across objects
+        (Weaviate has no transactions): after an error some objects may be written; writing
+        the same records again is safe (idempotent).
         """
         if not records:
             return
         batch = unique_by_upload_id(records)
         collection = self._collection(create=True)
         assert collection is not None
-        dim = records_dimension(batch, self._store_dimension(collection), store=self._describe(), hint=self._hint())
+        dim = records_dimension(batch, self._store_dimension(collection), store=self._describe(), hint=COLLECTION_HINT)
         for start in range(0, len(batch), self._batch_size):
-            chunk = batch[start : start + self._batch_size]
-            objects = [to_data_object(record) for record in chunk]
-            with self._translated("batch write"):
-                result = collection.data.insert_many(objects)
-            failures = batch_failures(result, [record.upload_id for record in chunk])
-            if failures:
-                raise failures_error(failures, len(chunk), self._name)
+            if start:
+                collection = self._collection(create=True)
+                assert collection is not None
+            self._write(collection, batch[start : start + self._batch_size])
         # The store now holds vectors of this dimension (it was checked against any stored one).
         self._dimension = dim
         self._dimension_checked = True
 
     def get(self, upload_id: str) -> VectorRecord | None:
         collection = self._collection(create=False)
-        if collection is None:
-            return None
-        with self._translated("get"):
-            obj = collection.query.fetch_object_by_id(
-                record_uuid(upload_id), include_vector=True, return_properties=list(PROPERTY_NAMES)
-            )
+        obj = None
+        with contextlib.suppress(CollectionGone), self._translated("get"):
+            if collection is not None:
+                obj = collection.query.fetch_object_by_id(
+                    record_uuid(upload_id), include_vector=True, return_properties=list(PROPERTY_NAMES)
+                )
         return None if obj is None else from_weaviate_object(obj.properties, obj.vector)
 
     def delete(self, upload_ids: Sequence[str]) -> int:
@@ -360,16 +281,17 @@ class WeaviateVectorStore:
         if not ids or collection is None:
             return 0
         deleted = 0
-        for start in range(0, len(ids), _IDS_PER_DELETE):
-            chunk = ids[start : start + _IDS_PER_DELETE]
-            where = Filter.by_id().contains_any([record_uuid(upload_id) for upload_id in chunk])
-            with self._translated("delete"):
-                result = collection.data.delete_many(where=where)
-            if result.failed:
-                raise VectorStoreUnavailable(
-                    f"Weaviate failed to delete {result.failed} of {result.matches} objects from {self._name}"
-                )
-            deleted += int(result.successful)
+        with contextlib.suppress(CollectionGone):
+            for start in range(0, len(ids), _IDS_PER_DELETE):
+                chunk = ids[start : start + _IDS_PER_DELETE]
+                where = Filter.by_id().contains_any([record_uuid(upload_id) for upload_id in chunk])
+                with self._translated("delete"):
+                    result = collection.data.delete_many(where=where)
+                if result.failed:
+                    raise VectorStoreUnavailable(
+                        f"Weaviate failed to delete {result.failed} of {result.matches} objects from {self._name}"
+                    )
+                deleted += int(result.successful)
         return deleted
 
     def search(self, vector: np.ndarray, *, k: int = 10, filters: SearchFilters | None = None) -> list[SearchHit]:
@@ -378,34 +300,20 @@ class WeaviateVectorStore:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         collection = self._collection(create=False)
-        if collection is None:
-            return []
-        query = query_vector(vector, self._store_dimension(collection), store=self._describe(), hint=self._hint())
-        with self._translated("search"):
-            response = collection.query.near_vector(
-                near_vector=query.tolist(),
-                limit=k,
-                target_vector=VECTOR_NAME,
-                filters=build_filter(filters),
-                include_vector=True,
-                return_properties=list(PROPERTY_NAMES),
-                return_metadata=MetadataQuery(distance=True),
-            )
-        hits = []
-        for obj in response.objects:
-            distance = obj.metadata.distance if obj.metadata is not None else None
-            if distance is None:
-                raise VectorStoreUnavailable(f"Weaviate returned a search hit without its distance from {self._name}")
-            hits.append(SearchHit(from_weaviate_object(obj.properties, obj.vector), 1.0 - float(distance)))
+        hits: list[SearchHit] = []
+        with contextlib.suppress(CollectionGone):
+            if collection is not None:
+                hits = self._search(collection, vector, k, filters)
         return hits
 
     def count(self, filters: SearchFilters | None = None) -> int:
         collection = self._collection(create=False)
-        if collection is None:
-            return 0
-        with self._translated("count"):
-            result = collection.aggregate.over_all(total_count=True, filters=build_filter(filters))
-        return int(result.total_count or 0)
+        total = 0
+        with contextlib.suppress(CollectionGone), self._translated("count"):
+            if collection is not None:
+                result = collection.aggregate.over_all(total_count=True, filters=build_filter(filters))
+                total = int(result.total_count or 0)
+        return total
 
     def iter_records(self, batch_size: int = 256) -> Iterator[VectorRecord]:
         """Every record, vectors included (cursor over uuids; writes made meanwhile may or may
@@ -415,7 +323,7 @@ class WeaviateVectorStore:
         collection = self._collection(create=False)
         if collection is None:
             return
-        with self._translated("iterate"):
+        with contextlib.suppress(CollectionGone), self._translated("iterate"):
             for obj in collection.iterator(
                 include_vector=True, return_properties=list(PROPERTY_NAMES), cache_size=batch_size
             ):
@@ -443,6 +351,11 @@ class WeaviateVectorStore:
             return self._client_obj
 
     def _connect(self) -> WeaviateClient:
+        """A connected client, after checking the server's version. ``skip_init_checks``: the
+        client's own start-up checks would ask pypi.org for its latest version (a request to
+        the internet on every connect, which many hosts cannot make) and ping gRPC (the
+        first gRPC call tells us as much). It still reads ``/v1/meta``, refusing servers
+        older than it supports; we refuse the versions omnibind does not support."""
         import weaviate
         from weaviate.classes.init import AdditionalConfig, Auth, Timeout
 
@@ -462,37 +375,121 @@ class WeaviateVectorStore:
                 additional_config=AdditionalConfig(
                     timeout=Timeout(init=timeouts.init_s, query=timeouts.query_s, insert=timeouts.insert_s)
                 ),
+                skip_init_checks=True,
             )
         except WeaviateBaseError as exc:
             raise translate_error(exc, f"connect to {endpoint}") from exc
-        log.info("connected to Weaviate at %s (collection %s)", endpoint, self._name)
+        except ValueError as exc:  # the client could not parse the server's version
+            raise ConfigError(f"Weaviate at {endpoint} reports a version weaviate-client cannot read: {exc}") from exc
+        try:
+            with self._translated("read the server version"):
+                version = str(client.get_meta().get("version", ""))
+            check_server_version(version, str(endpoint))
+        except Exception:
+            client.close()
+            raise
+        log.info("connected to Weaviate %s at %s (collection %s)", version, endpoint, self._name)
         return client
 
     def _collection(self, *, create: bool) -> Collection[Any, Any] | None:
-        """The collection, created first if `create`; None if it does not exist (yet)."""
+        """The collection, its schema checked, created first if `create`; None if it does not
+        exist. Reads check the schema once per client; writes every time (see `upsert`)."""
         client = self._client()
-        if not self._collection_ready:
-            with self._translated("read the schema"):
-                exists = client.collections.exists(self._name)
-            if not exists:
+        if create or not self._collection_ready:
+            config = self._read_config(client)
+            if config is None:
+                self._collection_ready = False
                 if not create:
                     return None
-                self._create_collection(client)
+                config = self._create_collection(client)
+            if config is not None:
+                self._check_schema(client, config)
             self._collection_ready = True
         return client.collections.use(self._name)
 
-    def _create_collection(self, client: WeaviateClient) -> None:
+    def _read_config(self, client: WeaviateClient) -> CollectionConfig | None:
+        """The collection's configuration as the server has it; None if there is no such collection."""
+        try:
+            return client.collections.export_config(self._name)
+        except UnexpectedStatusCodeError as exc:
+            if exc.status_code == 404:
+                return None
+            raise translate_error(exc, f"read the schema of {self._name}") from exc
+        except CLIENT_ERRORS as exc:
+            raise translate_error(exc, f"read the schema of {self._name}") from exc
+
+    def _create_collection(self, client: WeaviateClient) -> CollectionConfig | None:
+        """Create the collection; returns the configuration to check when another worker won the
+        race and created it first, None when this one created it (its schema is ours)."""
+        if self._dimension_checked:
+            log.warning("Weaviate collection %s has disappeared (deleted?); re-creating it", self._name)
+            self._dimension_checked = False  # whatever is stored from now on is new
         try:
             client.collections.create(**collection_config(self._name))
         except UnexpectedStatusCodeError as exc:
-            # Another worker created it between our check and our create: use theirs.
+            # Another worker created it between our check and our create: use theirs, if it fits.
             if exc.status_code == 422 and "already exists" in str(exc):
                 log.info("collection %s was created concurrently by another worker", self._name)
-                return
+                return self._read_config(client)
             raise translate_error(exc, f"create collection {self._name}") from exc
-        except WeaviateBaseError as exc:
+        except CLIENT_ERRORS as exc:
             raise translate_error(exc, f"create collection {self._name}") from exc
         log.info("created Weaviate collection %s (self-provided vectors, HNSW, cosine)", self._name)
+        return None
+
+    def _check_schema(self, client: WeaviateClient, config: CollectionConfig) -> None:
+        """Refuse a collection omnibind cannot use (`ConfigError`); add properties it lacks."""
+        differences = schema_differences(config)
+        if differences:
+            raise ConfigError(
+                f"{self._describe()} does not have omnibind's schema: {'; '.join(differences)}. Another program "
+                f"(or Weaviate's auto-schema) created it: {COLLECTION_HINT}, or delete this one"
+            )
+        collection = client.collections.use(self._name)
+        for prop in missing_properties(config):
+            try:
+                collection.config.add_property(prop)
+            except UnexpectedStatusCodeError as exc:
+                if exc.status_code == 422 and "already exists" in str(exc):
+                    continue  # another worker added it first; the next write checks its type
+                raise translate_error(exc, f"add property {prop.name} to {self._name}") from exc
+            except CLIENT_ERRORS as exc:
+                raise translate_error(exc, f"add property {prop.name} to {self._name}") from exc
+            log.info("added property %s to Weaviate collection %s", prop.name, self._name)
+
+    def _write(self, collection: Collection[Any, Any], chunk: Sequence[VectorRecord]) -> None:
+        upload_ids = [record.upload_id for record in chunk]
+        try:
+            result = collection.data.insert_many([to_data_object(record) for record in chunk])
+        except WeaviateInsertManyAllFailedError as exc:
+            raise all_failed_error(exc, upload_ids, self._name) from exc
+        except CLIENT_ERRORS as exc:
+            raise translate_error(exc, f"batch write ({self._name})") from exc
+        failures = batch_failures(result, upload_ids)
+        if failures:
+            raise failures_error(failures, len(chunk), self._name)
+
+    def _search(
+        self, collection: Collection[Any, Any], vector: np.ndarray, k: int, filters: SearchFilters | None
+    ) -> list[SearchHit]:
+        query = query_vector(vector, self._store_dimension(collection), store=self._describe(), hint=COLLECTION_HINT)
+        with self._translated("search"):
+            response = collection.query.near_vector(
+                near_vector=query.tolist(),
+                limit=k,
+                target_vector=VECTOR_NAME,
+                filters=build_filter(filters),
+                include_vector=True,
+                return_properties=list(PROPERTY_NAMES),
+                return_metadata=MetadataQuery(distance=True),
+            )
+        hits = []
+        for obj in response.objects:
+            distance = obj.metadata.distance if obj.metadata is not None else None
+            if distance is None:
+                raise VectorStoreUnavailable(f"Weaviate returned a search hit without its distance from {self._name}")
+            hits.append(SearchHit(from_weaviate_object(obj.properties, obj.vector), 1.0 - float(distance)))
+        return hits
 
     def _store_dimension(self, collection: Collection[Any, Any]) -> int | None:
         """The dimension of the vectors stored: read from any stored object, checked against
@@ -507,7 +504,7 @@ class WeaviateVectorStore:
         if self._dimension is not None and self._dimension != stored.shape[0]:
             raise ConfigError(
                 f"{self._describe()} holds vectors of dimension {stored.shape[0]}, but dimension "
-                f"{self._dimension} is configured; {self._hint()}"
+                f"{self._dimension} is configured; {COLLECTION_HINT}"
             )
         self._dimension = int(stored.shape[0])
         self._dimension_checked = True
@@ -517,11 +514,11 @@ class WeaviateVectorStore:
     def _translated(self, action: str) -> Iterator[None]:
         try:
             yield
-        except _CLIENT_ERRORS as exc:
+        except CLIENT_ERRORS as exc:
+            if CLASS_MISSING.search(str(exc)):
+                self._collection_ready = False
+                raise CollectionGone(f"{self._describe()} does not exist (deleted?): {action} found nothing") from exc
             raise translate_error(exc, f"{action} ({self._name})") from exc
 
     def _describe(self) -> str:
         return f"Weaviate collection {self._name!r} at {self._endpoint}"
-
-    def _hint(self) -> str:
-        return "use another collection (OMNIBIND_VECTORS__COLLECTION)"

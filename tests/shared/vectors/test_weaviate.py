@@ -24,10 +24,12 @@ from weaviate.exceptions import (
     WeaviateBaseError,
     WeaviateBatchError,
     WeaviateConnectionError,
+    WeaviateInsertManyAllFailedError,
     WeaviateInvalidInputError,
     WeaviateQueryError,
     WeaviateStartUpError,
     WeaviateTimeoutError,
+    WeaviateUnsupportedFeatureError,
 )
 from weaviate.util import _ServerVersion
 
@@ -38,17 +40,20 @@ from shared.vectors.properties import PROPERTIES, PROPERTY_NAMES, Kind
 from shared.vectors.records import SearchFilters, VectorRecord, record_uuid
 from shared.vectors.weaviate import (
     WeaviateVectorStore,
-    batch_failures,
     build_filter,
-    collection_config,
-    collection_properties,
-    failures_error,
     from_weaviate_object,
     parse_endpoint,
     to_data_object,
     to_weaviate_properties,
+)
+from shared.vectors.weaviate_errors import (
+    all_failed_error,
+    batch_failures,
+    check_server_version,
+    failures_error,
     translate_error,
 )
+from shared.vectors.weaviate_schema import collection_config, collection_properties
 
 from .test_contract import assert_same_record
 
@@ -228,6 +233,38 @@ def test_unflagged_records_send_an_empty_category_list(make_record: RecordFactor
 # -- errors ------------------------------------------------------------------------------------
 
 
+CLIENT_FLOOR = "Weaviate version 1.27.0 or higher."
+# What Weaviate v1.35.2 answered, word for word, when objects were written to a live server
+# (tests/shared/vectors/test_weaviate_live.py provokes them; the families come from its source).
+REJECTED = [
+    "invalid integer property 'size' on class 'OmnibindUpload': requires an integer, the given value is 'abc'",
+    "invalid date property 'created_at' on class 'OmnibindUpload': requires a string with a RFC3339 formatted "
+    "date, but the given value is 'yesterday'",
+    "invalid boolean property 'flagged' on class 'OmnibindUpload': not a bool, but string",
+    "invalid text property 'tenant' on class 'OmnibindUpload': not a string, but float64",
+    "invalid text array property 'categories' on class 'OmnibindUpload': invalid text array value: "
+    "[%!s(int64=1) %!s(int64=2)]",
+]
+NOT_OUR_COLLECTION = [
+    "Validate vector index default for target vector c2bce6ea-1d2d-4654-9865-bb603f8a325a: new node has a vector "
+    "with length 16. Existing nodes have vectors with length 32: vector dimensions do not match the index dimensions",
+    "collection OmnibindUpload does not have configuration for vector other",
+    "class OmnibindUpload has multi-tenancy enabled, but request was without tenant",
+    "no such prop with name 'x' found in class 'OmnibindUpload' in the schema. Check your schema files for which "
+    "properties in this class are available",
+]
+READ_ONLY = "store is read-only due to: manually set by user"
+TRY_AGAIN = [
+    READ_ONLY,
+    "store is read-only due to: disk usage too high. Set to read-only at 91.20%, threshold set to 90.00%",
+    "not enough memory",
+    "context deadline exceeded",
+    "leader not found",
+    'class "OmnibindUpload" not found in schema',
+    "something Weaviate has never said before",
+]
+
+
 def _status_error(code: int, body: dict[str, Any] | None = None) -> UnexpectedStatusCodeError:
     request = httpx.Request("POST", "http://weaviate:8080/v1/schema")
     return UnexpectedStatusCodeError("Create collection", httpx.Response(code, json=body or {}, request=request))
@@ -251,6 +288,10 @@ def _status_error(code: int, body: dict[str, Any] | None = None) -> UnexpectedSt
         (WeaviateQueryError("knn search: 1024 vs 32: vector lengths don't match", "GRPC search"), ConfigError),
         (WeaviateInvalidInputError("bad property"), PermanentError),
         (httpx.ConnectError("refused"), VectorStoreUnavailable),
+        (WeaviateStartUpError(f"Weaviate version 1.20.0 is not supported. Please use {CLIENT_FLOOR}"), ConfigError),
+        (WeaviateUnsupportedFeatureError("Dynamic RAG", "1.27.0", "1.27.14"), ConfigError),
+        (WeaviateInsertManyAllFailedError(f"Here is the set of all errors: {REJECTED[0]}"), PermanentError),
+        (WeaviateInsertManyAllFailedError(f"Here is the set of all errors: {READ_ONLY}"), VectorStoreUnavailable),
     ],
     ids=lambda value: type(value).__name__ if isinstance(value, Exception) else value.__name__,
 )
@@ -392,3 +433,55 @@ def test_settings_reach_the_store() -> None:
     store = WeaviateVectorStore.from_settings(settings)
     assert store.collection_name == "Uploads"
     assert "https://w.example:8443" in repr(store) and "50052" in repr(store)
+
+
+@pytest.mark.parametrize("message", REJECTED)
+def test_an_object_the_server_rejects_is_a_permanent_error(message: str) -> None:
+    error = failures_error({"u1": message}, 2, "OmnibindUpload")
+    assert type(error) is PermanentError and error.reason == "vector_store_rejected"
+    assert f"u1: {message}" in str(error)
+
+
+@pytest.mark.parametrize("message", NOT_OUR_COLLECTION)
+def test_an_object_that_does_not_fit_the_collection_is_a_config_error(message: str) -> None:
+    error = failures_error({"u1": message, "u2": REJECTED[0]}, 2, "OmnibindUpload")
+    assert isinstance(error, ConfigError) and "OMNIBIND_VECTORS__COLLECTION" in str(error)
+
+
+@pytest.mark.parametrize("message", TRY_AGAIN)
+def test_other_per_object_errors_are_retried(message: str) -> None:
+    assert isinstance(failures_error({"u1": message}, 1, "OmnibindUpload"), VectorStoreUnavailable)
+
+
+def test_a_batch_with_rejected_and_retryable_objects_is_retried() -> None:
+    # The index writer then retries record by record, so the rejected one fails alone.
+    error = failures_error({"u1": REJECTED[0], "u2": READ_ONLY}, 2, "OmnibindUpload")
+    assert isinstance(error, VectorStoreUnavailable)
+
+
+def test_a_batch_whose_every_object_is_rejected_names_the_uploads_and_every_message() -> None:
+    exc = WeaviateInsertManyAllFailedError("Here is the set of all errors: " + "\n".join(REJECTED[:2]))
+    error = all_failed_error(exc, ["u1", "u2", "u3"], "OmnibindUpload")
+    assert type(error) is PermanentError and error.reason == "vector_store_rejected"
+    assert "all 3 objects" in str(error) and "u1, u2, u3" in str(error)
+    assert REJECTED[0] in str(error) and REJECTED[1] in str(error)
+
+
+def test_every_object_failing_for_a_retryable_reason_is_retried() -> None:
+    exc = WeaviateInsertManyAllFailedError(f"Here is the set of all errors: {REJECTED[0]}\n{READ_ONLY}")
+    assert isinstance(all_failed_error(exc, ["u1", "u2"], "OmnibindUpload"), VectorStoreUnavailable)
+
+
+# -- server versions -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["1.27.0", "1.35.2", "v1.36.0", "1.99.3-rc.1"])
+def test_weaviate_1x_from_1_27_is_supported(version: str) -> None:
+    check_server_version(version, "http://weaviate:8080")
+
+
+@pytest.mark.parametrize("version", ["1.26.9", "1.20.0", "0.22.0", "2.0.0", "", "unknown"])
+def test_other_server_versions_are_a_config_error_naming_the_supported_ones(version: str) -> None:
+    with pytest.raises(ConfigError, match=r"1\.27\.0 or a newer 1\.x.*OMNIBIND_VECTORS__URL") as caught:
+        check_server_version(version, "http://weaviate:8080")
+    assert repr(version) in str(caught.value) and "http://weaviate:8080" in str(caught.value)
