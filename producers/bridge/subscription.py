@@ -4,6 +4,11 @@ Equivalent to ``mc event add ALIAS/BUCKET ARN --event put,delete``: the bucket's
 notification configuration gets a queue entry for `arn` with ``s3:ObjectCreated:*`` and
 ``s3:ObjectRemoved:*``. Entries already there (other targets, other tools) are kept; an
 entry for `arn` that already covers both events is left as it is.
+
+MinIO stores an ARN with its server's region (``arn:minio:sqs:eu-west-1:OMNIBIND:redis``)
+even when it was given without one (``arn:minio:sqs::OMNIBIND:redis``, as ``mc admin info``
+prints it and compose configures it), so ARNs are compared with an empty region matching any
+(`same_arn`): otherwise every start would add the entry again.
 """
 
 from __future__ import annotations
@@ -22,15 +27,30 @@ log = logging.getLogger(__name__)
 
 EVENTS = ("s3:ObjectCreated:*", "s3:ObjectRemoved:*")
 CONFIG_ID = "omnibind-bridge"
+# arn:partition:service:region:account-or-id:resource (the resource may hold more colons).
+_ARN_SPLITS = 4
+_ARN_PARTS = _ARN_SPLITS + 1
+_REGION = 3
 _ACCESS_ERRORS = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidArgument"}
+
+
+def same_arn(first: str, second: str) -> bool:
+    """Whether two ARNs name the same target, an empty region matching any region (pure)."""
+    if first == second:
+        return True
+    one, other = first.split(":", _ARN_SPLITS), second.split(":", _ARN_SPLITS)
+    if len(one) != _ARN_PARTS or len(other) != _ARN_PARTS:
+        return False
+    regions_match = not one[_REGION] or not other[_REGION] or one[_REGION] == other[_REGION]
+    return regions_match and one[:_REGION] + one[_REGION + 1 :] == other[:_REGION] + other[_REGION + 1 :]
 
 
 def with_subscription(config: NotificationConfig, arn: str) -> NotificationConfig | None:
     """`config` plus a queue entry sending created/removed events to `arn`, or None when an
-    entry for `arn` without filters already covers them (pure)."""
+    entry for `arn` (`same_arn`) without filters already covers them (pure)."""
     for queue in config.queue_config_list:
         unfiltered = queue.prefix_filter_rule is None and queue.suffix_filter_rule is None
-        if queue.queue == arn and unfiltered and set(EVENTS) <= set(queue.events):
+        if queue.queue and same_arn(queue.queue, arn) and unfiltered and set(EVENTS) <= set(queue.events):
             return None
     ours = QueueConfig(queue=arn, events=list(EVENTS), config_id=CONFIG_ID)
     return NotificationConfig(

@@ -10,7 +10,7 @@ import pytest
 from minio import Minio
 from minio.notificationconfig import NotificationConfig, PrefixFilterRule, QueueConfig
 
-from producers.bridge.subscription import EVENTS, subscribe_bucket, with_subscription
+from producers.bridge.subscription import EVENTS, same_arn, subscribe_bucket, with_subscription
 from shared.config import ObjectStoreSettings
 from shared.errors import ConfigError
 from tests.support.s3_server import S3Server
@@ -54,3 +54,20 @@ def test_a_refused_arn_is_a_config_error(s3_server: S3Server) -> None:
     settings = ObjectStoreSettings(**s3_server.object_settings())
     with pytest.raises(ConfigError, match="refused"):
         subscribe_bucket(settings, new_bucket(s3_server), "not-an-arn")
+
+
+@pytest.mark.parametrize(
+    ("stored", "configured", "same"),
+    [
+        ("arn:minio:sqs:eu-west-1:OMNIBIND:redis", "arn:minio:sqs::OMNIBIND:redis", True),
+        ("arn:minio:sqs::OMNIBIND:redis", "arn:minio:sqs:eu-west-1:OMNIBIND:redis", True),
+        ("arn:minio:sqs:eu-west-1:OMNIBIND:redis", "arn:minio:sqs:us-east-1:OMNIBIND:redis", False),
+        ("arn:minio:sqs:eu-west-1:OMNIBIND:redis", "arn:minio:sqs::OTHER:redis", False),
+        ("arn:minio:sqs::OMNIBIND:redis", "arn:minio:sqs::OMNIBIND:webhook", False),
+        ("not-an-arn", "not-an-arn", True),
+    ],
+)
+def test_an_arn_without_region_matches_the_same_target_in_any_region(stored: str, configured: str, same: bool) -> None:
+    config = NotificationConfig(queue_config_list=[QueueConfig(queue=stored, events=list(EVENTS))])
+    assert same_arn(stored, configured) is same
+    assert (with_subscription(config, configured) is None) is same
