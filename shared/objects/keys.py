@@ -34,6 +34,15 @@ _IPV4_RE = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 _BUCKET_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 _BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 _METADATA_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,127}$")
+# Names the minio SDK sends as the HTTP header itself instead of X-Amz-Meta-<name>
+# (`minio.helpers.normalize_headers`): a second Content-Type beside the one it sets breaks
+# the request signature (SignatureDoesNotMatch, which reads as an access error and is
+# retried), and the others would change how the object is served or stored. Expires is
+# S3's own object header as well.
+_HEADER_METADATA_NAMES = frozenset(
+    {"cache-control", "content-disposition", "content-encoding", "content-language", "content-type", "expires"}
+)
+_HEADER_METADATA_PREFIX = "x-amz-"
 _CONTENT_TYPE_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+(\s*;[\x20-\x7e]*)?$")
 _SHOWN_CHARS = 80
 
@@ -118,8 +127,10 @@ def validate_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
     ``invalid_metadata``).
 
     Names: 1-128 of ``a-z 0-9 _ -`` after lower-casing (S3 metadata names are
-    case-insensitive HTTP header names). Values: printable ASCII (headers cannot carry
-    anything else portably). Names plus values: at most 2 KiB, as in S3.
+    case-insensitive HTTP header names), and none of the standard object headers
+    (content-type, cache-control, content-encoding, content-disposition, content-language,
+    expires) or ``x-amz-*``: those are not user metadata to S3. Values: printable ASCII
+    (headers cannot carry anything else portably). Names plus values: at most 2 KiB, as in S3.
     """
     normalised: dict[str, str] = {}
     for name, value in (metadata or {}).items():
@@ -127,6 +138,11 @@ def validate_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
         if not _METADATA_NAME_RE.match(lowered):
             raise PermanentError(
                 f"metadata name {_shown(str(name))} is invalid: use 1-128 of a-z, 0-9, '_' and '-'",
+                reason="invalid_metadata",
+            )
+        if lowered in _HEADER_METADATA_NAMES or lowered.startswith(_HEADER_METADATA_PREFIX):
+            raise PermanentError(
+                f"metadata name {_shown(str(name))} is reserved: it is an object header, not user metadata",
                 reason="invalid_metadata",
             )
         if not isinstance(value, str) or not all(" " <= char <= "~" for char in value):
