@@ -200,12 +200,20 @@ class DeleteRequest(Frozen):
 
     `object_version_id`: delete only if the record embeds this version of the object (removing
     an older version leaves the current version's record alone); None = whatever is indexed.
+
+    `removed_at`: when the object was removed. A record of an upload submitted after that
+    moment (the key was written again) is kept: the removal is older than what it would
+    delete. None = delete regardless of time (requests from before the field existed).
+    `sequencer`: the store's ordering token of the removal (MinIO's ``s3.object.sequencer``),
+    for logs and tracing only.
     """
 
     version: str = "1"
     upload_id: str
     object_version_id: str | None = None
     reason: str = Field("object_removed", max_length=64)
+    removed_at: datetime | None = None
+    sequencer: str | None = Field(None, max_length=64)
 
     @field_validator("upload_id")
     @classmethod

@@ -6,6 +6,10 @@ every record in it was enqueued, dead-lettered or ignored. A bridge that dies in
 finds the notification on its processing list at the next start and handles it again;
 `Ingestor` turns that repeat into nothing new. The processing list is named after the
 consumer (``<list>:processing:<consumer>``), so keep the consumer name stable.
+
+With an object store (`objects`), a ``DeleteMarkerCreated`` event is checked against the
+key's current version (one HEAD): MinIO sends the same event when a delete marker is removed
+again, which makes the object visible and must index it, not delete its record.
 """
 
 from __future__ import annotations
@@ -18,9 +22,20 @@ import redis
 
 from producers.bridge.enqueue import Ingestor
 from producers.bridge.failures import DEAD_LETTER_STAGE, InternalError
-from producers.bridge.minio_events import Delete, Ignore, Ingest, MinioOptions, map_record, parse_notification
-from shared.errors import ConfigError, InvalidEvent, PermanentError, TransientError
+from producers.bridge.minio_events import (
+    Action,
+    Delete,
+    Ignore,
+    Ingest,
+    MinioOptions,
+    after_marker_event,
+    map_record,
+    parse_notification,
+)
+from shared.errors import ConfigError, InvalidEvent, ObjectNotFound, PermanentError, TransientError
+from shared.events import ObjectRef
 from shared.logs import upload_context
+from shared.objects.store import ObjectInfo, ObjectStore
 from shared.redis_client import translate_redis_errors
 from shared.streams import DeadLetterStream
 
@@ -51,7 +66,10 @@ class MinioEventsConsumer:
         *,
         delete_records: bool = True,
         block_s: float = 2.0,
+        objects: ObjectStore | None = None,
     ) -> None:
+        """`objects`: the store MinIO notifies about, to tell a delete marker's removal from
+        its creation; without it every ``DeleteMarkerCreated`` deletes the record."""
         self._redis = client
         self.events_key = events_key
         self.processing_key = processing_key(events_key, consumer)
@@ -60,6 +78,7 @@ class MinioEventsConsumer:
         self._options = options
         self._delete_records = delete_records
         self._block_s = block_s
+        self._objects = objects
         self._recover = True
 
     def start(self) -> None:
@@ -116,7 +135,7 @@ class MinioEventsConsumer:
                 self._dead_letter(_record_text(record), InternalError(f"{type(exc).__name__}: {exc}"))
 
     def _handle_record(self, record: dict[str, Any]) -> None:
-        action = map_record(record, self._options)
+        action = self.action_for(record)
         if isinstance(action, Ingest):
             with upload_context(action.event.id):
                 outcome = self._ingestor.ingest(action.event)
@@ -130,11 +149,29 @@ class MinioEventsConsumer:
         elif isinstance(action, Ignore):
             log.debug("notification ignored: %s", action.reason)
 
+    def action_for(self, record: dict[str, Any]) -> Action:
+        """What to do about one record (`map_record`, a delete marker event resolved against
+        the key's current version). Raises `PermanentError` for an unusable record,
+        `StorageUnavailable` when the HEAD fails."""
+        action = map_record(record, self._options)
+        if isinstance(action, Delete) and action.marker_event and self._objects is not None:
+            current = current_version(self._objects, action.bucket, action.key)
+            return after_marker_event(action, current, self._options)
+        return action
+
     def _dead_letter(self, text: str, exc: PermanentError) -> None:
         log.warning("MinIO notification dead-lettered: %s: %s", exc.reason, exc.message)
         self._dead.dead_letter(
             text, DEAD_LETTER_STAGE, type(exc).__name__, exc.reason, f"MinIO notification: {exc.message}", attempts=1
         )
+
+
+def current_version(objects: ObjectStore, bucket: str, key: str) -> ObjectInfo | None:
+    """What a plain GET of `key` would show, or None. Raises `StorageUnavailable`."""
+    try:
+        return objects.head(ObjectRef(bucket=bucket, key=key))
+    except ObjectNotFound:  # a delete marker is the current version, or nothing is left
+        return None
 
 
 def _record_text(record: dict[str, Any]) -> str:

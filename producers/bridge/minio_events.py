@@ -15,11 +15,21 @@ What MinIO really sends, and how it is read here:
 * ``s3:ObjectCreated:*`` also fires for tag, retention and legal-hold changes, which do not
   change the bytes: only Put, Post, Copy and CompleteMultipartUpload are new content.
 * ``userMetadata`` holds ``X-Amz-Meta-<Name>`` entries (and e.g. ``content-type``).
+* ``sequencer`` is ``%X`` of the object version's modification time in Unix nanoseconds
+  (for a removal: of the removal itself), while ``eventTime`` is cut to milliseconds and taken
+  after the response was sent. So the sequencer orders a write against a removal of the same
+  key where eventTime may tie: `change_time` reads it, with eventTime as the fallback.
+* A key ending in ``/`` is a folder marker (``mc mb``, consoles), not content: ignored.
+* Removing a delete marker (an undelete, ``DELETE ?versionId=<marker>``) is reported as
+  ``ObjectRemoved:DeleteMarkerCreated`` with the marker's versionId, exactly like creating
+  it: the consumer looks at what the key shows now (`after_marker_event`).
 
 Upload ids are deterministic per object, ``minio-<sha256(bucket/key)[:40]>``: a repeated
 notification (same ``eventTime``, used as ``submitted_at``) is the same submission of the
 same upload, a new write of the key is a new run of that upload (the record then embeds the
 newest bytes: one record per key, like the bucket), and a removal finds the record to delete.
+An upload's ``submitted_at`` and a removal's ``removed_at`` are both `change_time`s, so the
+delete task can tell a removal from a later write of the same key (`workers.deleter`).
 """
 
 from __future__ import annotations
@@ -29,11 +39,13 @@ import json
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.errors import InvalidEvent, PermanentError
 from shared.events import DeleteRequest, UploadEvent, parse_upload_event
 from shared.objects.keys import validate_key
+from shared.objects.store import ObjectInfo
 
 # Event names that create new content; the other s3:ObjectCreated:* names only touch tags,
 # retention or legal holds of existing bytes.
@@ -47,6 +59,14 @@ REMOVES_CONTENT = frozenset(
 # Only a plain Delete names the version it removed; a delete marker's versionId is the
 # marker's own, and DeleteAllVersions removes them all.
 _REMOVES_ONE_VERSION = "ObjectRemoved:Delete"
+# Creating a delete marker and removing one (an undelete) both carry this name.
+_MARKER_EVENT = "ObjectRemoved:DeleteMarkerCreated"
+# A sequencer further from eventTime than this is not the change's time (a tar-extracted
+# object keeps its entry's time, AWS sequencers are opaque): eventTime is used instead. The
+# change happens before the event is made; eventTime is cut to milliseconds.
+_SEQUENCER_EARLIEST = timedelta(minutes=1)
+_SEQUENCER_LATEST = timedelta(milliseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 USER_METADATA_PREFIX = "x-amz-meta-"
 # User metadata an omnibind producer sets on blobs it stores and enqueues itself
@@ -72,11 +92,15 @@ class Ingest:
 
 @dataclass(frozen=True, slots=True)
 class Delete:
-    """The object is gone: delete its record."""
+    """The object is gone: delete its record.
+
+    `marker_event`: the event may as well be the removal of a delete marker (see the module
+    doc); `after_marker_event` decides once the key's current state is known."""
 
     request: DeleteRequest
     bucket: str
     key: str
+    marker_event: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,18 +164,58 @@ def map_record(record: Mapping[str, Any], options: MinioOptions) -> Action:
     """
     name = _event_name(record)
     bucket, key = _bucket_and_key(record)
+    if key.endswith("/"):
+        return Ignore(f"key {key!r} is a folder marker, not content")
+    _check_key(key)
     if key.startswith(options.ignore_prefixes):
         return Ignore(f"key {key!r} is under an ignored prefix")
     if name in REMOVES_CONTENT:
-        version = _object(record).get("versionId") if name == _REMOVES_ONE_VERSION else None
-        request = DeleteRequest(upload_id=minio_upload_id(bucket, key), object_version_id=version or None)
-        return Delete(request, bucket, key)
+        return _delete(record, name, bucket, key)
     if name not in CREATES_CONTENT:
         return Ignore(f"{name} does not create new content")
     metadata = user_metadata(_object(record).get("userMetadata"))
     if UPLOAD_ID_METADATA in metadata:
         return Ignore(f"stored and enqueued by an omnibind producer as upload {metadata[UPLOAD_ID_METADATA]}")
-    return Ingest(_upload_event(record, bucket, key, metadata, options))
+    ref = _object(record)
+    fields = {"version_id": ref.get("versionId"), "etag": ref.get("eTag"), "size": ref.get("size")}
+    fields["content_type"] = ref.get("contentType")
+    return Ingest(_upload_event(bucket, key, fields, metadata, change_time(record), options))
+
+
+def after_marker_event(action: Delete, current: ObjectInfo | None, options: MinioOptions) -> Action:
+    """What a ``DeleteMarkerCreated`` event means, given what the key shows now (pure).
+
+    `current`: the key's current version (a HEAD without version), None when it shows
+    nothing. Nothing there: the marker hides the object, delete its record (`action`).
+    An object there: the marker was removed again (an undelete) or the key was written since;
+    either way its current version must be indexed, so it is submitted at the event's time.
+    """
+    if current is None:
+        return action
+    if UPLOAD_ID_METADATA in current.metadata:
+        return Ignore(f"stored and enqueued by an omnibind producer as upload {current.metadata[UPLOAD_ID_METADATA]}")
+    ref = current.ref
+    fields = {"version_id": ref.version_id, "etag": ref.etag, "size": ref.size, "content_type": ref.content_type}
+    submitted_at = action.request.removed_at
+    if submitted_at is None:  # every Delete made by `map_record` has one
+        raise InvalidEvent("a delete marker event without a time cannot be replayed as an upload")
+    return Ingest(_upload_event(action.bucket, action.key, fields, dict(current.metadata), submitted_at, options))
+
+
+def change_time(record: Mapping[str, Any]) -> datetime:
+    """When the change the record reports happened: the time in MinIO's sequencer (µs,
+    taken when the version was written or removed) if it is plausibly that, else eventTime.
+
+    Raises `InvalidEvent` when there is no usable eventTime.
+    """
+    event_time = _event_time(record)
+    sequencer = _object(record).get("sequencer")
+    try:
+        written = _EPOCH + timedelta(microseconds=int(str(sequencer), 16) // 1000)
+    except (ValueError, OverflowError):
+        return event_time
+    plausible = event_time - _SEQUENCER_EARLIEST <= written <= event_time + _SEQUENCER_LATEST
+    return written if plausible else event_time
 
 
 def user_metadata(raw: Any) -> dict[str, str]:
@@ -186,39 +250,61 @@ def _bucket_and_key(record: Mapping[str, Any]) -> tuple[str, str]:
     encoded = _object(record).get("key")
     if not isinstance(name, str) or not name or not isinstance(encoded, str) or not encoded:
         raise InvalidEvent("event record has no s3.bucket.name or s3.object.key")
-    key = decode_key(encoded)
+    return name, decode_key(encoded)
+
+
+def _check_key(key: str) -> None:
     try:
         validate_key(key)
     except PermanentError as exc:
         raise InvalidEvent(f"object key is not usable: {exc.message}") from exc
-    return name, key
+
+
+def _event_time(record: Mapping[str, Any]) -> datetime:
+    raw = record.get("eventTime")
+    try:
+        moment = datetime.fromisoformat(raw) if isinstance(raw, str) and raw else None
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise InvalidEvent(f"event record has no usable eventTime: {raw!r}")
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _delete(record: Mapping[str, Any], name: str, bucket: str, key: str) -> Delete:
+    obj = _object(record)
+    version = obj.get("versionId") if name == _REMOVES_ONE_VERSION else None
+    sequencer = obj.get("sequencer")
+    request = DeleteRequest(
+        upload_id=minio_upload_id(bucket, key),
+        object_version_id=version or None,
+        removed_at=change_time(record),
+        sequencer=sequencer if isinstance(sequencer, str) and sequencer else None,
+    )
+    return Delete(request, bucket, key, marker_event=name == _MARKER_EVENT)
 
 
 def _upload_event(
-    record: Mapping[str, Any], bucket: str, key: str, metadata: dict[str, str], options: MinioOptions
+    bucket: str,
+    key: str,
+    fields: Mapping[str, Any],
+    metadata: dict[str, str],
+    submitted_at: datetime,
+    options: MinioOptions,
 ) -> UploadEvent:
-    event_time = record.get("eventTime")
-    if not isinstance(event_time, str) or not event_time:
-        raise InvalidEvent("event record has no eventTime")
-    obj = _object(record)
-    ref = {
-        "bucket": bucket,
-        "key": key,
-        "version_id": obj.get("versionId") or None,
-        "etag": obj.get("eTag") or None,
-        "size": obj.get("size"),
-        "content_type": obj.get("contentType") or None,
-    }
+    """The upload of `bucket`/`key`; `fields` are the ObjectRef's optional fields (None or an
+    empty string, which MinIO sends for some, leaves one out)."""
+    ref = {"bucket": bucket, "key": key} | {name: value for name, value in fields.items() if value not in (None, "")}
     tenant = metadata.pop(TENANT_METADATA, None)
     modality = metadata.pop(MODALITY_METADATA, "auto")
     return parse_upload_event(
         {
             "id": minio_upload_id(bucket, key),
-            "object": {name: value for name, value in ref.items() if value is not None},
+            "object": ref,
             "modality": modality,
             "source": options.source,
             "tenant": tenant,
             "metadata": metadata,
-            "submitted_at": event_time,
+            "submitted_at": submitted_at,
         }
     )

@@ -37,6 +37,7 @@ def record(
     content_type: str | None = None,
     user_metadata: dict[str, str] | None = None,
     version_id: str | None = None,
+    sequencer: str = "17CF1F8B6C9A3B51",
 ) -> dict[str, Any]:
     """One event record; like MinIO, removal events get no size/eTag/contentType/metadata,
     and empty fields are left out (Go's ``omitempty``)."""
@@ -46,7 +47,7 @@ def record(
         obj.update({name: value for name, value in optional.items() if value})
     if version_id:
         obj["versionId"] = version_id
-    obj["sequencer"] = "17CF1F8B6C9A3B51"
+    obj["sequencer"] = sequencer
     return {
         "eventVersion": "2.0",
         "eventSource": "minio:s3",

@@ -10,13 +10,15 @@ from producers.bridge.minio_events import (
     Ignore,
     Ingest,
     MinioOptions,
+    after_marker_event,
     decode_key,
     map_record,
     minio_upload_id,
     parse_notification,
 )
 from shared.errors import InvalidEvent
-from shared.events import Modality
+from shared.events import Modality, ObjectRef
+from shared.objects.store import ObjectInfo
 from tests.producers.bridge.minio_records import access_element, fixture, go_query_escape, record
 
 OPTIONS = MinioOptions(source="minio", ignore_prefixes=("_omnibind/",))
@@ -215,3 +217,61 @@ def test_records_missing_what_an_upload_needs_are_invalid_events(change, problem
     change(broken)
     with pytest.raises(InvalidEvent, match=problem):
         map_record(json.loads(json.dumps(broken)), OPTIONS)
+
+
+def sequencer_of(moment: datetime) -> str:
+    """MinIO's sequencer: ``%X`` of the version's modification time in Unix nanoseconds."""
+    return f"{round(moment.timestamp() * 1_000_000) * 1000:X}"
+
+
+WRITTEN = datetime(2026, 2, 12, 20, 18, 48, 123456, tzinfo=UTC)
+EVENT_TIME = "2026-02-12T20:18:48.125Z"
+
+
+@pytest.mark.parametrize("name", ["s3:ObjectCreated:Put", "s3:ObjectRemoved:Delete"])
+def test_folder_markers_are_ignored_with_a_reason(name: str) -> None:
+    action = map_record(record(name, "uploads", "photos/2024/"), OPTIONS)
+    assert isinstance(action, Ignore) and "folder marker" in action.reason
+
+
+def test_times_come_from_minios_sequencer_to_the_microsecond() -> None:
+    put = map_record(
+        record("s3:ObjectCreated:Put", "uploads", "a", event_time=EVENT_TIME, sequencer=sequencer_of(WRITTEN)), OPTIONS
+    )
+    removal = map_record(
+        record("s3:ObjectRemoved:Delete", "uploads", "a", event_time=EVENT_TIME, sequencer=sequencer_of(WRITTEN)),
+        OPTIONS,
+    )
+    assert isinstance(put, Ingest) and put.event.submitted_at == WRITTEN
+    assert isinstance(removal, Delete) and removal.request.removed_at == WRITTEN
+    assert removal.request.sequencer == sequencer_of(WRITTEN)
+
+
+@pytest.mark.parametrize("sequencer", ["not-hex", "0055AED6DCD90281E5", sequencer_of(datetime(2020, 1, 1, tzinfo=UTC))])
+def test_a_sequencer_that_is_not_the_changes_time_falls_back_to_event_time(sequencer: str) -> None:
+    action = map_record(
+        record("s3:ObjectRemoved:Delete", "uploads", "a", event_time=EVENT_TIME, sequencer=sequencer), OPTIONS
+    )
+    assert isinstance(action, Delete)
+    assert action.request.removed_at == datetime(2026, 2, 12, 20, 18, 48, 125000, tzinfo=UTC)
+
+
+def test_a_delete_marker_event_is_a_delete_while_the_key_shows_nothing_and_an_upload_once_it_does() -> None:
+    raw = record("s3:ObjectRemoved:DeleteMarkerCreated", "uploads", "a.jpg", version_id="dm1", event_time=EVENT_TIME)
+    action = map_record(raw, OPTIONS)
+    assert isinstance(action, Delete) and action.marker_event
+
+    assert after_marker_event(action, None, OPTIONS) == action
+    current = ObjectInfo(
+        ObjectRef(bucket="uploads", key="a.jpg", version_id="v1", etag="e1", size=3, content_type="image/jpeg"),
+        {"album": "x", "omnibind-tenant": "acme"},
+    )
+    undeleted = after_marker_event(action, current, OPTIONS)
+    assert isinstance(undeleted, Ingest)
+    assert undeleted.event.object == current.ref
+    assert undeleted.event.id == action.request.upload_id
+    assert (undeleted.event.tenant, undeleted.event.metadata) == ("acme", {"album": "x"})
+    assert undeleted.event.submitted_at == action.request.removed_at
+
+    producers = ObjectInfo(current.ref, {"omnibind-upload-id": "u-1"})
+    assert isinstance(after_marker_event(action, producers, OPTIONS), Ignore)
