@@ -446,16 +446,23 @@ class WeaviateVectorStore:
                 f"(or Weaviate's auto-schema) created it: {COLLECTION_HINT}, or delete this one"
             )
         collection = client.collections.use(self._name)
+        raced = False
         for prop in missing_properties(config):
             try:
                 collection.config.add_property(prop)
-            except UnexpectedStatusCodeError as exc:
-                if exc.status_code == 422 and "already exists" in str(exc):
-                    continue  # another worker added it first; the next write checks its type
-                raise translate_error(exc, f"add property {prop.name} to {self._name}") from exc
             except CLIENT_ERRORS as exc:
-                raise translate_error(exc, f"add property {prop.name} to {self._name}") from exc
+                # Another worker may have added it first: the client then says "already exists",
+                # the server "conflict for property ...: already in use".
+                now = self._read_config(client)
+                if now is None or prop.name in {missing.name for missing in missing_properties(now)}:
+                    raise translate_error(exc, f"add property {prop.name} to {self._name}") from exc
+                raced = True
+                continue
             log.info("added property %s to Weaviate collection %s", prop.name, self._name)
+        if raced:  # check what the other worker added
+            now = self._read_config(client)
+            if now is not None:
+                self._check_schema(client, now)
 
     def _write(self, collection: Collection[Any, Any], chunk: Sequence[VectorRecord]) -> None:
         upload_ids = [record.upload_id for record in chunk]
