@@ -83,6 +83,9 @@ def build_consumers(
                 mapping,
                 delete_records=options.minio_delete_records,
                 block_s=options.block_s,
+                # The bucket that notifies: a delete marker's removal is told from its
+                # creation by what the key shows now (a local store knows no MinIO bucket).
+                objects=client.objects if settings.objects.backend == "minio" else None,
             )
         )
     return consumers
