@@ -5,6 +5,12 @@ indexed upload). The CI-sized version is tests/robustness/test_chaos.py.
 
     PYTHONPATH=$PWD .venv/bin/python bench/chaos.py --uploads 2000
     PYTHONPATH=$PWD .venv/bin/python bench/chaos.py --uploads 2000 --crash-redis   # SIGKILL instead of SIGTERM
+    PYTHONPATH=$PWD .venv/bin/python bench/chaos.py --shape production --uploads 600 --minio-down 30
+
+``--shape production`` runs the production shape instead (tests/support/production.py: real
+MinIO with notifications to Redis, Weaviate, `omnibind bridge`, Celery workers): objects are
+written to MinIO with the SDK while Weaviate is SIGKILLed and restarted and MinIO is stopped
+for ``--minio-down`` seconds (tests/support/production_chaos.py). Needs `make servers`.
 
 Uses the embedded stack with the tiny random model (the pipeline, not the model, is under
 test) and short clocks (visibility timeout 10 s, stall timeout 12 s). Results:
@@ -28,10 +34,13 @@ from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine import host_info
 from bench.report import write_report
 from producers.client import Client
 from producers.stack import Stack
 from tests.support.chaos import ChaosReport, run_chaos, synthetic_upload
+from tests.support.production import production_shape
+from tests.support.production_chaos import PRODUCTION_CLOCKS, run_production_chaos
 from tests.support.stack import stack_settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -99,6 +108,60 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def run_production(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="omnibind-chaos-production-"))
+    started = time.monotonic()
+    worker = {**PRODUCTION_CLOCKS, "cpu_concurrency": args.cpu_workers}
+    with production_shape(workdir, workdir / "model-cache", worker=worker) as shape:
+        report = run_production_chaos(
+            shape,
+            objects=args.uploads,
+            rate_per_s=args.rate,
+            minio_down_s=args.minio_down,
+            finish_timeout_s=args.finish_timeout,
+        )
+    return {
+        "benchmark": "chaos-production",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": host_info(),
+        "command": " ".join(sys.argv),
+        "settings": {"rate_per_s": args.rate, "minio_down_s": args.minio_down, **worker},
+        "report": report.as_dict(),
+        "problems": report.problems(),
+        "wall_s": round(time.monotonic() - started, 1),
+        "workdir": str(workdir),
+    }
+
+
+def production_markdown(result: dict[str, Any]) -> str:
+    report = result["report"]
+    return "\n".join(
+        [
+            f"# Chaos on the production shape: {report['objects']} objects written to MinIO",
+            "",
+            f"- date: {result['date']}; machine: {result['machine']}",
+            f"- command: `{result['command']}`",
+            f"- Weaviate SIGKILLed {report['weaviate_kills']}x, down {report['weaviate_down_s']} s; "
+            f"MinIO stopped {report['minio_stops']}x, down {report['minio_down_s']} s; "
+            f"puts retried while MinIO was down: {report['put_retries']}",
+            f"- first put to last upload finished: {report['ingest_s']} s",
+            "",
+            "| what | count |",
+            "|---|---|",
+            *(f"| status {status} | {n} |" for status, n in report["statuses"].items()),
+            *(f"| failure reason {reason} | {n} |" for reason, n in report["failure_reasons"].items()),
+            *(
+                f"| indexed uploads with {k} Weaviate object(s) | {n} |"
+                for k, n in report["weaviate_objects_per_indexed_upload"].items()
+            ),
+            f"| Weaviate objects of no indexed upload | {report['stray_objects']} |",
+            "",
+            "Guarantees broken: " + ("; ".join(result["problems"]) if result["problems"] else "none"),
+            "",
+        ]
+    )
+
+
 def markdown(result: dict[str, Any]) -> str:
     report = result["report"]
     lines = [
@@ -138,7 +201,16 @@ def main() -> None:
     parser.add_argument("--crash-redis", action="store_true", help="SIGKILL redis-server instead of SIGTERM")
     parser.add_argument("--cpu-workers", type=int, default=2)
     parser.add_argument("--finish-timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--shape", choices=["embedded", "production"], default="embedded", help="which stack to torment"
+    )
+    parser.add_argument("--minio-down", type=float, default=30.0, help="production: seconds MinIO stays stopped")
     args = parser.parse_args()
+    if args.shape == "production":
+        result = run_production(args)
+        stem = f"chaos_production_{args.uploads}_{dt.date.today().isoformat()}"
+        write_report(RESULTS / stem, result, production_markdown(result))
+        sys.exit(1 if result["problems"] else 0)
     result = run(args)
     kind = "redis-sigkill" if args.crash_redis else "redis-sigterm"
     write_report(RESULTS / f"chaos_{args.uploads}_{kind}_{dt.date.today().isoformat()}", result, markdown(result))

@@ -1,0 +1,232 @@
+"""Both vector stores at scale, side by side in one run: LanceDB (embedded) and a live Weaviate
+(the server `make servers` builds, started here on loopback).
+
+    PYTHONPATH=$PWD .venv/bin/python bench/vector_stores.py --rows 100000
+    PYTHONPATH=$PWD .venv/bin/python bench/vector_stores.py --rows 100000 1000000 --stores lancedb
+
+For each size and store: bulk-load `rows` records of `--dim`-d unit vectors (clustered, like
+embeddings, not uniform noise) through the store's own `upsert`, then measure
+
+- write cost: bulk load rows/s, and the index worker's case at that size — upserts of
+  `--small-batch` records — as p50/p95/max ms per call;
+- search latency p50/p95 (k = 10) without a filter and with a tenant filter (1 tenant of 10);
+- recall@10 of each store's ANN index against exact search (numpy, same filter).
+
+Results: bench/results/vector_stores_<rows>_<date>.{json,md}. A benchmark, not a test: nothing
+here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.machine import host_info
+from bench.report import write_report
+from shared.events import Modality
+from shared.vectors.records import SearchFilters, VectorRecord
+from shared.vectors.store import VectorStore
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TENANTS = 10
+CLUSTERS = 256
+K = 10
+
+
+def clustered_vectors(rows: int, dim: int, seed: int) -> np.ndarray:
+    """`rows` unit vectors around `CLUSTERS` random centres (float32, shape (rows, dim))."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((CLUSTERS, dim)).astype(np.float32)
+    out = np.empty((rows, dim), dtype=np.float32)
+    for start in range(0, rows, 50_000):
+        stop = min(rows, start + 50_000)
+        picks = rng.integers(0, CLUSTERS, stop - start)
+        block = centres[picks] + 0.6 * rng.standard_normal((stop - start, dim)).astype(np.float32)
+        out[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
+
+
+def records(vectors: np.ndarray, start: int, stop: int, prefix: str = "r") -> list[VectorRecord]:
+    return [
+        VectorRecord(
+            upload_id=f"{prefix}{i}",
+            vector=vectors[i],
+            modality=Modality.IMAGE,
+            tenant=f"t{i % TENANTS}",
+            source="bench",
+        )
+        for i in range(start, stop)
+    ]
+
+
+def exact_top_k(vectors: np.ndarray, query: np.ndarray, mask: np.ndarray | None) -> set[str]:
+    scores = vectors @ query
+    if mask is not None:
+        scores = np.where(mask, scores, -np.inf)
+    top = np.argpartition(-scores, K)[:K]
+    return {f"r{i}" for i in top}
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def measure_store(
+    name: str, store: VectorStore, vectors: np.ndarray, queries: np.ndarray, args: argparse.Namespace
+) -> dict[str, Any]:
+    rows = len(vectors)
+    started = time.perf_counter()
+    for start in range(0, rows, args.load_batch):
+        store.upsert(records(vectors, start, min(rows, start + args.load_batch)))
+        if (start // args.load_batch) % 50 == 0:
+            print(f"  {name}: {min(rows, start + args.load_batch):,}/{rows:,} loaded", flush=True)
+    load_s = time.perf_counter() - started
+    assert store.count() == rows, f"{name} holds {store.count()} of {rows}"
+    result: dict[str, Any] = {"load_s": round(load_s, 1), "load_rows_per_s": round(rows / load_s)}
+    result["small_upserts_ms"] = small_upserts(store, vectors, args)
+    tenant_mask = np.array([i % TENANTS == 3 for i in range(rows)])
+    for label, filters, mask in (("no_filter", None, None), ("tenant_filter", SearchFilters(tenant="t3"), tenant_mask)):
+        latencies, recalls = [], []
+        for query in queries:
+            t0 = time.perf_counter()
+            hits = store.search(query, k=K, filters=filters)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            found = {hit.record.upload_id for hit in hits}
+            recalls.append(len(found & exact_top_k(vectors, query, mask)) / K)
+        result[label] = {
+            "p50_ms": round(percentile(latencies, 50), 2),
+            "p95_ms": round(percentile(latencies, 95), 2),
+            "recall_at_10": round(statistics.fmean(recalls), 4),
+        }
+    return result
+
+
+def small_upserts(store: VectorStore, vectors: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
+    """Overwrites of existing records in the index worker's batch size (rows stay the same)."""
+    rng = np.random.default_rng(7)
+    times = []
+    for _ in range(args.small_writes):
+        start = int(rng.integers(0, len(vectors) - args.small_batch))
+        batch = records(vectors, start, start + args.small_batch)
+        t0 = time.perf_counter()
+        store.upsert(batch)
+        times.append((time.perf_counter() - t0) * 1000)
+    return {
+        "records_per_call": args.small_batch,
+        "calls": len(times),
+        "p50": round(percentile(times, 50), 1),
+        "p95": round(percentile(times, 95), 1),
+        "max": round(max(times), 1),
+    }
+
+
+@contextmanager
+def open_store(name: str, workdir: Path, dim: int) -> Iterator[VectorStore]:
+    if name == "lancedb":
+        from shared.vectors.lancedb import LanceDBVectorStore
+
+        lance = LanceDBVectorStore(workdir / "lancedb", table="bench", dimension=dim)
+        try:
+            yield lance
+        finally:
+            lance.close()
+        return
+    from pydantic import SecretStr
+
+    from shared.vectors.weaviate import WeaviateVectorStore, parse_endpoint
+    from tests.support.weaviate_server import WeaviateServer
+
+    server = WeaviateServer(workdir / "weaviate").start()
+    address = server.address
+    weaviate = WeaviateVectorStore(
+        parse_endpoint(address.url, grpc_port=address.grpc_port),
+        api_key=SecretStr(address.api_key) if address.api_key else None,
+        collection="Bench",
+        dimension=dim,
+    )
+    try:
+        yield weaviate
+    finally:
+        weaviate.close()
+        server.stop()
+
+
+def run_size(rows: int, args: argparse.Namespace) -> dict[str, Any]:
+    vectors = clustered_vectors(rows, args.dim, seed=rows)
+    queries = clustered_vectors(args.queries, args.dim, seed=rows)  # same centres: realistic queries
+    measured: dict[str, Any] = {}
+    for name in args.stores:
+        with (
+            tempfile.TemporaryDirectory(prefix=f"omnibind-vs-{name}-") as tmp,
+            open_store(name, Path(tmp), args.dim) as s,
+        ):
+            print(f"{name}: {rows:,} rows of {args.dim}-d", flush=True)
+            measured[name] = measure_store(name, s, vectors, queries, args)
+            measured[name]["disk_mb"] = round(sum(p.stat().st_size for p in Path(tmp).rglob("*") if p.is_file()) / 1e6)
+    return {
+        "benchmark": "vector_stores",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": host_info(),
+        "command": " ".join(sys.argv),
+        "rows": rows,
+        "dim": args.dim,
+        "queries": args.queries,
+        "load_batch": args.load_batch,
+        "stores": measured,
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    row: Callable[[str, dict[str, Any]], str] = lambda name, m: (  # noqa: E731
+        f"| {name} | {m['load_rows_per_s']:,} | {m['small_upserts_ms']['p50']} / {m['small_upserts_ms']['p95']} / "
+        f"{m['small_upserts_ms']['max']} | {m['no_filter']['p50_ms']} / {m['no_filter']['p95_ms']} | "
+        f"{m['no_filter']['recall_at_10']} | {m['tenant_filter']['p50_ms']} / {m['tenant_filter']['p95_ms']} | "
+        f"{m['tenant_filter']['recall_at_10']} | {m['disk_mb']} |"
+    )
+    return "\n".join(
+        [
+            f"# Vector stores at {result['rows']:,} rows of {result['dim']}-d",
+            "",
+            f"- date: {result['date']}; machine: {result['machine']}",
+            f"- command: `{result['command']}`",
+            f"- {result['queries']} queries, k = {K}; tenant filter = 1 tenant of {TENANTS}; "
+            f"bulk load in batches of {result['load_batch']}",
+            "",
+            "| store | bulk load rows/s | small upsert ms p50 / p95 / max | search ms p50 / p95 | recall@10 "
+            "| filtered search ms p50 / p95 | filtered recall@10 | disk MB |",
+            "|---|---|---|---|---|---|---|---|",
+            *(row(name, m) for name, m in result["stores"].items()),
+            "",
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000], help="sizes to measure")
+    parser.add_argument("--dim", type=int, default=1024)
+    parser.add_argument("--stores", nargs="+", choices=["lancedb", "weaviate"], default=["lancedb", "weaviate"])
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--load-batch", type=int, default=1000, help="records per upsert while loading")
+    parser.add_argument("--small-batch", type=int, default=8, help="records per upsert of the index worker")
+    parser.add_argument("--small-writes", type=int, default=100)
+    args = parser.parse_args()
+    for rows in args.rows:
+        result = run_size(rows, args)
+        write_report(RESULTS / f"vector_stores_{rows}_{dt.date.today().isoformat()}", result, markdown(result))
+
+
+if __name__ == "__main__":
+    main()
