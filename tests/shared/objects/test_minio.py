@@ -306,6 +306,20 @@ def test_objects_up_to_one_part_get_the_md5_etag(make_minio_store: MakeStore, bu
     assert store.stat(ref).etag == ref.etag
 
 
+def test_objects_above_the_part_size_are_uploaded_in_parts_and_read_back_whole(
+    make_minio_store: MakeStore, bucket: str
+) -> None:
+    part = 5 * 1024 * 1024  # S3's smallest part
+    store = make_minio_store(part_size_bytes=part)
+    data = os.urandom(2 * part + 12345)
+
+    ref = store.put(bucket, "three parts.bin", io.BytesIO(data))
+
+    assert ref.etag is not None and ref.etag.strip('"').endswith("-3")  # S3's multipart etag: md5-of-md5s-<parts>
+    assert ref.size == len(data)
+    assert store.get(ref, max_bytes=len(data)) == data
+
+
 def test_get_returns_the_stored_bytes_without_decoding_content_encoding(
     make_minio_store: MakeStore, s3_server: S3Server, bucket: str
 ) -> None:
