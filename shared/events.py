@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.errors import InvalidEvent
+from shared.json_limits import loads_bounded
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 EVENT_MAJOR_VERSION = 1
@@ -224,12 +225,11 @@ class DeleteRequest(Frozen):
 def parse_upload_event(raw: bytes | str | dict[str, Any]) -> UploadEvent:
     """Validate an UploadEvent from JSON text or a decoded mapping.
 
-    Raises `InvalidEvent` (a permanent error) whose message names every invalid field.
+    Raises `InvalidEvent` (a permanent error) whose message names every invalid field;
+    `LimitExceeded` (``too_large``, ``too_deep``) for JSON text past the limits of
+    `shared.json_limits`, checked before it is parsed.
     """
-    try:
-        data = json.loads(raw) if isinstance(raw, bytes | str) else raw
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidEvent(f"event is not valid JSON: {exc}") from exc
+    data = loads_bounded(raw) if isinstance(raw, bytes | str) else raw
     if not isinstance(data, dict):
         raise InvalidEvent("event must be a JSON object")
     try:

@@ -14,7 +14,6 @@ Entry formats for non-Python consumers: docs/redis.md.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -23,7 +22,9 @@ import redis
 from pydantic import Field
 
 from shared.config import Settings
+from shared.errors import PermanentError
 from shared.events import Frozen, Result, Stage, utcnow
+from shared.json_limits import loads_bounded
 from shared.redis_client import translate_redis_errors
 from shared.redis_keys import RedisKeys
 
@@ -170,8 +171,8 @@ def _upload_id_of(event_json: str) -> str | None:
     """The ``id`` of an event, if it is a JSON object that has one (dead letters may hold
     an event that is not even valid JSON)."""
     try:
-        data: Any = json.loads(event_json)
-    except ValueError:
+        data: Any = loads_bounded(event_json, max_bytes=None, what="dead letter event")
+    except PermanentError:  # not JSON, or nested too deeply to parse safely
         return None
     upload_id = data.get("id") if isinstance(data, dict) else None
     return upload_id if isinstance(upload_id, str) else None

@@ -9,6 +9,7 @@ dead letter with stage ``ingest``, then acknowledged: it never blocks the source
 from __future__ import annotations
 
 from shared.errors import PermanentError
+from shared.json_limits import MAX_EVENT_BYTES
 
 DEAD_LETTER_STAGE = "ingest"
 
@@ -17,3 +18,10 @@ class InternalError(PermanentError):
     """An unexpected exception while handling one event (dead-lettered to retry after a fix)."""
 
     reason = "internal_error"
+
+
+def kept_text(text: str) -> str:
+    """What a dead letter keeps of an event: all of it, or its start when it is longer than
+    any event can be (`MAX_EVENT_BYTES`): such an event can never be retried, and a copy of
+    every oversized entry must not fill Redis."""
+    return text if len(text) <= MAX_EVENT_BYTES else text[:MAX_EVENT_BYTES]

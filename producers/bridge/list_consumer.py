@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from producers.bridge.enqueue import Ingestor
-from producers.bridge.failures import DEAD_LETTER_STAGE, InternalError
+from producers.bridge.failures import DEAD_LETTER_STAGE, InternalError, kept_text
 from producers.bridge.minio_events import (
     Action,
     Delete,
@@ -32,7 +32,7 @@ from producers.bridge.minio_events import (
     map_record,
     parse_notification,
 )
-from shared.errors import ConfigError, InvalidEvent, ObjectNotFound, PermanentError, TransientError
+from shared.errors import ConfigError, ObjectNotFound, PermanentError, TransientError
 from shared.events import ObjectRef
 from shared.logs import upload_context
 from shared.objects.store import ObjectInfo, ObjectStore
@@ -120,7 +120,7 @@ class MinioEventsConsumer:
     def _handle(self, raw: bytes | str) -> None:
         try:
             records = parse_notification(raw)
-        except InvalidEvent as exc:
+        except PermanentError as exc:  # invalid, too large, too deep: never parsed again
             self._dead_letter(_text(raw), exc)
             return
         for record in records:
@@ -162,7 +162,12 @@ class MinioEventsConsumer:
     def _dead_letter(self, text: str, exc: PermanentError) -> None:
         log.warning("MinIO notification dead-lettered: %s: %s", exc.reason, exc.message)
         self._dead.dead_letter(
-            text, DEAD_LETTER_STAGE, type(exc).__name__, exc.reason, f"MinIO notification: {exc.message}", attempts=1
+            kept_text(text),
+            DEAD_LETTER_STAGE,
+            type(exc).__name__,
+            exc.reason,
+            f"MinIO notification: {exc.message}",
+            attempts=1,
         )
 
 

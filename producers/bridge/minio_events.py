@@ -35,7 +35,6 @@ delete task can tell a removal from a later write of the same key (`workers.dele
 from __future__ import annotations
 
 import hashlib
-import json
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from typing import Any
 
 from shared.errors import InvalidEvent, PermanentError
 from shared.events import DeleteRequest, UploadEvent, parse_upload_event
+from shared.json_limits import loads_bounded
 from shared.objects.keys import validate_key
 from shared.objects.store import ObjectInfo
 
@@ -133,12 +133,11 @@ def decode_key(encoded: str) -> str:
 def parse_notification(raw: bytes | str) -> list[dict[str, Any]]:
     """The event records in one list element MinIO pushed.
 
-    Raises `InvalidEvent` when it is not JSON or holds no recognisable record.
+    Raises `InvalidEvent` when it is not JSON or holds no recognisable record,
+    `LimitExceeded` (``too_large``, ``too_deep``) past `shared.json_limits`' limits, checked
+    before it is parsed.
     """
-    try:
-        data: Any = json.loads(raw)
-    except ValueError as exc:  # UnicodeDecodeError included
-        raise InvalidEvent(f"notification is not valid JSON: {exc}") from exc
+    data: Any = loads_bounded(raw, what="notification")
     documents = data if isinstance(data, list) else [data]
     records: list[dict[str, Any]] = []
     for document in documents:

@@ -2,8 +2,9 @@
 
 Each entry is acknowledged only once its upload is enqueued (`Ingestor.ingest`), and trimmed
 from the stream (every few seconds) once every consumer group acknowledged it. An invalid
-entry is dead-lettered (stage ``ingest``, with the validation error) and acknowledged, so
-it never blocks the stream. After a failure or a restart the consumer first re-reads the
+entry — invalid, or past the size and nesting limits of `shared.json_limits`, which are
+checked before it is parsed — is dead-lettered (stage ``ingest``, with the reason) and
+acknowledged, so it never blocks the stream. After a failure or a restart the consumer first re-reads the
 entries still pending on it; entries pending on a bridge that died are taken over after
 `reclaim_idle_ms` (XAUTOCLAIM).
 """
@@ -16,10 +17,10 @@ import time
 from dataclasses import dataclass
 
 from producers.bridge.enqueue import Ingestor
-from producers.bridge.failures import DEAD_LETTER_STAGE, InternalError
+from producers.bridge.failures import DEAD_LETTER_STAGE, InternalError, kept_text
 from producers.bridge.stream_events import decode_fields, event_from_entry
 from producers.bridge.stream_group import ClaimSchedule, Entry, Fields, StreamGroup
-from shared.errors import ConfigError, InvalidEvent, PermanentError, TransientError
+from shared.errors import ConfigError, PermanentError, TransientError
 from shared.logs import upload_context
 from shared.streams import DeadLetterStream
 
@@ -98,7 +99,7 @@ class IngestStreamConsumer:
             return  # trimmed from the stream before it was handled: nothing left to ingest
         try:
             event = event_from_entry(entry_id, decode_fields(fields))
-        except InvalidEvent as exc:
+        except PermanentError as exc:  # invalid, too large, too deep: never parsed again
             self._dead_letter(entry_id, fields, exc)
             return
         with upload_context(event.id):
@@ -118,7 +119,7 @@ class IngestStreamConsumer:
     def _dead_letter(self, entry_id: str, fields: Fields, exc: PermanentError) -> None:
         log.warning("stream entry %s dead-lettered: %s: %s", entry_id, exc.reason, exc.message)
         self._dead.dead_letter(
-            _entry_text(fields),
+            kept_text(_entry_text(fields)),
             DEAD_LETTER_STAGE,
             type(exc).__name__,
             exc.reason,

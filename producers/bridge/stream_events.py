@@ -14,13 +14,13 @@ entry delivered twice (the bridge died before acknowledging it) maps to the same
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from shared.errors import InvalidEvent
 from shared.events import UploadEvent, parse_upload_event
+from shared.json_limits import loads_bounded
 
 EVENT_FIELD = "event"
 STREAM_ID_PREFIX = "stream-"
@@ -61,16 +61,15 @@ def event_from_entry(entry_id: str, fields: Mapping[str, str]) -> UploadEvent:
     ``submitted_at`` derived from `entry_id` when absent.
 
     Raises `InvalidEvent` (reason ``invalid_event``) naming what is wrong: no ``event``
-    field, not JSON, not an object, or an invalid UploadEvent (every bad field listed).
+    field, not JSON, not an object, or an invalid UploadEvent (every bad field listed);
+    `LimitExceeded` (``too_large``, ``too_deep``) for an event past `shared.json_limits`'
+    limits, checked before it is parsed.
     """
     raw = fields.get(EVENT_FIELD)
     if raw is None:
         shown = ", ".join(sorted(fields)[:_SHOWN_FIELDS]) or "none"
         raise InvalidEvent(f"stream entry has no {EVENT_FIELD!r} field (its fields: {shown})")
-    try:
-        data: Any = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidEvent(f"event is not valid JSON: {exc}") from exc
+    data: Any = loads_bounded(raw)
     if not isinstance(data, dict):
         raise InvalidEvent(f"event must be a JSON object, got {type(data).__name__}")
     defaults = {"id": stream_upload_id(entry_id), "submitted_at": entry_time(entry_id).isoformat()}

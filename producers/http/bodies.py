@@ -8,7 +8,6 @@ the OpenAPI document (`request_body`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
@@ -17,7 +16,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
 from producers.http.errors import ApiError, FieldProblem, validation_problems
-from shared.errors import LimitExceeded
+from shared.errors import InvalidEvent, LimitExceeded
+from shared.json_limits import MAX_JSON_DEPTH, loads_bounded
 
 M = TypeVar("M", bound=BaseModel)
 BodyKind = Literal["json", "multipart"]
@@ -39,12 +39,16 @@ def body_kind(request: Request) -> BodyKind:
 
 
 async def read_json(request: Request) -> Any:
-    """The decoded JSON body; raises a 400 `ApiError` for bytes that are not JSON."""
+    """The decoded JSON body. Raises a 400 `ApiError`: ``too_deep`` for a body nested deeper
+    than `MAX_JSON_DEPTH` (checked before parsing), ``bad_json`` for bytes that are not UTF-8
+    JSON. (Its size was bounded by `producers.http.limits` before it was read.)"""
     raw = await request.body()
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, "bad_json", f"the body is not valid JSON: {exc}") from exc
+        return loads_bounded(raw, max_bytes=None, max_depth=MAX_JSON_DEPTH, what="the body")
+    except LimitExceeded as exc:
+        raise ApiError(400, exc.reason, exc.message) from exc
+    except InvalidEvent as exc:
+        raise ApiError(400, "bad_json", exc.message) from exc
 
 
 async def read_form(request: Request) -> FormData:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Annotated, Any
 
@@ -16,8 +15,9 @@ from producers.http.errors import ApiError, error_responses
 from producers.http.models import UploadAccepted
 from producers.http.state import ApiState, State
 from shared.backpressure import check_backpressure
-from shared.errors import LimitExceeded
+from shared.errors import LimitExceeded, PermanentError
 from shared.events import UPLOAD_ID_PATTERN, Modality, UploadEvent, parse_upload_event
+from shared.json_limits import loads_bounded
 from shared.logs import upload_context
 from shared.media.sniff import sniff
 from shared.media.text import check_text_length
@@ -45,9 +45,9 @@ class UploadForm(BaseModel):
     def _json_object(cls, value: Any) -> Any:
         if isinstance(value, str):
             try:
-                return json.loads(value) if value.strip() else {}
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"must be a JSON object of strings: {exc}") from exc
+                return loads_bounded(value, max_bytes=None, what="metadata") if value.strip() else {}
+            except PermanentError as exc:  # not JSON, or nested too deeply to parse
+                raise ValueError(f"must be a JSON object of strings: {exc.message}") from exc
         return value
 
 

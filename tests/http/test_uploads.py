@@ -144,3 +144,35 @@ def test_backpressure_answers_429_with_retry_after(start_api: Callable[..., Runn
     assert refused.json()["reason"] == "busy"
     assert search.status_code == 429
     assert cpu_backlog(api) == 3
+
+
+def test_a_deeply_nested_json_body_is_answered_400_too_deep_before_it_is_parsed(
+    start_api: Callable[..., RunningApi],
+) -> None:
+    api = start_api()
+    deep = "[" * 100_000 + "]" * 100_000
+    with api.http() as http:
+        bare = http.post("/v1/uploads", content=deep, headers={"Content-Type": "application/json"})
+        inside = http.post(
+            "/v1/uploads",
+            content='{"text": "x", "metadata": ' + deep + "}",
+            headers={"Content-Type": "application/json"},
+        )
+        search = http.post("/v1/search", content=deep, headers={"Content-Type": "application/json"})
+        form = http.post(
+            "/v1/uploads", files={"file": ("a.txt", b"a caption", "text/plain")}, data={"metadata": deep[:20_000]}
+        )
+    for reply in (bare, inside, search):
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["reason"] == "too_deep"
+    assert form.status_code == 422, form.text
+    assert "nests deeper" in form.text
+    assert cpu_backlog(api) == 0
+
+
+def test_a_json_body_that_is_not_utf8_is_answered_400_bad_json(start_api: Callable[..., RunningApi]) -> None:
+    api = start_api()
+    with api.http() as http:
+        reply = http.post("/v1/uploads", content=b'{"text": "\xff"}', headers={"Content-Type": "application/json"})
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["reason"] == "bad_json"
