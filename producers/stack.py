@@ -17,12 +17,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from pydantic import BaseModel, SecretStr
 
@@ -41,6 +43,11 @@ WORKER_KINDS: tuple[WorkerKind, ...] = ("cpu", "gpu", "index")
 # Must match workers.gpu.default_max_batch (64 on CUDA, 8 on CPU); decided here without
 # importing torch.
 AUTO_MAX_BATCH = {"cuda": 64, "cpu": 8}
+# Exit status of a worker whose configuration must be fixed (workers.resources.EXIT_CONFIG):
+# restarting it as is would fail the same way.
+EXIT_CONFIG = 3
+# What a worker logs when its start-up fails (workers.resources.exit_if_start_fails).
+START_FAILURE_MARK = "cannot start: "
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -126,15 +133,52 @@ def gpu_max_batch(settings: Settings) -> int:
 
 @dataclass
 class WorkerProcess:
+    """A worker child process. Its output goes to `log_path`, or, without one, is relayed to
+    this process's stderr with the last lines kept in `relayed` (so an error can quote them)."""
+
     kind: WorkerKind
     process: subprocess.Popen[bytes]
     log_path: Path | None
     started_s: float = field(default_factory=time.monotonic)
+    relayed: deque[str] = field(default_factory=lambda: deque(maxlen=200))
+    relay: threading.Thread | None = None
 
     def log_tail(self, lines: int = 30) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return "(no log file)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        if self.log_path is not None:
+            if not self.log_path.exists():
+                return "(no log file)"
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        if self.relay is not None and self.process.poll() is not None:
+            self.relay.join(timeout=5.0)  # the last lines of an exited worker are still in the pipe
+        return "\n".join(list(self.relayed)[-lines:]) or "(no output)"
+
+    def exit_message(self) -> str:
+        """Why the worker exited: the reason it logged when its start-up failed (see
+        `workers.resources.exit_if_start_fails`), else its last lines."""
+        head = f"{self.kind} worker exited with code {self.process.returncode}"
+        tail = self.log_tail()
+        reasons = [_start_failure(line) for line in tail.splitlines() if START_FAILURE_MARK in line]
+        if not reasons:
+            return f"{head}:\n{tail}"
+        where = f" (log: {self.log_path})" if self.log_path else ""
+        return f"{head}: {reasons[-1]}{where}"
+
+
+def _start_failure(line: str) -> str:
+    """The reason in a worker's "... cannot start: <reason>" log line (text or JSON format)."""
+    with contextlib.suppress(ValueError, AttributeError):
+        line = str(json.loads(line).get("message", line))
+    return line.split(START_FAILURE_MARK, 1)[-1].strip()
+
+
+def _relay_output(stream: IO[bytes], kept: deque[str]) -> None:
+    """Copy a worker's output to our stderr line by line, keeping the last lines."""
+    with stream:
+        for raw in iter(stream.readline, b""):
+            text = raw.decode(errors="replace")
+            sys.stderr.write(text)
+            sys.stderr.flush()
+            kept.append(text.rstrip("\n"))
 
 
 class StackError(ConfigError):
@@ -145,7 +189,7 @@ class Stack:
     """Redis + workers as child processes. Use as a context manager or start()/stop().
 
     `log_dir`: each worker's output goes to `<log_dir>/<kind>-<n>.log` (tests, the demo);
-    None = inherit this process's stdout/stderr (`omnibind up` in a terminal).
+    None = relay it to this process's stderr (`omnibind up` in a terminal).
     """
 
     def __init__(
@@ -176,7 +220,11 @@ class Stack:
 
     def start(self, *, ready_timeout_s: float = 300.0) -> Stack:
         """Start Redis (embedded unless configured) and one worker of each kind; returns when
-        every worker reports ready (the GPU worker after loading its model)."""
+        every worker reports ready (the GPU worker after loading its model).
+
+        Raises `StackError` with the reason a worker gave when one exits during start-up (a
+        broken checkpoint, a vector store configuration error...) or is not ready in time.
+        """
         try:
             if self.redis_url is None:
                 self.redis = EmbeddedRedis.from_settings(self.settings).start()
@@ -213,8 +261,8 @@ class Stack:
                 worker_argv(kind, self.settings),
                 env=env,
                 stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT if output else None,
+                stdout=output or subprocess.PIPE,
+                stderr=subprocess.STDOUT,
                 # Own session: Ctrl-C reaches the supervisor only, which stops workers
                 # before Redis.
                 start_new_session=True,
@@ -224,6 +272,11 @@ class Stack:
             if output:
                 output.close()
         worker = WorkerProcess(kind, process, log_path)
+        if process.stdout is not None:
+            worker.relay = threading.Thread(
+                target=_relay_output, args=(process.stdout, worker.relayed), name=f"{kind}-output", daemon=True
+            )
+            worker.relay.start()
         self.workers.append(worker)
         log.info("started %s worker (pid %d)", kind, process.pid)
         return worker
@@ -245,9 +298,7 @@ class Stack:
         while waiting:
             for worker in list(waiting):
                 if worker.process.poll() is not None:
-                    raise StackError(
-                        f"{worker.kind} worker exited with code {worker.process.returncode}:\n{worker.log_tail()}"
-                    )
+                    raise StackError(worker.exit_message())
             ready = self.live_pids()
             waiting = [w for w in waiting if w.process.pid not in ready]
             if waiting and time.monotonic() > deadline:
@@ -272,9 +323,15 @@ class Stack:
             self.workers.remove(worker)
 
     def restart_dead(self) -> list[WorkerProcess]:
-        """Replace workers that exited on their own (used by `omnibind up`'s supervision)."""
+        """Replace workers that exited on their own (used by `omnibind up`'s supervision).
+
+        Raises `StackError` with the worker's reason when one exited with `EXIT_CONFIG`: a
+        configuration to fix (a broken checkpoint...) would only fail again.
+        """
         restarted = []
         for worker in [w for w in self.workers if w.process.poll() is not None]:
+            if worker.process.returncode == EXIT_CONFIG:
+                raise StackError(f"{worker.exit_message()}; not restarting it")
             log.warning(
                 "%s worker (pid %d) exited with %s; restarting",
                 worker.kind,

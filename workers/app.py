@@ -30,7 +30,7 @@ from shared.logs import bind_upload_id, configure_logging
 from shared.queue import TaskName, celery_config
 from workers.handoff import publish
 from workers.memory_guard import start_memory_guard
-from workers.resources import Resources
+from workers.resources import Resources, exit_if_start_fails, wait_for_vector_store
 from workers.sweeper import StallSweeper
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,8 @@ def _fresh_resources_after_fork(**_: Any) -> None:
 @worker_init.connect
 def _load_model_before_consuming(**_: Any) -> None:
     if app.omnibind_settings.worker.kind == "gpu":
-        runner = app.resources.gpu
+        with exit_if_start_fails("gpu"):
+            runner = app.resources.gpu
         log.info("gpu worker ready: %s, max batch %d", runner.model_name, runner.max_batch)
 
 
@@ -84,6 +85,14 @@ def _check_moderation_before_consuming(**_: Any) -> None:
     from workers.moderation import prepare_worker
 
     prepare_worker(app, app.omnibind_settings.worker.kind)
+
+
+@worker_init.connect
+def _wait_for_vector_store_before_consuming(**_: Any) -> None:
+    # No heartbeat (worker_ready) until the store answers: readiness stays false meanwhile.
+    if app.omnibind_settings.worker.kind == "index":
+        with exit_if_start_fails("index"):
+            wait_for_vector_store(app.resources)
 
 
 @worker_ready.connect

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from shared.config import GpuSettings, Settings
-from shared.errors import TransientError
+from shared.config import GpuSettings, ModelSettings, Settings
+from shared.errors import CheckpointError, TransientError
 from shared.events import Modality
 from shared.imagebind.embed import Embedder
 from shared.imagebind.normalize import TEXT_EOT_TOKEN
@@ -58,6 +58,25 @@ def default_max_batch(device: torch.device) -> int:
     return 64 if device.type == "cuda" else 8
 
 
+def checkpoint_fix(exc: CheckpointError, settings: ModelSettings) -> str:
+    """What to change when the checkpoint of `settings` cannot be loaded (`exc`)."""
+    default = "the seeded random tiny checkpoint" if settings.name == "tiny" else "the official download"
+    if exc.reason == "checkpoint_incompatible":
+        return (
+            f"set OMNIBIND_MODEL__NAME to the model this file holds, or point OMNIBIND_MODEL__CHECKPOINT "
+            f"at an ImageBind {settings.name} checkpoint."
+        )
+    if settings.checkpoint is not None:
+        return (
+            f"point OMNIBIND_MODEL__CHECKPOINT at a complete ImageBind {settings.name} checkpoint "
+            f"(a state_dict of tensors), or unset it to use {default}."
+        )
+    return (
+        "delete the file from the cache so that it is fetched again, or point OMNIBIND_MODEL__CHECKPOINT "
+        f"at a local ImageBind {settings.name} checkpoint."
+    )
+
+
 class GpuRunner:
     """Embeds items submitted from many task threads in shared batches."""
 
@@ -79,7 +98,12 @@ class GpuRunner:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GpuRunner:
-        embedder = Embedder.from_settings(settings.model)
+        """Load the configured model. Raises `CheckpointError` saying what is wrong with which
+        file and how to fix it."""
+        try:
+            embedder = Embedder.from_settings(settings.model)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc} Fix: {checkpoint_fix(exc, settings.model)}", reason=exc.reason) from exc
         log.info(
             "loaded %s (checkpoint %s) on %s as %s",
             embedder.model_name,

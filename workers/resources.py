@@ -8,9 +8,15 @@ when the threads of a threads-pool worker ask for it at the same moment.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from shared.connections import Connections
+from shared.errors import CheckpointError, ConfigError, TransientError
 from shared.metrics.recorder import MetricsRecorder
 from shared.status import StatusStore
 from shared.streams import DeliveryCounter
@@ -20,6 +26,15 @@ if TYPE_CHECKING:
     from workers.gpu import GpuRunner
     from workers.indexer import IndexWriter
     from workers.moderation import ModerationRuntime
+
+log = logging.getLogger(__name__)
+
+# Exit status of a worker that cannot start: 3 = a configuration to fix (a supervisor must
+# not restart it as is; the same code as workers.moderation.EXIT_CONFIG), 1 = anything else.
+EXIT_CONFIG = 3
+EXIT_START_FAILED = 1
+# Seconds between probes of a vector store that is down at start (the last one repeats).
+VECTOR_STORE_RETRY_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
 class Resources(Connections):
@@ -78,3 +93,54 @@ class Resources(Connections):
             return ModerationRuntime(self.settings, self.redis)
 
         return self._once("moderation", build)
+
+
+@contextlib.contextmanager
+def exit_if_start_fails(kind: str) -> Iterator[None]:
+    """Turn an error of a worker's start-up into the exit of the process.
+
+    Celery logs an exception raised by a ``worker_init`` handler and starts consuming anyway,
+    so a worker without its model would heartbeat as healthy and fail every task. A
+    `ConfigError` or `CheckpointError` (the message says what to fix) exits with
+    `EXIT_CONFIG` and no traceback; anything else with `EXIT_START_FAILED` and its traceback.
+    """
+    try:
+        yield
+    except (ConfigError, CheckpointError) as exc:
+        log.critical("the %s worker cannot start: %s", kind, exc)
+        raise SystemExit(EXIT_CONFIG) from exc
+    except Exception as exc:
+        log.critical("the %s worker cannot start: %s", kind, exc, exc_info=True)
+        raise SystemExit(EXIT_START_FAILED) from exc
+
+
+def wait_for_vector_store(
+    resources: Resources,
+    *,
+    retry_s: Sequence[float] = VECTOR_STORE_RETRY_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Block until the vector store answers (one `count`), so an index worker reports ready
+    only once it can write.
+
+    A store that is unavailable (`TransientError`: still starting, restarting, a network
+    blip) is waited for, with `retry_s` between probes, forever: the worker stays not ready
+    meanwhile and starts consuming when it answers. A `ConfigError` (a wrong API key or URL,
+    a collection of another schema or dimension) is raised at once: waiting cannot fix it.
+    """
+    for attempt in itertools.count():
+        try:
+            resources.vectors.count()
+        except TransientError as exc:
+            delay = retry_s[min(attempt, len(retry_s) - 1)]
+            log.warning(
+                "vector store not reachable at start (%s); retrying in %.0f s: this index worker reports "
+                "ready once it answers",
+                exc,
+                delay,
+            )
+            sleep(delay)
+        else:
+            if attempt:
+                log.info("vector store answers after %d attempts", attempt + 1)
+            return
