@@ -7,7 +7,8 @@
         hits = omnibind.search(text="a cat on a sofa", k=5)
 
 The client stores blobs in the object store when given a path or bytes, records the upload
-as "queued" and enqueues it by task name; it never loads the model (a search asks the GPU
+as "queued" and enqueues it by task name — unless a run of the same id is unfinished: a
+repeated submission then changes and sends nothing; it never loads the model (a search asks the GPU
 workers for the query embedding).
 """
 
@@ -29,13 +30,14 @@ from producers.bridge.minio_events import UPLOAD_ID_METADATA
 from shared.backpressure import check_backpressure
 from shared.config import Settings, get_settings
 from shared.connections import Connections
+from shared.deletions import PendingDeletions, send_delete
 from shared.errors import InvalidKey, TransientError
-from shared.events import Modality, ObjectRef, UploadEvent, new_upload_id
+from shared.events import DeleteRequest, Modality, ObjectRef, UploadEvent, new_upload_id
 from shared.messages import Query
 from shared.objects.keys import validate_key
 from shared.queue import QueueName, TaskName, make_celery, upload_headers
 from shared.redis_client import RedisUnavailable
-from shared.status import StatusRecord, StatusStore
+from shared.status import RunStart, StatusRecord, StatusStore
 from shared.vectors.records import SearchFilters, SearchHit
 from shared.wire import unpack_array
 
@@ -85,6 +87,10 @@ class Client(Connections):
         return self._once("status", lambda: StatusStore.from_settings(self.redis, self.settings))
 
     @property
+    def deletions(self) -> PendingDeletions:
+        return self._once("deletions", lambda: PendingDeletions.from_settings(self.redis, self.settings))
+
+    @property
     def celery(self) -> Celery:
         return self._once("celery", lambda: make_celery(self.settings, "omnibind-producer"))
 
@@ -108,8 +114,35 @@ class Client(Connections):
         invalid upload, `Busy` when the pipeline applies backpressure (checked before
         anything is stored), `TransientError` when Redis or storage is unavailable.
         """
+        return self.submit_run(
+            item,
+            modality=modality,
+            upload_id=upload_id,
+            tenant=tenant,
+            metadata=metadata,
+            filename=filename,
+            content_type=content_type,
+        ).upload_id
+
+    def submit_run(
+        self,
+        item: str | os.PathLike[str] | bytes | ObjectRef,
+        *,
+        modality: Modality = Modality.AUTO,
+        upload_id: str | None = None,
+        tenant: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        filename: str | None = None,
+        content_type: str | None = None,
+    ) -> RunStart:
+        """`submit`, answering whether a run started or which run of `upload_id` is still
+        unfinished: then nothing is stored or sent (a repeated submission is a no-op)."""
         check_backpressure(self.redis, self.settings)
         upload_id = upload_id or new_upload_id()
+        unfinished = self.statuses.get(upload_id)
+        if unfinished is not None and not unfinished.terminal:
+            # Not even stored: the blob of the run in flight must not change under it.
+            return RunStart(upload_id, False, unfinished.run, unfinished.status)
         ref = item if isinstance(item, ObjectRef) else self._store(item, upload_id, filename, content_type, metadata)
         event = UploadEvent(
             id=upload_id,
@@ -142,15 +175,31 @@ class Client(Connections):
 
     def enqueue(self, event: UploadEvent) -> str:
         """Record `event` as queued and send it to the CPU stage. The status record is written
-        first: an upload can be queried as soon as this returns. Raises `Busy` when the
-        pipeline applies backpressure (`shared.backpressure`)."""
+        first: an upload can be queried as soon as this returns. While a run of the same id
+        is unfinished this is a no-op (see `enqueue_run`). Raises `Busy` when the pipeline
+        applies backpressure (`shared.backpressure`)."""
+        return self.enqueue_run(event).upload_id
+
+    def enqueue_run(self, event: UploadEvent) -> RunStart:
+        """`enqueue`, answering what happened: a new run started and was sent, or a run of
+        this id is unfinished (or this very submission was recorded already) and nothing was
+        sent — one run, one message, one result, however many submit it at once."""
         check_backpressure(self.redis, self.settings)
         return self._send(event)
 
-    def _send(self, event: UploadEvent) -> str:
-        self.statuses.create(event)
-        self.send_to_pipeline(event)
-        return event.id
+    def _send(self, event: UploadEvent) -> RunStart:
+        start = self.statuses.start_run(event)
+        if start.started:
+            self.send_to_pipeline(event)
+        return start
+
+    def delete(self, request: DeleteRequest) -> None:
+        """Delete an upload's vector record (task ``omnibind.delete`` on the index queue). The
+        pending deletion is recorded first (`shared.deletions`), so a message lost on the way
+        is sent again by the stall sweeper. Raises `RedisUnavailable` (nothing was lost: call
+        again)."""
+        token = self.deletions.record(request)
+        send_delete(self.celery, request, token)
 
     def send_to_pipeline(self, event: UploadEvent) -> None:
         """Send `event` to the first stage without touching its status record (`enqueue`

@@ -62,6 +62,16 @@ class RedisKeys:
         return f"{self.prefix}:inflight"
 
     @property
+    def deletions(self) -> str:
+        """Hash: deletion token -> the DeleteRequest JSON of a deletion not yet done."""
+        return f"{self.prefix}:deletions"
+
+    @property
+    def deletions_inflight(self) -> str:
+        """Sorted set: every pending deletion token, scored by its last progress (epoch ms)."""
+        return f"{self.prefix}:deletions:inflight"
+
+    @property
     def recent(self) -> str:
         """Sorted set: upload id scored by its last submission time (epoch ms), capped."""
         return f"{self.prefix}:recent"

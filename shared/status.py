@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -55,7 +56,8 @@ _STAGE_PRODUCES = {
 #       produces (else ""), 11 for a failure: its dead-letter entry as a JSON list of
 #       field, value, ... (else ""), 12 dead-letter stream maxlen, 13.. field/value pairs
 #       set when the transition applies.
-# Returns 1 when the transition applied, 0 when it was refused (and changed nothing).
+# Returns 1 when the transition applied, 0 when it was refused (and changed nothing); create
+# returns {1 | 0, run number, status} (`RunStart`).
 # The one script every change goes through (kept as a .lua file so it reads as Lua).
 TRANSITION_LUA = (Path(__file__).parent / "status_transition.lua").read_text()
 
@@ -98,6 +100,17 @@ class StatusRecord(Frozen):
             error=self.error,
             at=self.timestamps.get(self.status, self.updated_at),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class RunStart:
+    """What a submission did (`StatusStore.start_run`): started run `run` of `upload_id`, or
+    found run `run` unfinished (in `status`) and changed nothing."""
+
+    upload_id: str
+    started: bool
+    run: int
+    status: UploadStatus
 
 
 def _text(value: str | bytes) -> str:
@@ -211,9 +224,18 @@ class StatusStore:
         previous run finished and this is a different submission (another
         ``submitted_at``). False when a run of this id is in flight or this very
         submission was recorded already; nothing changes then."""
-        return self._run(
+        return self.start_run(event).started
+
+    def start_run(self, event: UploadEvent) -> RunStart:
+        """`create`, answering which run the id is in: the new one (``started``), or the one
+        in flight (or this very submission, recorded already) with its status. Deciding and
+        starting are one atomic step: of concurrent submissions of one id, one starts a
+        run."""
+        reply = self._script(
             "create", UploadStatus.QUEUED, event.id, _event_fields(event), submitted_at=_iso(event.submitted_at)
         )
+        started, run, status = reply
+        return RunStart(event.id, bool(started), int(run), UploadStatus(_text(status)))
 
     def advance(
         self,
@@ -313,6 +335,18 @@ class StatusStore:
 
     def _run(
         self,
+        mode: Literal["advance", "requeue"],
+        status: UploadStatus,
+        upload_id: str,
+        fields: Mapping[str, str],
+        *,
+        failing_stage: Stage | None = None,
+        dead_letter: Mapping[str, str] | None = None,
+    ) -> bool:
+        return bool(self._script(mode, status, upload_id, fields, failing_stage=failing_stage, dead_letter=dead_letter))
+
+    def _script(
+        self,
         mode: Literal["create", "advance", "requeue"],
         status: UploadStatus,
         upload_id: str,
@@ -321,7 +355,8 @@ class StatusStore:
         submitted_at: str = "",
         failing_stage: Stage | None = None,
         dead_letter: Mapping[str, str] | None = None,
-    ) -> bool:
+    ) -> Any:
+        """Run the transition script; its reply (1/0, or create's list)."""
         if not upload_id:
             raise ValueError("upload_id must not be empty")
         now = utcnow()
@@ -351,7 +386,7 @@ class StatusStore:
         for name, value in fields.items():
             args += [name, value]
         with translate_redis_errors(f"moving upload {upload_id} to {status.value}"):
-            return bool(self._transition(keys=keys, args=args))
+            return self._transition(keys=keys, args=args)
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -79,10 +79,14 @@ end
 
 local current = redis.call('HGET', record, 'status')
 
+-- create answers {1 if a run started else 0, the run number, its status}: checking for a
+-- run in flight and starting one are one step, so concurrent submissions start one run.
 if mode == 'create' then
-  if current and not is_terminal(current) then return 0 end
-  if current and redis.call('HGET', record, 'submitted_at') == submitted_at then return 0 end
-  return start_run(current, false)
+  if current and (not is_terminal(current) or redis.call('HGET', record, 'submitted_at') == submitted_at) then
+    return {0, tonumber(redis.call('HGET', record, 'runs') or '1'), current}
+  end
+  start_run(current, false)
+  return {1, tonumber(redis.call('HGET', record, 'runs')), 'queued'}
 end
 
 if mode == 'requeue' then

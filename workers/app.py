@@ -25,6 +25,7 @@ from celery.signals import (
 )
 
 from shared.config import Settings, get_settings
+from shared.deletions import send_delete
 from shared.heartbeat import Heartbeat
 from shared.logs import bind_upload_id, configure_logging
 from shared.queue import TaskName, celery_config
@@ -114,6 +115,7 @@ def _start_stall_sweeper(**_: Any) -> None:
         prefix=app.omnibind_settings.queue_prefix,
         stall_timeout_s=worker.stall_timeout_s,
         interval_s=worker.sweep_interval_s,
+        send_delete=lambda request, token: send_delete(app, request, token),
     ).start()
 
 

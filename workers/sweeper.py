@@ -24,6 +24,11 @@ If neither, the upload goes to the first stage again with the event its status r
 while the run is in flight. Stages are idempotent, so a message wrongly thought lost costs a
 repeated run, never a second record; a resend counts as a delivery, so an upload that keeps
 disappearing still ends dead-lettered after ``max_deliveries``.
+
+Deletions are swept the same way: a pending deletion (`shared.deletions`, recorded before
+its message is sent and forgotten once it is done or dead-lettered) without progress for
+`stall_timeout_s`, whose message no worker holds (`DELETION_HEADER`) and no queue may still
+hold, is sent again. Deleting twice is a no-op.
 """
 
 from __future__ import annotations
@@ -41,8 +46,9 @@ from typing import Any
 
 import redis
 
+from shared.deletions import DELETION_HEADER, PendingDeletions
 from shared.errors import OmnibindError, PermanentError
-from shared.events import Stage, UploadEvent, UploadStatus
+from shared.events import DeleteRequest, Stage, UploadEvent, UploadStatus
 from shared.queue import SENT_MS_HEADER, UPLOAD_HEADER, QueueName
 from shared.status import StatusStore
 
@@ -73,11 +79,17 @@ class Snapshot:
 
     held: frozenset[str]  # uploads named by an unacknowledged message
     oldest_sent_ms: tuple[int | None, ...]  # per non-empty queue: its oldest message's send time, None = unknown
+    held_deletions: frozenset[str] = frozenset()  # deletion tokens named by an unacknowledged message
 
     def may_hold(self, upload_id: str, progress_ms: int, skew_ms: int) -> bool:
         """Could a message for `upload_id` (last progress at `progress_ms`) still exist?"""
-        if upload_id in self.held:
-            return True
+        return upload_id in self.held or self._may_wait(progress_ms, skew_ms)
+
+    def may_hold_deletion(self, token: str, progress_ms: int, skew_ms: int) -> bool:
+        """Could the message of pending deletion `token` still exist?"""
+        return token in self.held_deletions or self._may_wait(progress_ms, skew_ms)
+
+    def _may_wait(self, progress_ms: int, skew_ms: int) -> bool:
         return any(sent is None or sent <= progress_ms + skew_ms for sent in self.oldest_sent_ms)
 
 
@@ -89,6 +101,12 @@ def message_upload(message: dict[str, Any]) -> str | None:
         return upload_id
     match = _ARGSREPR.match(str(headers.get("argsrepr") or ""))
     return match.group(1) if match else None
+
+
+def message_deletion(message: dict[str, Any]) -> str | None:
+    """The pending deletion a kombu message envelope carries (`DELETION_HEADER`)."""
+    token = (message.get("headers") or {}).get(DELETION_HEADER)
+    return token if isinstance(token, str) else None
 
 
 def message_sent_ms(message: dict[str, Any]) -> int | None:
@@ -104,14 +122,22 @@ def take_snapshot(client: redis.Redis, prefix: str, queues: Iterable[str]) -> Sn
         pipe.lindex(f"{prefix}:{name}", -1)  # kombu LPUSHes and BRPOPs: the tail is the oldest
     pipe.hvals(f"{prefix}:unacked")
     *oldest, unacked = pipe.execute()
-    held = {message_upload(json.loads(raw)[0]) for raw in unacked}  # [message, exchange, routing key]
+    messages = [json.loads(raw)[0] for raw in unacked]  # [message, exchange, routing key]
+    held = {message_upload(message) for message in messages}
+    deletions = {message_deletion(message) for message in messages}
     oldest_sent = tuple(message_sent_ms(json.loads(raw)) for raw in oldest if raw is not None)
-    return Snapshot(frozenset(upload_id for upload_id in held if upload_id), oldest_sent)
+    return Snapshot(
+        frozenset(upload_id for upload_id in held if upload_id),
+        oldest_sent,
+        frozenset(token for token in deletions if token),
+    )
 
 
 class StallSweeper:
-    """Sends lost uploads again (module docstring). `send` publishes an event to the first
-    stage; `sweep` runs one pass, the thread runs it every `interval_s`."""
+    """Sends lost uploads and deletions again (module docstring). `send` publishes an event
+    to the first stage, `send_delete` a pending deletion (request, token) to the index queue
+    (None: deletions are not swept); `sweep` runs one pass, the thread runs it every
+    `interval_s`."""
 
     def __init__(
         self,
@@ -123,10 +149,13 @@ class StallSweeper:
         stall_timeout_s: float,
         interval_s: float,
         clock_skew_s: float = CLOCK_SKEW_S,
+        send_delete: Callable[[DeleteRequest, str], None] | None = None,
     ) -> None:
         self._redis = client
         self._status = status
         self._send = send
+        self._send_delete = send_delete
+        self._deletions = PendingDeletions(client, prefix)
         self._prefix = prefix
         self.stall_timeout_s = stall_timeout_s
         self.interval_s = interval_s
@@ -153,19 +182,35 @@ class StallSweeper:
                 log.exception("stall sweep failed")
 
     def sweep(self) -> list[str]:
-        """One pass, if this process wins the lock; returns the uploads sent again."""
+        """One pass, if this process wins the lock; returns the uploads and the deletion
+        tokens sent again."""
         lock_ms = max(1, int(self.interval_s * 900))  # expires before the next pass of anyone
         if not self._redis.set(self._lock_key, self._me, nx=True, px=lock_ms):
             return []
         stalled = self._status.stalled(self.stall_timeout_s, limit=MAX_PER_SWEEP)
-        if not stalled:
+        deletions = self._deletions.stalled(self.stall_timeout_s, limit=MAX_PER_SWEEP) if self._send_delete else []
+        if not stalled and not deletions:
             return []
         snapshot = take_snapshot(self._redis, self._prefix, [queue.value for queue in QueueName])
         resent = []
         for upload_id, progress_ms in stalled:
             if not snapshot.may_hold(upload_id, progress_ms, self._skew_ms) and self._send_again(upload_id):
                 resent.append(upload_id)
+        for token, progress_ms in deletions:
+            if not snapshot.may_hold_deletion(token, progress_ms, self._skew_ms) and self._send_deletion_again(token):
+                resent.append(token)
         return resent
+
+    def _send_deletion_again(self, token: str) -> bool:
+        assert self._send_delete is not None
+        request = self._deletions.get(token)
+        if request is None:
+            return False  # done since the listing
+        log.warning("deletion %s made no progress and no message for it exists: sending it again", token)
+        with contextlib.suppress(OmnibindError):
+            self._deletions.touch(token)
+        self._send_delete(request, token)
+        return True
 
     def _send_again(self, upload_id: str) -> bool:
         record = self._status.get(upload_id)

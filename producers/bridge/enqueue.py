@@ -1,12 +1,15 @@
 """Handing bridged events to the pipeline, once per submission.
 
 The bridge acknowledges an event only after `Ingestor.ingest` returned, so a crash in
-between delivers the event again. `ingest` recognises that repeat by the upload's status
-record: the same submission (same id and ``submitted_at``) that already moved past
-``queued`` is not enqueued again. A repeat whose record still says ``queued`` is enqueued
-once more, because the crash may have come between writing the record and sending the
-message; a duplicate message is harmless (status transitions are forward-only, the vector
-write is an idempotent upsert, and exactly one result is announced per run).
+between delivers the event again. `ingest` starts a run only when no run of the upload is
+unfinished and this very submission (same id and ``submitted_at``) was not recorded before
+(`StatusStore.start_run`, one atomic step): a repeat, or another submission of an id in
+flight, sends nothing. A crash between recording a run and sending its message leaves the
+run queued with no message; the stall sweeper (`workers.sweeper`) sends it after
+``OMNIBIND_WORKER__STALL_TIMEOUT_S``.
+
+Deletions are recorded as pending before their message is sent (`Client.delete`), so a lost
+delete message is sent again the same way.
 """
 
 from __future__ import annotations
@@ -21,9 +24,7 @@ from kombu.exceptions import OperationalError
 
 from producers.client import Client
 from shared.errors import TransientError
-from shared.events import DeleteRequest, UploadEvent, UploadStatus
-from shared.queue import QueueName, TaskName
-from shared.status import StatusRecord
+from shared.events import DeleteRequest, UploadEvent
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,6 @@ def broker_errors(doing: str) -> Iterator[None]:
         raise BrokerUnavailable(f"Celery broker unavailable while {doing}: {exc}") from exc
 
 
-def is_same_submission(record: StatusRecord, event: UploadEvent) -> bool:
-    return record.submitted_at is not None and record.submitted_at == event.submitted_at
-
-
 class Ingestor:
     """Enqueues uploads and deletions through a producer `Client`."""
 
@@ -64,21 +61,12 @@ class Ingestor:
         Raises `RedisUnavailable` / `BrokerUnavailable` (transient: nothing was lost, call
         again later).
         """
-        record = self._client.statuses.get(event.id)
-        if record is not None and is_same_submission(record, event) and record.status is not UploadStatus.QUEUED:
-            return Outcome.DUPLICATE
         with broker_errors(f"enqueueing upload {event.id}"):
-            self._client.enqueue(event)
-        return Outcome.ENQUEUED
+            start = self._client.enqueue_run(event)
+        return Outcome.ENQUEUED if start.started else Outcome.DUPLICATE
 
     def delete(self, request: DeleteRequest) -> None:
-        """Send the delete task (index queue). Raises `BrokerUnavailable`."""
+        """Record the pending deletion and send the delete task (index queue). Raises
+        `RedisUnavailable` / `BrokerUnavailable`."""
         with broker_errors(f"enqueueing the deletion of upload {request.upload_id}"):
-            self._client.celery.send_task(
-                TaskName.DELETE,
-                args=[request.model_dump(mode="json")],
-                queue=QueueName.INDEX,
-                ignore_result=True,  # fire and forget: no result-channel SUBSCRIBE per message
-                argsrepr=f"<delete {request.upload_id}>",
-                kwargsrepr="{}",
-            )
+            self._client.delete(request)

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.events import Modality, ObjectRef
+from shared.events import Modality, ObjectRef, UploadStatus
 from shared.vectors.records import SearchFilters, SearchHit
 
 MAX_K = 100
@@ -25,8 +25,14 @@ class ContentModality(StrEnum):
 
 class UploadAccepted(BaseModel):
     id: str = Field(description="the upload id (the caller's or a generated one)")
-    status: Literal["queued"] = "queued"
+    status: UploadStatus = Field(
+        UploadStatus.QUEUED, description="queued; for a repeated submission, the status of the unfinished run"
+    )
     status_url: str = Field(description="where to follow it: GET this path")
+    run: int = Field(1, description="the run of this id the submission belongs to (1 = its first)")
+    started: bool = Field(
+        True, description="false: a run of this id was unfinished, so nothing was queued again (answered 200)"
+    )
 
 
 class SearchOptions(BaseModel):

@@ -21,7 +21,7 @@ from shared.json_limits import loads_bounded
 from shared.logs import upload_context
 from shared.media.sniff import sniff
 from shared.media.text import check_text_length
-from shared.status import StatusRecord
+from shared.status import RunStart, StatusRecord
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,10 @@ def _form_schema() -> dict[str, Any]:
     status_code=202,
     response_model=UploadAccepted,
     summary="Submit an upload",
-    responses=error_responses(400, 401, 413, 415, 422, 429, 500, 503),
+    responses={
+        200: {"model": UploadAccepted, "description": "a run of this id is unfinished: nothing was queued again"},
+        **error_responses(400, 401, 413, 415, 422, 429, 500, 503),
+    },
     openapi_extra=request_body(
         json_schema={"$ref": "#/components/schemas/UploadEvent"},
         form_schema=_form_schema(),
@@ -82,21 +85,27 @@ def _form_schema() -> dict[str, Any]:
 )
 async def create_upload(request: Request, response: Response, state: State) -> UploadAccepted:
     """Accept one upload for embedding. Answers 202 as soon as it is queued; follow it at
-    `status_url`. 429 (with Retry-After) while the pipeline applies backpressure."""
+    `status_url`. A submission of an id whose run is unfinished queues nothing and answers
+    200 naming that run (`run`, its `status`, `started: false`). 429 (with Retry-After)
+    while the pipeline applies backpressure."""
     kind = body_kind(request)
     # Refuse before reading the body: a busy pipeline should not cost an upload's transfer.
     await run_in_threadpool(check_backpressure, state.client.redis, state.settings)
     if kind == "json":
         event = parse_upload_event(await read_json(request))
-        upload_id = await run_in_threadpool(_enqueue_event, state, event)
+        start = await run_in_threadpool(_enqueue_event, state, event)
     else:
-        upload_id = await _submit_file(request, state)
-    status_url = f"/v1/uploads/{upload_id}"
+        start = await _submit_file(request, state)
+    status_url = f"/v1/uploads/{start.upload_id}"
     response.headers["Location"] = status_url
-    return UploadAccepted(id=upload_id, status_url=status_url)
+    if not start.started:  # a run of this id is unfinished: nothing was queued again
+        response.status_code = 200
+    return UploadAccepted(
+        id=start.upload_id, status=start.status, status_url=status_url, run=start.run, started=start.started
+    )
 
 
-def _enqueue_event(state: ApiState, event: UploadEvent) -> str:
+def _enqueue_event(state: ApiState, event: UploadEvent) -> RunStart:
     limits = state.settings.limits
     if event.text is not None:
         check_text_length(event.text, max_chars=limits.max_text_chars)
@@ -106,12 +115,17 @@ def _enqueue_event(state: ApiState, event: UploadEvent) -> str:
         if stored.size is not None and stored.size > limits.max_bytes:
             raise LimitExceeded(f"object is {stored.size} bytes; the limit is {limits.max_bytes}", reason="too_large")
     with upload_context(event.id):
-        upload_id = state.client.enqueue(event)
-        log.info("accepted %s upload from %s", "text" if event.text is not None else "object", event.source)
-    return upload_id
+        start = state.client.enqueue_run(event)
+        log.info(
+            "%s %s upload from %s",
+            "accepted" if start.started else f"run {start.run} unfinished: ignored a repeated",
+            "text" if event.text is not None else "object",
+            event.source,
+        )
+    return start
 
 
-async def _submit_file(request: Request, state: ApiState) -> str:
+async def _submit_file(request: Request, state: ApiState) -> RunStart:
     part = await read_file_form(request, UploadForm, max_bytes=state.settings.limits.max_bytes, what="upload")
     data, fields = part.data, part.fields
     # Sniffing is cheap and pure: a file the workers would refuse is refused before it is stored.
@@ -124,8 +138,8 @@ async def _submit_file(request: Request, state: ApiState) -> str:
             f"but the file is {sniffed.format} ({sniffed.modality.value})",
         )
 
-    def submit() -> str:
-        upload_id = state.client.submit(
+    def submit() -> RunStart:
+        start = state.client.submit_run(
             data,
             modality=fields.modality,
             upload_id=fields.id,
@@ -134,9 +148,12 @@ async def _submit_file(request: Request, state: ApiState) -> str:
             filename=part.filename,
             content_type=part.content_type,
         )
-        with upload_context(upload_id):
-            log.info("accepted %s file of %d bytes", sniffed.format, len(data))
-        return upload_id
+        with upload_context(start.upload_id):
+            if start.started:
+                log.info("accepted %s file of %d bytes", sniffed.format, len(data))
+            else:
+                log.info("run %d unfinished: ignored a repeated %s file", start.run, sniffed.format)
+        return start
 
     return await run_in_threadpool(submit)
 

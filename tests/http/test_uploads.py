@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from shared.backpressure import queue_length
@@ -30,7 +31,13 @@ def test_multipart_file_is_stored_queued_and_answered_202(start_api: Callable[..
         )
         assert reply.status_code == 202, reply.text
         body = reply.json()
-        assert body == {"id": "upload-1", "status": "queued", "status_url": "/v1/uploads/upload-1"}
+        assert body == {
+            "id": "upload-1",
+            "status": "queued",
+            "status_url": "/v1/uploads/upload-1",
+            "run": 1,
+            "started": True,
+        }
         assert reply.headers["location"] == "/v1/uploads/upload-1"
 
         status = http.get(body["status_url"])
@@ -176,3 +183,31 @@ def test_a_json_body_that_is_not_utf8_is_answered_400_bad_json(start_api: Callab
         reply = http.post("/v1/uploads", content=b'{"text": "\xff"}', headers={"Content-Type": "application/json"})
     assert reply.status_code == 400, reply.text
     assert reply.json()["reason"] == "bad_json"
+
+
+def test_fifty_identical_posts_of_one_id_queue_one_run_and_answer_200_naming_it(
+    start_api: Callable[..., RunningApi],
+) -> None:
+    api = start_api()
+    posts = 50
+
+    def post(kind: str) -> tuple[int, dict[str, object]]:
+        with api.http() as http:
+            if kind == "json":
+                reply = http.post("/v1/uploads", json={"id": "twin", "text": "one caption, fifty posts"})
+            else:
+                reply = http.post("/v1/uploads", files={"file": ("c.png", PNG, "image/png")}, data={"id": "twin"})
+        return reply.status_code, reply.json()
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(post, ["json", "file"] * (posts // 2)))
+
+    started = [body for code, body in answers if code == 202]
+    repeated = [body for code, body in answers if code == 200]
+    assert len(started) == 1 and len(repeated) == posts - 1, [code for code, _ in answers]
+    assert started[0] | {"started": False} == repeated[0]
+    assert all(
+        body == {"id": "twin", "status": "queued", "status_url": "/v1/uploads/twin", "run": 1, "started": False}
+        for body in repeated
+    )
+    assert cpu_backlog(api) == 1

@@ -385,3 +385,28 @@ def test_a_stage_overtaken_by_the_next_still_leaves_its_fields_on_the_record(
     assert record.object is not None and record.object.etag == '"abc"'
     (result,) = _results(redis_conn)
     assert result["modality"] == "audio"
+
+
+def test_of_concurrent_submissions_of_one_id_exactly_one_starts_a_run(store: StatusStore, redis_url: str) -> None:
+    submissions = 50
+    barrier = threading.Barrier(submissions)
+    starts = []
+
+    def submit() -> None:
+        own = StatusStore(redis_client(redis_url), "t")  # a connection each, as separate producers
+        barrier.wait()
+        starts.append(own.start_run(_event("twin", submitted_at=datetime.now(UTC))))
+
+    threads = [threading.Thread(target=submit) for _ in range(submissions)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert sum(start.started for start in starts) == 1
+    assert {(start.run, start.status) for start in starts} == {(1, UploadStatus.QUEUED)}
+    store.advance("twin", UploadStatus.EMBEDDED)
+    repeated = store.start_run(_event("twin", submitted_at=datetime.now(UTC)))
+    assert (repeated.started, repeated.run, repeated.status) == (False, 1, UploadStatus.EMBEDDED)
+    store.advance("twin", UploadStatus.INDEXED)
+    assert store.start_run(_event("twin", submitted_at=datetime.now(UTC))).run == 2, "a finished run may be re-run"

@@ -9,7 +9,8 @@ import time
 import pytest
 import redis
 
-from shared.events import UploadEvent, UploadStatus
+from shared.deletions import DELETION_HEADER, PendingDeletions
+from shared.events import DeleteRequest, UploadEvent, UploadStatus
 from shared.queue import SENT_MS_HEADER, UPLOAD_HEADER
 from shared.status import StatusStore
 from workers.sweeper import LostMessage, StallSweeper
@@ -155,3 +156,60 @@ def test_only_one_process_sweeps_per_interval(
     assert first.sweep() == ["lost"]
     queued_upload(store, redis_conn, "lost-too", idle_s=2 * STALL_S)
     assert second.sweep() == [], "the first one holds the lock for this interval"
+
+
+@pytest.fixture
+def sent_deletions() -> list[tuple[DeleteRequest, str]]:
+    return []
+
+
+@pytest.fixture
+def deletion_sweeper(
+    redis_conn: redis.Redis,
+    store: StatusStore,
+    sent: list[UploadEvent],
+    sent_deletions: list[tuple[DeleteRequest, str]],
+) -> StallSweeper:
+    return StallSweeper(
+        redis_conn,
+        store,
+        sent.append,
+        prefix=PREFIX,
+        stall_timeout_s=STALL_S,
+        interval_s=0.01,
+        send_delete=lambda request, token: sent_deletions.append((request, token)),
+    )
+
+
+def pending_deletion(redis_conn: redis.Redis, upload_id: str, *, idle_s: float) -> tuple[DeleteRequest, str]:
+    """A deletion recorded as pending whose last progress was `idle_s` ago."""
+    request = DeleteRequest(upload_id=upload_id)
+    deletions = PendingDeletions(redis_conn, PREFIX)
+    token = deletions.record(request)
+    redis_conn.zadd(deletions.keys.deletions_inflight, {token: _now_ms() - int(idle_s * 1000)})
+    return request, token
+
+
+def test_a_stalled_deletion_whose_message_is_nowhere_is_sent_again_once(
+    deletion_sweeper: StallSweeper, redis_conn: redis.Redis, sent_deletions: list[tuple[DeleteRequest, str]]
+) -> None:
+    lost = pending_deletion(redis_conn, "gone", idle_s=2 * STALL_S)
+    pending_deletion(redis_conn, "just-sent", idle_s=1)
+
+    assert deletion_sweeper.sweep() == [lost[1]]
+    assert sent_deletions == [lost]
+    time.sleep(0.02)  # the sweep lock lasts 90 % of the interval
+    assert deletion_sweeper.sweep() == [], "its progress was noted: not again before the stall timeout"
+
+
+def test_a_deletion_held_by_a_worker_or_done_is_left_alone(
+    deletion_sweeper: StallSweeper, redis_conn: redis.Redis, sent_deletions: list[tuple[DeleteRequest, str]]
+) -> None:
+    _, held = pending_deletion(redis_conn, "held", idle_s=2 * STALL_S)
+    _, finished = pending_deletion(redis_conn, "finished", idle_s=2 * STALL_S)
+    message = envelope("unused", _now_ms()) | {"headers": {DELETION_HEADER: held, SENT_MS_HEADER: _now_ms()}}
+    redis_conn.hset(f"{PREFIX}:unacked", "tag-1", json.dumps([message, "", "index"]))
+    PendingDeletions(redis_conn, PREFIX).done(finished)
+
+    assert deletion_sweeper.sweep() == []
+    assert sent_deletions == []

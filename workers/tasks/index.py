@@ -7,15 +7,18 @@ import json
 import logging
 from typing import Any
 
+import redis
 from celery import Task
 from celery.exceptions import Reject, Retry
 from pydantic import ValidationError
 
+from shared.deletions import DELETION_HEADER, PendingDeletions, deletion_headers, deletion_token
 from shared.errors import OmnibindError, TransientError
 from shared.events import DeleteRequest, Moderation, Stage, UploadStatus
 from shared.logs import upload_context
 from shared.messages import EmbeddedUpload
 from shared.queue import TaskName
+from shared.streams import dead_letter_fields
 from workers.app import app
 from workers.deleter import delete_record
 from workers.handoff import decode_message
@@ -75,45 +78,82 @@ def _index(resources: Resources, embedded: EmbeddedUpload) -> None:
 def delete(self: Task, doc: Any) -> None:
     """Delete one upload's record (see `workers.deleter`). Transient failures and an upload
     still in flight are retried with backoff; the last attempt deletes whatever is there."""
-    resources = app.resources
+    handle_delete(self, app.resources, doc)
+
+
+def handle_delete(task: Task, resources: Resources, doc: Any) -> None:
+    """Settle one delete message: done, retried, or dead-lettered — and the pending deletion
+    (`shared.deletions`) forgotten in the same step. When that outcome cannot be recorded
+    (Redis down, or refusing writes) the message is rejected back to its queue, never acked:
+    Celery acks a task that raised (``task_acks_on_failure``)."""
     try:
         request = DeleteRequest.model_validate(doc)
     except ValidationError as exc:
         log.error("undecodable delete request: %s", exc)
-        resources.dead_letters.dead_letter(
+        letter = dead_letter_fields(
             json.dumps(doc, default=str), "delete", type(exc).__name__, "invalid_event", str(exc), 1
         )
+        _settle(resources, _token_of(task, None), letter)
         return
     with upload_context(request.upload_id):
-        _delete(self, resources, request)
+        _delete(task, resources, request, _token_of(task, request))
 
 
-def _delete(task: Task, resources: Resources, request: DeleteRequest) -> None:
+def _deletions(resources: Resources) -> PendingDeletions:
+    return PendingDeletions.from_settings(resources.redis, resources.settings)
+
+
+def _token_of(task: Task, request: DeleteRequest | None) -> str | None:
+    """The pending deletion a message settles: its header, else the request's own token."""
+    token = (task.request.headers or {}).get(DELETION_HEADER)
+    if isinstance(token, str):
+        return token
+    return deletion_token(request) if request is not None else None
+
+
+def _settle(resources: Resources, token: str | None, dead_letter: dict[str, str] | None) -> None:
+    """Forget the pending deletion `token`, writing `dead_letter` with it."""
+    try:
+        _deletions(resources).done(token, dead_letter)
+    except (OmnibindError, redis.RedisError) as exc:
+        raise Reject(f"cannot record the end of a deletion: {exc}", requeue=True) from exc
+
+
+def _delete(task: Task, resources: Resources, request: DeleteRequest, token: str | None) -> None:
     settings = resources.settings.worker
+    attempts = task.request.retries + 1
     last_attempt = task.request.retries >= settings.max_retries
     try:
         deleted = delete_record(resources.vectors, resources.status, request, wait_in_flight=not last_attempt)
     except TransientError as exc:
         if last_attempt:
-            _dead_letter_delete(resources, request, exc, task.request.retries + 1)
+            _settle(resources, token, _dead_letter_delete(request, exc, attempts))
             return
         countdown = backoff_s(task.request.retries, settings.retry_backoff_s, settings.retry_backoff_max_s)
         log.info("delete postponed %.1f s: %s", countdown, exc)
         try:
-            raise task.retry(exc=exc, countdown=countdown, max_retries=settings.max_retries)
+            if token is not None:  # progress first: the sweeper must not take the retry for lost
+                _deletions(resources).touch(token)
+            raise task.retry(
+                exc=exc,
+                countdown=countdown,
+                max_retries=settings.max_retries,
+                headers=deletion_headers(token) if token is not None else None,
+            )
         except Retry:
             raise
         except Exception as publish_error:  # the broker itself is unreachable: keep the message
             raise Reject(f"cannot schedule retry: {publish_error}", requeue=True) from publish_error
     except OmnibindError as exc:
-        _dead_letter_delete(resources, request, exc, task.request.retries + 1)
+        _settle(resources, token, _dead_letter_delete(request, exc, attempts))
         return
+    _settle(resources, token, None)
     log.info("record %s (%s)", "deleted" if deleted else "already absent", request.reason)
 
 
-def _dead_letter_delete(resources: Resources, request: DeleteRequest, exc: OmnibindError, attempts: int) -> None:
+def _dead_letter_delete(request: DeleteRequest, exc: OmnibindError, attempts: int) -> dict[str, str]:
     log.warning("delete failed for good: %s: %s", exc.reason, exc.message)
-    resources.dead_letters.dead_letter(
+    return dead_letter_fields(
         request.model_dump_json(),
         "delete",
         type(exc).__name__,

@@ -1,0 +1,53 @@
+"""The delete task never acks a message whose outcome it could not record: with Redis
+refusing writes (full under noeviction) the message is rejected back to its queue, and the
+pending deletion and its dead letter are written together once Redis accepts writes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+
+import pytest
+import redis
+from celery.exceptions import Reject
+
+from shared.config import Settings
+from shared.deletions import DELETION_HEADER, PendingDeletions
+from shared.events import DeleteRequest
+from shared.streams import DeadLetterStream
+from workers.resources import Resources
+from workers.tasks.index import handle_delete
+
+
+@pytest.fixture
+def resources(make_settings: Callable[..., Settings], redis_url: str) -> Iterator[Resources]:
+    res = Resources(make_settings(redis_url=redis_url, moderation={"enabled": False}))
+    try:
+        yield res
+    finally:
+        res.close()
+
+
+def delivery(token: str, retries: int = 0) -> SimpleNamespace:
+    """What the task sees of its message: the retry count and the headers."""
+    return SimpleNamespace(request=SimpleNamespace(retries=retries, headers={DELETION_HEADER: token}))
+
+
+def test_a_dead_letter_that_cannot_be_written_keeps_the_message(resources: Resources, redis_conn: redis.Redis) -> None:
+    deletions = PendingDeletions(redis_conn)
+    token = deletions.record(DeleteRequest(upload_id="doomed"))
+    undecodable = {"upload_id": "../not an id"}
+    redis_conn.config_set("maxmemory-policy", "noeviction")
+    redis_conn.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(Reject) as rejected:
+            handle_delete(delivery(token), resources, undecodable)  # type: ignore[arg-type]
+        assert rejected.value.requeue
+        assert deletions.count() == 1 and DeadLetterStream(redis_conn).entries() == []
+    finally:
+        redis_conn.config_set("maxmemory", 0)
+
+    handle_delete(delivery(token), resources, undecodable)  # type: ignore[arg-type]
+
+    assert deletions.count() == 0
+    assert [letter.reason for letter in DeadLetterStream(redis_conn).entries()] == ["invalid_event"]
