@@ -56,6 +56,7 @@ SENT_MS_HEADER = "omnibind_sent_ms"
 
 
 UNACKED_MUTEX_EXPIRE_S = 10
+GUARDED_TRANSPORT = "shared.broker_transport:Transport"
 
 
 def upload_headers(upload_id: str) -> dict[str, Any]:
@@ -102,11 +103,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "health_check_interval": 25,
         "global_keyprefix": f"{settings.queue_prefix}:",
     }
+    url = broker_url(settings)
     return {
-        "broker_url": broker_url(settings),
+        "broker_url": url,
+        # Envelopes are checked before kombu parses them, and undecodable messages are
+        # dead-lettered (shared.broker_transport, workers.consumer). A rediss:// URL keeps
+        # kombu's own transport, which turns TLS on from the scheme's name.
+        **({"broker_transport": GUARDED_TRANSPORT} if url.startswith("redis://") else {}),
+        "worker_consumer": "workers.consumer:Consumer",
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
-        "result_backend": broker_url(settings),
+        "result_backend": url,
         "result_backend_transport_options": {"global_keyprefix": f"{settings.queue_prefix}:"},
         "result_expires": 300,
         "task_ignore_result": True,  # only embed_query and embed_prompts return a result
