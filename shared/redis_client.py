@@ -11,6 +11,7 @@ idempotent or tolerant of a duplicate (see docs/redis.md).
 from __future__ import annotations
 
 import contextlib
+import re
 import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -23,6 +24,8 @@ from shared.config import Settings
 from shared.errors import ConfigError, TransientError
 
 _REDACTED = "***"
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&]*")
+_URL_DELIMITERS = re.compile(r"[/?#]")
 _BACKOFF_BASE_S = 0.1
 _BACKOFF_CAP_S = 5.0
 T = TypeVar("T")
@@ -54,27 +57,49 @@ class _RetryUnlessRefused(Retry):
 
 
 def redact_url(url: str) -> str:
-    """`url` with its password (userinfo or ``?password=``) replaced by ``***``; safe to log."""
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.netloc
-    userinfo, at, hostport = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:{_REDACTED}@{hostport}"
-    elif at and parts.scheme in ("redis", "rediss") and userinfo:
-        # redis://secret@host: a lone userinfo is taken as the password by redis-py.
-        netloc = f"{_REDACTED}@{hostport}"
-    query = parts.query
-    if query:
-        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-        query = urllib.parse.urlencode([(k, _REDACTED if k.lower() == "password" else v) for k, v in pairs], safe="*")
-    # Rebuilt by hand: urlunsplit would turn "unix:///path" into "unix:/path".
-    authority = f"//{netloc}" if url[len(parts.scheme) + 1 :].startswith("//") else netloc
-    return (
-        f"{parts.scheme}:{authority}{parts.path}"
-        + (f"?{query}" if query else "")
-        + (f"#{parts.fragment}" if parts.fragment else "")
-    )
+    """`url` with its password (userinfo or ``?password=``) replaced by ``***``; safe to log,
+    even when `url` cannot be parsed: everything before the last ``@`` after the scheme is
+    hidden (a password with an unescaped ``/ ? #`` would otherwise split it elsewhere), and a
+    value without ``scheme://`` is hidden whole (it may be the password itself)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return _REDACTED
+    rest = _QUERY_PASSWORD.sub(rf"\g<1>{_REDACTED}", rest)
+    userinfo, at, after = rest.rpartition("@")
+    if not at:
+        return f"{scheme}://{rest}"
+    user, colon, _ = userinfo.partition(":")
+    if not colon:  # redis://secret@host: a lone userinfo is taken as the password by redis-py
+        return f"{scheme}://{_REDACTED}@{after}"
+    shown_user = "" if _URL_DELIMITERS.search(user) else user
+    return f"{scheme}://{shown_user}:{_REDACTED}@{after}"
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot be read as a Redis URL, in words that quote no part of its password;
+    None when it can."""
+    _, sep, rest = url.partition("://")
+    if not sep:
+        return "expected scheme://…"
+    userinfo, at, _ = _QUERY_PASSWORD.sub(r"\g<1>", rest).rpartition("@")
+    if at and _URL_DELIMITERS.search(userinfo):
+        return (
+            "its user or password holds an unescaped '/', '?' or '#': percent-encode it "
+            "(or leave the password out of the URL and set OMNIBIND_REDIS__PASSWORD)"
+        )
+    try:
+        urllib.parse.urlsplit(url).port  # noqa: B018 - parsing is the check
+    except ValueError as exc:  # about the host or port: the password was isolated above
+        return str(exc)
+    return None
+
+
+def checked_url(url: str) -> str:
+    """`url`, if `url_problem` finds nothing; else raises `ConfigError` with the URL redacted."""
+    problem = url_problem(url)
+    if problem is not None:
+        raise ConfigError(f"invalid Redis URL {redact_url(url)}: {problem}")
+    return url
 
 
 def build_url(host: str, port: int, *, password: str | None = None, db: int = 0) -> str:
@@ -87,10 +112,8 @@ def with_password(url: str, password: str) -> str:
     """`url` with `password` as its userinfo password, percent-encoded, so that any password
     (``/ # ? % @ :`` included) survives the URL parsers of redis-py, kombu and Celery. A
     password already in `url` is replaced; a username is kept. Raises `ConfigError` for a
-    URL without ``scheme://``."""
-    scheme, sep, remainder = url.partition("://")
-    if not sep:
-        raise ConfigError(f"invalid Redis URL {redact_url(url)}: expected scheme://…")
+    URL `checked_url` refuses."""
+    scheme, _, remainder = checked_url(url).partition("://")
     netloc = urllib.parse.urlsplit(url).netloc  # what precedes the first / ? or #
     userinfo, _, hostport = netloc.rpartition("@")
     user = userinfo.split(":", 1)[0]
@@ -119,7 +142,7 @@ def redis_client(
     )
     try:
         return redis.Redis.from_url(
-            url,
+            checked_url(url),
             socket_connect_timeout=connect_timeout_s,
             socket_timeout=socket_timeout_s,
             socket_keepalive=True,
@@ -144,7 +167,7 @@ def resolve_redis_url(settings: Settings) -> str:
     """
     password = settings.redis.password
     if settings.redis_url is not None:
-        url = settings.redis_url.get_secret_value()
+        url = checked_url(settings.redis_url.get_secret_value())
         return with_password(url, password.get_secret_value()) if password is not None else url
     if password is not None:
         raise ConfigError(

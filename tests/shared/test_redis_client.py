@@ -36,6 +36,10 @@ AWKWARD_PASSWORD = "p/a#s?s%w@rd:x"
         ("redis://host:6379/0", "redis://host:6379/0"),
         ("unix:///run/redis.sock?db=1&password=hunter2", "unix:///run/redis.sock?db=1&password=***"),
         ("redis://:p%40ss%3Aw@host:1/0", "redis://:***@host:1/0"),
+        ("redis://:hun#ter2@host:1/0", "redis://:***@host:1/0"),
+        ("redis://:hunter2/x@host:1/0", "redis://:***@host:1/0"),
+        ("redis://host:1/0?password=hun#ter2&db=1", "redis://host:1/0?password=***&db=1"),
+        ("hunter2", "***"),
     ],
 )
 def test_redact_url_hides_every_password(url: str, expected: str) -> None:
@@ -175,3 +179,29 @@ def test_the_redis_password_comes_from_its_own_variable(monkeypatch: pytest.Monk
     monkeypatch.setenv("OMNIBIND_REDIS__PASSWORD", AWKWARD_PASSWORD)
     settings = Settings()
     assert resolve_redis_url(settings) == "redis://:p%2Fa%23s%3Fs%25w%40rd%3Ax@redis:6379/0"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:s3cr#et-pw@localhost:6379/0",
+        "redis://:s3cr/et-pw@localhost:6379/0",
+        "redis://:s3cr?et-pw@localhost:6379/0",
+        "redis://user:s3cr#et-pw@localhost:notaport/0",
+        "redis://:s3cr#et-pw@[::1/0",
+        "s3cr#et-pw",
+    ],
+)
+def test_an_unparsable_redis_url_is_refused_without_showing_its_password(
+    url: str, make_settings: Callable[..., Settings]
+) -> None:
+    for attempt in (
+        lambda: redis_client(url),
+        lambda: resolve_redis_url(make_settings(redis_url=url)),
+        lambda: resolve_redis_url(make_settings(redis_url=url, redis={"password": "other"})),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            attempt()
+        shown = refused.value.message
+        assert "invalid Redis URL" in shown
+        assert not any(part in shown for part in ("s3cr", "et-pw")), shown
