@@ -211,6 +211,7 @@ class Stack:
         self.redis_url: str | None = resolve_redis_url(settings) if settings.redis_url else None
         self.workers: list[WorkerProcess] = []
         self._spawned = 0
+        self._started = False
 
     def __enter__(self) -> Stack:
         return self.start()
@@ -220,11 +221,15 @@ class Stack:
 
     def start(self, *, ready_timeout_s: float = 300.0) -> Stack:
         """Start Redis (embedded unless configured) and one worker of each kind; returns when
-        every worker reports ready (the GPU worker after loading its model).
+        every worker reports ready (the GPU worker after loading its model). A started stack
+        is returned as is (`with stack.start():` must not start every worker twice).
 
         Raises `StackError` with the reason a worker gave when one exits during start-up (a
         broken checkpoint, a vector store configuration error...) or is not ready in time.
         """
+        if self._started:
+            return self
+        self._started = True
         try:
             if self.redis_url is None:
                 self.redis = EmbeddedRedis.from_settings(self.settings).start()
@@ -355,6 +360,7 @@ class Stack:
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
+        self._started = False
 
 
 def _kill_group_leftovers(pgid: int) -> None:

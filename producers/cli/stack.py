@@ -31,7 +31,7 @@ def up(ctx: click.Context, model: str | None) -> None:
     stack = Stack(settings)
     stopping = stop_on_signals()
     click.echo(f"starting omnibind (data dir {settings.data_dir}, model {settings.model.name}) ...", err=True)
-    with stack.start():
+    with stack:
         redis_at = redact_url(stack.redis_url or "?")
         click.echo(f"omnibind is up: redis {redis_at}, workers {', '.join(WORKER_KINDS)}. Ctrl-C stops.", err=True)
         while not stopping():
