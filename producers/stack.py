@@ -30,7 +30,7 @@ from pydantic import BaseModel, SecretStr
 
 from shared.config import Settings
 from shared.cpus import available_cpus
-from shared.embedded_redis import EmbeddedRedis
+from shared.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from shared.errors import ConfigError
 from shared.heartbeat import live_workers
 from shared.processes import die_with_parent, stop_process
@@ -46,6 +46,8 @@ AUTO_MAX_BATCH = {"cuda": 64, "cpu": 8}
 # Exit status of a worker whose configuration must be fixed (workers.resources.EXIT_CONFIG):
 # restarting it as is would fail the same way.
 EXIT_CONFIG = 3
+# Waits before each attempt to restart an embedded redis-server that died (5 attempts, ~15 s).
+REDIS_RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 # What a worker logs when its start-up fails (workers.resources.exit_if_start_fails).
 START_FAILURE_MARK = "cannot start: "
 
@@ -200,8 +202,10 @@ class Stack:
         log_dir: Path | None = None,
         extra_env: Mapping[str, str] | None = None,
         stop_timeout_s: float = 30.0,
+        redis_restart_backoff_s: tuple[float, ...] = REDIS_RESTART_BACKOFF_S,
     ) -> None:
         self.settings = settings
+        self.redis_restart_backoff_s = redis_restart_backoff_s
         self.kinds = tuple(kinds)
         self.log_dir = log_dir
         self.extra_env = dict(extra_env or {})
@@ -346,6 +350,48 @@ class Stack:
             self.workers.remove(worker)
             restarted.append(self.spawn(worker.kind))
         return restarted
+
+    def supervise_redis(self) -> bool:
+        """Restart the embedded redis-server if it died (used by `omnibind up`'s supervision).
+
+        A dead server is reaped and started again on the same port and data dir (workers
+        reconnect to the same URL; the AOF brings the data back), waiting
+        `redis_restart_backoff_s[i]` before attempt i. Returns True when it restarted it,
+        False when it is running or not ours (an external or reused Redis). Raises
+        `StackError` with the last failure when no attempt brought it back.
+        """
+        server = self.redis
+        code = server.exit_code() if server is not None else None
+        if server is None or code is None:
+            return False
+        log.warning(
+            "the embedded redis-server (pid %s, port %d) died with exit code %d; restarting it",
+            server.pid,
+            server.port,
+            code,
+        )
+        failure: EmbeddedRedisError | None = None
+        for attempt, wait_s in enumerate(self.redis_restart_backoff_s, 1):
+            time.sleep(wait_s)
+            try:
+                server.restart()
+            except EmbeddedRedisError as exc:
+                failure = exc
+                log.warning("restart %d of %d failed: %s", attempt, len(self.redis_restart_backoff_s), exc)
+                continue
+            log.warning(
+                "the embedded redis-server was restarted on port %d (pid %s, attempt %d); its data was reloaded from "
+                "the AOF in %s",
+                server.port,
+                server.pid,
+                attempt,
+                server.data_dir,
+            )
+            return True
+        raise StackError(
+            f"the embedded redis-server died (exit code {code}) and did not come back after "
+            f"{len(self.redis_restart_backoff_s)} restarts; stopping. Last failure: {failure}"
+        )
 
     def stop(self) -> None:
         """Warm-stop every worker (SIGTERM, then SIGKILL after `stop_timeout_s`), then Redis."""

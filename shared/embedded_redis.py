@@ -199,6 +199,25 @@ class EmbeddedRedis:
         log.info("embedded redis-server started on %s:%d (pid %s, data %s)", HOST, self.port, self.pid, self.data_dir)
         return self
 
+    def exit_code(self) -> int | None:
+        """The exit status of a server this object started once it has died (reaping it, so
+        no zombie is left), else None (running, reused, or not started)."""
+        return self._process.poll() if self._process is not None else None
+
+    def restart(self) -> EmbeddedRedis:
+        """Start a server this object started again after it died (or after a failed
+        restart): the same port and data dir, so clients reconnect to the same URL and the AOF
+        reloads the data. Waits until it answers PING; raises `EmbeddedRedisError` with the
+        log's tail if it does not. A server still running is left as is."""
+        if self._reused_pid is not None or self._port is None:
+            raise EmbeddedRedisError("only a redis-server this object started can be restarted")
+        if self._process is not None and self._process.poll() is None:
+            return self
+        self._spawn(find_redis_server(self.server_bin), self.port)
+        self._wait_ready()
+        log.info("embedded redis-server restarted on %s:%d (pid %s)", HOST, self.port, self.pid)
+        return self
+
     def stop(self) -> None:
         """Stop a server this object started: SIGTERM (Redis flushes the AOF and exits),
         then SIGKILL after `stop_timeout_s`. A reused server is only let go."""

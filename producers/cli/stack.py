@@ -23,8 +23,9 @@ from shared.redis_client import redact_url
 @handle_errors
 def up(ctx: click.Context, model: str | None) -> None:
     """Start the embedded stack: redis-server on loopback (data dir, AOF) plus cpu, gpu and
-    index workers as child processes. Ctrl-C stops everything cleanly; a worker that dies is
-    restarted."""
+    index workers as child processes. Ctrl-C stops everything cleanly; a worker or a
+    redis-server that dies is restarted (a worker that cannot start, or a redis-server that
+    does not come back, stops everything with the reason)."""
     settings = settings_of(ctx)
     if model:
         settings = settings.model_copy(update={"model": settings.model.model_copy(update={"name": model})})
@@ -36,6 +37,7 @@ def up(ctx: click.Context, model: str | None) -> None:
         click.echo(f"omnibind is up: redis {redis_at}, workers {', '.join(WORKER_KINDS)}. Ctrl-C stops.", err=True)
         while not stopping():
             time.sleep(1.0)
+            stack.supervise_redis()
             stack.restart_dead()
         click.echo("stopping workers, then redis ...", err=True)
 
