@@ -61,7 +61,9 @@ class VectorStoreSettings(BaseModel):
         100, ge=0, description="lancedb: compact fragments after this many writes by one process (0 = never)"
     )
     cleanup_older_than_s: float = Field(
-        3600.0, ge=60, description="lancedb: compaction deletes table versions older than this"
+        10.0,
+        ge=1,
+        description="lancedb: compaction deletes table versions older than this, and runs at most once per this",
     )
     ann_index_min_rows: int = Field(
         20_000, ge=1, description="lancedb: build an ANN index once the table has this many rows (exact below)"
@@ -70,6 +72,10 @@ class VectorStoreSettings(BaseModel):
         100_000, ge=0, description="lancedb: index upload_id once the table has this many rows (keeps upserts fast)"
     )
     lock_timeout_s: float = Field(60.0, gt=0, description="lancedb: longest wait for the cross-process write lock")
+    index_cache_mb: int = Field(512, ge=1, description="lancedb: per-process cache of index pages (ANN, upload_id)")
+    metadata_cache_mb: int = Field(
+        64, ge=1, description="lancedb: per-process cache of table metadata (manifests, fragments, deletions)"
+    )
     url: str | None = Field(None, description="weaviate: HTTP URL, e.g. http://weaviate:8080")
     grpc_host: str | None = Field(None, description="weaviate: gRPC host (default: the host of `url`)")
     grpc_port: int = Field(50051, description="weaviate: gRPC port")

@@ -5,7 +5,7 @@ Guarantees, and how they are kept:
 - **Idempotent, never duplicated.** An upsert is a ``merge_insert`` on ``upload_id``
   (matched: update all columns; not matched: insert). Lance does not stop two processes
   that insert the same new id at the same moment from both appending it (seen here: 302
-  rows for 200 ids), so every write (create, upsert, delete, compaction) runs under an
+  rows for 200 ids), so every write (create, upsert, delete) runs under an
   exclusive `flock` on ``<dir>/<table>.lock`` shared by all processes and threads of the
   host. ``upload_id`` is also declared the table's (unenforced) primary key, which makes
   Lance itself detect such conflicts and retry; the lock is the guarantee, the key is
@@ -31,8 +31,10 @@ Guarantees, and how they are kept:
   a process that finds itself forked (its pid changed) opens its own connection.
 
 Every small write adds a table version and a data fragment; `optimize` compacts them and
-deletes versions older than ``cleanup_older_than_s``. The store calls it itself after every
-``compact_every_writes`` writes of one process; the index worker may call it when idle.
+deletes versions older than ``cleanup_older_than_s`` (10 s). The store calls it itself after
+``compact_every_writes`` writes of one process, at most once per that window across all
+processes, outside the write lock (see `shared.vectors.lancedb_maintenance`). Each process
+connects with bounded caches (``index_cache_mb``, ``metadata_cache_mb``).
 """
 
 from __future__ import annotations
@@ -46,16 +48,16 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import numpy as np
 import pyarrow as pa
 
 from shared.errors import ConfigError, OmnibindError, VectorStoreUnavailable
 from shared.vectors.filelock import LockTimeout, exclusive_lock
+from shared.vectors.lancedb_maintenance import KEY_INDEX, Maintenance, OptimizeResult
 from shared.vectors.properties import PROPERTIES, Kind, properties_to_record, record_to_properties
 from shared.vectors.records import SearchFilters, SearchHit, VectorRecord
 from shared.vectors.validation import query_vector, records_dimension, unique_by_upload_id
@@ -63,7 +65,6 @@ from shared.vectors.validation import query_vector, records_dimension, unique_by
 if TYPE_CHECKING:
     from lancedb.db import DBConnection
     from lancedb.expr import Expr
-    from lancedb.index import IndexConfig
     from lancedb.query import LanceVectorQueryBuilder
     from lancedb.table import Table
 
@@ -76,22 +77,23 @@ T = TypeVar("T")
 VECTOR_COLUMN = "vector"
 KEY_COLUMN = "upload_id"
 DISTANCE_COLUMN = "_distance"
+# KEY_INDEX and OptimizeResult live in lancedb_maintenance; importers know them from here.
+__all__ = ["KEY_INDEX", "NEVER", "LanceDBVectorStore", "OptimizeResult", "arrow_schema", "records_to_arrow"]
+
 # Partitions an indexed search scans at least. Measured here (2 cores) on 100k clustered
 # 1024-d vectors: default partitioning, 20 or 50 probes -> recall@10 1.0 in 19-22 ms, where
 # a flat scan takes 200-430 ms; 316 partitions (√rows) -> recall 0.64-0.74, so we keep the
 # default.
 SEARCH_PROBES = 50
-# The index name records the row count it was trained on, so that every process can tell
-# when the table has outgrown its partitions.
-_INDEX_PREFIX = "vector_ivf_flat_rows_"
-KEY_INDEX = "upload_id_btree"
 # No ANN index / no key index: thresholds no table reaches.
 NEVER = 2**62
-_INDEX_REBUILD_GROWTH = 4
 # Keeps `upload_id IN (...)` filters to a sane length.
 _IDS_PER_STATEMENT = 1000
 # Lance reports lost optimistic-concurrency races with these words; they are safe to retry.
 _RETRYABLE = re.compile(r"commit conflict|concurrent|retry", re.IGNORECASE)
+# A read that lost its version's files to another process's cleanup (it opened the version
+# just before a compaction superseded it); reading again opens the newest version.
+_VANISHED = re.compile(r"not found|no such file", re.IGNORECASE)
 
 _ARROW_TYPES: dict[Kind, pa.DataType] = {
     Kind.TEXT: pa.string(),
@@ -101,16 +103,6 @@ _ARROW_TYPES: dict[Kind, pa.DataType] = {
     Kind.DATE: pa.timestamp("us", tz="UTC"),
     Kind.JSON: pa.string(),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class OptimizeResult:
-    """What one `LanceDBVectorStore.optimize` call did."""
-
-    fragments_before: int
-    fragments_after: int
-    index_built: bool
-    key_index_built: bool = False
 
 
 def arrow_schema(dim: int) -> pa.Schema:
@@ -188,12 +180,14 @@ class LanceDBVectorStore:
         table: str = "uploads",
         dimension: int | None = None,
         compact_every_writes: int = 100,
-        cleanup_older_than_s: float = 3600.0,
+        cleanup_older_than_s: float = 10.0,
         ann_index_min_rows: int = 20_000,
         ann_partitions: int | None = None,
         lock_timeout_s: float = 60.0,
         write_attempts: int = 5,
         key_index_min_rows: int = 100_000,
+        index_cache_mb: int = 512,
+        metadata_cache_mb: int = 64,
     ) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", table):
             raise ConfigError(f"lancedb table name {table!r} must be letters, digits, '_', '-', '.'")
@@ -201,12 +195,15 @@ class LanceDBVectorStore:
         self._table_name = table
         self._dimension = dimension
         self._compact_every_writes = compact_every_writes
-        self._cleanup_older_than = timedelta(seconds=cleanup_older_than_s)
-        self._ann_index_min_rows = ann_index_min_rows
-        self._ann_partitions = ann_partitions
+        self._maintenance = Maintenance(
+            cleanup_older_than_s=cleanup_older_than_s,
+            ann_index_min_rows=ann_index_min_rows,
+            key_index_min_rows=key_index_min_rows,
+            ann_partitions=ann_partitions,
+        )
+        self._cache_bytes = (index_cache_mb * 2**20, metadata_cache_mb * 2**20)
         self._lock_timeout_s = lock_timeout_s
         self._write_attempts = max(1, write_attempts)
-        self._key_index_min_rows = key_index_min_rows
         self._guard = threading.Lock()
         self._pid: int | None = None
         self._db: DBConnection | None = None
@@ -225,6 +222,8 @@ class LanceDBVectorStore:
             ann_index_min_rows=vectors.ann_index_min_rows,
             key_index_min_rows=vectors.key_index_min_rows,
             lock_timeout_s=vectors.lock_timeout_s,
+            index_cache_mb=vectors.index_cache_mb,
+            metadata_cache_mb=vectors.metadata_cache_mb,
         )
 
     def __repr__(self) -> str:
@@ -263,7 +262,7 @@ class LanceDBVectorStore:
                     table.merge_insert(KEY_COLUMN).when_matched_update_all().when_not_matched_insert_all().execute(data)
                 ),
             )
-            self._after_write(table)
+        self._after_write(table)
 
     def get(self, upload_id: str) -> VectorRecord | None:
         from lancedb.expr import col, lit
@@ -291,7 +290,7 @@ class LanceDBVectorStore:
                 result = self._with_retries("delete", functools.partial(table.delete, col(KEY_COLUMN).isin(chunk)))
                 # lancedb's type hints lag its DeleteResult, which has carried the count since 0.2x.
                 deleted += int(result.num_deleted_rows)  # type: ignore[attr-defined]
-            self._after_write(table)
+        self._after_write(table)
         return deleted
 
     def search(self, vector: np.ndarray, *, k: int = 10, filters: SearchFilters | None = None) -> list[SearchHit]:
@@ -332,6 +331,9 @@ class LanceDBVectorStore:
         table = self._open_table()
         if table is None:
             return
+        # One version throughout. Cleanup may delete it under an iteration that outlives
+        # ``cleanup_older_than_s`` while others compact: that ends in VectorStoreUnavailable.
+        # (Tagging the version would keep it, but lancedb's optimize then refuses to clean up.)
         with self._translated("iterate"):
             for batch in table.search().limit(None).to_batches(batch_size):
                 yield from arrow_to_records(pa.Table.from_batches([batch]))
@@ -350,13 +352,14 @@ class LanceDBVectorStore:
         the rows written since to the indexes, build the ``upload_id`` index once the table
         has ``key_index_min_rows`` rows and the ANN index once it has ``ann_index_min_rows``.
 
-        Takes the write lock, so writers wait meanwhile. Safe to call from any process.
+        Does not take the write lock: writers go on meanwhile (Lance resolves the commits).
+        Waits up to ``lock_timeout_s`` while another process compacts, then returns a
+        result with ``skipped=True``. Safe to call from any process.
         """
-        with self._write_lock():
-            table = self._open_table()
-            if table is None:
-                return OptimizeResult(0, 0, False)
-            return self._optimize_locked(table)
+        table = self._open_table()
+        if table is None:
+            return OptimizeResult(0, 0, False)
+        return self._compact(table, wait_s=self._lock_timeout_s)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -370,7 +373,11 @@ class LanceDBVectorStore:
                 except OSError as exc:
                     raise VectorStoreUnavailable(f"cannot create the vector store dir {self._path}: {exc}") from exc
                 # read_consistency_interval=0: every read checks for the newest version.
-                self._db = lancedb.connect(self._path, read_consistency_interval=timedelta(0))
+                # A bounded session: lance's default caches (GBs) fill with the metadata of
+                # every version read, which grew each worker by ~190 MB per 1,000 writes.
+                index_bytes, metadata_bytes = self._cache_bytes
+                session = lancedb.Session(index_cache_size_bytes=index_bytes, metadata_cache_size_bytes=metadata_bytes)
+                self._db = lancedb.connect(self._path, read_consistency_interval=timedelta(0), session=session)
                 self._table = None
                 self._pid = os.getpid()
             return self._db
@@ -412,61 +419,34 @@ class LanceDBVectorStore:
         self._table = table
 
     def _after_write(self, table: Table) -> None:
+        """Compact after ``compact_every_writes`` writes of this process, unless some process
+        compacted within the cleanup window (which keeps at most two copies on disk) or is
+        compacting now. Runs after the write lock is released."""
         self._writes_since_optimize += 1
         if not self._compact_every_writes or self._writes_since_optimize < self._compact_every_writes:
             return
+        if not self._maintenance.due(self._compact_lock_path()):
+            return
         self._writes_since_optimize = 0
         try:
-            self._optimize_locked(table)
+            self._compact(table, wait_s=0.0)
         except OmnibindError:
-            # The write itself is committed; a failed compaction only costs read speed
-            # and is tried again after the next batch of writes.
+            # The write itself is committed; a failed compaction (e.g. one that lost a
+            # commit race against a write) only costs read speed and is tried again later.
             log.warning("opportunistic optimize of %s failed", self._describe(), exc_info=True)
 
-    def _optimize_locked(self, table: Table) -> OptimizeResult:
-        with self._translated("optimize"):
-            fragments_before = _fragment_count(table)
-            rows = table.count_rows()
-            indices = list(table.list_indices())  # neither optimize nor the key index changes the vector ones
-            key_index_built = self._ensure_key_index(table, rows, indices)
-            table.optimize(cleanup_older_than=self._cleanup_older_than)
-            index_built = self._maintain_ann_index(table, rows, indices)
-            fragments_after = _fragment_count(table)
-        result = OptimizeResult(int(fragments_before), int(fragments_after), index_built, key_index_built)
+    def _compact(self, table: Table, *, wait_s: float) -> OptimizeResult:
+        with self._maintenance.compacting(self._compact_lock_path(), wait_s=wait_s) as held:
+            if not held:
+                return OptimizeResult(0, 0, False, skipped=True)
+            with self._translated("optimize"):
+                result = self._maintenance.run(table)
         log.info("optimized %s: %s", self._describe(), result)
         return result
 
-    def _ensure_key_index(self, table: Table, rows: int, indices: Sequence[IndexConfig]) -> bool:
-        """Build the ``upload_id`` BTREE index once the table has ``key_index_min_rows``
-        rows, unless it has one; True if it built it. (`optimize` then adds later rows.)"""
-        from lancedb.index import BTree
-
-        if rows < self._key_index_min_rows or any(KEY_COLUMN in index.columns for index in indices):
-            return False
-        table.create_index(KEY_COLUMN, config=BTree(), name=KEY_INDEX)
-        log.info("built the %s index of %s", KEY_COLUMN, self._describe())
-        return True
-
-    def _maintain_ann_index(self, table: Table, rows: int, indices: Sequence[IndexConfig]) -> bool:
-        """Build the vector index once the table is large enough, rebuild it once the table
-        has outgrown it; True if it did either."""
-        from lancedb.index import IvfFlat
-
-        if rows < self._ann_index_min_rows:
-            return False
-        current = [index.name for index in indices if VECTOR_COLUMN in index.columns]
-        trained_rows = max((_trained_rows(name) for name in current), default=0)
-        if current and rows < _INDEX_REBUILD_GROWTH * trained_rows:
-            return False
-        table.create_index(
-            VECTOR_COLUMN,
-            config=IvfFlat(distance_type="cosine", num_partitions=self._ann_partitions),
-            name=f"{_INDEX_PREFIX}{rows}",
-        )
-        for name in current:
-            table.drop_index(name)
-        log.info("built the vector index of %s over %d rows", self._describe(), rows)
-        return True
+    def _compact_lock_path(self) -> Path:
+        self._connection()  # creates the directory the lock file lives in
+        return self._maintenance.compact_lock_path(self._path, self._table_name)
 
     @contextlib.contextmanager
     def _write_lock(self) -> Iterator[None]:
@@ -495,8 +475,16 @@ class LanceDBVectorStore:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _reading(self, operation: Callable[[], T]) -> T:
+        """Run a read; once more if its version's files vanished (another process's cleanup
+        removed a version this read opened just before a compaction superseded it)."""
         with self._translated("read"):
-            return operation()
+            try:
+                return operation()
+            except (RuntimeError, OSError) as exc:
+                if not _VANISHED.search(str(exc)):
+                    raise
+                log.info("a read of %s lost its version to a cleanup; reading again", self._describe())
+                return operation()
 
     @contextlib.contextmanager
     def _translated(self, action: str) -> Iterator[None]:
@@ -518,15 +506,3 @@ def _vectors(column: pa.ChunkedArray) -> np.ndarray:
     dim = combined.type.list_size
     # (n*dim,) -> (n, dim)
     return np.asarray(combined.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim)
-
-
-def _fragment_count(table: Table) -> int:
-    # Table.stats() is a plain dict in lancedb 0.40 (a TypedDict in its type hints).
-    stats = cast("dict[str, Any]", table.stats())
-    return int(stats["fragment_stats"]["num_fragments"])
-
-
-def _trained_rows(index_name: str) -> int:
-    """The row count an index of ours was built over (0 for an index someone else made)."""
-    suffix = index_name.removeprefix(_INDEX_PREFIX)
-    return int(suffix) if suffix != index_name and suffix.isdigit() else 0

@@ -1,0 +1,154 @@
+"""Upkeep of the embedded LanceDB table: compaction, old versions, indexes.
+
+Split from `shared.vectors.lancedb` (the store) because it runs on its own schedule and
+under its own lock. Why it looks the way it does (measured with bench/lancedb_soak.py):
+
+- **Old versions must go soon.** Every small write adds a table version and a data file,
+  and lancedb 0.40's `optimize` compacts *every* fragment below ~1M rows into one, i.e. it
+  rewrites the whole table each time. Versions kept for an hour therefore kept a full copy
+  of the table per compaction: 3,063 versions, 3,030 files and 282 MB after 3,000 writes
+  (13,800 rows of 32-d). Versions are now deleted once older than ``cleanup_older_than_s``
+  (seconds, not an hour), and compaction runs at most once per that window, so at most
+  two copies of the table (the current one and the one the newest old versions still
+  use) are on disk.
+- **Compaction does not hold the writers' lock.** Lance commits optimistically: a
+  compaction that loses a race with a write is refused at commit (and tried again later),
+  a write that loses against a compaction re-runs its merge on the new version. Writes of
+  new rows never overlap the fragments a compaction rewrites. So writers keep writing while
+  a compaction of any size runs; only one compaction runs at a time
+  (``<table>.compact.lock``), and its mtime tells every process when the last one ran.
+- **Long reads are not pinned.** A read that outlives the window while another process
+  compacts can lose its version's files (searches are retried once; `iter_records` fails
+  with `VectorStoreUnavailable`). Tags would pin versions, but lancedb 0.40's `optimize`
+  then refuses to clean up at all ("tagged version(s) have been marked for cleanup").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from shared.vectors.filelock import LockTimeout, exclusive_lock
+
+if TYPE_CHECKING:
+    from lancedb.index import IndexConfig
+    from lancedb.table import Table
+
+log = logging.getLogger(__name__)
+
+VECTOR_COLUMN = "vector"
+KEY_COLUMN = "upload_id"
+KEY_INDEX = "upload_id_btree"
+# The index name records the row count it was trained on, so that every process can tell
+# when the table has outgrown its partitions.
+_INDEX_PREFIX = "vector_ivf_flat_rows_"
+_INDEX_REBUILD_GROWTH = 4
+
+
+@dataclass(frozen=True, slots=True)
+class OptimizeResult:
+    """What one `LanceDBVectorStore.optimize` call did (all zero/False when it was skipped
+    because another process was compacting)."""
+
+    fragments_before: int
+    fragments_after: int
+    index_built: bool
+    key_index_built: bool = False
+    skipped: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Maintenance:
+    """How the table is kept in shape (see the module docstring)."""
+
+    cleanup_older_than_s: float
+    ann_index_min_rows: int
+    key_index_min_rows: int
+    ann_partitions: int | None = None
+
+    def compact_lock_path(self, directory: Path, table: str) -> Path:
+        return directory / f"{table}.compact.lock"
+
+    def due(self, lock_path: Path) -> bool:
+        """True when no compaction has started within the cleanup window (any process)."""
+        try:
+            last = lock_path.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        return time.time() - last >= self.cleanup_older_than_s
+
+    @contextlib.contextmanager
+    def compacting(self, lock_path: Path, *, wait_s: float) -> Iterator[bool]:
+        """Hold the compaction lock (True), or yield False if another process holds it for
+        longer than `wait_s`. Stamps the lock file's mtime: the start of the last compaction."""
+        try:
+            with exclusive_lock(lock_path, timeout_s=wait_s):
+                os.utime(lock_path)
+                yield True
+        except LockTimeout:
+            yield False
+
+    def run(self, table: Table) -> OptimizeResult:
+        """Compact, delete old versions, update and build indexes. Needs the compaction lock,
+        not the write lock. Raises what lancedb raises (the store translates it)."""
+        fragments_before = fragment_count(table)
+        rows = table.count_rows()
+        indices = list(table.list_indices())
+        key_index_built = self._ensure_key_index(table, rows, indices)
+        # Never 0: lancedb then also deletes the version a reader in another process
+        # opened a moment ago.
+        older_than = timedelta(seconds=max(self.cleanup_older_than_s, 0.001))
+        table.optimize(cleanup_older_than=older_than)
+        index_built = self._maintain_ann_index(table, rows, indices)
+        return OptimizeResult(fragments_before, fragment_count(table), index_built, key_index_built)
+
+    def _ensure_key_index(self, table: Table, rows: int, indices: Sequence[IndexConfig]) -> bool:
+        """Build the ``upload_id`` BTREE index once the table has ``key_index_min_rows``
+        rows, unless it has one; True if it built it. (`optimize` then adds later rows.)"""
+        from lancedb.index import BTree
+
+        if rows < self.key_index_min_rows or any(KEY_COLUMN in index.columns for index in indices):
+            return False
+        table.create_index(KEY_COLUMN, config=BTree(), name=KEY_INDEX)
+        log.info("built the %s index", KEY_COLUMN)
+        return True
+
+    def _maintain_ann_index(self, table: Table, rows: int, indices: Sequence[IndexConfig]) -> bool:
+        """Build the vector index once the table is large enough, rebuild it once the table
+        has outgrown it; True if it did either."""
+        from lancedb.index import IvfFlat
+
+        if rows < self.ann_index_min_rows:
+            return False
+        current = [index.name for index in indices if VECTOR_COLUMN in index.columns]
+        trained_rows = max((_trained_rows(name) for name in current), default=0)
+        if current and rows < _INDEX_REBUILD_GROWTH * trained_rows:
+            return False
+        table.create_index(
+            VECTOR_COLUMN,
+            config=IvfFlat(distance_type="cosine", num_partitions=self.ann_partitions),
+            name=f"{_INDEX_PREFIX}{rows}",
+        )
+        for name in current:
+            table.drop_index(name)
+        log.info("built the vector index over %d rows", rows)
+        return True
+
+
+def fragment_count(table: Table) -> int:
+    # Table.stats() is a plain dict in lancedb 0.40 (a TypedDict in its type hints).
+    stats = cast("dict[str, Any]", table.stats())
+    return int(stats["fragment_stats"]["num_fragments"])
+
+
+def _trained_rows(index_name: str) -> int:
+    """The row count an index of ours was built over (0 for an index someone else made)."""
+    suffix = index_name.removeprefix(_INDEX_PREFIX)
+    return int(suffix) if suffix != index_name and suffix.isdigit() else 0

@@ -1,0 +1,146 @@
+"""The embedded LanceDB store in the long run: old versions and files go, compaction does
+not stop writers, and writes racing a compaction keep one row per id."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import lancedb
+import pytest
+
+from shared.vectors.lancedb import LanceDBVectorStore
+from shared.vectors.records import VectorRecord
+
+RecordFactory = Callable[..., VectorRecord]
+REPO_ROOT = Path(__file__).resolve().parents[3]
+# Only a deadlock breaker: every wait below ends on an event long before this.
+HANG_S = 120
+
+
+def _versions(path: Path) -> int:
+    return len(list((path / "uploads.lance" / "_versions").glob("*.manifest")))
+
+
+def _data_files(path: Path) -> int:
+    return len(list((path / "uploads.lance" / "data").glob("*.lance")))
+
+
+def _stored_ids(path: Path) -> list[str]:
+    return list(lancedb.connect(path).open_table("uploads").to_arrow().column("upload_id").to_pylist())
+
+
+@pytest.fixture
+def compactor(tmp_path: Path) -> Iterator[Callable[[str], subprocess.Popen[str]]]:
+    """Starts a process that runs `LanceDBVectorStore.optimize` on `tmp_path` per `script`
+    (Python run after `store` is made); it talks over stdin/stdout. Killed at teardown."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(script: str) -> subprocess.Popen[str]:
+        code = textwrap.dedent(
+            f"""
+            import sys
+            from pathlib import Path
+            import lancedb.table
+            from shared.vectors.lancedb import LanceDBVectorStore
+            store = LanceDBVectorStore(Path({str(tmp_path)!r}), compact_every_writes=0, cleanup_older_than_s=1)
+            """
+        ) + textwrap.dedent(script)
+        process = subprocess.Popen(
+            [sys.executable, "-c", code], cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=HANG_S)
+
+
+def test_many_small_writes_leave_a_bounded_number_of_versions_and_files(
+    tmp_path: Path, make_record: RecordFactory
+) -> None:
+    # Versions older than a millisecond go at every compaction: what remains is what the
+    # writes since the last compaction added.
+    store = LanceDBVectorStore(tmp_path, compact_every_writes=10, cleanup_older_than_s=0.001)
+    for i in range(150):
+        store.upsert([make_record(f"s-{i}-{j}") for j in range(1 + i % 3)])
+        assert _versions(tmp_path) <= 10 + 3
+        assert _data_files(tmp_path) <= 10 + 2
+    assert store.count() == sum(1 + i % 3 for i in range(150))
+
+
+def test_a_write_completes_while_another_process_is_compacting(
+    tmp_path: Path, make_record: RecordFactory, compactor: Callable[[str], subprocess.Popen[str]]
+) -> None:
+    store = LanceDBVectorStore(tmp_path, compact_every_writes=0, lock_timeout_s=HANG_S)
+    for i in range(20):
+        store.upsert([make_record(f"before-{i}")])
+    # The compaction announces itself, then waits inside `optimize` until told to go on.
+    process = compactor(
+        """
+        real = lancedb.table.LanceTable.optimize
+        def paused(self, **options):
+            print("compacting", flush=True)
+            sys.stdin.readline()
+            return real(self, **options)
+        lancedb.table.LanceTable.optimize = paused
+        print(store.optimize().fragments_after, flush=True)
+        """
+    )
+    assert process.stdout is not None and process.stdin is not None
+    assert process.stdout.readline().strip() == "compacting"
+
+    store.upsert([make_record("during")])  # would wait for the lock until HANG_S if compaction held it
+    store.delete(["before-3"])
+    still_compacting = process.poll() is None
+    skipped = LanceDBVectorStore(tmp_path, lock_timeout_s=0.01).optimize().skipped  # one compaction at a time
+
+    process.stdin.write("go\n")
+    process.stdin.flush()
+    assert process.wait(timeout=HANG_S) == 0
+    assert still_compacting and skipped
+    assert store.get("during") is not None and store.get("before-3") is None
+    assert sorted(_stored_ids(tmp_path)) == sorted([f"before-{i}" for i in range(20) if i != 3] + ["during"])
+
+
+def test_upserts_racing_repeated_compactions_keep_one_row_per_id_with_the_last_values(
+    tmp_path: Path, make_record: RecordFactory, compactor: Callable[[str], subprocess.Popen[str]]
+) -> None:
+    ids = [f"r-{i:02d}" for i in range(30)]
+    store = LanceDBVectorStore(tmp_path, compact_every_writes=0, lock_timeout_s=HANG_S)
+    store.upsert([make_record(upload_id, tenant="round-0") for upload_id in ids])
+    # Compacts again and again (a lost commit race is fine: the next one goes) until told to stop.
+    process = compactor(
+        """
+        import select
+        from shared.errors import VectorStoreUnavailable
+        print("ready", flush=True)
+        while not select.select([sys.stdin], [], [], 0)[0]:
+            try:
+                store.optimize()
+            except VectorStoreUnavailable:
+                pass
+        """
+    )
+    assert process.stdout is not None and process.stdin is not None
+    assert process.stdout.readline().strip() == "ready"
+    last_round: dict[str, int] = {}
+    for round_ in range(1, 61):
+        chunk = [ids[(round_ * 7 + j) % len(ids)] for j in range(5)]
+        store.upsert([make_record(upload_id, tenant=f"round-{round_}") for upload_id in chunk])
+        last_round.update(dict.fromkeys(chunk, round_))
+    process.stdin.write("stop\n")
+    process.stdin.flush()
+    assert process.wait(timeout=HANG_S) == 0
+
+    assert Counter(_stored_ids(tmp_path)) == Counter(ids)
+    for upload_id in ids:
+        got = store.get(upload_id)
+        assert got is not None and got.tenant == f"round-{last_round.get(upload_id, 0)}"
