@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 
 import uvicorn
 
@@ -10,6 +11,8 @@ from producers.http.app import create_app
 from producers.http.auth import parse_keys
 from shared.config import Settings
 from shared.errors import ConfigError
+
+ACCESS_LOGGER = "uvicorn.access"
 
 
 def is_loopback(host: str) -> bool:
@@ -30,7 +33,28 @@ def check_exposure(settings: Settings, host: str) -> None:
         )
 
 
+class DropQueryStrings(logging.Filter):
+    """Removes the query string from uvicorn's access log lines: a client may send a key or
+    token as ``?api_key=...``, and the log must not keep it. (uvicorn logs ``client, method,
+    path with query, HTTP version, status`` as the record's arguments.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
+def drop_query_strings_from_access_log() -> None:
+    """Install `DropQueryStrings` on uvicorn's access logger (once)."""
+    access = logging.getLogger(ACCESS_LOGGER)
+    if not any(isinstance(existing, DropQueryStrings) for existing in access.filters):
+        access.addFilter(DropQueryStrings())
+
+
 def uvicorn_config(settings: Settings, *, host: str, port: int) -> uvicorn.Config:
+    """uvicorn's settings for the API; its access log keeps no query strings."""
+    drop_query_strings_from_access_log()
     return uvicorn.Config(
         create_app(settings),
         host=host,

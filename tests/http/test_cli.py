@@ -110,3 +110,27 @@ def test_probe_fails_for_errors_and_for_nothing_listening(redis_url: str, tmp_pa
     env = cli_env(redis_url, tmp_path)
     nothing = omnibind("probe", f"http://127.0.0.1:{free_port()}/healthz", "--timeout", "2", env=env)
     assert nothing.returncode == 1 and "Connection refused" in nothing.stderr
+
+
+def test_flower_binds_loopback_unless_told_otherwise(redis_url: str, tmp_path: Path) -> None:
+    from producers.cli.ops import flower_arguments
+
+    assert flower_arguments(("--port=5555",), {}) == ["--port=5555", "--address=127.0.0.1"]
+    assert flower_arguments(("--address", "::1"), {}) == ["--address", "::1"]
+    assert flower_arguments((), {"FLOWER_ADDRESS": "localhost"}) == []
+    exposed = ("--address=0.0.0.0", "--basic-auth=admin:s3cret")
+    assert flower_arguments(exposed, {}) == list(exposed)
+    assert flower_arguments(("--address=10.1.2.3",), {"FLOWER_BASIC_AUTH": "admin:s3cret"}) == ["--address=10.1.2.3"]
+
+    # Without a user:password, a non-loopback bind is refused before Flower starts.
+    port = free_port()
+    for args, extra in (
+        (["--address=0.0.0.0"], {}),
+        (["--address", ""], {}),
+        ([], {"FLOWER_ADDRESS": "0.0.0.0"}),
+        (["--address=0.0.0.0", "--basic-auth=admin"], {}),
+        (["--address=0.0.0.0"], {"FLOWER_BASIC_AUTH": ":"}),
+    ):
+        refused = omnibind("flower", f"--port={port}", *args, env=cli_env(redis_url, tmp_path, **extra), timeout_s=60)
+        assert refused.returncode == 1, (args, refused.stderr)
+        assert "refusing to run Flower" in refused.stderr and "--basic-auth=USER:PASSWORD" in refused.stderr, args
