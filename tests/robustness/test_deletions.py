@@ -23,6 +23,15 @@ DELETIONS = 40
 KEYS = RedisKeys("omnibind")
 
 
+def resent_by_sweeper(running: RunningStack) -> int:
+    """Deletions the stall sweeper sent again (one warning line each in the worker logs)."""
+    assert running.stack.log_dir is not None
+    return sum(
+        path.read_text(errors="replace").count("no message for it exists: sending it again")
+        for path in running.stack.log_dir.glob("*.log")
+    )
+
+
 def test_deletions_survive_redis_refusing_writes_and_a_kill_9_ed_index_worker(start_stack) -> None:
     running: RunningStack = start_stack(worker=FAST_RECOVERY)
     client, stack, redis = running.client, running.stack, running.client.redis
@@ -64,6 +73,6 @@ def test_deletions_survive_redis_refusing_writes_and_a_kill_9_ed_index_worker(st
             f"{DELETIONS} deletions: {remaining()} records of deleted objects remain; "
             f"pending {redis.hlen(KEYS.deletions)}, queued {queue_lengths(redis)}, "
             f"held {dict(unacked_by_queue(redis))}, "
-            f"dead letters {redis.xlen(KEYS.dead)}"
+            f"dead letters {redis.xlen(KEYS.dead)}; the sweeper sent {resent_by_sweeper(running)} deletion(s) again"
         )
     assert redis.xlen(KEYS.dead) == 0
