@@ -39,10 +39,13 @@ def checkpoint_hint(exc: CheckpointError) -> str:
 
 def ensure_checkpoint(settings: Settings) -> None:
     """Download (once, with a progress bar) or find the checkpoint before any worker starts,
-    so an offline machine fails in seconds with a clear message."""
-    from shared.imagebind.checkpoint import resolve_checkpoint
+    so an offline machine fails in seconds with a clear message. The tiny random checkpoint
+    is left to the gpu worker, which creates it offline: that needs torch, which a producer
+    never imports."""
+    from shared.imagebind.resolve import is_tiny_random, locate_checkpoint
 
-    resolve_checkpoint(settings.model)
+    if not is_tiny_random(settings.model):
+        locate_checkpoint(settings.model)
 
 
 def run_demo(settings: Settings, *, model: str, data_dir: Path | None, timeout_s: float) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from typing import Any
 
 from celery import Celery
@@ -64,9 +65,11 @@ app = create_app()
 
 @worker_process_init.connect
 def _fresh_resources_after_fork(**_: Any) -> None:
-    import torch
-
-    torch.set_num_threads(1)  # prefork children: parallelism comes from processes
+    # Prefork children: parallelism comes from processes. Only limit torch where it is
+    # loaded already: a cpu worker's pool preprocesses with numpy and never imports it.
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
     app.resources = Resources(app.omnibind_settings)
     # Pool processes decode untrusted uploads: bound their memory (see workers.memory_guard).
     start_memory_guard(app.omnibind_settings.worker.max_child_memory_mb)

@@ -21,8 +21,8 @@ import torch
 from shared.config import GpuSettings, ModelSettings, Settings
 from shared.errors import CheckpointError, TransientError
 from shared.events import Modality
+from shared.imagebind.constants import TEXT_EOT_TOKEN
 from shared.imagebind.embed import Embedder
-from shared.imagebind.normalize import TEXT_EOT_TOKEN
 from workers.batcher import MicroBatcher
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,7 @@ from typing import Literal
 
 import numpy as np
 
-from shared.imagebind.fbank import fbank, frame_geometry
-from shared.imagebind.normalize import (
+from shared.imagebind.constants import (
     AUDIO_CLIP_DURATION_S,
     AUDIO_CLIPS_PER_FILE,
     AUDIO_MEAN,
@@ -37,6 +36,7 @@ from shared.imagebind.normalize import (
     AUDIO_STD,
     AUDIO_TARGET_FRAMES,
 )
+from shared.imagebind.fbank import fbank, frame_geometry
 from shared.imagebind.resample import kernel_is_affordable, resample
 from shared.media.audio import DecodedAudio, decode_audio
 

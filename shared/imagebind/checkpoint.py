@@ -1,17 +1,8 @@
 """Find, download, verify, fingerprint and load ImageBind checkpoints.
 
-Resolution order (`resolve_checkpoint`):
-1. ``ModelSettings.checkpoint`` (``OMNIBIND_MODEL__CHECKPOINT``): a local file, used as is
-   (checked against ``sha256`` when one is configured);
-2. ``name == "tiny"``: a seeded random tiny checkpoint, created once in the cache dir and
-   labelled ``imagebind-tiny-random`` (it is NOT a trained model);
-3. otherwise the official file, downloaded once from ``url`` into ``cache_dir/checkpoints``
-   with a progress bar, resuming a partial ``.part`` file, checked against the configured
-   ``sha256`` or, when none is configured, pinned at first download in a ``.sha256`` file
-   beside it and verified against that pin afterwards (Meta publishes no checksum).
-
-Every resolved file gets a fingerprint, its SHA-256, cached in ``cache_dir/hashes`` keyed by
-path, size and mtime so a 4.8 GB file is hashed once, not at every start.
+`resolve_checkpoint` finds, downloads or creates the file the settings name and fingerprints
+it; everything but creating the tiny random checkpoint (which needs torch) is in
+`shared.imagebind.resolve`, torch-free, with the resolution order and the fingerprint cache.
 
 `load_model` reads the file memory-mapped (``torch.load(mmap=True, weights_only=True)``),
 keeps only the requested modalities' keys, checks them strictly against the architecture and
@@ -28,7 +19,6 @@ import io
 import logging
 import pickle
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -42,59 +32,20 @@ from shared.imagebind.config import (
     ModelModality,
     config_by_name,
 )
-from shared.imagebind.download import download, exclusive
-from shared.imagebind.fingerprint import atomic_write_bytes, file_sha256, read_pin, remember_sha256, write_pin
+from shared.imagebind.fingerprint import atomic_write_bytes
 from shared.imagebind.model import ImageBindModel, build_model, place, random_state_dict
+from shared.imagebind.resolve import (
+    TINY_RANDOM_SEED,
+    ResolvedCheckpoint,
+    is_tiny_random,
+    locate_checkpoint,
+    tiny_random_path,
+)
 
 log = logging.getLogger(__name__)
 
-TINY_RANDOM_NAME = "imagebind-tiny-random"
-TINY_RANDOM_SEED = 0
-
-
-@dataclass(frozen=True)
-class ResolvedCheckpoint:
-    """A checkpoint file ready to load: where it is, what it is, and its fingerprint."""
-
-    path: Path
-    sha256: str
-    model_name: str
-    config: ImageBindConfig
-
-
 # ---------------------------------------------------------------------------------------------
-# resolution
-
-
-def _verified(path: Path, cache_dir: Path, expected: str | None, what: str) -> str:
-    try:
-        sha = file_sha256(path, cache_dir)
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
-    if expected is not None and sha != expected.lower():
-        raise CheckpointError(
-            f"checkpoint {path} has sha256 {sha} but {what} is {expected.lower()}; "
-            "the file is corrupt or not the one expected (delete it to download it again).",
-            reason="checkpoint_mismatch",
-        )
-    return sha
-
-
-def _download_cached(settings: ModelSettings) -> Path:
-    """The official file in the cache dir, downloaded (once, under a lock) if missing."""
-    dest = settings.cache_dir / "checkpoints" / (Path(settings.url).name or "imagebind_huge.pth")
-    with exclusive(dest.with_name(dest.name + ".lock")):
-        if not dest.exists():
-            log.info("downloading the ImageBind checkpoint %s to %s", settings.url, dest)
-            sha = download(settings.url, dest, expected_sha256=settings.sha256, timeout_s=settings.download_timeout_s)
-            remember_sha256(dest, settings.cache_dir, sha)
-            if settings.sha256 is None:
-                write_pin(dest, sha)
-                log.info("pinned sha256 %s for %s", sha, dest)
-        elif settings.sha256 is None and read_pin(dest) is None:
-            # A file someone put into the cache by hand: pin what is there now.
-            write_pin(dest, _verified(dest, settings.cache_dir, None, "unpinned"))
-    return dest
+# resolution (the torch-free part is `shared.imagebind.resolve`)
 
 
 def tiny_random_checkpoint(cache_dir: Path, seed: int = TINY_RANDOM_SEED) -> Path:
@@ -104,7 +55,7 @@ def tiny_random_checkpoint(cache_dir: Path, seed: int = TINY_RANDOM_SEED) -> Pat
     temporary file name), then written atomically: processes racing here all end with the
     same complete file.
     """
-    dest = cache_dir / "checkpoints" / f"{TINY_RANDOM_NAME}-seed{seed}.pt"
+    dest = tiny_random_path(cache_dir, seed)
     if not dest.exists():
         buffer = io.BytesIO()
         torch.save(random_state_dict(config_by_name("tiny"), seed=seed), buffer)
@@ -114,27 +65,15 @@ def tiny_random_checkpoint(cache_dir: Path, seed: int = TINY_RANDOM_SEED) -> Pat
 
 
 def resolve_checkpoint(settings: ModelSettings) -> ResolvedCheckpoint:
-    """Find (or fetch, or create) the checkpoint the settings describe and fingerprint it.
+    """Find (or fetch, or create) the checkpoint the settings describe and fingerprint it:
+    `shared.imagebind.resolve.locate_checkpoint`, creating the tiny random checkpoint first
+    when that is the one asked for (which needs torch).
 
     Raises `CheckpointError` for a missing local file, a failed download, or a hash mismatch.
     """
-    config = config_by_name(settings.name)
-    if settings.checkpoint is not None:
-        path = settings.checkpoint.expanduser()
-        if not path.is_file():
-            raise CheckpointError(
-                f"OMNIBIND_MODEL__CHECKPOINT points to {path}, which is not a file.", reason="checkpoint_missing"
-            )
-        sha = _verified(path, settings.cache_dir, settings.sha256, "OMNIBIND_MODEL__SHA256")
-        return ResolvedCheckpoint(path, sha, config.name, config)
-    if settings.name == "tiny":
-        path = tiny_random_checkpoint(settings.cache_dir)
-        sha = _verified(path, settings.cache_dir, settings.sha256, "OMNIBIND_MODEL__SHA256")
-        return ResolvedCheckpoint(path, sha, TINY_RANDOM_NAME, config)
-    path = _download_cached(settings)
-    expected, what = (settings.sha256, "OMNIBIND_MODEL__SHA256") if settings.sha256 else (read_pin(path), "its pin")
-    sha = _verified(path, settings.cache_dir, expected, what)
-    return ResolvedCheckpoint(path, sha, config.name, config)
+    if is_tiny_random(settings):
+        tiny_random_checkpoint(settings.cache_dir)
+    return locate_checkpoint(settings)
 
 
 # ---------------------------------------------------------------------------------------------

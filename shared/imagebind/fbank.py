@@ -18,7 +18,7 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from shared.imagebind.normalize import AUDIO_NUM_MEL_BINS, AUDIO_SAMPLE_RATE_HZ
+from shared.imagebind.constants import AUDIO_NUM_MEL_BINS, AUDIO_SAMPLE_RATE_HZ
 
 FRAME_LENGTH_MS = 25
 FRAME_SHIFT_MS = 10

@@ -5,22 +5,18 @@ The reference (`imagebind.data.load_and_transform_vision_data`) runs torchvision
 ``Normalize``. We do the same arithmetic with Pillow alone and stop before normalising:
 the uint8 (3, 224, 224) array is what travels to the GPU (150 KB instead of 600 KB), where
 `shared.imagebind.normalize.normalize_image` finishes the job bit for bit like the
-reference.
+reference. No torch here: the cpu worker's pool processes run this module.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from shared.imagebind.normalize import IMAGE_SIZE, normalize_image
+from shared.imagebind.constants import IMAGE_SIZE
 from shared.media.image import decode_image
-
-if TYPE_CHECKING:
-    import torch
 
 
 def preprocess_image(data: bytes, *, max_pixels: int, format: str | None = None) -> np.ndarray:
@@ -31,14 +27,6 @@ def preprocess_image(data: bytes, *, max_pixels: int, format: str | None = None)
     """
     image = decode_image(data, max_pixels=max_pixels, format=format)
     return resize_and_center_crop(image, max_resized_pixels=max_pixels)
-
-
-def preprocess_image_normalized(data: bytes, *, max_pixels: int, format: str | None = None) -> torch.Tensor:
-    """Like `preprocess_image`, then CLIP-normalised: float32 tensor (3, 224, 224), equal to
-    the reference's output. For golden tests and callers without a GPU stage."""
-    import torch
-
-    return normalize_image(torch.from_numpy(preprocess_image(data, max_pixels=max_pixels, format=format)))
 
 
 def resized_size(width: int, height: int, short_side: int = IMAGE_SIZE) -> tuple[int, int]:

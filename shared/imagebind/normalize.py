@@ -1,27 +1,14 @@
-"""Numbers ImageBind's inputs are normalised with, and the one function that applies them
-to images. Shared by CPU preprocessing (golden tests) and the GPU embedder, which receives
-compact uint8 images and normalises them on the device."""
+"""The model-side half of input normalisation: CLIP mean/std applied to uint8 images on the
+GPU, which receives compact uint8 images from CPU preprocessing. Needs torch; the numbers
+themselves live in `shared.imagebind.constants` and CPU preprocessing in
+`shared.imagebind.image`, both torch-free."""
 
 from __future__ import annotations
 
 import torch
 
-IMAGE_SIZE = 224
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-AUDIO_SAMPLE_RATE_HZ = 16_000
-AUDIO_NUM_MEL_BINS = 128
-AUDIO_TARGET_FRAMES = 204
-AUDIO_CLIP_DURATION_S = 2.0
-AUDIO_CLIPS_PER_FILE = 3
-AUDIO_MEAN = -4.268
-AUDIO_STD = 9.138
-
-TEXT_CONTEXT_LENGTH = 77
-TEXT_SOT_TOKEN = 49406
-TEXT_EOT_TOKEN = 49407
-TEXT_VOCAB_SIZE = 49408
+from shared.imagebind.constants import CLIP_MEAN, CLIP_STD
+from shared.imagebind.image import preprocess_image
 
 
 def normalize_image(pixels: torch.Tensor) -> torch.Tensor:
@@ -34,3 +21,10 @@ def normalize_image(pixels: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(CLIP_MEAN, dtype=torch.float32, device=x.device).view(3, 1, 1)
     std = torch.tensor(CLIP_STD, dtype=torch.float32, device=x.device).view(3, 1, 1)
     return (x - mean) / std
+
+
+def preprocess_image_normalized(data: bytes, *, max_pixels: int, format: str | None = None) -> torch.Tensor:
+    """`shared.imagebind.image.preprocess_image`, then CLIP-normalised: float32 tensor
+    (3, 224, 224), equal to the reference's output. For golden tests and callers without a
+    GPU stage."""
+    return normalize_image(torch.from_numpy(preprocess_image(data, max_pixels=max_pixels, format=format)))

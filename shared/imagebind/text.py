@@ -25,7 +25,7 @@ import ftfy
 import numpy as np
 import regex
 
-from shared.imagebind.normalize import TEXT_CONTEXT_LENGTH, TEXT_EOT_TOKEN, TEXT_SOT_TOKEN, TEXT_VOCAB_SIZE
+from shared.imagebind.constants import TEXT_CONTEXT_LENGTH, TEXT_EOT_TOKEN, TEXT_SOT_TOKEN, TEXT_VOCAB_SIZE
 from shared.media.text import check_text_length, decode_text
 
 VOCAB_PATH = Path(__file__).parent / "assets" / "bpe_simple_vocab_16e6.txt.gz"

@@ -16,15 +16,11 @@ import torch
 from shared.config import ModelSettings
 from shared.errors import CheckpointError
 from shared.events import Modality
-from shared.imagebind.checkpoint import (
-    TINY_RANDOM_NAME,
-    file_sha256,
-    load_model,
-    resolve_checkpoint,
-    tiny_random_checkpoint,
-)
+from shared.imagebind.checkpoint import load_model, resolve_checkpoint, tiny_random_checkpoint
 from shared.imagebind.config import HUGE, TINY
 from shared.imagebind.embed import Embedder
+from shared.imagebind.fingerprint import file_sha256
+from shared.imagebind.resolve import TINY_RANDOM_NAME
 from tests.shared.imagebind.model_support import TINY_STATE_DICT, golden_io, reference_tiny_state_dict, serve_file
 
 

@@ -17,8 +17,8 @@ from shared.imagebind.audio import (
     preprocess_audio,
     waveform_to_clips,
 )
+from shared.imagebind.constants import AUDIO_MEAN, AUDIO_STD
 from shared.imagebind.fbank import fbank, num_frames
-from shared.imagebind.normalize import AUDIO_MEAN, AUDIO_STD
 from shared.imagebind.resample import kernel_is_affordable, resample
 from tests.shared.media.samples import GOLDEN, read_sample, sample_names
 from tests.support.media import wav_bytes_from_float

@@ -11,11 +11,10 @@ from shared.errors import CorruptMedia, LimitExceeded
 from shared.imagebind.image import (
     center_crop_origin,
     preprocess_image,
-    preprocess_image_normalized,
     resize_and_center_crop,
     resized_size,
 )
-from shared.imagebind.normalize import normalize_image
+from shared.imagebind.normalize import normalize_image, preprocess_image_normalized
 from tests.shared.media.samples import GOLDEN, read_sample, sample_names
 
 LIMIT = 64_000_000

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from shared.errors import LimitExceeded, UnsupportedMedia
-from shared.imagebind.normalize import TEXT_EOT_TOKEN, TEXT_SOT_TOKEN
+from shared.imagebind.constants import TEXT_EOT_TOKEN, TEXT_SOT_TOKEN
 from shared.imagebind.text import VOCAB_PATH, ClipTokenizer, clean_text, default_tokenizer, preprocess_text, tokenize
 from tests.shared.media.samples import GOLDEN, sample_texts
 
