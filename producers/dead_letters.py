@@ -17,15 +17,19 @@ costs one extra run, never a second record).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from producers.client import Client
 from shared.events import UploadEvent, UploadStatus
-from shared.streams import DeadLetter
+from shared.status import StatusStore
+from shared.streams import DeadLetter, DeadLetterStream
+
+if TYPE_CHECKING:  # workers import this module too (the sweeper's re-drive): no client there
+    from producers.client import Client
 
 PAGE = 500
 
@@ -73,21 +77,29 @@ def select_dead_letters(client: Client, wanted: Iterable[str] = ()) -> tuple[lis
 def retry_dead_letter(client: Client, letter: DeadLetter) -> Retried:
     """Run `letter`'s upload through the pipeline again (module docstring). Raises
     `TransientError` when Redis is unavailable (nothing is lost: the letter stays)."""
+    return requeue_dead_letter(client.statuses, client.dead_letters, client.send_to_pipeline, letter)
+
+
+def requeue_dead_letter(
+    statuses: StatusStore, dead_letters: DeadLetterStream, send: Callable[[UploadEvent], None], letter: DeadLetter
+) -> Retried:
+    """`retry_dead_letter` with its parts given: the status store, the dead-letter stream and
+    what sends an event to the first stage (the stall sweeper's re-drive uses the workers'
+    own)."""
     try:
         event = UploadEvent.model_validate_json(letter.event)
     except ValidationError as exc:
         first = exc.errors()[0]
         detail = f"not an upload event: {first['msg']} at {'.'.join(str(p) for p in first['loc']) or 'top level'}"
         return Retried(letter.entry_id, letter.upload_id, Outcome.UNREADABLE, detail)
-    statuses = client.statuses
     if statuses.requeue(event.id, event) or statuses.create(event):
         outcome = Outcome.REQUEUED
     else:
         record = statuses.get(event.id)
         if record is not None and record.status is not UploadStatus.QUEUED:
-            client.dead_letters.delete(letter.entry_id)
+            dead_letters.delete(letter.entry_id)
             return Retried(letter.entry_id, event.id, Outcome.IN_FLIGHT, f"now {record.status.value}")
         outcome = Outcome.RESENT
-    client.send_to_pipeline(event)
-    client.dead_letters.delete(letter.entry_id)
+    send(event)
+    dead_letters.delete(letter.entry_id)
     return Retried(letter.entry_id, event.id, outcome)

@@ -153,7 +153,18 @@ class WorkerSettings(BaseModel):
     task_time_limit_s: float = Field(120.0, gt=0, description="hard limit per task (batch waits included)")
     unacked_restore_interval_s: float = Field(5.0, description="how often workers look for a dead worker's messages")
     max_deliveries: int = Field(5, ge=1, description="a stage that crashed its worker this often is dead-lettered")
-    max_retries: int = Field(10, ge=0, description="retries of a transient failure (storage down...) per stage")
+    retry_for_s: float = Field(
+        600.0,
+        gt=0,
+        description="a stage retries a transient failure (storage, vector store or Redis down...) for this long "
+        "after its first failure, then dead-letters the upload; covers the documented 2-minute outage with margin",
+    )
+    max_retries: int = Field(
+        1000,
+        ge=0,
+        description="safety cap on the retries of one stage (retry_for_s is the budget; this only stops a "
+        "runaway loop)",
+    )
     retry_backoff_s: float = Field(1.0, gt=0, description="first retry delay; doubles each retry (with jitter)")
     retry_backoff_max_s: float = Field(
         50.0, gt=0, description="longest retry delay (a waiting retry is held by a worker, unacked)"
@@ -164,7 +175,17 @@ class WorkerSettings(BaseModel):
         description="an unfinished upload without progress this long, whose message is neither queued nor held "
         "by a worker (lost in a crash), is sent again",
     )
-    sweep_interval_s: float = Field(30.0, ge=0, description="how often one worker looks for such uploads; 0 = never")
+    sweep_interval_s: float = Field(
+        30.0,
+        ge=0,
+        description="how often one worker looks for such uploads and for dead letters to re-drive; 0 = never",
+    )
+    redrive_max: int = Field(
+        3,
+        ge=0,
+        description="the sweeper sends an upload dead-lettered for a transient reason (a dependency down) again "
+        "once that dependency answers, at most this many times per upload; 0 = never",
+    )
     max_child_memory_mb: int = Field(
         0,
         ge=0,

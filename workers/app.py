@@ -27,11 +27,13 @@ from celery.signals import (
 
 from shared.config import Settings, get_settings
 from shared.deletions import send_delete
+from shared.events import UploadEvent
 from shared.heartbeat import Heartbeat
 from shared.logs import bind_upload_id, configure_logging
 from shared.queue import TaskName, celery_config
 from workers.handoff import publish
 from workers.memory_guard import start_memory_guard
+from workers.redrive import OBJECTS, VECTORS, Redriver, object_probe, vector_probe
 from workers.resources import Resources, exit_if_start_fails, wait_for_vector_store
 from workers.sweeper import StallSweeper
 
@@ -111,14 +113,35 @@ def _start_stall_sweeper(**_: Any) -> None:
     worker = app.omnibind_settings.worker
     if worker.sweep_interval_s <= 0:
         return
+    resources = app.resources
+
+    def send(event: UploadEvent) -> None:
+        publish(app, TaskName.PREPROCESS, event.model_dump(mode="json"), event.id)
+
+    redriver = None
+    if worker.kind in ("index", None):  # see workers.redrive: who probes the vector store
+        redriver = Redriver(
+            resources.redis,
+            resources.status,
+            resources.dead_letters,
+            send,
+            prefix=app.omnibind_settings.queue_prefix,
+            max_redrives=worker.redrive_max,
+            probes={
+                OBJECTS: object_probe(lambda ref: resources.objects.stat(ref)),
+                VECTORS: vector_probe(lambda upload_id: resources.vectors.get(upload_id)),
+            },
+            on_redrive=resources.metrics.redriven,
+        )
     app.sweeper = StallSweeper(
-        app.resources.redis,
-        app.resources.status,
-        lambda event: publish(app, TaskName.PREPROCESS, event.model_dump(mode="json"), event.id),
+        resources.redis,
+        resources.status,
+        send,
         prefix=app.omnibind_settings.queue_prefix,
         stall_timeout_s=worker.stall_timeout_s,
         interval_s=worker.sweep_interval_s,
         send_delete=lambda request, token: send_delete(app, request, token),
+        redriver=redriver,
     ).start()
 
 

@@ -75,6 +75,9 @@ class WorkerMetrics:
     def retried(self, stage: Stage, reason: str) -> None:
         self.recorder.inc(catalog.STAGE_RETRIES, (stage.value, reason))
 
+    def redriven(self, reason: str) -> None:
+        self.recorder.inc(catalog.DEAD_LETTERS_REDRIVEN, (reason,))
+
     def indexed(self, modality: Modality, moderation: Moderation) -> None:
         self.recorder.inc(catalog.UPLOADS_INDEXED, (modality.value,))
         if moderation.flagged:

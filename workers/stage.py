@@ -7,6 +7,12 @@ escape a task except `Reject(requeue=True)`, used when we cannot even record wha
 Redis keeps no delivery count, so each stage counts its own deliveries per upload; a message
 that keeps killing its worker (a decoder segfault, an OOM kill) is dead-lettered after
 `max_deliveries` instead of looping forever.
+
+A transient failure is retried for `retry_for_s` seconds from the stage's first failure in
+this run, whatever the number of attempts: the retry message carries that moment in its
+headers (`FAILING_SINCE_HEADER`), and a redelivered message keeps its headers. A count-based
+budget with full jitter gave up after a random stretch of outage (~40 % of uploads were
+dead-lettered by a 2-minute outage with the former defaults); a deadline does not.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from shared.queue import upload_headers
 from workers.resources import Resources
 
 log = logging.getLogger(__name__)
+
+# Epoch ms of a stage's first transient failure in this run, carried by its retry messages.
+FAILING_SINCE_HEADER = "omnibind_failing_since_ms"
 
 
 class PoisonMessage(PermanentError):
@@ -92,16 +101,36 @@ def _run_stage(task: Task, resources: Resources, stage: Stage, event: UploadEven
         resources.metrics.reached(stage, event.submitted_at)
 
 
+def retry_budget(task: Task, retry_for_s: float) -> tuple[int, float]:
+    """(epoch ms of this task's first failure, seconds of retrying left): the first failure is
+    the retry message's `FAILING_SINCE_HEADER`, or now when there is none."""
+    now_ms = int(time.time() * 1000)
+    since = (task.request.headers or {}).get(FAILING_SINCE_HEADER)
+    since_ms = int(since) if isinstance(since, int | float) and 0 < since <= now_ms else now_ms
+    return since_ms, retry_for_s - (now_ms - since_ms) / 1000
+
+
 def retry_or_give_up(
     task: Task, resources: Resources, stage: Stage, event: UploadEvent, exc: TransientError, attempts: int
 ) -> None:
     settings = resources.settings.worker
-    if task.request.retries >= settings.max_retries:
+    since_ms, left_s = retry_budget(task, settings.retry_for_s)
+    if left_s <= 0 or task.request.retries >= settings.max_retries:
         give_up(resources, stage, event, exc, attempts)
         return None
-    countdown = backoff_s(task.request.retries, settings.retry_backoff_s, settings.retry_backoff_max_s)
+    # The last retry runs at the deadline rather than past it.
+    countdown = min(left_s, backoff_s(task.request.retries, settings.retry_backoff_s, settings.retry_backoff_max_s))
     resources.metrics.retried(stage, exc.reason)
-    log.warning("%s: %s (%s); retry %d in %.1f s", stage, exc.reason, exc, task.request.retries + 1, countdown)
+    log.warning(
+        "%s: %s (%s); retry %d in %.1f s (%.0f s left of %g s)",
+        stage,
+        exc.reason,
+        exc,
+        task.request.retries + 1,
+        countdown,
+        left_s,
+        settings.retry_for_s,
+    )
     try:
         # Progress noted first: the retry message must never look older than the upload's
         # last progress to the sweeper (workers.sweeper).
@@ -111,7 +140,7 @@ def retry_or_give_up(
             countdown=countdown,
             max_retries=settings.max_retries,
             argsrepr=f"<upload {event.id}>",
-            headers=upload_headers(event.id),
+            headers={**upload_headers(event.id), FAILING_SINCE_HEADER: since_ms},
         )
     except Retry:
         raise

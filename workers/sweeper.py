@@ -29,6 +29,9 @@ Deletions are swept the same way: a pending deletion (`shared.deletions`, record
 its message is sent and forgotten once it is done or dead-lettered) without progress for
 `stall_timeout_s`, whose message no worker holds (`DELETION_HEADER`) and no queue may still
 hold, is sent again. Deleting twice is a no-op.
+
+Index workers' sweepers also re-drive dead letters whose reason was a dependency that was
+down, once it answers again (`workers.redrive`), elected by a lock of their own.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from shared.errors import OmnibindError, PermanentError
 from shared.events import DeleteRequest, Stage, UploadEvent, UploadStatus
 from shared.queue import SENT_MS_HEADER, UPLOAD_HEADER, QueueName
 from shared.status import StatusStore
+from workers.redrive import Redriver
 
 log = logging.getLogger(__name__)
 
@@ -150,11 +154,13 @@ class StallSweeper:
         interval_s: float,
         clock_skew_s: float = CLOCK_SKEW_S,
         send_delete: Callable[[DeleteRequest, str], None] | None = None,
+        redriver: Redriver | None = None,
     ) -> None:
         self._redis = client
         self._status = status
         self._send = send
         self._send_delete = send_delete
+        self._redriver = redriver
         self._deletions = PendingDeletions(client, prefix)
         self._prefix = prefix
         self.stall_timeout_s = stall_timeout_s
@@ -185,6 +191,7 @@ class StallSweeper:
         """One pass, if this process wins the lock; returns the uploads and the deletion
         tokens sent again."""
         lock_ms = max(1, int(self.interval_s * 900))  # expires before the next pass of anyone
+        self._redrive(lock_ms)
         if not self._redis.set(self._lock_key, self._me, nx=True, px=lock_ms):
             return []
         stalled = self._status.stalled(self.stall_timeout_s, limit=MAX_PER_SWEEP)
@@ -200,6 +207,14 @@ class StallSweeper:
             if not snapshot.may_hold_deletion(token, progress_ms, self._skew_ms) and self._send_deletion_again(token):
                 resent.append(token)
         return resent
+
+    def _redrive(self, lock_ms: int) -> None:
+        if self._redriver is None:
+            return
+        try:
+            self._redriver.redrive(lock_ms=lock_ms, me=self._me)
+        except OmnibindError as exc:  # Redis away, or a send refused: the next pass goes on
+            log.warning("dead-letter re-drive skipped: %s", exc)
 
     def _send_deletion_again(self, token: str) -> bool:
         assert self._send_delete is not None

@@ -81,6 +81,12 @@ UPLOADS_FAILED = Family(
 STAGE_RETRIES = Family(
     "omnibind_stage_retries", "counter", "Stage retries after a transient error, by reason.", ("stage", "reason")
 )
+DEAD_LETTERS_REDRIVEN = Family(
+    "omnibind_dead_letters_redriven",
+    "counter",
+    "Dead letters sent again by the sweeper once the dependency their reason names answered, by reason.",
+    ("reason",),
+)
 UPLOADS_FLAGGED = Family(
     "omnibind_uploads_flagged", "counter", "Uploads indexed with a moderation flag.", ("modality",)
 )
@@ -104,6 +110,7 @@ RECORDED: tuple[Family, ...] = (
     UPLOADS_INDEXED,
     UPLOADS_FAILED,
     STAGE_RETRIES,
+    DEAD_LETTERS_REDRIVEN,
     UPLOADS_FLAGGED,
     FLAGGED_CATEGORIES,
     BATCH_SIZE,

@@ -1,7 +1,8 @@
 """Object storage goes away during a run (the S3 server process is stopped, then started
-again on the same port). Uploads caught by a short outage are retried with backoff and end
-indexed; uploads that outlast their retry budget end dead-lettered, and
-`omnibind dead --retry` brings them home once storage is back.
+again on the same port). Uploads caught by an outage shorter than `retry_for_s` are retried
+with backoff and end indexed, however many attempts that takes; uploads that outlast it end
+dead-lettered, and either the sweeper re-drives them once storage answers again, or (re-drive
+off) `omnibind dead --retry` brings them home.
 
 Moto keeps objects in memory, so the restarted server is empty: the test puts the objects
 back (as MinIO would have kept them on disk) while the CPU worker is paused, so that no
@@ -10,6 +11,7 @@ retry meets the server in between."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -31,7 +33,10 @@ from tests.support.stack import RunningStack
 pytestmark = pytest.mark.integration
 
 BUCKET = "outage"
-MAX_RETRIES = 12  # ~5 s of backoff in all with the fast clocks: outlasted on purpose in phase A
+RETRY_FOR_S = 3  # outlasted on purpose in phase A
+# With the fast clocks (backoff 0.2 s doubling to 1 s, full jitter) the former count budget,
+# 10 retries, gave up after ~4 s of outage: 11 deliveries.
+OLD_COUNT_BUDGET_DELIVERIES = 11
 
 
 @pytest.fixture
@@ -69,7 +74,7 @@ def test_uploads_survive_an_object_storage_outage_or_come_back_from_the_dead_let
     start_stack, storage: RestartableS3Server
 ) -> None:
     running: RunningStack = start_stack(
-        worker={**FAST_RECOVERY, "max_retries": MAX_RETRIES},
+        worker={**FAST_RECOVERY, "retry_for_s": RETRY_FOR_S, "redrive_max": 0},
         objects=storage.server.object_settings(bucket=BUCKET, retries=0, connect_timeout_s=1),
     )
     client = running.client
@@ -87,9 +92,8 @@ def test_uploads_survive_an_object_storage_outage_or_come_back_from_the_dead_let
     assert {r.error_reason for r in failed.values()} == {"storage_unavailable"}
     letters = client.dead_letters.entries()
     assert sorted(letter.upload_id or "" for letter in letters) == sorted(e.id for e in beyond_budget)
-    assert {(letter.stage, letter.error_class, letter.attempts) for letter in letters} == {
-        ("preprocess", "StorageUnavailable", MAX_RETRIES + 1)
-    }
+    assert {(letter.stage, letter.error_class) for letter in letters} == {("preprocess", "StorageUnavailable")}
+    assert min(letter.attempts for letter in letters) >= 2, "retried before giving up"
     # B: storage comes back once each upload has failed and been retried at least once.
     for event in short_outage:
         client.enqueue(event)
@@ -126,3 +130,92 @@ def test_uploads_survive_an_object_storage_outage_or_come_back_from_the_dead_let
     assert accounting.stray_records == 0
     # One result per run: failed then indexed for A, indexed for B.
     assert dict(accounting.result_events) == {2: len(beyond_budget), 1: len(short_outage)}
+
+
+def restore_storage(running: RunningStack, storage: RestartableS3Server, blobs: dict[str, bytes]) -> None:
+    """Start the S3 server again with its objects (what MinIO would have kept on disk),
+    while the CPU worker is paused so that no retry meets it empty."""
+    with paused(running, "cpu"):
+        storage.start()
+        put_blobs(running.settings, blobs)
+
+
+def test_an_outage_longer_than_the_former_retry_count_ends_indexed_within_retry_for_s(
+    start_stack, storage: RestartableS3Server
+) -> None:
+    running: RunningStack = start_stack(
+        worker={**FAST_RECOVERY, "retry_for_s": 30, "redrive_max": 0},  # the deadline alone must do it
+        objects=storage.server.object_settings(bucket=BUCKET, retries=0, connect_timeout_s=1),
+    )
+    client = running.client
+    blobs = {f"doc-{i}.txt": f"document {i} about a long outage".encode() for i in range(8)}
+    events = events_for(put_blobs(running.settings, blobs), "outage")
+
+    storage.stop()
+    for event in events:
+        client.enqueue(event)
+    deliveries = DeliveryCounter(client.redis, running.settings.queue_prefix)
+    wait_for(
+        lambda: all(deliveries.deliveries(e.id, Stage.PREPROCESS) > OLD_COUNT_BUDGET_DELIVERIES for e in events),
+        timeout_s=25,
+        what="every upload to outlive the former count budget",
+    )
+    assert client.statuses.counts()[UploadStatus.FAILED] == 0, "none gave up inside retry_for_s"
+    restore_storage(running, storage, blobs)
+    done = client.wait([e.id for e in events], timeout_s=120)
+
+    assert {r.status for r in done.values()} == {UploadStatus.INDEXED}
+    assert client.dead_letters.length() == 0
+    accounting = account(client, [e.id for e in events])
+    assert dict(accounting.records_per_indexed) == {1: len(events)}
+    assert dict(accounting.result_events) == {1: len(events)}
+
+
+def test_uploads_dead_lettered_by_an_outage_are_redriven_once_storage_answers(
+    start_stack, storage: RestartableS3Server
+) -> None:
+    running: RunningStack = start_stack(
+        worker={**FAST_RECOVERY, "retry_for_s": 1, "redrive_max": 2},
+        objects=storage.server.object_settings(bucket=BUCKET, retries=0, connect_timeout_s=1),
+    )
+    client = running.client
+    blobs = {f"doc-{i}.txt": f"document {i} dead-lettered by an outage".encode() for i in range(6)}
+    events = events_for(put_blobs(running.settings, blobs), "redrive")
+
+    storage.stop()
+    for event in events:
+        client.enqueue(event)
+    failed = client.wait([e.id for e in events], timeout_s=60)
+    assert {r.error_reason for r in failed.values()} == {"storage_unavailable"}
+    assert client.dead_letters.length() == len(events)
+    # The sweeper probes storage meanwhile and re-drives nothing while it is down.
+    prefix = running.settings.queue_prefix
+    wait_for(lambda: client.redis.exists(f"{prefix}:dead:redrive-lock"), timeout_s=30, what="a re-drive pass")
+    assert client.dead_letters.length() == len(events)
+
+    restore_storage(running, storage, blobs)
+    home = wait_for(
+        lambda: (
+            (records := [client.status(e.id) for e in events])
+            and all(r is not None and r.status is UploadStatus.INDEXED for r in records)
+            and records
+        ),
+        timeout_s=120,
+        what="every upload to be re-driven and indexed",
+        poll_s=0.2,
+    )
+
+    assert {r.run for r in home if r is not None} == {2}
+    assert client.dead_letters.length() == 0
+    assert all(int(client.redis.get(f"{prefix}:redrives:{e.id}") or 0) == 1 for e in events)
+    accounting = account(client, [e.id for e in events])
+    assert dict(accounting.records_per_indexed) == {1: len(events)}
+    assert dict(accounting.result_events) == {2: len(events)}  # failed, then indexed
+    counted = wait_for(
+        lambda: client.redis.hget(
+            f"{prefix}:metrics:omnibind_dead_letters_redriven", json.dumps(["storage_unavailable"])
+        ),
+        timeout_s=30,
+        what="the re-drive metric",
+    )
+    assert int(counted) == len(events)

@@ -25,7 +25,7 @@ from workers.handoff import decode_message
 from workers.moderation import moderate_embedded, status_summary
 from workers.records import build_record
 from workers.resources import Resources
-from workers.stage import backoff_s, run_stage
+from workers.stage import FAILING_SINCE_HEADER, backoff_s, retry_budget, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -122,14 +122,15 @@ def _settle(resources: Resources, token: str | None, dead_letter: dict[str, str]
 def _delete(task: Task, resources: Resources, request: DeleteRequest, token: str | None) -> None:
     settings = resources.settings.worker
     attempts = task.request.retries + 1
-    last_attempt = task.request.retries >= settings.max_retries
+    since_ms, left_s = retry_budget(task, settings.retry_for_s)
+    last_attempt = left_s <= 0 or task.request.retries >= settings.max_retries
     try:
         deleted = delete_record(resources.vectors, resources.status, request, wait_in_flight=not last_attempt)
     except TransientError as exc:
         if last_attempt:
             _settle(resources, token, _dead_letter_delete(request, exc, attempts))
             return
-        countdown = backoff_s(task.request.retries, settings.retry_backoff_s, settings.retry_backoff_max_s)
+        countdown = min(left_s, backoff_s(task.request.retries, settings.retry_backoff_s, settings.retry_backoff_max_s))
         log.info("delete postponed %.1f s: %s", countdown, exc)
         try:
             if token is not None:  # progress first: the sweeper must not take the retry for lost
@@ -138,7 +139,7 @@ def _delete(task: Task, resources: Resources, request: DeleteRequest, token: str
                 exc=exc,
                 countdown=countdown,
                 max_retries=settings.max_retries,
-                headers=deletion_headers(token) if token is not None else None,
+                headers={**(deletion_headers(token) if token is not None else {}), FAILING_SINCE_HEADER: since_ms},
             )
         except Retry:
             raise
