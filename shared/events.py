@@ -17,8 +17,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from shared.errors import InvalidEvent
+from shared.errors import InvalidEvent, PermanentError
 from shared.json_limits import loads_bounded
+from shared.objects.keys import check_metadata_size
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 EVENT_MAJOR_VERSION = 1
@@ -109,6 +110,15 @@ class UploadEvent(Frozen):
     def _safe_id(cls, value: str) -> str:
         if not _ID_RE.match(value):
             raise ValueError("id must be 1-128 characters of A-Z a-z 0-9 . _ : - (starting alphanumeric)")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(cls, value: dict[str, str]) -> dict[str, str]:
+        try:
+            check_metadata_size(value)
+        except PermanentError as exc:
+            raise ValueError(exc.message) from exc
         return value
 
     @model_validator(mode="after")

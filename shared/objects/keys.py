@@ -26,6 +26,8 @@ from shared.errors import InvalidKey, PermanentError
 MAX_KEY_BYTES = 1024
 MAX_SEGMENT_BYTES = 255
 MAX_METADATA_BYTES = 2048  # S3's limit on user metadata (names + values, UTF-8)
+MAX_METADATA_ENTRIES = 64
+MAX_METADATA_NAME_CHARS = 128
 MAX_CONTENT_TYPE_CHARS = 255
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
@@ -122,6 +124,32 @@ def validate_content_type(content_type: str | None) -> str:
     return content_type
 
 
+def check_metadata_size(metadata: Mapping[str, str]) -> None:
+    """The size rule every metadata map obeys — object metadata, upload events from any
+    path (HTTP, ingest stream, bridge, Python), vector records: at most
+    `MAX_METADATA_ENTRIES` names of 1-`MAX_METADATA_NAME_CHARS` characters, names plus values
+    at most `MAX_METADATA_BYTES` in UTF-8 (which bounds each value too). Metadata travels in
+    every message, status record and search hit of its upload, so it must stay small.
+    Raises `PermanentError` (reason ``invalid_metadata``)."""
+    if len(metadata) > MAX_METADATA_ENTRIES:
+        raise PermanentError(
+            f"metadata has {len(metadata)} names; the limit is {MAX_METADATA_ENTRIES}", reason="invalid_metadata"
+        )
+    total = 0
+    for name, value in metadata.items():
+        if not 1 <= len(name) <= MAX_METADATA_NAME_CHARS:
+            raise PermanentError(
+                f"metadata name {_shown(name)} must be 1-{MAX_METADATA_NAME_CHARS} characters",
+                reason="invalid_metadata",
+            )
+        total += len(name.encode("utf-8", "surrogatepass")) + len(str(value).encode("utf-8", "surrogatepass"))
+    if total > MAX_METADATA_BYTES:
+        raise PermanentError(
+            f"metadata is {total} bytes (names + values, UTF-8); the limit is {MAX_METADATA_BYTES}",
+            reason="invalid_metadata",
+        )
+
+
 def validate_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
     """Return user metadata with lower-cased names, or raise `PermanentError` (reason
     ``invalid_metadata``).
@@ -152,7 +180,5 @@ def validate_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
         if lowered in normalised:
             raise PermanentError(f"metadata name {lowered!r} is given twice", reason="invalid_metadata")
         normalised[lowered] = value
-    total = sum(len(name) + len(value) for name, value in normalised.items())
-    if total > MAX_METADATA_BYTES:
-        raise PermanentError(f"metadata is {total} bytes; the limit is {MAX_METADATA_BYTES}", reason="invalid_metadata")
+    check_metadata_size(normalised)
     return normalised

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -69,3 +70,32 @@ def test_events_are_frozen() -> None:
 def test_published_json_schema_matches_the_model() -> None:
     published = json.loads((SCHEMA_DIR / "upload_event.v1.json").read_text())
     assert published == upload_event_json_schema(), "run `python -m shared.events` to regenerate"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "problem"),
+    [
+        ({"map": "x" * 600 * 1024}, "the limit is 2048"),  # under the 1 MiB event cap of the JSON paths
+        ({f"k{i}": "v" for i in range(65)}, "65 names; the limit is 64"),
+        ({"n" * 129: "v"}, "1-128 characters"),
+        ({"": "v"}, "1-128 characters"),
+        ({"album": "é" * 1100}, "2205 bytes"),  # counted in UTF-8 bytes, not characters
+    ],
+)
+def test_oversized_metadata_is_an_invalid_event_on_every_path(metadata: dict[str, str], problem: str) -> None:
+    with pytest.raises(InvalidEvent, match=re.escape(problem)):
+        parse_upload_event(json.dumps({"text": "hello", "metadata": metadata}))  # ingest stream, bridge
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        UploadEvent(text="hello", metadata=metadata)  # Python producers, HTTP
+
+
+def test_a_six_megabyte_metadata_map_is_refused() -> None:
+    # Once indexed whole (it came through Python, where no JSON size cap applies) and
+    # returned by every search hit.
+    with pytest.raises(ValueError, match="the limit is 2048"):
+        UploadEvent(text="hello", metadata={"map": "x" * 6 * 1024 * 1024})
+
+
+def test_metadata_up_to_the_limits_is_accepted() -> None:
+    metadata = {f"k{i:02d}": "v" * 28 for i in range(64)}  # 64 x (3 + 28) = 1984 bytes
+    assert UploadEvent(text="hello", metadata=metadata).metadata == metadata
