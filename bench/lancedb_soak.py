@@ -17,7 +17,9 @@ Results: bench/results/lancedb_soak_<label>_<date>.{json,md}.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime as dt
+import gc
 import os
 import shutil
 import sys
@@ -35,7 +37,9 @@ sys.path.insert(0, str(ROOT))
 from bench.lancedb_writes import records  # noqa: E402
 from bench.machine import host_info  # noqa: E402
 from bench.report import write_report  # noqa: E402
-from shared.vectors.lancedb import LanceDBVectorStore  # noqa: E402
+from shared.vectors.lancedb import NEVER, LanceDBVectorStore  # noqa: E402
+from shared.vectors.lancedb_maintenance import fragment_count  # noqa: E402
+from shared.vectors.records import ALL_TENANTS, SearchFilters  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -51,12 +55,37 @@ def on_disk(path: Path, table: str = "uploads") -> dict[str, int]:
     }
 
 
+def index_shape(path: Path, table: str = "uploads") -> dict[str, int]:
+    """Fragments, and the vector index's segments / rows not yet in it (0/0 without one)."""
+    import lancedb
+
+    opened = lancedb.connect(path).open_table(table)
+    segments = unindexed = 0
+    for index in opened.list_indices():
+        if "vector" in index.columns:
+            stats = opened.index_stats(index.name)
+            if stats is not None:
+                segments, unindexed = int(stats.num_indices or 0), int(stats.num_unindexed_rows)
+    return {"fragments": fragment_count(opened), "ann_segments": segments, "ann_unindexed_rows": unindexed}
+
+
+def rss_mb(process: psutil.Process) -> float:
+    return round(process.memory_info().rss / 2**20, 1)
+
+
+def trimmed_rss_mb(process: psutil.Process) -> float:
+    """RSS after glibc hands freed heap pages back (malloc_trim): what the allocator only held."""
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return rss_mb(process)
+
+
 def search_ms(store: LanceDBVectorStore, dim: int, queries: int, rng: np.random.Generator) -> tuple[float, float]:
     timings = []
     for _ in range(queries):
         query = rng.standard_normal(dim).astype(np.float32)
         started = time.perf_counter()
-        store.search(query, k=10)
+        store.search(query, k=10, filters=SearchFilters(scope=ALL_TENANTS))
         timings.append((time.perf_counter() - started) * 1000)
     timings.sort()
     return round(timings[len(timings) // 2], 2), round(timings[int(len(timings) * 0.95)], 2)
@@ -71,6 +100,7 @@ def soak(path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
         cleanup_older_than_s=args.cleanup_older_than_s,
         index_cache_mb=args.index_cache_mb,
         metadata_cache_mb=args.metadata_cache_mb,
+        ann_index_min_rows=args.ann_index_min_rows or NEVER,
     )
     process = psutil.Process()
     samples: list[dict[str, Any]] = []
@@ -84,19 +114,26 @@ def soak(path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
         longest_write_ms = max(longest_write_ms, (time.perf_counter() - t0) * 1000)
         written += len(batch)
         writes += 1
+        if args.reopen_every and writes % args.reopen_every == 0:
+            store.close()
         if writes % args.every == 0 or written >= args.records:
             p50, p95 = search_ms(store, args.dim, args.queries, rng)
             sample = {
                 "writes": writes,
                 "rows": written,
                 "elapsed_s": round(time.perf_counter() - started, 1),
-                "rss_mb": round(process.memory_info().rss / 2**20, 1),
+                "rss_mb": rss_mb(process),
+                "cache_mb": round(store.cache_bytes() / 2**20, 1),
                 **on_disk(path),
+                **index_shape(path),
                 "search_p50_ms": p50,
                 "search_p95_ms": p95,
                 "longest_write_ms": round(longest_write_ms, 1),
                 "load_avg": [round(x, 2) for x in os.getloadavg()],
             }
+            store.wait_for_maintenance(0)  # reaps a finished background compaction
+            if args.trim_at_sample:
+                sample["rss_trimmed_mb"] = trimmed_rss_mb(process)
             longest_write_ms = 0.0
             samples.append(sample)
             print(sample, flush=True)
@@ -106,12 +143,57 @@ def soak(path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     return samples
 
 
+def search_grid(path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Search p50/p95 on tables of each of ``--grid-rows`` rows, compacted (one fragment),
+    then after ``--grid-fragments`` single-record writes each: rows vs fragments, apart."""
+    rng = np.random.default_rng(8)
+    out = []
+    for rows in [int(v) for v in args.grid_rows.split(",")]:
+        table_dir = Path(tempfile.mkdtemp(dir=path))
+        store = LanceDBVectorStore(table_dir, dimension=args.dim, compact_every_writes=0, ann_index_min_rows=NEVER)
+        store.upsert(records(rows, args.dim, rng))
+        fragments_done = 1
+        for fragments in [1, *[int(v) for v in args.grid_fragments.split(",")]]:
+            for _ in range(fragments - fragments_done):
+                store.upsert(records(1, args.dim, rng))
+            fragments_done = max(fragments, fragments_done)
+            p50, p95 = search_ms(store, args.dim, args.queries, rng)
+            point = {"rows": rows, "fragments": fragments_done, "search_p50_ms": p50, "search_p95_ms": p95}
+            point["load_1min"] = round(os.getloadavg()[0], 2)
+            print(point, flush=True)
+            out.append(point)
+        store.close()
+    return out
+
+
 def row(sample: dict[str, Any]) -> str:
     return (
         f"| {sample['writes']:,} | {sample['rows']:,} | {sample['elapsed_s']} | {sample['rss_mb']} | "
-        f"{sample['versions']} | {sample['data_files']} | {sample['disk_mb']} | {sample['search_p50_ms']} / "
+        f"{sample.get('rss_trimmed_mb', '')} | {sample.get('cache_mb', '')} | "
+        f"{sample['versions']} | {sample['data_files']} | {sample['disk_mb']} | {sample.get('fragments', '')} | "
+        f"{sample.get('ann_segments', '')} | {sample['search_p50_ms']} / "
         f"{sample['search_p95_ms']} | {sample['longest_write_ms']} | {sample['load_avg'][0]} |"
     )
+
+
+def write_grid(points: list[dict[str, Any]], info: dict[str, Any], command: str, args: argparse.Namespace) -> None:
+    lines = [
+        f"# LanceDB search latency: table rows vs fragments ({args.dim}-d, exact scan, k=10, tenant filter)",
+        "",
+        f"Machine: {info['cpu']}, {info['cores']} cores, {info['ram_gb']} GB; load average at start "
+        f"{info['load_avg_at_start']}; lancedb {info['lancedb']}.",
+        f"Command: `{command}`",
+        "",
+        "| rows | fragments | search p50 / p95 ms | load 1 min |",
+        "|---:|---:|---:|---:|",
+        *[
+            f"| {p['rows']:,} | {p['fragments']} | {p['search_p50_ms']} / {p['search_p95_ms']} | {p['load_1min']} |"
+            for p in points
+        ],
+        "",
+    ]
+    report = {"benchmark": "lancedb_search_grid", "machine": info, "command": command, "points": points}
+    write_report(RESULTS / f"lancedb_search_grid_{dt.date.today().isoformat()}", report, "\n".join(lines))
 
 
 def main() -> None:
@@ -124,6 +206,15 @@ def main() -> None:
     parser.add_argument("--cleanup-older-than-s", type=float, default=10.0)
     parser.add_argument("--index-cache-mb", type=int, default=512)
     parser.add_argument("--metadata-cache-mb", type=int, default=64)
+    parser.add_argument(
+        "--ann-index-min-rows", type=int, default=20_000, help="the store's ann_index_min_rows (0 = no ANN index)"
+    )
+    parser.add_argument("--reopen-every", type=int, default=0, help="drop the store's handles every N writes")
+    parser.add_argument(
+        "--trim-at-sample", action="store_true", help="also record RSS after malloc_trim(0) at each sample"
+    )
+    parser.add_argument("--grid-rows", default="", help="instead of the soak: search latency at these table sizes")
+    parser.add_argument("--grid-fragments", default="30,100,300", help="... and after this many fragments in all")
     parser.add_argument("--max-s", type=float, default=3600.0, help="stop sampling after this long")
     parser.add_argument("--label", default="after", help="names the result files")
     parser.add_argument("--data-dir", type=Path, default=None, help="where the table lives (default: temp dir)")
@@ -132,11 +223,14 @@ def main() -> None:
 
     info = {**host_info(), "lancedb": lancedb.__version__}
     workdir = Path(tempfile.mkdtemp(prefix="lancedb-soak-", dir=args.data_dir))
+    command = " ".join(["bench/lancedb_soak.py", *sys.argv[1:]])
     try:
+        if args.grid_rows:
+            write_grid(search_grid(workdir, args), info, command, args)
+            return
         samples = soak(workdir, args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    command = " ".join(["bench/lancedb_soak.py", *sys.argv[1:]])
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     last = samples[-1]
     report = {
@@ -156,9 +250,9 @@ def main() -> None:
         f"{args.compact_every} writes at most once per {args.cleanup_older_than_s:g} s, versions older than that "
         f"deleted; caches: index {args.index_cache_mb} MB, metadata {args.metadata_cache_mb} MB.",
         "",
-        "| writes | rows | s | RSS MB | versions | data files | disk MB | search p50 / p95 ms | longest write ms "
-        "(since last sample) | load 1 min |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| writes | rows | s | RSS MB | RSS after malloc_trim MB | lance caches MB | versions | data files | disk MB "
+        "| fragments | ANN segments | search p50 / p95 ms | longest write ms (since last sample) | load 1 min |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *[row(sample) for sample in samples],
         "",
     ]

@@ -14,6 +14,7 @@ costs).
 Results: bench/results/lancedb_writes_<date>.{json,md}.
 
     python bench/lancedb_writes.py --rows 10000,100000,1000000 --batch 7 --writes 300
+    python bench/lancedb_writes.py --rows 1000000 --variants during_compaction
 """
 
 from __future__ import annotations
@@ -118,6 +119,51 @@ def measure(
     }
 
 
+def measure_during_compaction(
+    path: Path, *, compact_every: int, batch: int, dim: int, rng: np.random.Generator, max_s: float
+) -> dict[str, Any]:
+    """Write until the store's own background compaction has started and ended; the wall
+    time of the write that started it and of every write while it ran (another process).
+    The table must have been compacted just before (the cleanup window starts then)."""
+    store = LanceDBVectorStore(path, compact_every_writes=compact_every, ann_index_min_rows=NEVER, key_index_min_rows=0)
+    for _ in range(WARMUP_WRITES):
+        store.upsert(records(batch, dim, rng))
+    before_ms: list[float] = []
+    during_ms: list[float] = []
+    trigger_ms: float | None = None
+    started = time.perf_counter()
+    compaction_started = 0.0
+    while time.perf_counter() - started < max_s:
+        chunk = records(batch, dim, rng)
+        wall0 = time.perf_counter()
+        store.upsert(chunk)
+        wall_ms = (time.perf_counter() - wall0) * 1000
+        running = not store.wait_for_maintenance(0)
+        if trigger_ms is None and running:
+            trigger_ms, compaction_started = wall_ms, time.perf_counter()
+        elif trigger_ms is None:
+            before_ms.append(wall_ms)
+        elif running:
+            during_ms.append(wall_ms)
+        else:
+            during_ms.append(wall_ms)  # it ended during this write
+            break
+    compaction_s = time.perf_counter() - compaction_started if trigger_ms is not None else None
+    store.wait_for_maintenance()
+    ordered = sorted(during_ms) or [float("nan")]
+    return {
+        "compaction_s": round(compaction_s, 1) if compaction_s is not None else None,
+        "compaction_finished": bool(during_ms) and time.perf_counter() - started < max_s,
+        "trigger_write_ms": round(trigger_ms, 1) if trigger_ms is not None else None,
+        "writes_before": len(before_ms),
+        "wall_ms_p50_before": round(sorted(before_ms)[len(before_ms) // 2], 1) if before_ms else None,
+        "writes_during": len(during_ms),
+        "wall_ms_p50_during": round(ordered[len(ordered) // 2], 1),
+        "wall_ms_p95_during": round(ordered[int(len(ordered) * 0.95)], 1),
+        "wall_ms_max_during": round(ordered[-1], 1),
+    }
+
+
 def drop_key_index(path: Path) -> None:
     import lancedb
 
@@ -125,7 +171,14 @@ def drop_key_index(path: Path) -> None:
 
 
 def run(
-    rows_list: list[int], writes: int, batch: int, dim: int, compact_every: int, data_dir: Path | None
+    rows_list: list[int],
+    writes: int,
+    batch: int,
+    dim: int,
+    compact_every: int,
+    data_dir: Path | None,
+    variants: list[str],
+    max_compaction_s: float,
 ) -> list[dict[str, Any]]:
     rng = np.random.default_rng(6)
     results = []
@@ -136,15 +189,20 @@ def run(
             build(workdir, rows, dim, rng)
             build_s = time.perf_counter() - started
             print(f"{rows} rows built in {build_s:.0f} s", flush=True)
-            settings = {"compact_every": compact_every, "writes": writes, "batch": batch, "dim": dim, "rng": rng}
-            with_index = measure(workdir, key_index=True, **settings)
-            print(f"  with the upload_id index: {with_index}", flush=True)
-            drop_key_index(workdir)
-            without = measure(workdir, key_index=False, **settings)
-            print(f"  without it:               {without}", flush=True)
-            results.append(
-                {"rows": rows, "build_s": round(build_s, 1), "key_index": with_index, "no_key_index": without}
-            )
+            result: dict[str, Any] = {"rows": rows, "build_s": round(build_s, 1)}
+            settings = {"compact_every": compact_every, "batch": batch, "dim": dim, "rng": rng}
+            if "during_compaction" in variants:  # first: the build has just compacted
+                result["during_compaction"] = measure_during_compaction(workdir, max_s=max_compaction_s, **settings)
+                print(f"  during a background compaction: {result['during_compaction']}", flush=True)
+                LanceDBVectorStore(workdir).optimize()
+            if "key_index" in variants:
+                result["key_index"] = measure(workdir, key_index=True, writes=writes, **settings)
+                print(f"  with the upload_id index: {result['key_index']}", flush=True)
+            if "no_key_index" in variants:
+                drop_key_index(workdir)
+                result["no_key_index"] = measure(workdir, key_index=False, writes=writes, **settings)
+                print(f"  without it:               {result['no_key_index']}", flush=True)
+            results.append(result)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     return results
@@ -157,6 +215,40 @@ def cells(measured: dict[str, Any]) -> str:
     )
 
 
+def table_lines(results: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    if any("key_index" in r and "no_key_index" in r for r in results):
+        lines += [
+            "| rows | indexed: CPU ms/write mean (median) | wall p50 / p95 ms | without: CPU (median) "
+            "| wall p50 / p95 |",
+            "|---:|---:|---:|---:|---:|",
+            *[
+                f"| {r['rows']:,} | {cells(r['key_index'])} | {cells(r['no_key_index'])} |"
+                for r in results
+                if "key_index" in r and "no_key_index" in r
+            ],
+            "",
+        ]
+    during = [r for r in results if "during_compaction" in r]
+    if during:
+        lines += [
+            "While the store's own background compaction (another process) runs, with the upload_id index:",
+            "",
+            "| rows | compaction s | write that started it ms | writes during | wall p50 / p95 / max ms during "
+            "| wall p50 before ms |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in during:
+            d = r["during_compaction"]
+            lines.append(
+                f"| {r['rows']:,} | {d['compaction_s']} | {d['trigger_write_ms']} | {d['writes_during']} | "
+                f"{d['wall_ms_p50_during']} / {d['wall_ms_p95_during']} / {d['wall_ms_max_during']} | "
+                f"{d['wall_ms_p50_before']} |"
+            )
+        lines.append("")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="10000,100000,1000000", help="table sizes, comma-separated")
@@ -165,12 +257,29 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=1024, help="vector dimension (1024 = imagebind_huge)")
     parser.add_argument("--compact-every", type=int, default=100, help="the store's compact_every_writes")
     parser.add_argument("--data-dir", type=Path, default=None, help="where the tables are built (default: temp dir)")
+    parser.add_argument(
+        "--variants",
+        default="key_index,no_key_index,during_compaction",
+        help="key_index, no_key_index (--writes upserts each) and/or during_compaction (upserts until the "
+        "background compaction one of them starts has ended)",
+    )
+    parser.add_argument("--max-compaction-s", type=float, default=900.0, help="give up waiting for it after this")
     args = parser.parse_args()
     rows_list = [int(value) for value in args.rows.split(",")]
+    variants = args.variants.split(",")
     import lancedb
 
     info = {**host_info(), "lancedb": lancedb.__version__}
-    results = run(rows_list, args.writes, args.batch, args.dim, args.compact_every, args.data_dir)
+    results = run(
+        rows_list,
+        args.writes,
+        args.batch,
+        args.dim,
+        args.compact_every,
+        args.data_dir,
+        variants,
+        args.max_compaction_s,
+    )
     command = " ".join(["bench/lancedb_writes.py", *sys.argv[1:]])
     run_settings = {
         "writes": args.writes,
@@ -194,10 +303,7 @@ def main() -> None:
         f"Each write: `LanceDBVectorStore.upsert` of {args.batch} new {args.dim}-d records; {args.writes} writes per "
         f"row, compaction every {args.compact_every} writes included in the means.",
         "",
-        "| rows | indexed: CPU ms/write mean (median) | wall p50 / p95 ms | without: CPU (median) | wall p50 / p95 |",
-        "|---:|---:|---:|---:|---:|",
-        *[f"| {r['rows']:,} | {cells(r['key_index'])} | {cells(r['no_key_index'])} |" for r in results],
-        "",
+        *table_lines(results),
     ]
     write_report(RESULTS / f"lancedb_writes_{dt.date.today().isoformat()}", report, "\n".join(lines))
 

@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
 class LockTimeout(Exception):
@@ -42,3 +43,20 @@ def exclusive_lock(path: Path, *, timeout_s: float, poll_s: float = 0.005) -> It
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def try_lock(path: Path) -> BinaryIO | None:
+    """The open file of `path` (created if missing) holding an exclusive lock, or None if
+    someone else holds it. Closing the file releases the lock, unless a child process
+    inherited the descriptor (``pass_fds``): then the lock stays held until the child exits
+    too, which is how a lock is handed to a child process."""
+    handle = open(path, "a+b")  # noqa: SIM115  (returned to the caller, who closes it)
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    except BaseException:
+        handle.close()
+        raise
+    return handle

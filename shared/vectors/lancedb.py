@@ -7,10 +7,10 @@ Guarantees, and how they are kept:
   that insert the same new id at the same moment from both appending it (seen here: 302
   rows for 200 ids), so every write (create, upsert, delete) runs under an
   exclusive `flock` on ``<dir>/<table>.lock`` shared by all processes and threads of the
-  host. ``upload_id`` is also declared the table's (unenforced) primary key, which makes
-  Lance itself detect such conflicts and retry; the lock is the guarantee, the key is
-  defence in depth. Commit conflicts left over (another writer that does not take the
-  lock) are retried a bounded number of times with jitter.
+  host; the lock is the guarantee. (``upload_id`` is no longer declared an unenforced
+  primary key: that made every small write store a 32 KB key filter twice, see
+  `_create_table`.) Commit conflicts left over (another writer that does not take the
+  lock, or a compaction) are retried a bounded number of times with jitter.
 - **Writes that keep their cost as the table grows.** Without an index the match step of
   ``merge_insert`` scans the whole ``upload_id`` column: a write of 7 records cost a median
   24 ms of CPU at 100k rows and 95 ms at 1M here (bench/lancedb_writes.py, 2 cores). Once
@@ -31,20 +31,23 @@ Guarantees, and how they are kept:
   a process that finds itself forked (its pid changed) opens its own connection.
 
 Every small write adds a table version and a data fragment; `optimize` compacts them and
-deletes versions older than ``cleanup_older_than_s`` (10 s). The store calls it itself after
+deletes versions older than ``cleanup_older_than_s`` (10 s). The store starts it itself after
 ``compact_every_writes`` writes of one process, at most once per that window across all
-processes, outside the write lock (see `shared.vectors.lancedb_maintenance`). Each process
-connects with bounded caches (``index_cache_mb``, ``metadata_cache_mb``).
+processes, in a short-lived child process that holds the compaction lock (not the write
+lock); the write that starts it returns at once (see `shared.vectors.lancedb_maintenance`).
+Each process connects with bounded caches (``index_cache_mb``, ``metadata_cache_mb``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import logging
 import os
 import random
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -55,7 +58,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 import numpy as np
 import pyarrow as pa
 
-from shared.errors import ConfigError, OmnibindError, VectorStoreUnavailable
+from shared.errors import ConfigError, VectorStoreUnavailable
 from shared.vectors.filelock import LockTimeout, exclusive_lock
 from shared.vectors.lancedb_maintenance import KEY_INDEX, Maintenance, OptimizeResult
 from shared.vectors.properties import PROPERTIES, Kind, properties_to_record, record_to_properties
@@ -63,6 +66,7 @@ from shared.vectors.records import SearchFilters, SearchHit, VectorRecord
 from shared.vectors.validation import query_vector, records_dimension, unique_by_upload_id
 
 if TYPE_CHECKING:
+    from lancedb import Session
     from lancedb.db import DBConnection
     from lancedb.expr import Expr
     from lancedb.query import LanceVectorQueryBuilder
@@ -207,8 +211,10 @@ class LanceDBVectorStore:
         self._guard = threading.Lock()
         self._pid: int | None = None
         self._db: DBConnection | None = None
+        self._session: Session | None = None
         self._table: Table | None = None
         self._writes_since_optimize = 0
+        self._compaction: subprocess.Popen[bytes] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, dimension: int | None = None) -> LanceDBVectorStore:
@@ -262,7 +268,7 @@ class LanceDBVectorStore:
                     table.merge_insert(KEY_COLUMN).when_matched_update_all().when_not_matched_insert_all().execute(data)
                 ),
             )
-        self._after_write(table)
+        self._after_write()
 
     def get(self, upload_id: str) -> VectorRecord | None:
         from lancedb.expr import col, lit
@@ -290,7 +296,7 @@ class LanceDBVectorStore:
                 result = self._with_retries("delete", functools.partial(table.delete, col(KEY_COLUMN).isin(chunk)))
                 # lancedb's type hints lag its DeleteResult, which has carried the count since 0.2x.
                 deleted += int(result.num_deleted_rows)  # type: ignore[attr-defined]
-        self._after_write(table)
+        self._after_write()
         return deleted
 
     def search(self, vector: np.ndarray, *, k: int = 10, filters: SearchFilters | None = None) -> list[SearchHit]:
@@ -342,8 +348,22 @@ class LanceDBVectorStore:
         """Drop this process's handles; a later call reopens them."""
         with self._guard:
             self._db = None
+            self._session = None
             self._table = None
             self._pid = None
+
+    def wait_for_maintenance(self, timeout_s: float | None = None) -> bool:
+        """Wait until the background compaction this process started (if any) has ended;
+        True when none is left running. Raises nothing."""
+        compaction = self._compaction
+        if compaction is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                compaction.wait(timeout=timeout_s)
+        return self._reap_compaction()
+
+    def cache_bytes(self) -> int:
+        """Bytes this process's lancedb session caches hold now (0 before the first use)."""
+        return int(self._session.size_bytes) if self._session is not None else 0
 
     # -- maintenance -------------------------------------------------------------------
 
@@ -378,7 +398,10 @@ class LanceDBVectorStore:
                 index_bytes, metadata_bytes = self._cache_bytes
                 session = lancedb.Session(index_cache_size_bytes=index_bytes, metadata_cache_size_bytes=metadata_bytes)
                 self._db = lancedb.connect(self._path, read_consistency_interval=timedelta(0), session=session)
+                self._session = session
                 self._table = None
+                if self._pid != os.getpid():
+                    self._compaction = None  # a forked child does not own its parent's compaction
                 self._pid = os.getpid()
             return self._db
 
@@ -400,9 +423,10 @@ class LanceDBVectorStore:
         """Create the table (caller holds the write lock, so no other process races us)."""
         db = self._connection()
         with self._translated("create table"):
+            # No unenforced primary key: with one, lance stores a 32 KB key filter in every
+            # version's transaction file and manifest (66 KB per small write; 24 of the 38 MB
+            # a 4,583-row 32-d table took in the soak). The write lock keeps ids unique.
             table = db.create_table(self._table_name, schema=arrow_schema(dim), exist_ok=True)
-            # Idempotent: setting the same key again only adds a table version.
-            table.set_unenforced_primary_key(KEY_COLUMN)  # type: ignore[attr-defined]  # LanceTable only
         log.info("created %s (dimension %d)", self._describe(), dim)
         self._adopt(table)
         return table
@@ -418,22 +442,41 @@ class LanceDBVectorStore:
         self._dimension = table_dim
         self._table = table
 
-    def _after_write(self, table: Table) -> None:
-        """Compact after ``compact_every_writes`` writes of this process, unless some process
-        compacted within the cleanup window (which keeps at most two copies on disk) or is
-        compacting now. Runs after the write lock is released."""
+    def _after_write(self) -> None:
+        """Start a background compaction after ``compact_every_writes`` writes of this
+        process, unless some process compacted within the cleanup window (which keeps at
+        most two copies on disk) or is compacting now. Runs after the write lock is
+        released and does not wait for the compaction (`wait_for_maintenance` does)."""
         self._writes_since_optimize += 1
+        finished = self._reap_compaction()
         if not self._compact_every_writes or self._writes_since_optimize < self._compact_every_writes:
             return
-        if not self._maintenance.due(self._compact_lock_path()):
+        if not finished or not self._maintenance.due(self._compact_lock_path()):
             return
         self._writes_since_optimize = 0
         try:
-            self._compact(table, wait_s=0.0)
-        except OmnibindError:
-            # The write itself is committed; a failed compaction (e.g. one that lost a
-            # commit race against a write) only costs read speed and is tried again later.
-            log.warning("opportunistic optimize of %s failed", self._describe(), exc_info=True)
+            self._compaction = self._maintenance.start_in_background(self._path, self._table_name)
+        except OSError:
+            # The write itself is committed; a compaction that cannot start only costs read
+            # speed and disk until a later write starts one.
+            log.warning("could not start a background optimize of %s", self._describe(), exc_info=True)
+
+    def _reap_compaction(self) -> bool:
+        """True when no background compaction of this process is running (a finished one
+        is reaped, and logged if it failed)."""
+        compaction = self._compaction
+        if compaction is None:
+            return True
+        code = compaction.poll()
+        if code is None:
+            return False
+        self._compaction = None
+        if code != 0:
+            log.warning("background optimize of %s exited with %d", self._describe(), code)
+        # The compaction's caches and buffers lived in the child; what this process freed
+        # since goes back to the system rather than staying in glibc's arenas.
+        _trim_heap()
+        return True
 
     def _compact(self, table: Table, *, wait_s: float) -> OptimizeResult:
         with self._maintenance.compacting(self._compact_lock_path(), wait_s=wait_s) as held:
@@ -498,6 +541,14 @@ class LanceDBVectorStore:
 
     def _hint(self) -> str:
         return "use another table (OMNIBIND_VECTORS__TABLE) or data dir (OMNIBIND_VECTORS__PATH / OMNIBIND_DATA_DIR)"
+
+
+def _trim_heap() -> None:
+    """Give glibc's free heap pages back to the system (`malloc_trim`); no-op elsewhere.
+    lancedb allocates from many runtime threads, and glibc keeps what they free in per-thread
+    arenas (see docs/vectors.md for what this returned in the soak)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _vectors(column: pa.ChunkedArray) -> np.ndarray:

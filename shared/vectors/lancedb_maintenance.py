@@ -25,9 +25,12 @@ under its own lock. Why it looks the way it does (measured with bench/lancedb_so
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,7 +38,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from shared.vectors.filelock import LockTimeout, exclusive_lock
+from shared.vectors.filelock import LockTimeout, exclusive_lock, try_lock
 
 if TYPE_CHECKING:
     from lancedb.index import IndexConfig
@@ -50,6 +53,15 @@ KEY_INDEX = "upload_id_btree"
 # when the table has outgrown its partitions.
 _INDEX_PREFIX = "vector_ivf_flat_rows_"
 _INDEX_REBUILD_GROWTH = 4
+# Each `optimize` adds the rows written since as one more delta segment of the vector index
+# (lancedb 0.40 does not merge them): 15 segments after 6,575 writes in the soak, each
+# searched and cached separately. Past this many the index is rebuilt as one.
+_INDEX_MAX_SEGMENTS = 16
+# The directory that holds the `shared` package: the background compaction imports it.
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]
+# A background compaction needs only small caches: it reads each manifest once.
+_CHILD_METADATA_CACHE_BYTES = 64 * 2**20
+_CHILD_INDEX_CACHE_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +107,40 @@ class Maintenance:
         except LockTimeout:
             yield False
 
+    def start_in_background(self, directory: Path, table: str) -> subprocess.Popen[bytes] | None:
+        """Start `run` on `table` in a short-lived child process (see `main`) that holds the
+        compaction lock until it exits, and return it; None when another process holds the
+        lock. The caller does not wait: a write that triggers a compaction returns at once,
+        and neither the compaction's time nor its memory lands in the calling process.
+        Stamps the lock file's mtime (the start of the last compaction). Raises `OSError`
+        when the child cannot be started."""
+        lock_path = self.compact_lock_path(directory, table)
+        handle = try_lock(lock_path)
+        if handle is None:
+            return None
+        with handle:  # our copy of the descriptor; the child's copy keeps the lock held
+            os.utime(lock_path)
+            env = {
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(_SOURCE_ROOT), os.environ.get("PYTHONPATH")])),
+            }
+            return subprocess.Popen(
+                self.command(directory, table, handle.fileno()),
+                stdin=subprocess.DEVNULL,
+                pass_fds=(handle.fileno(),),
+                env=env,
+            )
+
+    def command(self, directory: Path, table: str, lock_fd: int) -> list[str]:
+        """The child's command line: `main` of this module with these settings."""
+        argv = [sys.executable, "-m", __name__, str(directory), table, "--lock-fd", str(lock_fd)]
+        argv += ["--cleanup-older-than-s", repr(self.cleanup_older_than_s)]
+        argv += ["--ann-index-min-rows", str(self.ann_index_min_rows)]
+        argv += ["--key-index-min-rows", str(self.key_index_min_rows)]
+        if self.ann_partitions is not None:
+            argv += ["--ann-partitions", str(self.ann_partitions)]
+        return argv
+
     def run(self, table: Table) -> OptimizeResult:
         """Compact, delete old versions, update and build indexes. Needs the compaction lock,
         not the write lock. Raises what lancedb raises (the store translates it)."""
@@ -129,15 +175,18 @@ class Maintenance:
             return False
         current = [index.name for index in indices if VECTOR_COLUMN in index.columns]
         trained_rows = max((_trained_rows(name) for name in current), default=0)
-        if current and rows < _INDEX_REBUILD_GROWTH * trained_rows:
+        if current and rows < _INDEX_REBUILD_GROWTH * trained_rows and _segments(table, current) <= _INDEX_MAX_SEGMENTS:
             return False
+        name = f"{_INDEX_PREFIX}{rows}"
         table.create_index(
             VECTOR_COLUMN,
             config=IvfFlat(distance_type="cosine", num_partitions=self.ann_partitions),
-            name=f"{_INDEX_PREFIX}{rows}",
+            name=name,
+            replace=True,
         )
-        for name in current:
-            table.drop_index(name)
+        for old in current:
+            if old != name:
+                table.drop_index(old)
         log.info("built the vector index over %d rows", rows)
         return True
 
@@ -148,7 +197,56 @@ def fragment_count(table: Table) -> int:
     return int(stats["fragment_stats"]["num_fragments"])
 
 
+def _segments(table: Table, names: Sequence[str]) -> int:
+    """How many segments (the build plus the deltas `optimize` added) the indexes `names` have."""
+    total = 0
+    for name in names:
+        stats = table.index_stats(name)
+        total += int(stats.num_indices or 1) if stats is not None else 1
+    return total
+
+
 def _trained_rows(index_name: str) -> int:
     """The row count an index of ours was built over (0 for an index someone else made)."""
     suffix = index_name.removeprefix(_INDEX_PREFIX)
     return int(suffix) if suffix != index_name and suffix.isdigit() else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry of the background compaction (`Maintenance.start_in_background`): compact one
+    table under the compaction lock that the parent handed over as ``--lock-fd``; 0 when
+    done, 1 when lancedb failed (logged; the next compaction tries again)."""
+    parser = argparse.ArgumentParser(prog="python -m shared.vectors.lancedb_maintenance")
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("table")
+    parser.add_argument("--lock-fd", type=int, required=True, help="inherited descriptor holding the lock")
+    parser.add_argument("--cleanup-older-than-s", type=float, required=True)
+    parser.add_argument("--ann-index-min-rows", type=int, required=True)
+    parser.add_argument("--key-index-min-rows", type=int, required=True)
+    parser.add_argument("--ann-partitions", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
+    os.fstat(args.lock_fd)  # fails loudly when started without the lock
+    maintenance = Maintenance(
+        cleanup_older_than_s=args.cleanup_older_than_s,
+        ann_index_min_rows=args.ann_index_min_rows,
+        key_index_min_rows=args.key_index_min_rows,
+        ann_partitions=args.ann_partitions,
+    )
+    import lancedb
+
+    session = lancedb.Session(
+        index_cache_size_bytes=_CHILD_INDEX_CACHE_BYTES, metadata_cache_size_bytes=_CHILD_METADATA_CACHE_BYTES
+    )
+    try:
+        table = lancedb.connect(args.directory, session=session).open_table(args.table)
+        result = maintenance.run(table)
+    except (OSError, RuntimeError, ValueError):
+        log.warning("background optimize of %s in %s failed", args.table, args.directory, exc_info=True)
+        return 1
+    log.info("optimized %s in %s: %s", args.table, args.directory, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,5 +1,6 @@
 """The embedded LanceDB store in the long run: old versions and files go, compaction does
-not stop writers, and writes racing a compaction keep one row per id."""
+not stop writers (nor the write that starts it: it runs in a child process), and writes
+racing a compaction keep one row per id."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import lancedb
 import pytest
 
 from shared.vectors.lancedb import LanceDBVectorStore
+from shared.vectors.lancedb_maintenance import Maintenance, fragment_count
 from shared.vectors.records import VectorRecord
 
 RecordFactory = Callable[..., VectorRecord]
@@ -71,9 +73,80 @@ def test_many_small_writes_leave_a_bounded_number_of_versions_and_files(
     store = LanceDBVectorStore(tmp_path, compact_every_writes=10, cleanup_older_than_s=0.001)
     for i in range(150):
         store.upsert([make_record(f"s-{i}-{j}") for j in range(1 + i % 3)])
+        assert store.wait_for_maintenance(HANG_S)  # the write started it in the background
         assert _versions(tmp_path) <= 10 + 3
         assert _data_files(tmp_path) <= 10 + 2
-    assert store.count() == sum(1 + i % 3 for i in range(150))
+    assert len(_stored_ids(tmp_path)) == sum(1 + i % 3 for i in range(150))
+
+
+def _fragments(path: Path) -> int:
+    return fragment_count(lancedb.connect(path).open_table("uploads"))
+
+
+@pytest.fixture
+def gated_compaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Background compactions wait until the returned file exists, then run as usual."""
+    gate = tmp_path / "gate"
+    real = Maintenance.command
+
+    def command(self: Maintenance, directory: Path, table: str, lock_fd: int) -> list[str]:
+        script = textwrap.dedent(
+            f"""
+            import sys, time
+            from pathlib import Path
+            deadline = time.monotonic() + {HANG_S}
+            while not Path(sys.argv.pop(1)).exists() and time.monotonic() < deadline:
+                sys.argv.insert(1, {str(gate)!r})
+                time.sleep(0.01)
+            from shared.vectors.lancedb_maintenance import main
+            sys.exit(main(sys.argv[1:]))
+            """
+        )
+        # real: [python, "-m", module, *arguments]
+        return [sys.executable, "-c", script, str(gate), *real(self, directory, table, lock_fd)[3:]]
+
+    monkeypatch.setattr(Maintenance, "command", command)
+    return gate
+
+
+def test_the_write_that_starts_a_compaction_returns_before_it_ends(
+    tmp_path: Path, make_record: RecordFactory, gated_compaction: Path
+) -> None:
+    store = LanceDBVectorStore(tmp_path, compact_every_writes=5, lock_timeout_s=HANG_S)
+    for i in range(5):
+        store.upsert([make_record(f"g-{i}")])  # the fifth starts the compaction, which waits at the gate
+
+    assert not store.wait_for_maintenance(0)  # still running
+    assert _fragments(tmp_path) == 5
+    # The child holds the compaction lock: nobody else compacts meanwhile, writers go on.
+    assert LanceDBVectorStore(tmp_path, lock_timeout_s=0.01).optimize().skipped
+    store.upsert([make_record("g-5")])
+    store.delete(["g-0"])
+
+    gated_compaction.touch()
+    assert store.wait_for_maintenance(HANG_S)
+    assert _fragments(tmp_path) <= 2  # g-5's may have come after the compaction read the table
+    assert sorted(_stored_ids(tmp_path)) == [f"g-{i}" for i in range(1, 6)]
+    assert not LanceDBVectorStore(tmp_path, lock_timeout_s=HANG_S).optimize().skipped  # the lock went with it
+
+
+def test_a_failed_background_compaction_leaves_the_writes_and_the_next_one_runs(
+    tmp_path: Path, make_record: RecordFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = Maintenance.command
+    monkeypatch.setattr(Maintenance, "command", lambda *args: [sys.executable, "-c", "raise SystemExit(3)"])
+    store = LanceDBVectorStore(tmp_path, compact_every_writes=3, cleanup_older_than_s=0.001)
+    for i in range(3):
+        store.upsert([make_record(f"f-{i}")])
+    assert store.wait_for_maintenance(HANG_S)
+    assert _fragments(tmp_path) == 3
+
+    monkeypatch.setattr(Maintenance, "command", real)
+    for i in range(3, 6):
+        store.upsert([make_record(f"f-{i}")])
+    assert store.wait_for_maintenance(HANG_S)
+    assert _fragments(tmp_path) == 1
+    assert sorted(_stored_ids(tmp_path)) == [f"f-{i}" for i in range(6)]
 
 
 def test_a_write_completes_while_another_process_is_compacting(
