@@ -31,6 +31,22 @@ _BACKOFF_CAP_S = 5.0
 T = TypeVar("T")
 
 
+# Error codes with which Redis refuses a command for now, not for good: full (OOM), a failed
+# background save or AOF write (MISCONF: a full disk), a replica or too few replicas
+# (READONLY, NOREPLICAS, MASTERDOWN), loading, a busy script, cluster resharding. redis-py
+# gives some their own class; the others arrive as a plain ResponseError, and inside a Lua
+# script or a pipeline the code sits after a prefix ("Error running script ...: -NOREPLICAS").
+_REFUSAL = re.compile(r"(?:^|[\s:-])(OOM|MISCONF|READONLY|NOREPLICAS|MASTERDOWN|LOADING|BUSY|TRYAGAIN|CLUSTERDOWN)\b")
+
+
+def is_refusal(exc: redis.ResponseError) -> bool:
+    """Does `exc` say Redis refuses commands for now (full, disk error, replica...), rather
+    than that the command itself is wrong?"""
+    return isinstance(exc, redis.exceptions.ReadOnlyError | redis.exceptions.OutOfMemoryError) or bool(
+        _REFUSAL.search(str(exc))
+    )
+
+
 class RedisUnavailable(TransientError):
     """Redis cannot be reached, is loading, read-only or out of memory; retry later."""
 
@@ -203,8 +219,10 @@ def translate_redis_errors(doing: str) -> Iterator[None]:
     """Re-raise Redis failures inside the block as omnibind errors.
 
     Authentication failures become `ConfigError` (retrying cannot fix a wrong password);
-    connection loss, timeouts, loading, read-only replicas and OOM become
-    `RedisUnavailable`. Anything else (a script bug, a wrong key type) propagates as is.
+    connection loss, timeouts and every refusal `is_refusal` knows (loading, read-only
+    replicas, OOM, MISCONF after a failed save or AOF write, NOREPLICAS..., also from inside a
+    Lua script or a pipeline) become `RedisUnavailable`. Anything else (a script bug, a wrong
+    key type) propagates as is.
     `doing` names the operation for the message ("reading upload status").
     """
     try:
@@ -218,3 +236,7 @@ def translate_redis_errors(doing: str) -> Iterator[None]:
         redis.exceptions.OutOfMemoryError,
     ) as exc:
         raise RedisUnavailable(f"Redis unavailable while {doing}: {exc}") from exc
+    except redis.ResponseError as exc:
+        if is_refusal(exc):
+            raise RedisUnavailable(f"Redis refused a write while {doing}: {exc}") from exc
+        raise

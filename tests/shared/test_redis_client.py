@@ -10,6 +10,7 @@ import redis
 from shared.config import Settings
 from shared.embedded_redis import EmbeddedRedis
 from shared.errors import ConfigError
+from shared.events import UploadEvent
 from shared.redis_client import (
     RedisUnavailable,
     build_url,
@@ -205,3 +206,46 @@ def test_an_unparsable_redis_url_is_refused_without_showing_its_password(
         shown = refused.value.message
         assert "invalid Redis URL" in shown
         assert not any(part in shown for part in ("s3cr", "et-pw")), shown
+
+
+def test_a_redis_refusing_writes_reaches_callers_as_redis_unavailable(redis_conn: redis.Redis) -> None:
+    # NOREPLICAS arrives as a plain ResponseError, and from inside the status script wrapped
+    # in "Error running script ...": both must be transient, not a crash or a dead letter.
+    store = StatusStore(redis_conn, "refusal")
+    redis_conn.config_set("min-replicas-to-write", 1)
+    try:
+        with pytest.raises(RedisUnavailable, match="NOREPLICAS"), translate_redis_errors("writing"):
+            redis_conn.xadd("refusal:results", {"a": "b"})
+        with pytest.raises(RedisUnavailable, match="NOREPLICAS"):
+            store.create(UploadEvent(text="x"))
+    finally:
+        redis_conn.config_set("min-replicas-to-write", 0)
+    assert store.create(UploadEvent(text="x"))
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.",
+        "Error running script (call to f_1): @user_script:52: -MISCONF Errors writing to the AOF file",
+        "Command # 1 (XADD s * a b) of pipeline caused error: NOREPLICAS Not enough good replicas to write.",
+        "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+        "BUSY Redis is busy running a script.",
+        "TRYAGAIN Multiple keys request during rehashing of slot",
+    ],
+)
+def test_every_refusal_code_is_transient(message: str) -> None:
+    with pytest.raises(RedisUnavailable), translate_redis_errors("writing"):
+        raise redis.ResponseError(message)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "WRONGTYPE Operation against a key holding the wrong kind of value",
+        "BUSYGROUP Consumer Group name already exists",
+    ],
+)
+def test_command_errors_are_not_refusals(message: str) -> None:
+    with pytest.raises(redis.ResponseError), translate_redis_errors("writing"):
+        raise redis.ResponseError(message)
