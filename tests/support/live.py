@@ -57,7 +57,7 @@ class ServerProcess:
         ready_url: str,
         log_dir: Path,
         *,
-        startup_timeout_s: float = 90.0,
+        startup_timeout_s: float = 180.0,
     ) -> None:
         self.name = name
         self.command = list(command)
