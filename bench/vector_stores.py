@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.machine import host_info
 from bench.report import write_report
 from shared.events import Modality
-from shared.vectors.records import SearchFilters, VectorRecord
+from shared.vectors.records import ALL_TENANTS, SearchFilters, VectorRecord, tenants
 from shared.vectors.store import VectorStore
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -93,11 +93,15 @@ def measure_store(
         if (start // args.load_batch) % 50 == 0:
             print(f"  {name}: {min(rows, start + args.load_batch):,}/{rows:,} loaded", flush=True)
     load_s = time.perf_counter() - started
-    assert store.count() == rows, f"{name} holds {store.count()} of {rows}"
+    everything = SearchFilters(scope=ALL_TENANTS)
+    assert store.count(everything) == rows, f"{name} holds {store.count(everything)} of {rows}"
     result: dict[str, Any] = {"load_s": round(load_s, 1), "load_rows_per_s": round(rows / load_s)}
     result["small_upserts_ms"] = small_upserts(store, vectors, args)
     tenant_mask = np.array([i % TENANTS == 3 for i in range(rows)])
-    for label, filters, mask in (("no_filter", None, None), ("tenant_filter", SearchFilters(tenant="t3"), tenant_mask)):
+    for label, filters, mask in (
+        ("no_filter", everything, None),
+        ("tenant_filter", SearchFilters(scope=tenants("t3")), tenant_mask),
+    ):
         latencies, recalls = [], []
         for query in queries:
             t0 = time.perf_counter()

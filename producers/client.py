@@ -38,7 +38,7 @@ from shared.objects.keys import validate_key
 from shared.queue import QueueName, TaskName, make_celery, upload_headers
 from shared.redis_client import RedisUnavailable
 from shared.status import RunStart, StatusRecord, StatusStore
-from shared.vectors.records import SearchFilters, SearchHit
+from shared.vectors.records import ALL_TENANTS, SearchFilters, SearchHit
 from shared.wire import unpack_array
 
 
@@ -300,9 +300,11 @@ class Client(Connections):
         filters: SearchFilters | None = None,
         timeout_s: float = 120.0,
     ) -> list[SearchHit]:
-        """The `k` indexed uploads nearest to the query (any modality), best first."""
+        """The `k` indexed uploads nearest to the query (any modality), best first. Without
+        `filters` every tenant's uploads are searched: this client holds the stores'
+        credentials, so it is an operator's tool (the HTTP API always passes the key's scope)."""
         vector = self.embed_query(text=text, image=image, audio=audio, timeout_s=timeout_s)
-        return self.vectors.search(vector, k=k, filters=filters)
+        return self.vectors.search(vector, k=k, filters=filters or SearchFilters(scope=ALL_TENANTS))
 
 
 def _query(text: str | None, image: bytes | None, audio: bytes | None) -> Query:

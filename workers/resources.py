@@ -20,6 +20,7 @@ from shared.errors import CheckpointError, ConfigError, TransientError
 from shared.metrics.recorder import MetricsRecorder
 from shared.status import StatusStore
 from shared.streams import DeliveryCounter
+from shared.vectors.records import ALL_TENANTS, SearchFilters
 from workers.metrics import WorkerMetrics
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ def wait_for_vector_store(
     """
     for attempt in itertools.count():
         try:
-            resources.vectors.count()
+            resources.vectors.count(SearchFilters(scope=ALL_TENANTS))
         except TransientError as exc:
             delay = retry_s[min(attempt, len(retry_s) - 1)]
             log.warning(

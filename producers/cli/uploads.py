@@ -17,7 +17,7 @@ from producers.ingest import Summary, submit_files, wait_for
 from shared.events import Modality
 from shared.heartbeat import live_workers
 from shared.status import StatusRecord
-from shared.vectors.records import SearchFilters, SearchHit
+from shared.vectors.records import ALL_TENANTS, SearchFilters, SearchHit, tenants
 
 
 @main.command()
@@ -146,7 +146,11 @@ def search(
     """Cross-modal search: a TEXT query, or --image FILE, or --audio FILE."""
     if sum(x is not None for x in (text, image, audio)) != 1:
         raise click.UsageError("give exactly one of TEXT, --image, --audio")
-    filters = SearchFilters(modality=Modality(modality) if modality else None, flagged=flagged, tenant=tenant)
+    filters = SearchFilters(
+        scope=tenants(tenant) if tenant else ALL_TENANTS,
+        modality=Modality(modality) if modality else None,
+        flagged=flagged,
+    )
     with Client(settings_of(ctx)) as client:
         hits = client.search(
             text=text,

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events import Modality, ObjectRef, UploadStatus
-from shared.vectors.records import SearchFilters, SearchHit
+from shared.vectors.records import ALL_TENANTS, SearchFilters, SearchHit, tenants
 
 MAX_K = 100
 
@@ -47,7 +47,9 @@ class SearchOptions(BaseModel):
 
     def filters(self) -> SearchFilters:
         return SearchFilters(
-            modality=Modality(self.modality.value) if self.modality else None, flagged=self.flagged, tenant=self.tenant
+            scope=tenants(self.tenant) if self.tenant else ALL_TENANTS,
+            modality=Modality(self.modality.value) if self.modality else None,
+            flagged=self.flagged,
         )
 
 

@@ -80,6 +80,10 @@ T = TypeVar("T")
 
 VECTOR_COLUMN = "vector"
 KEY_COLUMN = "upload_id"
+# Every search and count filters by tenant (`SearchFilters.scope`): a BTREE index on it
+# from the table's creation on (`optimize` adds later rows to it).
+TENANT_COLUMN = "tenant"
+TENANT_INDEX = "tenant_idx"
 DISTANCE_COLUMN = "_distance"
 # KEY_INDEX and OptimizeResult live in lancedb_maintenance; importers know them from here.
 __all__ = ["KEY_INDEX", "NEVER", "LanceDBVectorStore", "OptimizeResult", "arrow_schema", "records_to_arrow"]
@@ -144,19 +148,19 @@ def arrow_to_records(table: pa.Table) -> list[VectorRecord]:
     return [properties_to_record(row, vector) for row, vector in zip(rows, vectors, strict=True)]
 
 
-def filter_expr(filters: SearchFilters | None) -> Expr | None:
-    """`filters` as a LanceDB expression (values travel as typed literals, never as SQL text)."""
+def filter_expr(filters: SearchFilters) -> Expr | None:
+    """`filters` as a LanceDB expression (values travel as typed literals, never as SQL text);
+    None only for `ALL_TENANTS` without other filters."""
     from lancedb.expr import col, lit
 
-    if filters is None:
-        return None
     terms: list[Expr] = []
+    scoped = filters.scoped_tenants
+    if scoped is not None:  # sorted: the same scope gives the same SQL (and plan) every time
+        terms.append(col(TENANT_COLUMN).isin(sorted(scoped)))
     if filters.modality is not None:
         terms.append(col("modality") == lit(str(filters.modality.value)))
     if filters.flagged is not None:
         terms.append(col("flagged") == lit(bool(filters.flagged)))
-    if filters.tenant is not None:
-        terms.append(col("tenant") == lit(filters.tenant))
     if not terms:
         return None
     expr = terms[0]
@@ -299,7 +303,7 @@ class LanceDBVectorStore:
         self._after_write()
         return deleted
 
-    def search(self, vector: np.ndarray, *, k: int = 10, filters: SearchFilters | None = None) -> list[SearchHit]:
+    def search(self, vector: np.ndarray, *, k: int = 10, filters: SearchFilters) -> list[SearchHit]:
         """The `k` nearest records by cosine similarity (score = 1 - cosine distance), best first.
 
         Filters are applied before the nearest-neighbour step (prefilter), so `k` hits come
@@ -322,7 +326,7 @@ class LanceDBVectorStore:
         records = arrow_to_records(found)
         return [SearchHit(record, 1.0 - float(d)) for record, d in zip(records, distances, strict=True)]
 
-    def count(self, filters: SearchFilters | None = None) -> int:
+    def count(self, filters: SearchFilters) -> int:
         table = self._open_table()
         if table is None:
             return 0
@@ -441,6 +445,21 @@ class LanceDBVectorStore:
             )
         self._dimension = table_dim
         self._table = table
+        self._ensure_tenant_index(table)
+
+    def _ensure_tenant_index(self, table: Table) -> None:
+        """Index the tenant column (a table created before that index existed gets it on its
+        first open). Idempotent; a failure only costs search speed, so it is logged."""
+        from lancedb.index import BTree
+
+        try:
+            if any(TENANT_COLUMN in index.columns for index in table.list_indices()):
+                return
+            table.create_index(TENANT_COLUMN, config=BTree(), name=TENANT_INDEX)
+        except (OSError, RuntimeError, ValueError):
+            log.warning("could not index the tenant column of %s", self._describe(), exc_info=True)
+            return
+        log.info("built the %s index of %s", TENANT_COLUMN, self._describe())
 
     def _after_write(self) -> None:
         """Start a background compaction after ``compact_every_writes`` writes of this

@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
+from typing import Literal
 
 import numpy as np
 
@@ -47,13 +49,48 @@ class VectorRecord:
         return record_uuid(self.upload_id)
 
 
+class AllTenants(Enum):
+    """The scope of operator paths only: every tenant, and records without one."""
+
+    ALL_TENANTS = "*"
+
+
+ALL_TENANTS = AllTenants.ALL_TENANTS
+
+TenantScope = frozenset[str] | Literal[AllTenants.ALL_TENANTS]
+
+
+def tenants(*names: str) -> frozenset[str]:
+    """A scope of the named tenants: `SearchFilters(scope=tenants("acme"))`."""
+    return frozenset(names)
+
+
 @dataclass(frozen=True, slots=True)
 class SearchFilters:
-    """Conjunctive filters; `None` means "any"."""
+    """Conjunctive filters; `None` means "any".
 
+    `scope` is required, so no search or count runs without a tenant condition: a non-empty
+    frozenset of tenants (records of other tenants, and records without a tenant, never
+    match), or `ALL_TENANTS`, which only operator paths pass. Raises `ValueError` for an
+    empty scope or a tenant that is not a non-empty string, `TypeError` for anything else.
+    """
+
+    scope: TenantScope
     modality: Modality | None = None
     flagged: bool | None = None
-    tenant: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.scope is ALL_TENANTS:
+            return
+        if not isinstance(self.scope, frozenset):
+            raise TypeError(f"scope must be a frozenset of tenants or ALL_TENANTS, not {type(self.scope).__name__}")
+        if not self.scope or not all(isinstance(name, str) and name for name in self.scope):
+            raise ValueError(f"scope must name at least one tenant, each a non-empty string (got {set(self.scope)})")
+
+    @property
+    def scoped_tenants(self) -> frozenset[str] | None:
+        """The tenants a record must belong to; None for `ALL_TENANTS`."""
+        return None if self.scope is ALL_TENANTS else self.scope
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,9 +35,10 @@ class VectorStore(Protocol):
         """Delete records; returns how many existed."""
         ...
 
-    def search(self, vector: np.ndarray, *, k: int = 10, filters: SearchFilters | None = None) -> list[SearchHit]:
+    def search(self, vector: np.ndarray, *, k: int = 10, filters: SearchFilters) -> list[SearchHit]:
         """The `k` nearest records by cosine similarity (score = 1 - cosine distance, 1.0 for
-        the same direction), best first, among those matching `filters`; sees every write
+        the same direction), best first, among those matching `filters` (always within
+        `filters.scope`: there is no unscoped search); sees every write
         that returned before the call (read-your-writes). An empty store gives [].
 
         Raises `ConfigError` if the query's dimension is not the store's, `ValueError` if
@@ -45,8 +46,8 @@ class VectorStore(Protocol):
         """
         ...
 
-    def count(self, filters: SearchFilters | None = None) -> int:
-        """How many records match `filters` (all records when None)."""
+    def count(self, filters: SearchFilters) -> int:
+        """How many records match `filters` (every record: `SearchFilters(scope=ALL_TENANTS)`)."""
         ...
 
     def iter_records(self, batch_size: int = 256) -> Iterator[VectorRecord]:

@@ -124,17 +124,18 @@ def parse_endpoint(
     )
 
 
-def build_filter(filters: SearchFilters | None) -> _Filters | None:
-    """`filters` as a Weaviate filter (a conjunction), or None for "everything"."""
-    if filters is None:
-        return None
+def build_filter(filters: SearchFilters) -> _Filters | None:
+    """`filters` as a Weaviate filter (a conjunction), or None only for `ALL_TENANTS`
+    without other filters."""
     terms: list[_Filters] = []
+    scoped = filters.scoped_tenants
+    if scoped is not None:
+        equalities = [Filter.by_property("tenant").equal(name) for name in sorted(scoped)]
+        terms.append(equalities[0] if len(equalities) == 1 else Filter.any_of(equalities))
     if filters.modality is not None:
         terms.append(Filter.by_property("modality").equal(str(filters.modality.value)))
     if filters.flagged is not None:
         terms.append(Filter.by_property("flagged").equal(bool(filters.flagged)))
-    if filters.tenant is not None:
-        terms.append(Filter.by_property("tenant").equal(filters.tenant))
     if not terms:
         return None
     return terms[0] if len(terms) == 1 else Filter.all_of(terms)
@@ -294,7 +295,7 @@ class WeaviateVectorStore:
                 deleted += int(result.successful)
         return deleted
 
-    def search(self, vector: np.ndarray, *, k: int = 10, filters: SearchFilters | None = None) -> list[SearchHit]:
+    def search(self, vector: np.ndarray, *, k: int = 10, filters: SearchFilters) -> list[SearchHit]:
         """The `k` nearest records (HNSW, cosine; score = 1 - distance), best first, filtered
         before ranking."""
         if k < 1:
@@ -306,7 +307,7 @@ class WeaviateVectorStore:
                 hits = self._search(collection, vector, k, filters)
         return hits
 
-    def count(self, filters: SearchFilters | None = None) -> int:
+    def count(self, filters: SearchFilters) -> int:
         collection = self._collection(create=False)
         total = 0
         with contextlib.suppress(CollectionGone), self._translated("count"):
@@ -477,7 +478,7 @@ class WeaviateVectorStore:
             raise failures_error(failures, len(chunk), self._name)
 
     def _search(
-        self, collection: Collection[Any, Any], vector: np.ndarray, k: int, filters: SearchFilters | None
+        self, collection: Collection[Any, Any], vector: np.ndarray, k: int, filters: SearchFilters
     ) -> list[SearchHit]:
         query = query_vector(vector, self._store_dimension(collection), store=self._describe(), hint=COLLECTION_HINT)
         with self._translated("search"):

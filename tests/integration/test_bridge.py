@@ -28,6 +28,7 @@ from producers.webhooks.delivery_log import DeliveryLog
 from producers.webhooks.signing import verify_signature
 from shared.events import UploadStatus
 from shared.processes import stop_process
+from shared.vectors.records import ALL_TENANTS, SearchFilters
 from tests.producers.bridge.minio_records import access_element, record
 from tests.support.http_receiver import running_receiver
 from tests.support.s3_server import S3Server
@@ -243,6 +244,6 @@ def test_a_bridge_killed_between_pop_and_enqueue_loses_nothing_and_duplicates_no
     assert {r.run for r in finished.values()} == {1}, "no upload was started twice"
     results = Counter(fields["upload_id"] for _id, fields in client.redis.xrange("omnibind:results"))  # type: ignore[union-attr]
     assert results == Counter(uploads), "exactly one result per upload"
-    assert client.vectors.count() == len(uploads)
+    assert client.vectors.count(SearchFilters(scope=ALL_TENANTS)) == len(uploads)
     assert client.redis.llen(MINIO_EVENTS) == 0
     assert int(client.redis.xpending(INGEST, "omnibind-bridge")["pending"]) == 0  # type: ignore[index]

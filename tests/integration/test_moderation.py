@@ -24,7 +24,7 @@ from shared.events import Band, Modality, UploadStatus
 from shared.moderation.log import DecisionLog
 from shared.moderation.policy import load_policy
 from shared.streams import ResultStream
-from shared.vectors.records import SearchFilters
+from shared.vectors.records import ALL_TENANTS, SearchFilters
 from tests.support.stack import SAMPLES, RunningStack, stack_settings
 
 pytestmark = pytest.mark.integration
@@ -160,7 +160,7 @@ def test_uploads_get_scores_bands_and_reasons_from_detectors_blocklist_and_zero_
     assert results[ids["face"]].flagged and results[ids["face"]].categories == ("faces",)
     assert not results[ids["neutral"]].flagged
     flagged_ids = {ids[n] for n in ("face", "abusive", "exact_copy", "resized_copy")}
-    assert client.vectors.count(SearchFilters(flagged=True)) == len(flagged_ids)
+    assert client.vectors.count(SearchFilters(scope=ALL_TENANTS, flagged=True)) == len(flagged_ids)
     log = DecisionLog(client.redis, running.settings.queue_prefix)
     assert {e.upload_id for e in log.newest(limit=100, flagged_only=True)} == flagged_ids
 

@@ -13,7 +13,7 @@ import pytest
 
 from producers.files import iter_files
 from shared.events import Modality, UploadStatus
-from shared.vectors.records import SearchFilters
+from shared.vectors.records import ALL_TENANTS, SearchFilters
 from tests.support.s3_server import S3Server
 from tests.support.stack import RunningStack, sample_upload_dir
 
@@ -71,7 +71,9 @@ def test_mixed_uploads_end_indexed_exactly_once_with_object_refs(start_stack, tm
 
     hits = running.client.search(text="a dog playing in the park", k=100)
     assert {hit.record.modality for hit in hits} == {Modality.IMAGE, Modality.TEXT, Modality.AUDIO}
-    audio_only = running.client.search(text="a dog", k=100, filters=SearchFilters(modality=Modality.AUDIO))
+    audio_only = running.client.search(
+        text="a dog", k=100, filters=SearchFilters(scope=ALL_TENANTS, modality=Modality.AUDIO)
+    )
     assert audio_only and {hit.record.modality for hit in audio_only} == {Modality.AUDIO}
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from shared.errors import ConfigError, PermanentError
 from shared.events import Modality, Moderation
-from shared.vectors.records import SearchFilters, VectorRecord
+from shared.vectors.records import ALL_TENANTS, SearchFilters, VectorRecord, tenants
 from shared.vectors.store import VectorStore
 
 from .conftest import StoreFactory, unit_vector
@@ -72,13 +72,13 @@ def test_upserting_the_same_id_twice_keeps_one_record_with_the_newer_data(
     )
     store.upsert([first])
     store.upsert([second])
-    assert store.count() == 1
+    assert store.count(SearchFilters(scope=ALL_TENANTS)) == 1
     assert_same_record(store.get("same"), second)
 
 
 def test_upserting_one_id_twice_in_one_call_keeps_the_last(store: VectorStore, make_record: RecordFactory) -> None:
     store.upsert([make_record("dup", tenant="old"), make_record("dup", tenant="new")])
-    assert store.count() == 1
+    assert store.count(SearchFilters(scope=ALL_TENANTS)) == 1
     got = store.get("dup")
     assert got is not None and got.tenant == "new"
 
@@ -86,7 +86,7 @@ def test_upserting_one_id_twice_in_one_call_keeps_the_last(store: VectorStore, m
 def test_a_batch_of_100_records_is_written_completely(store: VectorStore, make_record: RecordFactory) -> None:
     records = [make_record(f"batch-{i:03d}") for i in range(100)]
     store.upsert(records)
-    assert store.count() == 100
+    assert store.count(SearchFilters(scope=ALL_TENANTS)) == 100
     for record in (records[0], records[57], records[99]):
         assert_same_record(store.get(record.upload_id), record)
 
@@ -97,7 +97,7 @@ def test_search_returns_the_nearest_first_with_score_one_for_the_same_vector(
     records = [make_record(f"s-{i}") for i in range(20)]
     store.upsert(records)
     target = records[7]
-    hits = store.search(target.vector, k=5)
+    hits = store.search(target.vector, k=5, filters=SearchFilters(scope=ALL_TENANTS))
     assert hits[0].record.upload_id == target.upload_id
     assert hits[0].score == pytest.approx(1.0, abs=1e-4)
     scores = [hit.score for hit in hits]
@@ -109,7 +109,7 @@ def test_search_returns_the_nearest_first_with_score_one_for_the_same_vector(
 def test_search_hits_carry_the_whole_record(store: VectorStore, full_record: RecordFactory) -> None:
     record = full_record()
     store.upsert([record])
-    (hit,) = store.search(record.vector, k=1)
+    (hit,) = store.search(record.vector, k=1, filters=SearchFilters(scope=ALL_TENANTS))
     assert_same_record(hit.record, record)
 
 
@@ -118,25 +118,25 @@ def test_search_score_is_cosine_similarity_for_an_opposite_vector(
 ) -> None:
     record = make_record("north")
     store.upsert([record])
-    (hit,) = store.search(-record.vector, k=1)
+    (hit,) = store.search(-record.vector, k=1, filters=SearchFilters(scope=ALL_TENANTS))
     assert hit.score == pytest.approx(-1.0, abs=1e-4)
 
 
 def test_search_returns_at_most_k_hits(store: VectorStore, make_record: RecordFactory) -> None:
     store.upsert([make_record(f"k-{i}") for i in range(12)])
-    assert len(store.search(unit_vector("query"), k=3)) == 3
-    assert len(store.search(unit_vector("query"), k=1)) == 1
-    assert len(store.search(unit_vector("query"), k=50)) == 12
+    assert len(store.search(unit_vector("query"), k=3, filters=SearchFilters(scope=ALL_TENANTS))) == 3
+    assert len(store.search(unit_vector("query"), k=1, filters=SearchFilters(scope=ALL_TENANTS))) == 1
+    assert len(store.search(unit_vector("query"), k=50, filters=SearchFilters(scope=ALL_TENANTS))) == 12
 
 
 def test_search_rejects_k_below_one(store: VectorStore, make_record: RecordFactory) -> None:
     store.upsert([make_record()])
     with pytest.raises(ValueError, match="k must be at least 1"):
-        store.search(unit_vector("query"), k=0)
+        store.search(unit_vector("query"), k=0, filters=SearchFilters(scope=ALL_TENANTS))
 
 
 def test_search_of_an_empty_store_returns_nothing(store: VectorStore) -> None:
-    assert store.search(unit_vector("query"), k=5) == []
+    assert store.search(unit_vector("query"), k=5, filters=SearchFilters(scope=ALL_TENANTS)) == []
 
 
 def _filter_corpus(make_record: RecordFactory) -> list[VectorRecord]:
@@ -150,25 +150,30 @@ def _filter_corpus(make_record: RecordFactory) -> list[VectorRecord]:
     return records
 
 
+ALL = ALL_TENANTS
 FILTER_CASES = [
-    SearchFilters(modality=Modality.IMAGE),
-    SearchFilters(modality=Modality.AUDIO),
-    SearchFilters(flagged=True),
-    SearchFilters(flagged=False),
-    SearchFilters(tenant="a"),
-    SearchFilters(modality=Modality.TEXT, flagged=True),
-    SearchFilters(modality=Modality.IMAGE, tenant="b"),
-    SearchFilters(flagged=False, tenant="a"),
-    SearchFilters(modality=Modality.AUDIO, flagged=True, tenant="b"),
-    SearchFilters(),
+    SearchFilters(scope=ALL, modality=Modality.IMAGE),
+    SearchFilters(scope=ALL, modality=Modality.AUDIO),
+    SearchFilters(scope=ALL, flagged=True),
+    SearchFilters(scope=ALL, flagged=False),
+    SearchFilters(scope=tenants("a")),
+    SearchFilters(scope=ALL, modality=Modality.TEXT, flagged=True),
+    SearchFilters(scope=tenants("b"), modality=Modality.IMAGE),
+    SearchFilters(scope=tenants("a"), flagged=False),
+    SearchFilters(scope=tenants("b"), modality=Modality.AUDIO, flagged=True),
+    SearchFilters(scope=ALL),
+    SearchFilters(scope=tenants("a", "b")),
+    SearchFilters(scope=tenants("b", "nobody"), modality=Modality.TEXT),
+    SearchFilters(scope=tenants("nobody")),
 ]
 
 
 def _matches(record: VectorRecord, filters: SearchFilters) -> bool:
+    scoped = filters.scoped_tenants
     return (
         (filters.modality is None or record.modality == filters.modality)
         and (filters.flagged is None or record.moderation.flagged == filters.flagged)
-        and (filters.tenant is None or record.tenant == filters.tenant)
+        and (scoped is None or record.tenant in scoped)
     )
 
 
@@ -192,6 +197,35 @@ def test_count_counts_only_records_matching_the_filters(
     assert store.count(filters) == sum(_matches(r, filters) for r in records)
 
 
+def test_a_tenant_scope_never_sees_other_tenants_or_records_without_a_tenant(
+    store: VectorStore, make_record: RecordFactory
+) -> None:
+    store.upsert([make_record("acme-1", tenant="acme"), make_record("beta-1", tenant="beta"), make_record("none-1")])
+    acme = SearchFilters(scope=tenants("acme"))
+    assert [hit.record.upload_id for hit in store.search(unit_vector("beta-1"), k=10, filters=acme)] == ["acme-1"]
+    assert store.count(acme) == 1
+    both = SearchFilters(scope=tenants("acme", "beta"))
+    assert {hit.record.upload_id for hit in store.search(unit_vector("q"), k=10, filters=both)} == {"acme-1", "beta-1"}
+    everything = SearchFilters(scope=ALL_TENANTS)
+    assert store.count(everything) == 3
+    assert len(store.search(unit_vector("q"), k=10, filters=everything)) == 3
+
+
+def test_a_search_or_count_without_a_scope_cannot_be_expressed(store: VectorStore) -> None:
+    with pytest.raises(TypeError):
+        SearchFilters()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        store.count()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        store.search(unit_vector("q"), k=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        SearchFilters(scope=None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        SearchFilters(scope="acme")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least one tenant"):
+        SearchFilters(scope=frozenset())
+
+
 def test_filter_values_are_compared_literally_never_parsed(store: VectorStore, make_record: RecordFactory) -> None:
     tricky = "x' OR '1'='1"
     store.upsert(
@@ -201,36 +235,38 @@ def test_filter_values_are_compared_literally_never_parsed(store: VectorStore, m
             make_record("spaced", tenant="x OR 1"),
         ]
     )
-    hits = store.search(unit_vector("query"), k=10, filters=SearchFilters(tenant=tricky))
+    hits = store.search(unit_vector("query"), k=10, filters=SearchFilters(scope=tenants(tricky)))
     assert [hit.record.upload_id for hit in hits] == ["tricky"]
-    assert store.count(SearchFilters(tenant="x")) == 1
-    assert store.count(SearchFilters(tenant="x OR")) == 0
+    assert store.count(SearchFilters(scope=tenants("x"))) == 1
+    assert store.count(SearchFilters(scope=tenants("x OR"))) == 0
 
 
 def test_a_filter_that_matches_nothing_returns_nothing(store: VectorStore, make_record: RecordFactory) -> None:
     store.upsert([make_record(tenant="a")])
-    assert store.search(unit_vector("query"), k=5, filters=SearchFilters(tenant="nobody")) == []
-    assert store.count(SearchFilters(tenant="nobody")) == 0
+    assert store.search(unit_vector("query"), k=5, filters=SearchFilters(scope=tenants("nobody"))) == []
+    assert store.count(SearchFilters(scope=tenants("nobody"))) == 0
 
 
 def test_count_of_an_empty_store_is_zero(store: VectorStore) -> None:
-    assert store.count() == 0
-    assert store.count(SearchFilters(flagged=True)) == 0
+    assert store.count(SearchFilters(scope=ALL_TENANTS)) == 0
+    assert store.count(SearchFilters(scope=ALL_TENANTS, flagged=True)) == 0
 
 
 def test_delete_returns_how_many_existed_and_removes_them(store: VectorStore, make_record: RecordFactory) -> None:
     store.upsert([make_record(f"d-{i}") for i in range(5)])
     assert store.delete(["d-1", "d-3", "missing", "d-1"]) == 2
     assert store.get("d-1") is None and store.get("d-3") is None
-    assert store.count() == 3
-    assert {hit.record.upload_id for hit in store.search(unit_vector("q"), k=10)} == {"d-0", "d-2", "d-4"}
+    assert store.count(SearchFilters(scope=ALL_TENANTS)) == 3
+    assert {
+        hit.record.upload_id for hit in store.search(unit_vector("q"), k=10, filters=SearchFilters(scope=ALL_TENANTS))
+    } == {"d-0", "d-2", "d-4"}
 
 
 def test_delete_on_an_empty_store_or_of_nothing_returns_zero(store: VectorStore, make_record: RecordFactory) -> None:
     assert store.delete(["nothing"]) == 0
     store.upsert([make_record("kept")])
     assert store.delete([]) == 0
-    assert store.count() == 1
+    assert store.count(SearchFilters(scope=ALL_TENANTS)) == 1
 
 
 def test_a_deleted_record_can_be_written_again(store: VectorStore, make_record: RecordFactory) -> None:
@@ -239,7 +275,7 @@ def test_a_deleted_record_can_be_written_again(store: VectorStore, make_record: 
     store.delete(["again"])
     store.upsert([record])
     assert_same_record(store.get("again"), record)
-    assert store.count() == 1
+    assert store.count(SearchFilters(scope=ALL_TENANTS)) == 1
 
 
 def test_iter_records_yields_every_record_with_its_vector(store: VectorStore, make_record: RecordFactory) -> None:
@@ -268,7 +304,7 @@ def test_a_write_of_another_dimension_raises_config_error_naming_both(
 def test_a_query_of_another_dimension_raises_config_error(store: VectorStore, make_record: RecordFactory) -> None:
     store.upsert([make_record(dim=32)])
     with pytest.raises(ConfigError, match=r"dimension 1024 .*dimension 32"):
-        store.search(unit_vector("q", dim=1024), k=3)
+        store.search(unit_vector("q", dim=1024), k=3, filters=SearchFilters(scope=ALL_TENANTS))
 
 
 def test_a_configured_dimension_rejects_the_first_write_of_another(
@@ -293,7 +329,7 @@ def test_records_of_one_write_with_different_dimensions_are_rejected(
     with pytest.raises(PermanentError) as caught:
         store.upsert([make_record(dim=32), make_record(dim=16)])
     assert caught.value.reason == "invalid_vector"
-    assert store.count() == 0
+    assert store.count(SearchFilters(scope=ALL_TENANTS)) == 0
 
 
 @pytest.mark.parametrize(
@@ -319,14 +355,14 @@ def test_a_search_right_after_an_upsert_sees_it_from_another_handle(
 ) -> None:
     writer, reader = make_store(), make_store()
     writer.upsert([make_record("first")])
-    assert reader.count() == 1  # the reader has the store open before the next write
+    assert reader.count(SearchFilters(scope=ALL_TENANTS)) == 1  # the reader has the store open before the next write
     for i in range(5):
         record = make_record(f"ryw-{i}")
         writer.upsert([record])
-        (hit,) = reader.search(record.vector, k=1)
+        (hit,) = reader.search(record.vector, k=1, filters=SearchFilters(scope=ALL_TENANTS))
         assert hit.record.upload_id == record.upload_id
         assert reader.get(record.upload_id) is not None
-    assert reader.count() == 6
+    assert reader.count(SearchFilters(scope=ALL_TENANTS)) == 6
 
 
 def test_a_closed_store_reopens_on_next_use(store: VectorStore, make_record: RecordFactory) -> None:
@@ -334,14 +370,14 @@ def test_a_closed_store_reopens_on_next_use(store: VectorStore, make_record: Rec
     store.close()
     store.close()
     store.upsert([make_record("after")])
-    assert store.count() == 2
+    assert store.count(SearchFilters(scope=ALL_TENANTS)) == 2
 
 
 def test_stores_of_different_names_are_separate(make_store: StoreFactory, make_record: RecordFactory) -> None:
     small, big = make_store(name="small"), make_store(name="big")
     small.upsert([make_record("s", dim=32)])
     big.upsert([make_record("b", dim=64)])
-    assert (small.count(), big.count()) == (1, 1)
+    assert (small.count(SearchFilters(scope=ALL_TENANTS)), big.count(SearchFilters(scope=ALL_TENANTS))) == (1, 1)
     assert big.get("s") is None
 
 
@@ -352,6 +388,6 @@ def test_records_written_with_a_moderation_later_rewritten_keep_only_the_new(
     record = make_record("rescored", moderation=flagged)
     store.upsert([record])
     store.upsert([replace(record, moderation=Moderation(flagged=False, policy_version="2"))])
-    assert store.count(SearchFilters(flagged=True)) == 0
+    assert store.count(SearchFilters(scope=ALL_TENANTS, flagged=True)) == 0
     got = store.get("rescored")
     assert got is not None and got.moderation == Moderation(flagged=False, policy_version="2")

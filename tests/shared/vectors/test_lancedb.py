@@ -18,7 +18,7 @@ from shared.errors import ConfigError, VectorStoreUnavailable
 from shared.events import Modality
 from shared.vectors.filelock import exclusive_lock
 from shared.vectors.lancedb import LanceDBVectorStore, arrow_schema, arrow_to_records, records_to_arrow
-from shared.vectors.records import SearchFilters, VectorRecord
+from shared.vectors.records import ALL_TENANTS, SearchFilters, VectorRecord, tenants
 
 from .conftest import unit_vector
 from .writers import upsert_in_chunks
@@ -91,7 +91,7 @@ def test_two_processes_upserting_overlapping_and_distinct_ids_lose_none(tmp_path
     rows = _stored_ids(tmp_path, "uploads")
     assert len(rows) == len(set(rows)) == 120
     assert set(rows) == set(plan_a) | set(plan_b)
-    assert LanceDBVectorStore(tmp_path).count() == 121  # with the seed
+    assert LanceDBVectorStore(tmp_path).count(SearchFilters(scope=ALL_TENANTS)) == 121  # with the seed
 
 
 def test_another_process_reads_and_extends_an_existing_store(tmp_path: Path, make_record: RecordFactory) -> None:
@@ -117,7 +117,7 @@ def test_another_process_reads_and_extends_an_existing_store(tmp_path: Path, mak
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "32"
-    (hit,) = store.search(np.ones(32, dtype=np.float32), k=1)
+    (hit,) = store.search(np.ones(32, dtype=np.float32), k=1, filters=SearchFilters(scope=ALL_TENANTS))
     assert hit.record.upload_id == "from-child"
 
 
@@ -167,10 +167,10 @@ def test_optimize_compacts_small_fragments_and_keeps_every_record(tmp_path: Path
 
     assert result.fragments_before >= 10
     assert result.fragments_after == _fragments(tmp_path) == 1
-    assert store.count() == 11
+    assert store.count(SearchFilters(scope=ALL_TENANTS)) == 11
     got = store.get("o-3")
     assert got is not None and got.tenant == "rewritten"
-    (hit,) = store.search(records[8].vector, k=1)
+    (hit,) = store.search(records[8].vector, k=1, filters=SearchFilters(scope=ALL_TENANTS))
     assert hit.record.upload_id == "o-8"
 
 
@@ -182,7 +182,7 @@ def test_the_store_compacts_by_itself_every_n_writes(tmp_path: Path, make_record
     store.upsert([make_record("n-4")])
     assert store.wait_for_maintenance(60)  # the fifth write started it in a child process
     assert _fragments(tmp_path) == 1
-    assert store.count() == 5
+    assert store.count(SearchFilters(scope=ALL_TENANTS)) == 5
 
 
 def _key_index_stats(path: Path) -> list[tuple[str, int, int]]:
@@ -228,8 +228,8 @@ def test_upserts_through_the_key_index_overwrite_indexed_and_unindexed_rows_alik
     )
     store.upsert([make_record("w-0")])
 
-    assert store.count() == 36
-    assert store.count(SearchFilters(tenant="again")) == 11
+    assert store.count(SearchFilters(scope=ALL_TENANTS)) == 36
+    assert store.count(SearchFilters(scope=tenants("again"))) == 11
     assert Counter(record.upload_id for record in store.iter_records()).most_common(1)[0][1] == 1
 
 
@@ -269,18 +269,18 @@ def test_searches_through_the_index_find_the_nearest_and_respect_filters(
     assert store.optimize().index_built is True
 
     for target in (records[42], records[43], records[2998]):
-        (hit,) = store.search(target.vector, k=1)
+        (hit,) = store.search(target.vector, k=1, filters=SearchFilters(scope=ALL_TENANTS))
         assert hit.record.upload_id == target.upload_id and hit.score == pytest.approx(1.0, abs=1e-4)
-    hits = store.search(records[43].vector, k=5, filters=SearchFilters(tenant="t1"))
+    hits = store.search(records[43].vector, k=5, filters=SearchFilters(scope=tenants("t1")))
     assert hits[0].record.upload_id == "ann-43" and len(hits) == 5
     assert all(hit.record.tenant == "t1" for hit in hits)
     # A filter matching one record opposite the query, in a partition among the farthest
     # (unprobed at first), still finds it: probing goes on until k hits or the end.
-    (rare,) = store.search(records[0].vector, k=5, filters=SearchFilters(tenant="t3"))
+    (rare,) = store.search(records[0].vector, k=5, filters=SearchFilters(scope=tenants("t3")))
     assert rare.record.upload_id == "rare"
     late = make_record("after-index")
     store.upsert([late])
-    assert store.search(late.vector, k=1)[0].record.upload_id == "after-index"
+    assert store.search(late.vector, k=1, filters=SearchFilters(scope=ALL_TENANTS))[0].record.upload_id == "after-index"
 
 
 def test_a_held_write_lock_makes_writes_unavailable_after_the_timeout(
@@ -293,7 +293,7 @@ def test_a_held_write_lock_makes_writes_unavailable_after_the_timeout(
     assert caught.value.reason == "vector_store_unavailable"
     assert "lock" in str(caught.value)
     store.upsert([make_record("after")])
-    assert store.count() == 2
+    assert store.count(SearchFilters(scope=ALL_TENANTS)) == 2
 
 
 def test_a_data_dir_that_is_a_file_makes_the_store_unavailable(tmp_path: Path, make_record: RecordFactory) -> None:
@@ -331,3 +331,25 @@ def test_arrow_conversion_round_trips_records(full_record: RecordFactory) -> Non
             want.moderation,
         )
         assert (got.created_at, got.indexed_at) == (want.created_at, want.indexed_at)
+
+
+def _tenant_indexes(path: Path) -> list[str]:
+    table = lancedb.connect(path).open_table("uploads")
+    return [index.index_type for index in table.list_indices() if index.columns == ["tenant"]]
+
+
+def test_the_tenant_column_is_indexed_from_the_first_write(tmp_path: Path, make_record: RecordFactory) -> None:
+    store = LanceDBVectorStore(tmp_path)
+    store.upsert([make_record("a-1", tenant="a")])
+    assert _tenant_indexes(tmp_path) == ["BTree"]
+    table = lancedb.connect(tmp_path).open_table("uploads")
+    table.optimize()  # adds the rows written since the index was made to it
+    assert "ScalarIndexQuery" in table.search().where("tenant IN ('a')").explain_plan(True)
+
+
+def test_a_table_without_a_tenant_index_gets_one_when_opened(tmp_path: Path, make_record: RecordFactory) -> None:
+    LanceDBVectorStore(tmp_path).upsert([make_record("a-1", tenant="a")])
+    lancedb.connect(tmp_path).open_table("uploads").drop_index("tenant_idx")
+    assert _tenant_indexes(tmp_path) == []
+    assert LanceDBVectorStore(tmp_path).count(SearchFilters(scope=tenants("a"))) == 1
+    assert _tenant_indexes(tmp_path) == ["BTree"]

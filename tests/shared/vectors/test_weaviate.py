@@ -37,7 +37,7 @@ from shared.config import Settings
 from shared.errors import ConfigError, OmnibindError, PermanentError, VectorStoreUnavailable
 from shared.events import Modality
 from shared.vectors.properties import PROPERTIES, PROPERTY_NAMES, Kind
-from shared.vectors.records import SearchFilters, VectorRecord, record_uuid
+from shared.vectors.records import ALL_TENANTS, SearchFilters, VectorRecord, record_uuid, tenants
 from shared.vectors.weaviate import (
     WeaviateVectorStore,
     build_filter,
@@ -121,24 +121,24 @@ def _grpc_terms(filters: SearchFilters) -> set[tuple[str, str, Any]]:
 @pytest.mark.parametrize(
     ("filters", "expected"),
     [
-        (SearchFilters(modality=Modality.IMAGE), {("modality", "OPERATOR_EQUAL", "image")}),
-        (SearchFilters(flagged=True), {("flagged", "OPERATOR_EQUAL", True)}),
-        (SearchFilters(flagged=False), {("flagged", "OPERATOR_EQUAL", False)}),
-        (SearchFilters(tenant="acme corp"), {("tenant", "OPERATOR_EQUAL", "acme corp")}),
+        (SearchFilters(scope=ALL_TENANTS, modality=Modality.IMAGE), {("modality", "OPERATOR_EQUAL", "image")}),
+        (SearchFilters(scope=ALL_TENANTS, flagged=True), {("flagged", "OPERATOR_EQUAL", True)}),
+        (SearchFilters(scope=ALL_TENANTS, flagged=False), {("flagged", "OPERATOR_EQUAL", False)}),
+        (SearchFilters(scope=tenants("acme corp")), {("tenant", "OPERATOR_EQUAL", "acme corp")}),
         (
-            SearchFilters(modality=Modality.AUDIO, flagged=False),
+            SearchFilters(scope=ALL_TENANTS, modality=Modality.AUDIO, flagged=False),
             {("modality", "OPERATOR_EQUAL", "audio"), ("flagged", "OPERATOR_EQUAL", False)},
         ),
         (
-            SearchFilters(modality=Modality.TEXT, tenant="t"),
+            SearchFilters(scope=tenants("t"), modality=Modality.TEXT),
             {("modality", "OPERATOR_EQUAL", "text"), ("tenant", "OPERATOR_EQUAL", "t")},
         ),
         (
-            SearchFilters(flagged=True, tenant="t"),
+            SearchFilters(scope=tenants("t"), flagged=True),
             {("flagged", "OPERATOR_EQUAL", True), ("tenant", "OPERATOR_EQUAL", "t")},
         ),
         (
-            SearchFilters(modality=Modality.IMAGE, flagged=True, tenant="x' OR '1'='1"),
+            SearchFilters(scope=tenants("x' OR '1'='1"), modality=Modality.IMAGE, flagged=True),
             {
                 ("modality", "OPERATOR_EQUAL", "image"),
                 ("flagged", "OPERATOR_EQUAL", True),
@@ -154,9 +154,19 @@ def test_search_filters_become_a_conjunction_of_equalities(
     assert _grpc_terms(filters) == expected
 
 
-@pytest.mark.parametrize("filters", [None, SearchFilters()], ids=repr)
-def test_no_filters_means_no_weaviate_filter(filters: SearchFilters | None) -> None:
-    assert build_filter(filters) is None
+def test_the_all_tenants_scope_alone_means_no_weaviate_filter() -> None:
+    assert build_filter(SearchFilters(scope=ALL_TENANTS)) is None
+
+
+def test_a_scope_of_several_tenants_becomes_a_disjunction_of_equalities() -> None:
+    weaviate_filter = build_filter(SearchFilters(scope=tenants("b", "a"), flagged=True))
+    assert weaviate_filter is not None
+    message = _FilterToGRPC.convert(weaviate_filter)
+    assert message.operator == message.OPERATOR_AND
+    scope, flagged = message.filters
+    assert scope.operator == scope.OPERATOR_OR
+    assert [(leaf.target.property, leaf.value_text) for leaf in scope.filters] == [("tenant", "a"), ("tenant", "b")]
+    assert (flagged.target.property, flagged.value_boolean) == ("flagged", True)
 
 
 # -- record <-> object ------------------------------------------------------------------------
@@ -342,9 +352,9 @@ def unreachable_store() -> WeaviateVectorStore:
 @pytest.mark.parametrize(
     "call",
     [
-        lambda store, record: store.count(),
+        lambda store, record: store.count(SearchFilters(scope=ALL_TENANTS)),
         lambda store, record: store.upsert([record]),
-        lambda store, record: store.search(record.vector, k=1),
+        lambda store, record: store.search(record.vector, k=1, filters=SearchFilters(scope=ALL_TENANTS)),
         lambda store, record: store.get(record.upload_id),
     ],
     ids=["count", "upsert", "search", "get"],
@@ -363,7 +373,7 @@ def test_the_api_key_never_shows_in_repr_errors_or_logs(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     with pytest.raises(VectorStoreUnavailable) as caught:
-        unreachable_store.count()
+        unreachable_store.count(SearchFilters(scope=ALL_TENANTS))
     texts = [repr(unreachable_store), str(caught.value), repr(caught.value.__cause__), caplog.text]
     assert all(SECRET not in text for text in texts)
     assert "auth=api-key" in repr(unreachable_store)

@@ -26,7 +26,7 @@ from weaviate.exceptions import WeaviateBaseError
 from shared.errors import ConfigError, PermanentError, VectorStoreUnavailable
 from shared.events import Modality
 from shared.vectors.properties import PROPERTIES, PROPERTY_NAMES
-from shared.vectors.records import VectorRecord
+from shared.vectors.records import ALL_TENANTS, SearchFilters, VectorRecord
 from shared.vectors.weaviate import WeaviateVectorStore, parse_endpoint
 from shared.vectors.weaviate_errors import batch_failures, failures_error, translate_error
 from shared.vectors.weaviate_schema import VECTOR_NAME, collection_config, collection_properties
@@ -202,7 +202,7 @@ class _OutsideWorld:
 
 
 def test_the_live_server_version_is_supported(open_store: StoreOpener) -> None:
-    assert open_store().count() == 0
+    assert open_store().count(SearchFilters(scope=ALL_TENANTS)) == 0
 
 
 @pytest.mark.parametrize("version", ["1.20.0", "1.26.9"])
@@ -211,7 +211,7 @@ def test_a_server_older_than_supported_is_a_config_error_naming_the_supported_ve
 ) -> None:
     store = open_store(url=server_reporting(version))
     with pytest.raises(ConfigError) as caught:
-        store.count()
+        store.count(SearchFilters(scope=ALL_TENANTS))
     message = str(caught.value)
     assert version in message and "1.27.0" in message and "OMNIBIND_VECTORS__URL" in message
 
@@ -240,7 +240,7 @@ def test_connecting_makes_no_request_beyond_the_weaviate_server(
         monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
         store = open_store()
         store.upsert([make_record("first")])
-        assert store.count() == 1
+        assert store.count(SearchFilters(scope=ALL_TENANTS)) == 1
     finally:
         outside.close()
     assert outside.requests == []
@@ -320,7 +320,7 @@ def test_a_read_only_shard_is_transient(
     finally:
         shards.update_shards(status="READY")
     store.upsert([make_record("one")])
-    assert store.count() == 2
+    assert store.count(SearchFilters(scope=ALL_TENANTS)) == 2
 
 
 # -- 4. a collection deleted under the store ------------------------------------------------------
@@ -337,7 +337,7 @@ def test_a_collection_deleted_while_the_store_runs_is_recreated_with_the_explici
     store.upsert([after])
 
     assert_has_our_schema(raw.collections.export_config(store.collection_name))
-    assert store.count() == 1 and store.get("before") is None
+    assert store.count(SearchFilters(scope=ALL_TENANTS)) == 1 and store.get("before") is None
     got = store.get("after")
     assert got is not None and got.tenant == "acme"
 
@@ -350,9 +350,9 @@ def test_reads_of_a_deleted_collection_find_nothing_and_create_nothing(
     store.upsert([record])
     raw.collections.delete(store.collection_name)
 
-    assert store.count() == 0
+    assert store.count(SearchFilters(scope=ALL_TENANTS)) == 0
     assert store.get("before") is None
-    assert store.search(record.vector, k=1) == []
+    assert store.search(record.vector, k=1, filters=SearchFilters(scope=ALL_TENANTS)) == []
     assert list(store.iter_records()) == []
     assert store.delete(["before"]) == 0
     assert not raw.collections.exists(store.collection_name)
@@ -409,7 +409,7 @@ def test_a_collection_of_another_schema_is_refused_at_first_use(
 ) -> None:
     store = open_store()
     raw.collections.create(**{**_our_config_but(**changes), "name": store.collection_name})
-    for use in (store.count, lambda: store.upsert([make_record()])):
+    for use in (lambda: store.count(SearchFilters(scope=ALL_TENANTS)), lambda: store.upsert([make_record()])):
         with pytest.raises(ConfigError, match=says) as caught:
             use()
         assert "OMNIBIND_VECTORS__COLLECTION" in str(caught.value)
@@ -443,7 +443,7 @@ def test_a_collection_weaviates_auto_schema_made_is_refused(
         [DataObject(properties={"upload_id": "x", "size": 1.5}, vector={VECTOR_NAME: unit_vector("x").tolist()})]
     )
     with pytest.raises(ConfigError, match="OMNIBIND_VECTORS__COLLECTION"):
-        store.count()
+        store.count(SearchFilters(scope=ALL_TENANTS))
 
 
 def test_properties_added_to_the_schema_later_are_added_to_an_existing_collection(
@@ -505,7 +505,7 @@ def test_two_processes_writing_one_collection_at_once_store_every_record_exactly
     stored = Counter(record.upload_id for record in store.iter_records())
     expected = {"seed", *plans[0], *plans[1]}
     assert set(stored) == expected and set(stored.values()) == {1}
-    assert store.count() == len(expected)
+    assert store.count(SearchFilters(scope=ALL_TENANTS)) == len(expected)
     got = store.get("both-007")
     assert got is not None and got.vector.tolist() == pytest.approx(unit_vector("both-007").tolist(), abs=1e-6)
 

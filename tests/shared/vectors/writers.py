@@ -8,7 +8,7 @@ from typing import Any
 
 from shared.events import Modality
 from shared.vectors.lancedb import LanceDBVectorStore
-from shared.vectors.records import VectorRecord
+from shared.vectors.records import ALL_TENANTS, SearchFilters, VectorRecord
 
 from .conftest import unit_vector
 
@@ -30,7 +30,8 @@ def upsert_in_chunks(path: Path, table: str, writer: str, ids: list[str], chunk:
         )
         for upload_id in ids
     ]
-    store.count()  # open the connection and the table now, so that the writers start level
+    # Open the connection and the table now, so that the writers start level.
+    store.count(SearchFilters(scope=ALL_TENANTS))
     start.wait()
     for offset in range(0, len(records), chunk):
         if step is not None:
