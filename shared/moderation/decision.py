@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from shared.events import Band, Modality, Moderation, ModerationSignal, utcnow
-from shared.moderation.blocklist import BlocklistMatch
+from shared.moderation.blocklist_index import BlocklistMatch
 from shared.moderation.detectors import DetectorResult
 from shared.moderation.policy import Policy, Thresholds
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from shared.events import Band, Modality
-from shared.moderation.blocklist import BlocklistMatch
+from shared.moderation.blocklist_index import BlocklistMatch
 from shared.moderation.decision import Evidence, decide, describe_signal
 from shared.moderation.detectors import DetectorResult
 from shared.moderation.policy import parse_policy
