@@ -20,12 +20,13 @@ from pydantic.json_schema import models_json_schema
 
 from producers.client import Client
 from producers.http import health, search, uploads
-from producers.http.auth import ApiKeys
+from producers.http.auth import ApiKeys, KeyResolver
 from producers.http.errors import install_error_handlers
 from producers.http.limits import BodyLimits, BodySizeLimit
 from producers.http.metrics import RequestMetrics, build_registry, metrics_router
 from producers.http.models import TextSearch
 from producers.http.state import ApiState
+from shared.api_keys import ApiKeyStore
 from shared.config import Settings, get_settings
 from shared.events import UploadEvent
 
@@ -49,19 +50,20 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
     owned = client is None
     client = client or Client(settings, source="http")
     keys = ApiKeys.from_secret(settings.api.keys)
+    resolver = KeyResolver(keys, lambda: ApiKeyStore(client.redis, settings.queue_prefix))
     registry, http_metrics = build_registry(client)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not keys.enabled:
-            log.warning("API keys are not configured: every request is accepted without authentication")
+            log.info("no OMNIBIND_API__KEYS: only managed keys (omnibind keys) authenticate; none at all = no auth")
         yield
         if owned:
             client.close()
 
     app = FastAPI(title=TITLE, version=API_VERSION, description=DESCRIPTION, lifespan=lifespan)
     app.state.omnibind = ApiState(settings=settings, client=client, api_keys=keys, registry=registry)
-    app.state.api_keys = keys
+    app.state.key_resolver = resolver
     install_error_handlers(app, retry_after_s=settings.backpressure.retry_after_s)
     app.include_router(health.router)
     app.include_router(uploads.router)

@@ -150,6 +150,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Malformed request (bad JSON, bad multipart body)",
         401: "Missing or invalid API key",
+        403: "The API key lacks the role this route needs, or the tenant named is not one of its tenants",
         404: "Not found",
         413: "Request or upload too large",
         415: "Unsupported content type or media format",

@@ -15,9 +15,10 @@ from prometheus_client import generate_latest as render_metrics
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from producers.client import Client
-from producers.http.auth import require_api_key
+from producers.http.auth import authorize
 from producers.http.errors import error_responses
 from producers.http.state import State
+from shared.api_keys import Role
 from shared.metrics.collector import PipelineCollector
 
 UNMATCHED_ROUTE = "(unmatched)"
@@ -78,7 +79,7 @@ class RequestMetrics:
 
 def metrics_router(*, public: bool) -> APIRouter:
     """The ``/metrics`` route; behind the API key unless `public`."""
-    router = APIRouter(tags=["operations"], dependencies=[] if public else [Depends(require_api_key)])
+    router = APIRouter(tags=["operations"], dependencies=[] if public else [Depends(authorize(Role.ADMIN))])
 
     @router.get(
         "/metrics",
@@ -86,7 +87,7 @@ def metrics_router(*, public: bool) -> APIRouter:
         response_class=Response,
         responses={
             200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"},
-            **error_responses(401),
+            **error_responses(401, 403),
         },
     )
     def metrics(state: State) -> Response:

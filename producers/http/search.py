@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from producers.http.auth import require_api_key
+from producers.http.auth import authorize
 from producers.http.bodies import body_kind, read_file_form, read_json, request_body, validate
 from producers.http.errors import error_responses
 from producers.http.models import MAX_K, ContentModality, Hit, SearchOptions, SearchResults, TextSearch
 from producers.http.state import State
+from shared.api_keys import KeyScope, Role
 from shared.backpressure import check_backpressure
 from shared.events import Modality
 from shared.media.sniff import sniff
 from shared.media.text import check_text_length, decode_text
 
-router = APIRouter(prefix="/v1", tags=["search"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", tags=["search"])
 
 
 def _form_schema() -> dict[str, Any]:
@@ -38,14 +39,16 @@ def _form_schema() -> dict[str, Any]:
     "/search",
     response_model=SearchResults,
     summary="Search by text, image or audio",
-    responses=error_responses(400, 401, 413, 415, 422, 429, 500, 503),
+    responses=error_responses(400, 401, 403, 413, 415, 422, 429, 500, 503),
     openapi_extra=request_body(
         json_schema={"$ref": "#/components/schemas/TextSearch"},
         form_schema=_form_schema(),
         description="application/json: a text query; multipart/form-data: a query file, with the same options.",
     ),
 )
-async def search(request: Request, state: State) -> SearchResults:
+async def search(
+    request: Request, state: State, caller: Annotated[KeyScope, Depends(authorize(Role.SEARCH))]
+) -> SearchResults:
     """The `k` indexed uploads (of any modality) nearest to the query, best first. The
     workers embed the query (this process loads no model), so a search needs live cpu and
     gpu workers; 503 when none answers within ``OMNIBIND_API__SEARCH_TIMEOUT_S``."""

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
+from collections.abc import Callable
 
 import uvicorn
 
 from producers.http.app import create_app
 from producers.http.auth import parse_keys
+from shared.api_keys import ApiKeyStore
 from shared.config import Settings
 from shared.errors import ConfigError
+from shared.redis_client import redis_client_from_settings
 
 ACCESS_LOGGER = "uvicorn.access"
 
@@ -24,13 +28,27 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_exposure(settings: Settings, host: str) -> None:
-    """Raise `ConfigError` when the API would listen beyond loopback without API keys."""
-    if not parse_keys(settings.api.keys) and not is_loopback(host):
+def check_exposure(settings: Settings, host: str, *, managed_keys: Callable[[], int] | None = None) -> None:
+    """Raise `ConfigError` when the API would listen beyond loopback without API keys:
+    neither ``OMNIBIND_API__KEYS`` nor a managed key (`managed_keys()` counts them in Redis;
+    a Redis that cannot tell raises its `RedisUnavailable`)."""
+    if parse_keys(settings.api.keys) or is_loopback(host):
+        return
+    if managed_keys is None:
+        managed_keys = functools.partial(_count_managed_keys, settings)
+    if managed_keys() == 0:
         raise ConfigError(
-            f"refusing to serve on {host} without authentication: set OMNIBIND_API__KEYS "
-            "(comma-separated keys), or bind to 127.0.0.1"
+            f"refusing to serve on {host} without authentication: create a key (omnibind keys create), "
+            "set OMNIBIND_API__KEYS (comma-separated operator keys), or bind to 127.0.0.1"
         )
+
+
+def _count_managed_keys(settings: Settings) -> int:
+    client = redis_client_from_settings(settings)
+    try:
+        return ApiKeyStore(client, settings.queue_prefix).count()
+    finally:
+        client.close()
 
 
 class DropQueryStrings(logging.Filter):

@@ -9,11 +9,12 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from producers.http.auth import require_api_key
+from producers.http.auth import authorize
 from producers.http.bodies import body_kind, read_file_form, read_json, request_body
 from producers.http.errors import ApiError, error_responses
 from producers.http.models import UploadAccepted
 from producers.http.state import ApiState, State
+from shared.api_keys import KeyScope, Role
 from shared.backpressure import check_backpressure
 from shared.errors import LimitExceeded, PermanentError
 from shared.events import UPLOAD_ID_PATTERN, Modality, UploadEvent, parse_upload_event
@@ -25,7 +26,7 @@ from shared.status import RunStart, StatusRecord
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1", tags=["uploads"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", tags=["uploads"])
 
 UploadId = Annotated[str, Path(pattern=UPLOAD_ID_PATTERN, description="the upload id")]
 
@@ -72,7 +73,7 @@ def _form_schema() -> dict[str, Any]:
     summary="Submit an upload",
     responses={
         200: {"model": UploadAccepted, "description": "a run of this id is unfinished: nothing was queued again"},
-        **error_responses(400, 401, 413, 415, 422, 429, 500, 503),
+        **error_responses(400, 401, 403, 413, 415, 422, 429, 500, 503),
     },
     openapi_extra=request_body(
         json_schema={"$ref": "#/components/schemas/UploadEvent"},
@@ -83,7 +84,9 @@ def _form_schema() -> dict[str, Any]:
         ),
     ),
 )
-async def create_upload(request: Request, response: Response, state: State) -> UploadAccepted:
+async def create_upload(
+    request: Request, response: Response, state: State, caller: Annotated[KeyScope, Depends(authorize(Role.INGEST))]
+) -> UploadAccepted:
     """Accept one upload for embedding. Answers 202 as soon as it is queued; follow it at
     `status_url`. A submission of an id whose run is unfinished queues nothing and answers
     200 naming that run (`run`, its `status`, `started: false`). 429 (with Retry-After)
@@ -162,9 +165,11 @@ async def _submit_file(request: Request, state: ApiState) -> RunStart:
     "/uploads/{upload_id}",
     response_model=StatusRecord,
     summary="Follow an upload",
-    responses=error_responses(401, 404, 422, 500, 503),
+    responses=error_responses(401, 403, 404, 422, 500, 503),
 )
-def get_upload(upload_id: UploadId, state: State) -> StatusRecord:
+def get_upload(
+    upload_id: UploadId, state: State, caller: Annotated[KeyScope, Depends(authorize(Role.READ))]
+) -> StatusRecord:
     """The upload's status record: status and when each was reached, modality, object ref,
     moderation (flagged, categories) once indexed, error reason and message if failed."""
     record = state.client.status(upload_id)
