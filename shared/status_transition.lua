@@ -40,20 +40,20 @@ local function enter(status, previous)
 end
 
 -- A new run of the pipeline for this id: forget everything the previous run wrote.
+-- Redis checks maxmemory only before a script's first write and then lets it run to its end
+-- (it cannot stop half-way), so the first write here is an HSET, which a full Redis refuses:
+-- a DEL or HDEL first would start the run past maxmemory while every other write is refused.
 local function start_run(previous, keep_identity)
   local runs = tonumber(redis.call('HGET', record, 'runs') or '0') + 1
-  if keep_identity then
-    for _, field in ipairs(redis.call('HKEYS', record)) do
-      if not IDENTITY[field] then redis.call('HDEL', record, field) end
-    end
-    redis.call('PERSIST', record)
-    set_given_fields()
-  else
-    redis.call('DEL', record)
-    set_given_fields()
-  end
-  redis.call('DEL', deliveries)
   redis.call('HSET', record, 'runs', runs)
+  set_given_fields()
+  local keep = {runs = true}
+  for i = FIRST_FIELD, #ARGV, 2 do keep[ARGV[i]] = true end
+  for _, field in ipairs(redis.call('HKEYS', record)) do
+    if not (keep[field] or (keep_identity and IDENTITY[field])) then redis.call('HDEL', record, field) end
+  end
+  redis.call('PERSIST', record)
+  redis.call('DEL', deliveries)
   enter('queued', previous)
   touch_recent()
   return 1

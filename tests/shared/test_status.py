@@ -3,7 +3,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,7 +12,7 @@ import redis
 
 from shared.errors import CorruptMedia
 from shared.events import Modality, ObjectRef, Result, Stage, UploadEvent, UploadStatus
-from shared.redis_client import redis_client
+from shared.redis_client import RedisUnavailable, redis_client
 from shared.status import StatusRecord, StatusStore, parse_record
 from shared.streams import DeliveryCounter, ResultStream
 
@@ -213,6 +214,38 @@ def test_new_submission_of_a_finished_upload_starts_a_new_run(store: StatusStore
     assert record.status is UploadStatus.QUEUED and record.run == 2
     assert record.object is not None and record.object.key == "fixed.jpg"
     assert record.error is None
+
+
+@contextmanager
+def _redis_full(client: redis.Redis) -> Iterator[None]:
+    """Redis refusing every write that needs memory (``maxmemory`` 1 under noeviction)."""
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", 1)
+    try:
+        yield
+    finally:
+        client.config_set("maxmemory", 0)
+
+
+def test_a_new_run_refused_by_a_full_redis_leaves_the_previous_record_intact(
+    store: StatusStore, redis_conn: redis.Redis
+) -> None:
+    # A script runs to its end once it wrote (Redis cannot stop it half-way), so its first
+    # write must be one a full Redis refuses: a DEL first let create and requeue write past
+    # maxmemory, replacing the finished record while everything else was refused.
+    store.create(_event())
+    store.fail("u1", Stage.PREPROCESS, CorruptMedia("bad"))
+    before = redis_conn.hgetall("t:upload:u1")
+    counts = store.counts()
+    with _redis_full(redis_conn):
+        with pytest.raises(RedisUnavailable):
+            store.create(_event(submitted_at=datetime.now(UTC) + timedelta(seconds=5)))
+        with pytest.raises(RedisUnavailable):
+            store.requeue("u1")
+    assert redis_conn.hgetall("t:upload:u1") == before
+    assert store.counts() == counts
+    assert redis_conn.ttl("t:upload:u1") > 0  # type: ignore[operator]
+    assert store.requeue("u1"), "once Redis has room the new run starts"
 
 
 def test_finished_records_expire_and_ttl_zero_keeps_them(make_store: StoreFactory, redis_conn: redis.Redis) -> None:
