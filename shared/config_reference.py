@@ -1,5 +1,5 @@
 """The list of every OMNIBIND_* variable, read off the `Settings` model itself, so the
-README's configuration table and `omnibind config` can never drift from the code."""
+configuration table of docs/configuration.md can never drift from the code."""
 
 from __future__ import annotations
 
@@ -77,5 +77,5 @@ def markdown_table() -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # pragma: no cover - prints the README table
+if __name__ == "__main__":  # pragma: no cover - prints the configuration table
     print(markdown_table())

@@ -1,4 +1,5 @@
-"""Regenerate the README's configuration table from the Settings model."""
+"""Regenerate the configuration table of docs/configuration.md from the Settings model (the
+README links to it). Run after changing a setting: tests/test_configuration_doc.py checks it."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from pathlib import Path
 
 from shared.config_reference import markdown_table
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 TABLE = re.compile(r"(<!-- settings-table:start[^>]*-->\n).*?(<!-- settings-table:end -->)", re.S)
 
 if __name__ == "__main__":
-    text = README.read_text(encoding="utf-8")
-    README.write_text(TABLE.sub(lambda m: m.group(1) + markdown_table() + "\n" + m.group(2), text), encoding="utf-8")
-    print(f"updated {README}")
+    text = DOC.read_text(encoding="utf-8")
+    DOC.write_text(TABLE.sub(lambda m: m.group(1) + markdown_table() + "\n" + m.group(2), text), encoding="utf-8")
+    print(f"updated {DOC}")

@@ -1,6 +1,6 @@
 """The `omnibind` command group and what every command shares.
 
-Configuration comes from OMNIBIND_* environment variables (see the README); options only
+Configuration comes from OMNIBIND_* environment variables (docs/configuration.md); options only
 override what a single command needs. Commands live in sibling modules, one per area, each
 registering itself on `main`.
 """

@@ -227,18 +227,20 @@ def test_worker_log_lines_carry_the_upload_id(pipeline: Pipeline) -> None:
     assert {doc["worker"] for doc in succeeded} == {"cpu", "gpu", "index"}, succeeded
 
 
-# -- docs/http_api.md and README.md: their curl examples, run for real -----------------------
+# -- docs/http_api.md and docs/integrating.md: their curl examples, run for real -------------
 
 CURL_BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
 
 
 def curl_examples() -> list[str]:
-    """The ```bash blocks of docs/http_api.md that run curl, then those of the README that
-    call the API (``$OMNIBIND_URL``), in order."""
+    """The ```bash blocks of docs/http_api.md that run curl, then those of docs/integrating.md
+    that call the API (``$OMNIBIND_URL``), in order."""
     guide = (ROOT / "docs" / "http_api.md").read_text(encoding="utf-8")
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    integrating = (ROOT / "docs" / "integrating.md").read_text(encoding="utf-8")
     blocks = [block for block in CURL_BLOCK.findall(guide) if "curl " in block]
-    return blocks + [block for block in CURL_BLOCK.findall(readme) if "curl " in block and "$OMNIBIND_URL" in block]
+    return blocks + [
+        block for block in CURL_BLOCK.findall(integrating) if "curl " in block and "$OMNIBIND_URL" in block
+    ]
 
 
 def test_the_docs_have_curl_examples_for_every_endpoint() -> None:
