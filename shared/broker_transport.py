@@ -1,4 +1,5 @@
-"""kombu's Redis transport, with every message envelope checked before kombu parses it.
+"""kombu's Redis transport, with every message envelope checked before kombu parses it, and
+acknowledgements that outlive a Redis refusing writes.
 
 kombu's Redis transport BRPOPs a message (a JSON envelope: ``body``, ``headers``,
 ``properties``...) and parses it in the worker's main process, outside any of Celery's error
@@ -11,6 +12,12 @@ which no worker accepts, with the reason in the header `UNDECODABLE_HEADER`. Cel
 hands it to ``on_decode_error`` like any message whose body cannot be decoded, where the
 worker records it as a dead letter (`workers.consumer`).
 
+kombu lets a refused write (Redis full under noeviction, a failed AOF write, too few
+replicas) of its acknowledgement emulation escape into Celery's event loop, which stops the
+worker ("Unrecoverable error: server:OutOfMemoryError"): recording a popped message as held,
+requeueing a rejected one, acknowledging one. `QoS` rides such refusals out instead (see
+there); nothing it holds is lost, because a refused transaction changes nothing.
+
 Used by setting Celery's ``broker_transport`` to ``shared.broker_transport:Transport``
 (`shared.queue.celery_config`). Publishing is unchanged.
 """
@@ -20,13 +27,19 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import uuid
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 
 from shared.errors import LimitExceeded, PermanentError
 from shared.json_limits import loads_bounded
+from shared.redis_client import is_refusal
+
+log = logging.getLogger(__name__)
 
 UNDECODABLE_TYPE = "application/x-omnibind-undecodable"
 UNDECODABLE_HEADER = "omnibind_undecodable"
@@ -108,8 +121,120 @@ def checked_pop(reply: Any, **_: Any) -> tuple[Any, Any] | None:
     return key, quarantine(data, queue, problem)
 
 
+def _refused(exc: redis.ResponseError) -> bool:
+    return is_refusal(exc) or isinstance(exc, redis.exceptions.ExecAbortError)
+
+
+class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu ships no type hints
+    """kombu's unacked-message bookkeeping, riding out a Redis that refuses writes.
+
+    Each kombu write here is one MULTI/EXEC transaction, which a refusal aborts whole, so:
+
+    - a popped message that cannot be recorded as held is run all the same from memory;
+      should this worker die before it is done, the message is lost as in a kill between
+      BRPOP and recording, and the stall sweeper sends its upload again;
+    - a refused requeue or acknowledgement of a recorded message leaves it held in Redis: it
+      is delivered again once older than the visibility timeout (stages are idempotent);
+    - a refused requeue of a message held only in memory keeps it there, taking its prefetch
+      slot (so the worker stops draining its queue into memory), and is tried again at each
+      restore pass (`OMNIBIND_WORKER__UNACKED_RESTORE_INTERVAL_S`);
+    - a refused restore of expired holdings is tried again on the next pass.
+
+    Each refusal is one WARNING line starting "Redis refused".
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._unrecorded: set[str] = set()  # held only in memory: Redis refused to record them
+        self._stranded: set[str] = set()  # rejected, but Redis refused to requeue them
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        try:
+            super().append(message, delivery_tag)
+        except redis.ResponseError as exc:
+            if not _refused(exc):
+                raise
+            log.warning(
+                "Redis refused to record message %s as held (%s): running it anyway; should this worker die "
+                "first, the stall sweeper sends its upload again",
+                delivery_tag,
+                exc,
+            )
+            self._unrecorded.add(delivery_tag)
+            virtual.QoS.append(self, message, delivery_tag)
+
+    def ack(self, delivery_tag: str) -> None:
+        self._forget(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if requeue:
+            self.restore_by_tag(delivery_tag, leftmost=True)
+        else:
+            self._forget(delivery_tag)
+        if delivery_tag not in self._stranded:
+            virtual.QoS.ack(self, delivery_tag)
+
+    def _forget(self, delivery_tag: str) -> None:
+        self._unrecorded.discard(delivery_tag)
+        try:
+            self._remove_from_indices(delivery_tag).execute()
+        except redis.ResponseError as exc:
+            if not _refused(exc):
+                raise
+            log.warning(
+                "Redis refused to acknowledge message %s (%s): it stays held and is delivered again after the "
+                "visibility timeout",
+                delivery_tag,
+                exc,
+            )
+
+    def restore_by_tag(self, tag: str, client: Any = None, leftmost: bool = False) -> None:
+        message = self._delivered.get(tag) if tag in self._unrecorded else None  # type: ignore[attr-defined]
+        try:
+            if message is None:
+                super().restore_by_tag(tag, client, leftmost)
+            else:
+                self._restore_unrecorded(message, client, leftmost)
+                self._unrecorded.discard(tag)
+        except redis.ResponseError as exc:
+            if not _refused(exc):
+                raise
+            if message is None:
+                log.warning(
+                    "Redis refused to requeue message %s (%s): it stays held until the visibility timeout", tag, exc
+                )
+            elif tag not in self._stranded:
+                self._stranded.add(tag)
+                log.warning("Redis refused to requeue message %s (%s): kept in memory until Redis takes it", tag, exc)
+
+    def _restore_unrecorded(self, message: Any, client: Any, leftmost: bool) -> None:
+        """Requeue a message that Redis never recorded as held, from its copy in memory."""
+        delivery = message.delivery_info
+        with self.pipe_or_acquire(client=client) as pipe:
+            exchange, routing_key = delivery["exchange"], delivery["routing_key"]
+            self.channel._do_restore_message(message._raw, exchange, routing_key, pipe, leftmost)
+            pipe.execute()
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> None:
+        for tag in list(self._stranded):
+            self.restore_by_tag(tag, leftmost=True)
+            if tag not in self._unrecorded:  # requeued at last
+                self._stranded.discard(tag)
+                virtual.QoS.ack(self, tag)
+        try:
+            super().restore_visible(*args, **kwargs)
+        except redis.ResponseError as exc:
+            if not _refused(exc):
+                raise
+            log.warning("Redis refused to restore expired messages (%s): trying again on the next pass", exc)
+
+
 class Channel(kombu_redis.Channel):
-    """kombu's Redis channel whose BRPOP replies pass through `checked_pop`."""
+    """kombu's Redis channel whose BRPOP replies pass through `checked_pop` and whose
+    acknowledgements ride out refused writes (`QoS`)."""
+
+    QoS = QoS
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         client = super()._create_client(asynchronous)
