@@ -9,8 +9,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.api_keys import TENANT_PATTERN
 from shared.events import Modality, ObjectRef, UploadStatus
-from shared.vectors.records import ALL_TENANTS, SearchFilters, SearchHit, tenants
+from shared.vectors.records import SearchFilters, SearchHit, TenantScope
 
 MAX_K = 100
 
@@ -43,11 +44,14 @@ class SearchOptions(BaseModel):
     k: int = Field(10, ge=1, le=MAX_K, description="number of hits")
     modality: ContentModality | None = Field(None, description="only uploads of this modality")
     flagged: bool | None = Field(None, description="only flagged (true) or unflagged (false) uploads")
-    tenant: str | None = Field(None, min_length=1, max_length=128, description="only this tenant's uploads")
+    tenant: str | None = Field(
+        None, pattern=TENANT_PATTERN, description="only this tenant's uploads (one of the API key's tenants)"
+    )
 
-    def filters(self) -> SearchFilters:
+    def filters(self, scope: TenantScope) -> SearchFilters:
+        """The filters within `scope` (the tenants the caller's key may search)."""
         return SearchFilters(
-            scope=tenants(self.tenant) if self.tenant else ALL_TENANTS,
+            scope=scope,
             modality=Modality(self.modality.value) if self.modality else None,
             flagged=self.flagged,
         )

@@ -12,7 +12,8 @@ from producers.http.bodies import body_kind, read_file_form, read_json, request_
 from producers.http.errors import error_responses
 from producers.http.models import MAX_K, ContentModality, Hit, SearchOptions, SearchResults, TextSearch
 from producers.http.state import State
-from shared.api_keys import KeyScope, Role
+from producers.http.tenancy import search_scope
+from shared.api_keys import TENANT_PATTERN, KeyScope, Role
 from shared.backpressure import check_backpressure
 from shared.events import Modality
 from shared.media.sniff import sniff
@@ -30,7 +31,7 @@ def _form_schema() -> dict[str, Any]:
             "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10},
             "modality": {"type": "string", "enum": [m.value for m in ContentModality]},
             "flagged": {"type": "boolean"},
-            "tenant": {"type": "string", "minLength": 1, "maxLength": 128},
+            "tenant": {"type": "string", "pattern": TENANT_PATTERN, "description": "one of the key's tenants"},
         },
     }
 
@@ -67,10 +68,11 @@ async def search(
         options = part.fields
         modality, query = _file_query(part.data, limits.max_text_chars)
 
+    # The key's tenants, narrowed to the one named: never wider than the key.
+    filters = options.filters(search_scope(caller, options.tenant))
+
     def run() -> SearchResults:
-        hits = state.client.search(
-            **query, k=options.k, filters=options.filters(), timeout_s=state.settings.api.search_timeout_s
-        )
+        hits = state.client.search(**query, k=options.k, filters=filters, timeout_s=state.settings.api.search_timeout_s)
         return SearchResults(query=modality, hits=[Hit.of(hit) for hit in hits])
 
     return await run_in_threadpool(run)

@@ -14,10 +14,11 @@ from producers.http.bodies import body_kind, read_file_form, read_json, request_
 from producers.http.errors import ApiError, error_responses
 from producers.http.models import UploadAccepted
 from producers.http.state import ApiState, State
-from shared.api_keys import KeyScope, Role
+from producers.http.tenancy import check_object_ref, id_to_read, qualify, submission_tenant, visible
+from shared.api_keys import TENANT_PATTERN, KeyScope, Role
 from shared.backpressure import check_backpressure
 from shared.errors import LimitExceeded, PermanentError
-from shared.events import UPLOAD_ID_PATTERN, Modality, UploadEvent, parse_upload_event
+from shared.events import UPLOAD_ID_PATTERN, Modality, UploadEvent, new_upload_id, parse_upload_event
 from shared.json_limits import loads_bounded
 from shared.logs import upload_context
 from shared.media.sniff import sniff
@@ -38,7 +39,9 @@ class UploadForm(BaseModel):
 
     id: str | None = Field(None, pattern=UPLOAD_ID_PATTERN, description="your id for the upload (default: generated)")
     modality: Modality = Field(Modality.AUTO, description="what the file must be (auto: whatever its bytes say)")
-    tenant: str | None = Field(None, min_length=1, max_length=128)
+    tenant: str | None = Field(
+        None, pattern=TENANT_PATTERN, description="one of the API key's tenants (default: its only one)"
+    )
     metadata: dict[str, str] = Field(default_factory=dict, description="a JSON object of string values")
 
     @field_validator("metadata", mode="before")
@@ -60,7 +63,7 @@ def _form_schema() -> dict[str, Any]:
             "file": {"type": "string", "format": "binary", "description": "the image, text or audio file"},
             "id": {"type": "string", "pattern": UPLOAD_ID_PATTERN, "description": "your id (default: generated)"},
             "modality": {"type": "string", "enum": [m.value for m in Modality], "default": "auto"},
-            "tenant": {"type": "string", "minLength": 1, "maxLength": 128},
+            "tenant": {"type": "string", "pattern": TENANT_PATTERN, "description": "one of the key's tenants"},
             "metadata": {"type": "string", "description": 'JSON object of string values, e.g. {"album": "summer"}'},
         },
     }
@@ -95,10 +98,10 @@ async def create_upload(
     # Refuse before reading the body: a busy pipeline should not cost an upload's transfer.
     await run_in_threadpool(check_backpressure, state.client.redis, state.settings)
     if kind == "json":
-        event = parse_upload_event(await read_json(request))
-        start = await run_in_threadpool(_enqueue_event, state, event)
+        event = _in_namespace(caller, parse_upload_event(await read_json(request)))
+        start = await run_in_threadpool(_enqueue_event, state, caller, event)
     else:
-        start = await _submit_file(request, state)
+        start = await _submit_file(request, state, caller)
     status_url = f"/v1/uploads/{start.upload_id}"
     response.headers["Location"] = status_url
     if not start.started:  # a run of this id is unfinished: nothing was queued again
@@ -108,11 +111,21 @@ async def create_upload(
     )
 
 
-def _enqueue_event(state: ApiState, event: UploadEvent) -> RunStart:
+def _in_namespace(caller: KeyScope, event: UploadEvent) -> UploadEvent:
+    """`event` acting for the caller's tenant, its id qualified by that tenant (see tenancy)."""
+    tenant = submission_tenant(caller, event.tenant)
+    upload_id = qualify(tenant, event.id)
+    if (upload_id, tenant) == (event.id, event.tenant):
+        return event
+    return parse_upload_event({**event.model_dump(mode="json"), "id": upload_id, "tenant": tenant})
+
+
+def _enqueue_event(state: ApiState, caller: KeyScope, event: UploadEvent) -> RunStart:
     limits = state.settings.limits
     if event.text is not None:
         check_text_length(event.text, max_chars=limits.max_text_chars)
     if event.object is not None:
+        check_object_ref(caller, event.tenant, event.object, state.settings.objects.bucket)
         # Fail fast on a reference to nothing (the worker would fail it a moment later).
         stored = state.client.objects.stat(event.object)
         if stored.size is not None and stored.size > limits.max_bytes:
@@ -128,9 +141,12 @@ def _enqueue_event(state: ApiState, event: UploadEvent) -> RunStart:
     return start
 
 
-async def _submit_file(request: Request, state: ApiState) -> RunStart:
+async def _submit_file(request: Request, state: ApiState, caller: KeyScope) -> RunStart:
     part = await read_file_form(request, UploadForm, max_bytes=state.settings.limits.max_bytes, what="upload")
     data, fields = part.data, part.fields
+    tenant = submission_tenant(caller, fields.tenant)
+    # Checked as an event would be: a qualified id longer than 128 characters is refused.
+    upload_id = parse_upload_event({"id": qualify(tenant, fields.id or new_upload_id()), "text": "-"}).id
     # Sniffing is cheap and pure: a file the workers would refuse is refused before it is stored.
     sniffed = sniff(data, part.content_type)
     if fields.modality not in (Modality.AUTO, sniffed.modality):
@@ -145,8 +161,8 @@ async def _submit_file(request: Request, state: ApiState) -> RunStart:
         start = state.client.submit_run(
             data,
             modality=fields.modality,
-            upload_id=fields.id,
-            tenant=fields.tenant,
+            upload_id=upload_id,
+            tenant=tenant,
             metadata=fields.metadata,
             filename=part.filename,
             content_type=part.content_type,
@@ -172,7 +188,7 @@ def get_upload(
 ) -> StatusRecord:
     """The upload's status record: status and when each was reached, modality, object ref,
     moderation (flagged, categories) once indexed, error reason and message if failed."""
-    record = state.client.status(upload_id)
-    if record is None:
+    record = visible(caller, state.client.status(id_to_read(caller, upload_id)))
+    if record is None:  # another tenant's upload answers exactly like a missing one
         raise ApiError(404, "upload_not_found", f"no upload {upload_id} (unknown, or its record expired)")
     return record

@@ -41,7 +41,9 @@ from schemathesis.specs.openapi.checks import (
 from producers.client import Client
 from producers.http.openapi import published_openapi
 from producers.stack import Stack
+from shared.api_keys import ApiKeyStore, Role
 from shared.config import Settings
+from shared.vectors.records import tenants
 from tests.http.conftest import API_KEY
 from tests.support.api_server import ApiServer, start_api_server
 from tests.support.stack import stack_settings
@@ -115,26 +117,55 @@ def test_uploads_end_indexed_and_are_found_by_search(pipeline: Pipeline) -> None
             http.post("/v1/uploads", files={"file": ("tone.wav", WAV)}, data={"id": "aud-1", "tenant": "acme"}),
         ]
         assert [reply.status_code for reply in accepted] == [202, 202, 202], [r.text for r in accepted]
-        records = {upload_id: wait_finished(http, upload_id) for upload_id in ("img-1", "txt-1", "aud-1")}
+        # Ids of a tenant's uploads are qualified by it (docs/http_api.md, Tenants).
+        assert [reply.json()["id"] for reply in accepted] == ["img-1", "acme:txt-1", "acme:aud-1"]
+        records = {upload_id: wait_finished(http, upload_id) for upload_id in ("img-1", "acme:txt-1", "acme:aud-1")}
         by_text = http.post("/v1/search", json={"text": "a red circle on white", "k": 3})
         by_image = http.post("/v1/search", files={"file": ("q.png", PNG)}, data={"k": "2", "modality": "image"})
         by_audio = http.post("/v1/search", files={"file": ("q.wav", WAV)}, data={"tenant": "acme"})
     assert {r["status"] for r in records.values()} == {"indexed"}, records
     assert records["img-1"]["modality"] == "image" and records["img-1"]["object"]["key"] == "img-1/red-circle.png"
     assert set(records["img-1"]["timestamps"]) >= {"queued", "preprocessed", "embedded", "indexed"}
-    assert records["aud-1"]["modality"] == "audio" and records["aud-1"]["tenant"] == "acme"
+    assert records["acme:aud-1"]["modality"] == "audio" and records["acme:aud-1"]["tenant"] == "acme"
 
     assert by_text.status_code == 200, by_text.text
     text_hits = by_text.json()
     assert text_hits["query"] == "text"
-    assert text_hits["hits"][0]["upload_id"] == "txt-1" and text_hits["hits"][0]["score"] > 0.999
+    assert text_hits["hits"][0]["upload_id"] == "acme:txt-1" and text_hits["hits"][0]["score"] > 0.999
     assert by_image.status_code == 200, by_image.text
     image_hits = by_image.json()["hits"]
     assert [hit["modality"] for hit in image_hits] == ["image"]  # the only indexed image
     assert image_hits[0]["upload_id"] == "img-1" and image_hits[0]["object"]["bucket"] == "uploads"
     assert by_audio.status_code == 200
-    assert {hit["upload_id"] for hit in by_audio.json()["hits"]} == {"txt-1", "aud-1"}  # tenant acme only
-    assert by_audio.json()["hits"][0]["upload_id"] == "aud-1"
+    assert {hit["upload_id"] for hit in by_audio.json()["hits"]} == {"acme:txt-1", "acme:aud-1"}  # acme only
+    assert by_audio.json()["hits"][0]["upload_id"] == "acme:aud-1"
+
+
+def test_a_tenants_search_never_finds_another_tenants_uploads(pipeline: Pipeline) -> None:
+    store = ApiKeyStore(pipeline.client.redis, pipeline.settings.queue_prefix)
+    roles = frozenset({Role.INGEST, Role.READ, Role.SEARCH})
+    keys = {name: store.create(tenants(name), roles)[1] for name in ("north", "south")}
+    caption = "a blue square on a green field"
+
+    def as_(name: str) -> httpx.Client:
+        return httpx.Client(base_url=pipeline.url, headers={"X-API-Key": keys[name]}, timeout=120.0)
+
+    for name in keys:
+        with as_(name) as http:
+            accepted = http.post("/v1/uploads", json={"id": "same-id", "text": caption})
+            assert accepted.status_code == 202, accepted.text
+            assert wait_finished(http, "same-id")["status"] == "indexed"
+    with as_("south") as http:
+        own = http.post("/v1/search", json={"text": caption, "k": 100})
+        named = http.post("/v1/search", json={"text": caption, "tenant": "north"})
+        by_file = http.post("/v1/search", files={"file": ("q.png", PNG)}, data={"k": "100"})
+    assert own.status_code == 200 and by_file.status_code == 200
+    assert {hit["upload_id"] for hit in own.json()["hits"]} == {"south:same-id"}
+    assert {hit["tenant"] for hit in own.json()["hits"] + by_file.json()["hits"]} == {"south"}
+    assert named.status_code == 403 and named.json()["reason"] == "tenant_forbidden"
+    with pipeline.http() as http:  # an operator key sees both
+        hits = http.post("/v1/search", json={"text": caption, "k": 100}).json()["hits"]
+    assert {"north:same-id", "south:same-id"} <= {hit["upload_id"] for hit in hits}
 
 
 def test_a_corrupt_upload_ends_failed_with_its_reason(pipeline: Pipeline) -> None:

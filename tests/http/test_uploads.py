@@ -32,20 +32,20 @@ def test_multipart_file_is_stored_queued_and_answered_202(start_api: Callable[..
         assert reply.status_code == 202, reply.text
         body = reply.json()
         assert body == {
-            "id": "upload-1",
+            "id": "acme:upload-1",  # qualified by its tenant (docs/http_api.md, Tenants)
             "status": "queued",
-            "status_url": "/v1/uploads/upload-1",
+            "status_url": "/v1/uploads/acme:upload-1",
             "run": 1,
             "started": True,
         }
-        assert reply.headers["location"] == "/v1/uploads/upload-1"
+        assert reply.headers["location"] == "/v1/uploads/acme:upload-1"
 
         status = http.get(body["status_url"])
     assert status.status_code == 200
     record = status.json()
     assert record["status"] == "queued" and record["tenant"] == "acme" and record["source"] == "http"
     ref = ObjectRef.model_validate(record["object"])
-    assert ref.key == "upload-1/red circle.png"
+    assert ref.key == "acme:upload-1/red circle.png"
     assert api.client.objects.get(ref, max_bytes=len(PNG)) == PNG
     assert cpu_backlog(api) == 1
 
@@ -55,7 +55,7 @@ def test_json_text_event_is_queued(start_api: Callable[..., RunningApi]) -> None
     with api.http() as http:
         reply = http.post("/v1/uploads", json={"id": "caption-7", "text": "a red circle", "tenant": "acme"})
         assert reply.status_code == 202, reply.text
-        record = http.get("/v1/uploads/caption-7").json()
+        record = http.get("/v1/uploads/acme:caption-7").json()
     assert record["status"] == "queued" and record["modality"] is None and record["object"] is None
     assert cpu_backlog(api) == 1
 

@@ -1,0 +1,87 @@
+"""Which tenant a request acts for, and the tenant namespace of upload ids and objects.
+
+The tenant comes from the API key (`KeyScope`), never from the body alone: a body may name
+one of the key's tenants (403 ``tenant_forbidden`` otherwise) and may omit it when the key
+has exactly one.
+
+Upload ids are namespaced per tenant: the API stores an upload of tenant ``acme`` under the
+id ``acme:<id>`` (the id as given, unless it already starts with ``acme:``). Everything
+downstream is keyed by that qualified id: the status record, the vector record's uuid, the
+object key ``acme:<id>/<file name>``, dead letters, results. So one tenant's id can never
+name another tenant's upload or object, and a key reading an id outside its tenants gets
+the same 404 as for a missing one (the record's tenant is checked as well). Objects an
+event references must lie in the uploads bucket under the tenant's prefix ``acme:``.
+Operator keys (``*``) act as before: ids are qualified only when a tenant is named.
+"""
+
+from __future__ import annotations
+
+from producers.http.errors import ApiError
+from shared.api_keys import KeyScope, check_tenant
+from shared.errors import ObjectNotFound, PermanentError
+from shared.events import ObjectRef
+from shared.status import StatusRecord
+from shared.vectors.records import TenantScope, tenants
+
+SEPARATOR = ":"
+
+
+def submission_tenant(caller: KeyScope, named: str | None) -> str | None:
+    """The tenant a submission or search acts for: `named` if the key covers it, else the
+    key's only tenant; None for an operator naming none. Raises 403 ``tenant_forbidden``,
+    422 ``tenant_required`` (a key of several tenants that names none) or 422
+    ``invalid_tenant``."""
+    if named is not None:
+        try:
+            check_tenant(named)
+        except ValueError as exc:
+            raise PermanentError(str(exc), reason="invalid_tenant") from exc
+        if not caller.covers(named):
+            raise ApiError(403, "tenant_forbidden", f"this API key may not act for tenant {named!r}")
+        return named
+    if caller.all_tenants:
+        return None
+    only = caller.single_tenant
+    if only is None:
+        raise PermanentError("this API key has several tenants: name one in 'tenant'", reason="tenant_required")
+    return only
+
+
+def search_scope(caller: KeyScope, named: str | None) -> TenantScope:
+    """The tenants a search may see: the one named (if the key covers it), else all of the key's."""
+    if named is not None:
+        return tenants(submission_tenant(caller, named) or named)
+    return caller.tenants
+
+
+def qualify(tenant: str | None, upload_id: str) -> str:
+    """`upload_id` in `tenant`'s namespace: ``<tenant>:<upload_id>`` (unchanged without a
+    tenant, or when it already starts with ``<tenant>:``)."""
+    if tenant is None or upload_id.startswith(f"{tenant}{SEPARATOR}"):
+        return upload_id
+    return f"{tenant}{SEPARATOR}{upload_id}"
+
+
+def id_to_read(caller: KeyScope, upload_id: str) -> str:
+    """The qualified id a key means by `upload_id` (a key of one tenant may leave the tenant
+    out; operators and keys of several tenants give the qualified id)."""
+    only = caller.single_tenant
+    return qualify(only, upload_id) if only is not None else upload_id
+
+
+def visible(caller: KeyScope, record: StatusRecord | None) -> StatusRecord | None:
+    """`record` if the key may see it, else None (answered like a missing record)."""
+    if record is None or not caller.covers(record.tenant):
+        return None
+    return record
+
+
+def check_object_ref(caller: KeyScope, tenant: str | None, ref: ObjectRef, uploads_bucket: str) -> None:
+    """Refuse a reference to an object the tenant does not own: anything outside the uploads
+    bucket or the tenant's ``<tenant>:`` key prefix. Answered exactly like a missing object
+    (`ObjectNotFound`), so the refusal tells nothing about other tenants' objects."""
+    if caller.all_tenants:
+        return
+    owned = tenant is not None and ref.bucket == uploads_bucket and ref.key.startswith(f"{tenant}{SEPARATOR}")
+    if not owned:
+        raise ObjectNotFound(f"object {ref.bucket}/{ref.key} does not exist")
