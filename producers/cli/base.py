@@ -13,12 +13,20 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+import redis
 
+from producers.client import Client
 from shared.config import Settings, load_settings
 from shared.errors import ConfigError, OmnibindError
+from shared.heartbeat import live_workers
 from shared.logs import configure_logging
+from shared.redis_client import redact_url, redis_client, resolve_redis_url
 
 F = TypeVar("F", bound=Callable[..., Any])
+# The one connection attempt a command makes before anything else waits no longer than this
+# (an unreachable Redis is one clear line, not a storm of reconnection logs).
+PREFLIGHT_CONNECT_TIMEOUT_S = 3.0
+START_HINT = "start the embedded stack with `omnibind up`"
 
 
 def settings_of(ctx: click.Context) -> Settings:
@@ -40,6 +48,39 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def connect(ctx: click.Context, *, source: str = "cli") -> Client:
+    """A `Client` for a command, after one bounded connection attempt to Redis without
+    retries. Raises `click.ClickException` naming the server and the fix when it cannot be
+    reached, instead of letting every call retry with backoff."""
+    settings = settings_of(ctx)
+    url = resolve_redis_url(settings)
+    probe = redis_client(
+        url, connect_timeout_s=min(settings.redis.connect_timeout_s, PREFLIGHT_CONNECT_TIMEOUT_S), retries=0
+    )
+    try:
+        probe.ping()
+    except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
+        raise click.ClickException(f"Redis at {redact_url(url)} refused our credentials ({exc})") from exc
+    except redis.RedisError as exc:
+        fix = START_HINT if settings.redis_url is None else "check OMNIBIND_REDIS_URL, or " + START_HINT
+        raise click.ClickException(f"cannot reach Redis at {redact_url(url)} ({exc}): {fix}") from exc
+    finally:
+        probe.close()
+    return Client(settings, source=source)
+
+
+def require_workers(client: Client, kinds: tuple[str, ...], doing: str) -> None:
+    """Raise `click.ClickException` at once when no worker of one of `kinds` is alive (by
+    heartbeat), rather than let `doing` wait for workers that are not there."""
+    alive = {str(beat["kind"]) for beat in live_workers(client.redis, client.settings.queue_prefix)}
+    missing = [kind for kind in kinds if kind not in alive]
+    if missing:
+        raise click.ClickException(
+            f"no live {', '.join(missing)} worker: {doing} needs {'/'.join(kinds)} workers; "
+            f"{START_HINT} (or `omnibind worker KIND` against this Redis)"
+        )
+
+
 def stop_on_signals() -> Callable[[], bool]:
     """Install SIGINT/SIGTERM handlers that ask a loop to stop; returns the check."""
     stop = {"requested": False}
@@ -53,6 +94,7 @@ def stop_on_signals() -> Callable[[], bool]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="omnibind", prog_name="omnibind")
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING... (default: OMNIBIND_LOG_LEVEL or INFO)")
 @click.pass_context
 def main(ctx: click.Context, log_level: str | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import sys
 import time
@@ -14,24 +15,30 @@ from producers.cli.base import handle_errors, main, settings_of, stop_on_signals
 from producers.client import Client
 from producers.stack import WORKER_KINDS, Stack, settings_env, worker_argv
 from shared.heartbeat import live_workers
-from shared.redis_client import redact_url
+from shared.redis_client import redact_url, resolve_redis_url
 
 
 @main.command()
 @click.option("--model", type=click.Choice(["huge", "tiny"]), default=None, help="tiny = random weights, offline")
+@click.option("--verbose", is_flag=True, help="relay the workers' output (Celery banners, warnings) to this terminal")
 @click.pass_context
 @handle_errors
-def up(ctx: click.Context, model: str | None) -> None:
+def up(ctx: click.Context, model: str | None, verbose: bool) -> None:
     """Start the embedded stack: redis-server on loopback (data dir, AOF) plus cpu, gpu and
     index workers as child processes. Ctrl-C stops everything cleanly; a worker or a
     redis-server that dies is restarted (a worker that cannot start, or a redis-server that
-    does not come back, stops everything with the reason)."""
+    does not come back, stops everything with the reason). The workers' output goes to log
+    files in DATA_DIR/logs (or, with --verbose, to this terminal)."""
     settings = settings_of(ctx)
     if model:
         settings = settings.model_copy(update={"model": settings.model.model_copy(update={"name": model})})
-    stack = Stack(settings)
+    log_dir = None if verbose else settings.data_dir / "logs"
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(settings, log_dir=log_dir)
     stopping = stop_on_signals()
-    click.echo(f"starting omnibind (data dir {settings.data_dir}, model {settings.model.name}) ...", err=True)
+    where = f", worker logs in {log_dir}" if log_dir else ""
+    click.echo(f"starting omnibind (data dir {settings.data_dir}, model {settings.model.name}{where}) ...", err=True)
     with stack:
         redis_at = redact_url(stack.redis_url or "?")
         click.echo(f"omnibind is up: redis {redis_at}, workers {', '.join(WORKER_KINDS)}. Ctrl-C stops.", err=True)
@@ -40,6 +47,24 @@ def up(ctx: click.Context, model: str | None) -> None:
             stack.supervise_redis()
             stack.restart_dead()
         click.echo("stopping workers, then redis ...", err=True)
+
+
+@main.command()
+@click.pass_context
+@handle_errors
+def env(ctx: click.Context) -> None:
+    """Print `export OMNIBIND_REDIS_URL=...` for the Redis this configuration uses (the
+    embedded server of `omnibind up` when OMNIBIND_REDIS_URL is unset), password included, so
+    that other tools reach it: eval "$(omnibind env)"; redis-cli -u "$OMNIBIND_REDIS_URL" ...
+    (redis-cli does not decode a percent-encoded password: one with / ? # @ % or : needs -a)."""
+    settings = settings_of(ctx)
+    url = resolve_redis_url(settings)
+    if settings.redis_url is None:
+        # The embedded server's password belongs to its "default" user; redis-cli 6 sends an
+        # empty user name (and fails) for the "redis://:password@" form.
+        url = url.replace("redis://:", "redis://default:", 1)
+    click.echo(f"export OMNIBIND_REDIS_URL={shlex.quote(url)}")
+    click.echo(f"export OMNIBIND_QUEUE_PREFIX={shlex.quote(settings.queue_prefix)}")
 
 
 @main.command()

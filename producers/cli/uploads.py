@@ -1,23 +1,29 @@
-"""Feeding and following uploads: ingest, watch, status, search."""
+"""Feeding and following uploads: ingest, watch, delete, status, search."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from producers.cli.base import handle_errors, main, settings_of, stop_on_signals
+from producers.cli.base import connect, handle_errors, main, require_workers, stop_on_signals
 from producers.client import Client
 from producers.files import iter_files
-from producers.ingest import Summary, submit_files, wait_for
-from shared.events import Modality
+from producers.ingest import Outcome, Submitted, Summary, submit_file, submit_files, wait_for
+from shared.errors import OmnibindError
+from shared.events import DeleteRequest, Modality, UploadStatus
 from shared.heartbeat import live_workers
+from shared.media.sniff import sniff
 from shared.status import StatusRecord
 from shared.vectors.records import ALL_TENANTS, SearchFilters, SearchHit, tenants
+
+PIPELINE_KINDS = ("cpu", "gpu", "index")
+QUERY_KINDS = ("cpu", "gpu")
 
 
 @main.command()
@@ -26,23 +32,58 @@ from shared.vectors.records import ALL_TENANTS, SearchFilters, SearchHit, tenant
 @click.option("--timeout", "timeout_s", type=float, default=600.0, show_default=True, help="with --wait")
 @click.option("--modality", type=click.Choice([m.value for m in Modality]), default="auto", show_default=True)
 @click.option("--tenant", default=None)
+@click.option("--json", "as_json", is_flag=True, help="one JSON line per file on stdout: path, id, outcome")
 @click.pass_context
 @handle_errors
 def ingest(
-    ctx: click.Context, paths: tuple[Path, ...], wait: bool, timeout_s: float, modality: str, tenant: str | None
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    wait: bool,
+    timeout_s: float,
+    modality: str,
+    tenant: str | None,
+    as_json: bool,
 ) -> None:
-    """Submit files and folders (recursively) for embedding."""
+    """Submit files and folders (recursively) for embedding.
+
+    A file's id comes from its content (and tenant), so ingesting the same files again
+    creates no second record: a file already indexed is skipped (outcome "exists"). Outcomes:
+    submitted, exists, in_progress, duplicate (same content as an earlier file), error; with
+    --wait: indexed, failed, unfinished, error. Exit code 1 when a file failed or was not
+    submitted (or, with --wait, did not finish)."""
     files = list(iter_files(paths))
-    with Client(settings_of(ctx), source="cli") as client:
-        submitted = submit_files(client, files, modality=Modality(modality), tenant=tenant)
-        ids = [s.upload_id for s in submitted if s.upload_id]
-        click.echo(f"submitted {len(ids)} of {len(files)} files")
-        finished = wait_for(client, ids, timeout_s=timeout_s) if wait else {}
+    with connect(ctx) as client:
+        if wait:
+            require_workers(client, PIPELINE_KINDS, "ingest --wait")
+        submitted = submit_files(client, files, modality=Modality(modality), tenant=tenant, progress=not as_json)
+        ids = list(dict.fromkeys(s.upload_id for s in submitted if s.upload_id))
+        sent = sum(1 for s in submitted if s.outcome is Outcome.SUBMITTED)
+        click.echo(f"submitted {sent} of {len(files)} files ({len(ids)} distinct)", err=as_json)
+        finished = wait_for(client, ids, timeout_s=timeout_s, progress=not as_json) if wait else {}
     summary = Summary(submitted, finished)
-    if wait:
+    if as_json:
+        for item in submitted:
+            click.echo(json.dumps(_file_doc(item, summary if wait else None)))
+    elif wait:
         _print_summary(summary)
+    else:
+        for path, reason in summary.failures():
+            click.echo(f"  NOT SUBMITTED {path}: {reason}")
     if summary.failures() or (wait and summary.counts["unfinished"]):
         sys.exit(1)
+
+
+def _file_doc(item: Submitted, summary: Summary | None) -> dict[str, Any]:
+    """One line of `ingest --json`: the outcome of submitting, or (with a summary) the final one."""
+    outcome, reason = summary.final(item) if summary is not None else (item.outcome, item.error)
+    doc: dict[str, Any] = {"path": str(item.path), "id": item.upload_id, "outcome": outcome.value}
+    if summary is not None and item.upload_id is not None:
+        doc["submitted"] = item.outcome.value
+    if reason:
+        doc["reason"] = reason
+    elif item.error:
+        doc["note"] = item.error
+    return doc
 
 
 def _print_summary(summary: Summary) -> None:
@@ -60,22 +101,85 @@ def _print_summary(summary: Summary) -> None:
 @click.option("--interval", "interval_s", type=float, default=1.0, show_default=True, help="seconds between scans")
 @click.option("--existing", is_flag=True, help="also ingest files already there at start")
 @click.option("--tenant", default=None)
+@click.option("--json", "as_json", is_flag=True, help="one JSON line per outcome on stdout")
 @click.pass_context
 @handle_errors
-def watch(ctx: click.Context, directory: Path, interval_s: float, existing: bool, tenant: str | None) -> None:
+def watch(
+    ctx: click.Context, directory: Path, interval_s: float, existing: bool, tenant: str | None, as_json: bool
+) -> None:
     """Ingest new files as they arrive in DIRECTORY (recursively) until Ctrl-C. A file is taken
-    once its size and modification time stop changing between two scans."""
+    once its size and modification time stop changing between two scans. Prints a line per
+    outcome: when a file is submitted (or skipped: exists, in_progress, error), then when its
+    upload ends (indexed, or failed with the reason)."""
     from producers.watch import FolderWatcher
 
     stopping = stop_on_signals()
-    with Client(settings_of(ctx), source="watch") as client:
+    report = _Reporter(as_json)
+    with connect(ctx, source="watch") as client:
         watcher = FolderWatcher(directory, include_existing=existing)
         click.echo(f"watching {directory} (Ctrl-C stops)", err=True)
+        pending: dict[str, Path] = {}
         while not stopping():
             for path in watcher.scan():
-                upload_id = client.submit(path, tenant=tenant, metadata={"filename": path.name})
-                click.echo(f"{upload_id} {path}")
-            time.sleep(interval_s)
+                item = _submit_one(client, path, tenant)
+                report(item.path, item.upload_id, item.outcome, item.error)
+                if item.upload_id and item.outcome in (Outcome.SUBMITTED, Outcome.IN_PROGRESS):
+                    pending[item.upload_id] = path
+            finished = client.wait(list(pending), timeout_s=interval_s) if pending else {}
+            for upload_id, record in finished.items():
+                path = pending.pop(upload_id)
+                failed = record.status is UploadStatus.FAILED
+                reason = f"{record.error_reason}: {record.error}" if failed else None
+                report(path, upload_id, Outcome.FAILED if failed else Outcome.INDEXED, reason)
+            if not pending:
+                time.sleep(interval_s)
+
+
+def _submit_one(client: Client, path: Path, tenant: str | None) -> Submitted:
+    """`submit_file` for the watcher: backpressure and an unreachable Redis are this file's
+    outcome (the watcher goes on), not the end of the watch."""
+    try:
+        return submit_file(client, path, tenant=tenant)
+    except OmnibindError as exc:  # Busy, RedisUnavailable: reported, the watch goes on
+        return Submitted(path, None, f"{exc.reason}: {exc}", Outcome.ERROR)
+
+
+class _Reporter:
+    """Prints one line per outcome: ``OUTCOME ID PATH[: reason]``, or a JSON object."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def __call__(self, path: Path, upload_id: str | None, outcome: Outcome, reason: str | None) -> None:
+        if self.as_json:
+            doc = {"path": str(path), "id": upload_id, "outcome": outcome.value}
+            click.echo(json.dumps({**doc, "reason": reason} if reason else doc))
+            return
+        click.echo(f"{outcome.value} {upload_id or '-'} {path}" + (f": {reason}" if reason else ""))
+
+
+@main.command()
+@click.argument("upload_ids", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="one JSON line per id: id, outcome")
+@click.pass_context
+@handle_errors
+def delete(ctx: click.Context, upload_ids: tuple[str, ...], as_json: bool) -> None:
+    """Remove uploads from the index (their vector records). The deletion is recorded in Redis
+    and done by an index worker (after a run in flight ends); a repeat is harmless. Outcome per
+    id: requested, or not_found (no such upload: exit code 1)."""
+    missing = False
+    with connect(ctx) as client:
+        for upload_id in upload_ids:
+            request = DeleteRequest(upload_id=upload_id, reason="cli", removed_at=datetime.now(UTC))
+            known = client.status(upload_id) is not None or client.vectors.get(upload_id) is not None
+            if known:
+                client.delete(request)
+            missing = missing or not known
+            outcome = "requested" if known else "not_found"
+            doc = {"id": upload_id, "outcome": outcome}
+            click.echo(json.dumps(doc) if as_json else f"{outcome} {upload_id}")
+    if missing:
+        sys.exit(1)
 
 
 @main.command()
@@ -85,7 +189,7 @@ def watch(ctx: click.Context, directory: Path, interval_s: float, existing: bool
 @handle_errors
 def status(ctx: click.Context, upload_id: str | None, as_json: bool) -> None:
     """Show one upload's status, or (without ID) counts per status and the live workers."""
-    with Client(settings_of(ctx)) as client:
+    with connect(ctx) as client:
         if upload_id:
             record = client.status(upload_id)
             if record is None:
@@ -151,15 +255,25 @@ def search(
         modality=Modality(modality) if modality else None,
         flagged=flagged,
     )
-    with Client(settings_of(ctx)) as client:
-        hits = client.search(
-            text=text,
-            image=image.read_bytes() if image else None,
-            audio=audio.read_bytes() if audio else None,
-            k=k,
-            filters=filters,
-        )
+    image_query = _query_file(image, Modality.IMAGE)
+    audio_query = _query_file(audio, Modality.AUDIO)
+    with connect(ctx) as client:
+        require_workers(client, QUERY_KINDS, "search")
+        hits = client.search(text=text, image=image_query, audio=audio_query, k=k, filters=filters)
     click.echo(json.dumps([_hit_doc(h) for h in hits], indent=2) if as_json else _hits_table(hits))
+
+
+def _query_file(path: Path | None, expected: Modality) -> bytes | None:
+    """The bytes of a query file, refused with one line when they are not `expected`'s kind
+    (checked here by content, as the workers would, before anything is sent)."""
+    if path is None:
+        return None
+    data = path.read_bytes()
+    found = sniff(data).modality  # raises UnsupportedMedia / CorruptMedia: one line too
+    if found is not expected:
+        hint = "pass the text itself as TEXT" if found is Modality.TEXT else f"use --{found.value} {path}"
+        raise click.ClickException(f"{path} is {found.value}, not {expected.value}: {hint}")
+    return data
 
 
 def _hit_doc(hit: SearchHit) -> dict[str, Any]:
