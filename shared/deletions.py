@@ -6,8 +6,9 @@ record it as held because Redis refuses writes, before it is acknowledged); its 
 the stall sweeper (`workers.sweeper`) send it again. A deletion is named by a token derived
 from the request itself, so the same request recorded twice (a bridge that re-reads an
 event) is one pending deletion. Keys (`shared.redis_keys`): ``{prefix}:deletions`` (token ->
-request JSON) and ``{prefix}:deletions:inflight`` (token scored by its last progress, epoch
-ms).
+request JSON), ``{prefix}:deletions:inflight`` (token scored by its last progress, epoch
+ms) and ``{prefix}:deletions:deliveries`` (token -> deliveries of its message, so that a
+delete that kills its worker every time is dead-lettered after ``max_deliveries``).
 """
 
 from __future__ import annotations
@@ -31,14 +32,15 @@ from shared.redis_keys import RedisKeys
 # the sweeper can tell a held deletion from a lost one.
 DELETION_HEADER = "omnibind_deletion"
 
-# KEYS: 1 dead-letter stream, 2 pending hash, 3 in-flight zset. ARGV: 1 token ('' = none), 2 dead-letter
-# maxlen, 3.. dead-letter field/value pairs (none: only forget). The dead letter goes first:
-# when Redis refuses writes (OOM under noeviction) nothing is changed.
+# KEYS: 1 dead-letter stream, 2 pending hash, 3 in-flight zset, 4 deliveries hash. ARGV: 1 token
+# ('' = none), 2 dead-letter maxlen, 3.. dead-letter field/value pairs (none: only forget). The
+# dead letter goes first: when Redis refuses writes (OOM under noeviction) nothing is changed.
 _FINISH_LUA = """
 if #ARGV > 2 then redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3)) end
 if ARGV[1] ~= '' then
   redis.call('HDEL', KEYS[2], ARGV[1])
   redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('HDEL', KEYS[4], ARGV[1])
 end
 return 1
 """
@@ -95,7 +97,19 @@ class PendingDeletions:
         for name, value in (dead_letter or {}).items():
             args += [name, value]
         with translate_redis_errors("recording the end of a deletion"):
-            self._finish(keys=[self.keys.dead, self.keys.deletions, self.keys.deletions_inflight], args=args)
+            self._finish(keys=[self.keys.dead, *self._deletion_keys], args=args)
+
+    @property
+    def _deletion_keys(self) -> list[str]:
+        return [self.keys.deletions, self.keys.deletions_inflight, self.keys.deletion_deliveries]
+
+    def count_delivery(self, token: str) -> int:
+        """Record one more delivery of the delete message of `token`; returns the count
+        including this one. Redis keeps no delivery count, so a delete that kills its worker
+        every time is found by this one (``workers.tasks.index``); the count is forgotten
+        with the deletion (`done`)."""
+        with translate_redis_errors("counting deliveries of a deletion"):
+            return int(self._redis.hincrby(self.keys.deletion_deliveries, token, 1))  # type: ignore[arg-type]
 
     def get(self, token: str) -> DeleteRequest | None:
         with translate_redis_errors("reading a pending deletion"):

@@ -67,6 +67,12 @@ class RedisKeys:
         return f"{self.prefix}:deletions"
 
     @property
+    def deletion_deliveries(self) -> str:
+        """Hash: pending deletion token -> how often its delete message was delivered (poison
+        detection); the field goes with the pending deletion."""
+        return f"{self.prefix}:deletions:deliveries"
+
+    @property
     def deletions_inflight(self) -> str:
         """Sorted set: every pending deletion token, scored by its last progress (epoch ms)."""
         return f"{self.prefix}:deletions:inflight"

@@ -51,3 +51,36 @@ def test_a_dead_letter_that_cannot_be_written_keeps_the_message(resources: Resou
 
     assert deletions.count() == 0
     assert [letter.reason for letter in DeadLetterStream(redis_conn).entries()] == ["invalid_event"]
+
+
+class WorkerKilled(BaseException):
+    """Stands for the death of the worker process: nothing of the task's own handling runs."""
+
+
+def test_a_delete_that_kills_its_worker_every_time_is_dead_lettered_after_max_deliveries(
+    make_settings: Callable[..., Settings], redis_url: str, redis_conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(redis_url=redis_url, moderation={"enabled": False}, worker={"max_deliveries": 3})
+    resources = Resources(settings)
+    try:
+        deletions = PendingDeletions(redis_conn)
+        token = deletions.record(DeleteRequest(upload_id="deadly"))
+
+        def kill_the_worker(ids: list[str]) -> int:
+            raise WorkerKilled
+
+        monkeypatch.setattr(resources.vectors, "delete", kill_the_worker)
+        for _ in range(3):  # each delivery kills the worker; Redis hands the message out again
+            with pytest.raises(WorkerKilled):
+                handle_delete(delivery(token), resources, {"upload_id": "deadly"})  # type: ignore[arg-type]
+
+        handle_delete(delivery(token), resources, {"upload_id": "deadly"})  # type: ignore[arg-type]
+
+        letters = DeadLetterStream(redis_conn).entries()
+        assert [(letter.stage, letter.reason, letter.upload_id) for letter in letters] == [
+            ("delete", "poison_message", "deadly")
+        ]
+        assert deletions.count() == 0
+        assert redis_conn.keys("*deliveries*") == [], "the delivery count goes with the deletion"
+    finally:
+        resources.close()

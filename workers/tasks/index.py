@@ -25,7 +25,7 @@ from workers.handoff import decode_message
 from workers.moderation import moderate_embedded, status_summary
 from workers.records import build_record
 from workers.resources import Resources
-from workers.stage import FAILING_SINCE_HEADER, backoff_s, retry_budget, run_stage
+from workers.stage import FAILING_SINCE_HEADER, PoisonMessage, backoff_s, retry_budget, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,11 @@ def _settle(resources: Resources, token: str | None, dead_letter: dict[str, str]
 def _delete(task: Task, resources: Resources, request: DeleteRequest, token: str | None) -> None:
     settings = resources.settings.worker
     attempts = task.request.retries + 1
+    crashes = _crashes(resources, token, task.request.retries) if token is not None else 0
+    if crashes >= settings.max_deliveries:
+        poison = PoisonMessage(f"delete was delivered {crashes + 1} times, its worker crashed each time before")
+        _settle(resources, token, _dead_letter_delete(request, poison, attempts))
+        return
     since_ms, left_s = retry_budget(task, settings.retry_for_s)
     last_attempt = left_s <= 0 or task.request.retries >= settings.max_retries
     try:
@@ -150,6 +155,16 @@ def _delete(task: Task, resources: Resources, request: DeleteRequest, token: str
         return
     _settle(resources, token, None)
     log.info("record %s (%s)", "deleted" if deleted else "already absent", request.reason)
+
+
+def _crashes(resources: Resources, token: str, retries: int) -> int:
+    """Deliveries of this deletion's messages that did not finish, this one not included (as
+    `workers.stage` counts an upload's): each retry is a new message that counts once."""
+    try:
+        deliveries = _deletions(resources).count_delivery(token)
+    except OmnibindError as exc:
+        raise Reject(f"cannot count deliveries: {exc}", requeue=True) from exc
+    return deliveries - 1 - retries
 
 
 def _dead_letter_delete(request: DeleteRequest, exc: OmnibindError, attempts: int) -> dict[str, str]:
