@@ -123,14 +123,28 @@ def worker_argv(kind: WorkerKind, settings: Settings) -> list[str]:
 
 def gpu_max_batch(settings: Settings) -> int:
     """The GPU worker's batch cap: the configured one, or the auto value for the device the
-    worker will use (a CUDA device is assumed when one is visible)."""
+    worker will use (`workers.gpu.default_max_batch`)."""
     if settings.gpu.max_batch:
         return settings.gpu.max_batch
     device = settings.model.device
-    cuda = device.startswith("cuda") or (
-        device == "auto" and (Path("/dev/nvidia0").exists() or bool(shutil.which("nvidia-smi")))
-    )
+    cuda = device.startswith("cuda") or (device == "auto" and _torch_sees_cuda())
     return AUTO_MAX_BATCH["cuda" if cuda else "cpu"]
+
+
+def _torch_sees_cuda() -> bool:
+    """Whether torch in a worker will use CUDA, as ``device=auto`` decides it
+    (``torch.cuda.is_available()``). A driver (``/dev/nvidia0``, ``nvidia-smi``) with a
+    CPU-only torch is no GPU, so torch answers, in a child process: this one never imports it.
+    Without a driver it cannot answer yes, and no child is started."""
+    if not (Path("/dev/nvidia0").exists() or shutil.which("nvidia-smi")):
+        return False
+    probe = [sys.executable, "-c", "import torch; print(int(torch.cuda.is_available()))"]
+    try:
+        answer = subprocess.run(probe, capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("cannot ask torch whether CUDA is usable (%s): sizing the gpu worker for the CPU", exc)
+        return False
+    return answer.stdout.strip() == "1"
 
 
 @dataclass

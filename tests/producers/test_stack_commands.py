@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
-from producers.stack import AUTO_MAX_BATCH, Stack, settings_env, worker_argv
+from producers.stack import AUTO_MAX_BATCH, Stack, gpu_max_batch, settings_env, worker_argv
 from shared.config import Settings, load_settings
 from shared.cpus import available_cpus
 from tests.support.redis_server import RedisServers
@@ -24,6 +27,21 @@ def test_gpu_worker_threads_hold_two_batches_of_messages() -> None:
 def test_the_supervisors_auto_batch_matches_the_gpu_runners() -> None:
     assert AUTO_MAX_BATCH["cpu"] == default_max_batch(torch.device("cpu"))
     assert AUTO_MAX_BATCH["cuda"] == default_max_batch(torch.device("cuda"))
+
+
+def test_the_gpu_pool_is_sized_for_the_device_torch_will_use_not_for_a_visible_driver(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # nvidia-smi on the PATH with a CPU-only torch: the worker batches 8 at a time on the
+    # CPU, so the pool must hold 16 messages, not 128 (the stack guessed CUDA from the tool).
+    fake_smi = tmp_path / "nvidia-smi"
+    fake_smi.write_text("#!/bin/sh\nexit 0\n")
+    fake_smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    expected = default_max_batch(torch.device(device))
+    assert gpu_max_batch(Settings()) == expected
+    assert _option(worker_argv("gpu", Settings()), "--concurrency") == str(2 * expected)
 
 
 def test_cpu_workers_are_prefork_with_one_process_per_core_by_default() -> None:
