@@ -65,3 +65,9 @@ def test_up_starts_redis_and_all_workers_and_ctrl_c_stops_everything(tmp_path: P
         log.close()
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"left running: {[p.name() for p in alive]}"
+    # The workers' own output (Celery banners, the root SecurityWarning) stays off the
+    # terminal: it is in the worker logs (`omnibind up --verbose` relays it).
+    terminal = (tmp_path / "up.log").read_text()
+    assert "[tasks]" not in terminal and "SecurityWarning" not in terminal, terminal
+    worker_logs = "".join(path.read_text() for path in (tmp_path / "data" / "logs").glob("cpu-*.log"))
+    assert "[tasks]" in worker_logs
