@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from shared.deletions import DELETION_HEADER, PendingDeletions, deletion_headers, deletion_token
 from shared.errors import OmnibindError, TransientError
-from shared.events import DeleteRequest, Moderation, Stage, UploadStatus
+from shared.events import DeleteRequest, Moderation, Stage, UploadEvent, UploadStatus
 from shared.logs import upload_context
 from shared.messages import EmbeddedUpload
 from shared.queue import TaskName
@@ -46,14 +46,7 @@ def _index(resources: Resources, embedded: EmbeddedUpload) -> None:
         # The "moderate" step runs here, in front of the write, saving a queue hop: it is a
         # few hundred microseconds of numpy, and the record must carry its decision.
         moderation = moderate_embedded(resources.moderation, embedded)
-        resources.status.advance(
-            embedded.event.id,
-            UploadStatus.MODERATED,
-            flagged=moderation.flagged,
-            categories=list(moderation.categories),
-            extra={"moderation": status_summary(moderation)},
-        )
-        resources.metrics.reached(Stage.MODERATE, embedded.event.submitted_at)
+        record_moderation(resources, embedded.event, moderation)
     record = build_record(embedded, moderation)
     resources.indexer.write(record, timeout_s=resources.settings.worker.task_time_limit_s)
     indexed = resources.status.advance(
@@ -72,6 +65,20 @@ def _index(resources: Resources, embedded: EmbeddedUpload) -> None:
         record.size,
         f"{ref.bucket}/{ref.key}" if ref else "inline text",
     )
+
+
+def record_moderation(resources: Resources, event: UploadEvent, moderation: Moderation) -> None:
+    """Move the upload to moderated with its decision and, once per run, record its latency:
+    a redelivered message finds the upload moderated already and records nothing."""
+    moderated = resources.status.advance(
+        event.id,
+        UploadStatus.MODERATED,
+        flagged=moderation.flagged,
+        categories=list(moderation.categories),
+        extra={"moderation": status_summary(moderation)},
+    )
+    if moderated:
+        resources.metrics.reached(Stage.MODERATE, event.submitted_at)
 
 
 @app.task(name=TaskName.DELETE, bind=True)
