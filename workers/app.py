@@ -1,10 +1,10 @@
 """The Celery app every worker process runs (`celery -A workers.app worker ...`, started by
 `omnibind worker KIND` or `omnibind up`).
 
-Per-process set-up happens in signals, never at import: prefork children get fresh clients
-after fork (`worker_process_init`); a GPU worker (threads pool, one process per GPU) loads
-the model once before it starts consuming (`worker_init`), so no message waits in its
-prefetch buffer — aging towards the visibility timeout — while 4.8 GB load.
+Per-process set-up happens in signals, never at import (logging too: `setup_logging`):
+prefork children get fresh clients after fork (`worker_process_init`); a GPU worker
+(threads pool, one process per GPU) loads the model once before it starts consuming
+(`worker_init`), so no message waits in its prefetch buffer — aging towards the visibility timeout — while 4.8 GB load.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import (
+    setup_logging,
     task_postrun,
     task_prerun,
     worker_init,
@@ -57,12 +58,18 @@ class OmnibindCelery(Celery):
 
 
 def create_app(settings: Settings | None = None) -> OmnibindCelery:
-    settings = settings or get_settings()
-    configure_logging(settings.log_level, settings.log_format, worker_kind=settings.worker.kind)
-    return OmnibindCelery(settings)
+    return OmnibindCelery(settings or get_settings())
 
 
 app = create_app()
+
+
+@setup_logging.connect
+def _configure_logging(**_: Any) -> None:
+    """Celery sets up logging here when a worker starts (and in each prefork child): omnibind's
+    handler replaces Celery's. Never at import, so importing the app leaves logging alone."""
+    settings = app.omnibind_settings
+    configure_logging(settings.log_level, settings.log_format, worker_kind=settings.worker.kind)
 
 
 @worker_process_init.connect
