@@ -121,6 +121,11 @@ class GpuRunner:
     def checkpoint(self) -> str:
         return self.embedder.checkpoint_sha256
 
+    @property
+    def batch_cap(self) -> int:
+        """The largest batch run now: `max_batch`, or less after CUDA ran out of memory."""
+        return self._cap
+
     def embed(self, modality: Modality, array: np.ndarray, *, timeout_s: float) -> np.ndarray:
         """The unit-length float32 embedding of one item (batched with concurrent callers).
 
