@@ -120,47 +120,129 @@ def measure(
 
 
 def measure_during_compaction(
-    path: Path, *, compact_every: int, batch: int, dim: int, rng: np.random.Generator, max_s: float
+    path: Path,
+    *,
+    compact_every: int,
+    batch: int,
+    dim: int,
+    rng: np.random.Generator,
+    max_s: float,
+    compactions: int,
 ) -> dict[str, Any]:
-    """Write until the store's own background compaction has started and ended; the wall
-    time of the write that started it and of every write while it ran (another process).
-    The table must have been compacted just before (the cleanup window starts then)."""
+    """Write until `compactions` background compactions (child processes the store starts
+    itself) have started and ended; the wall time of each write that started one and of
+    every write while one ran. The table must have been compacted just before."""
     store = LanceDBVectorStore(path, compact_every_writes=compact_every, ann_index_min_rows=NEVER, key_index_min_rows=0)
     for _ in range(WARMUP_WRITES):
         store.upsert(records(batch, dim, rng))
-    before_ms: list[float] = []
+    outside_ms: list[float] = []
+    rounds: list[dict[str, Any]] = []
     during_ms: list[float] = []
     trigger_ms: float | None = None
-    started = time.perf_counter()
     compaction_started = 0.0
-    while time.perf_counter() - started < max_s:
+    stamp = _compaction_stamp(path)
+    started = time.perf_counter()
+    while len(rounds) < compactions and time.perf_counter() - started < max_s:
         chunk = records(batch, dim, rng)
         wall0 = time.perf_counter()
         store.upsert(chunk)
         wall_ms = (time.perf_counter() - wall0) * 1000
         running = not store.wait_for_maintenance(0)
-        if trigger_ms is None and running:
-            trigger_ms, compaction_started = wall_ms, time.perf_counter()
-        elif trigger_ms is None:
-            before_ms.append(wall_ms)
-        elif running:
+        # A write that reaps a finished compaction may start the next one at once (when
+        # the next is already due): a new stamp on the lock file tells.
+        new_stamp = _compaction_stamp(path)
+        started_one, stamp = new_stamp != stamp, new_stamp
+        if trigger_ms is not None and (started_one or not running):
+            during_ms.append(wall_ms)
+            rounds.append(_round(trigger_ms, time.perf_counter() - compaction_started, during_ms))
+            trigger_ms = None
+            if not started_one:
+                continue
+        if started_one:
+            trigger_ms, compaction_started, during_ms = wall_ms, time.perf_counter(), []
+        elif trigger_ms is not None:
             during_ms.append(wall_ms)
         else:
-            during_ms.append(wall_ms)  # it ended during this write
-            break
-    compaction_s = time.perf_counter() - compaction_started if trigger_ms is not None else None
+            outside_ms.append(wall_ms)
     store.wait_for_maintenance()
-    ordered = sorted(during_ms) or [float("nan")]
+    during_all = sorted(ms for r in rounds for ms in r["during_ms"]) or [float("nan")]
+    outside = sorted(outside_ms) or [float("nan")]
     return {
-        "compaction_s": round(compaction_s, 1) if compaction_s is not None else None,
-        "compaction_finished": bool(during_ms) and time.perf_counter() - started < max_s,
-        "trigger_write_ms": round(trigger_ms, 1) if trigger_ms is not None else None,
-        "writes_before": len(before_ms),
-        "wall_ms_p50_before": round(sorted(before_ms)[len(before_ms) // 2], 1) if before_ms else None,
+        "compactions": [{k: v for k, v in r.items() if k != "during_ms"} for r in rounds],
+        "compactions_finished": len(rounds),
+        "compaction_s_max": max((r["compaction_s"] for r in rounds), default=None),
+        "trigger_write_ms_max": max((r["trigger_write_ms"] for r in rounds), default=None),
+        "writes_during": len(during_all),
+        "wall_ms_p50_during": round(during_all[len(during_all) // 2], 1),
+        "wall_ms_p95_during": round(during_all[int(len(during_all) * 0.95)], 1),
+        "wall_ms_max_during": round(during_all[-1], 1),
+        "writes_outside": len(outside_ms),
+        "wall_ms_p50_outside": round(outside[len(outside) // 2], 1),
+        "wall_ms_max_outside": round(outside[-1], 1),
+    }
+
+
+def measure_inline_compaction(
+    path: Path,
+    *,
+    compact_every: int,
+    batch: int,
+    dim: int,
+    rng: np.random.Generator,
+    max_s: float,
+    compactions: int,
+) -> dict[str, Any]:
+    """The same writes as `measure_during_compaction`, compacting as the store did before
+    (up to 2026-12-05): `optimize` inside the write that triggers it (every `compact_every`
+    writes, at most once per 10 s), so that write returns only after the compaction."""
+    store = LanceDBVectorStore(path, compact_every_writes=0, ann_index_min_rows=NEVER, key_index_min_rows=0)
+    for _ in range(WARMUP_WRITES):
+        store.upsert(records(batch, dim, rng))
+    outside_ms: list[float] = []
+    rounds: list[dict[str, Any]] = []
+    writes, last_compaction = 0, time.perf_counter()
+    started = time.perf_counter()
+    while len(rounds) < compactions and time.perf_counter() - started < max_s:
+        chunk = records(batch, dim, rng)
+        wall0 = time.perf_counter()
+        store.upsert(chunk)
+        writes += 1
+        if writes >= compact_every and time.perf_counter() - last_compaction >= 10.0:
+            compaction0 = time.perf_counter()
+            store.optimize()
+            writes, last_compaction = 0, time.perf_counter()
+            rounds.append(_round((last_compaction - wall0) * 1000, last_compaction - compaction0, []))
+        else:
+            outside_ms.append((time.perf_counter() - wall0) * 1000)
+    outside = sorted(outside_ms) or [float("nan")]
+    return {
+        "compactions": [{k: v for k, v in r.items() if k != "during_ms"} for r in rounds],
+        "compactions_finished": len(rounds),
+        "compaction_s_max": max((r["compaction_s"] for r in rounds), default=None),
+        "trigger_write_ms_max": max((r["trigger_write_ms"] for r in rounds), default=None),
+        "writes_during": 0,
+        "wall_ms_p50_during": None,
+        "wall_ms_p95_during": None,
+        "wall_ms_max_during": None,
+        "writes_outside": len(outside_ms),
+        "wall_ms_p50_outside": round(outside[len(outside) // 2], 1),
+        "wall_ms_max_outside": round(outside[-1], 1),
+    }
+
+
+def _compaction_stamp(path: Path) -> float:
+    """When the last compaction of the table started (the lock file's mtime); 0 if never."""
+    lock = path / "uploads.compact.lock"
+    return lock.stat().st_mtime if lock.exists() else 0.0
+
+
+def _round(trigger_ms: float, compaction_s: float, during_ms: list[float]) -> dict[str, Any]:
+    return {
+        "trigger_write_ms": round(trigger_ms, 1),
+        "compaction_s": round(compaction_s, 1),
         "writes_during": len(during_ms),
-        "wall_ms_p50_during": round(ordered[len(ordered) // 2], 1),
-        "wall_ms_p95_during": round(ordered[int(len(ordered) * 0.95)], 1),
-        "wall_ms_max_during": round(ordered[-1], 1),
+        "wall_ms_max_during": round(max(during_ms), 1) if during_ms else None,
+        "during_ms": during_ms,
     }
 
 
@@ -179,6 +261,7 @@ def run(
     data_dir: Path | None,
     variants: list[str],
     max_compaction_s: float,
+    compactions: int,
 ) -> list[dict[str, Any]]:
     rng = np.random.default_rng(6)
     results = []
@@ -191,10 +274,18 @@ def run(
             print(f"{rows} rows built in {build_s:.0f} s", flush=True)
             result: dict[str, Any] = {"rows": rows, "build_s": round(build_s, 1)}
             settings = {"compact_every": compact_every, "batch": batch, "dim": dim, "rng": rng}
-            if "during_compaction" in variants:  # first: the build has just compacted
-                result["during_compaction"] = measure_during_compaction(workdir, max_s=max_compaction_s, **settings)
-                print(f"  during a background compaction: {result['during_compaction']}", flush=True)
-                LanceDBVectorStore(workdir).optimize()
+            if "inline_compaction" in variants:  # the old way, for comparison; first: the build has just compacted
+                result["inline_compaction"] = measure_inline_compaction(
+                    workdir, max_s=max_compaction_s, compactions=compactions, **settings
+                )
+                print(f"  compacting inside the triggering write: {result['inline_compaction']}", flush=True)
+            if "during_compaction" in variants:
+                result["during_compaction"] = measure_during_compaction(
+                    workdir, max_s=max_compaction_s, compactions=compactions, **settings
+                )
+                print(f"  during background compactions: {result['during_compaction']}", flush=True)
+                if "key_index" in variants or "no_key_index" in variants:
+                    LanceDBVectorStore(workdir).optimize()
             if "key_index" in variants:
                 result["key_index"] = measure(workdir, key_index=True, writes=writes, **settings)
                 print(f"  with the upload_id index: {result['key_index']}", flush=True)
@@ -229,21 +320,34 @@ def table_lines(results: list[dict[str, Any]]) -> list[str]:
             ],
             "",
         ]
-    during = [r for r in results if "during_compaction" in r]
+    for variant, title in (
+        ("inline_compaction", "Before: compaction inside the write that triggers it (as up to 2026-12-05):"),
+        (
+            "during_compaction",
+            "After: the store's own background compactions (child processes), with the upload_id index:",
+        ),
+    ):
+        lines += _compaction_lines([r for r in results if variant in r], variant, title)
+    return lines
+
+
+def _compaction_lines(during: list[dict[str, Any]], variant: str, title: str) -> list[str]:
+    lines: list[str] = []
     if during:
         lines += [
-            "While the store's own background compaction (another process) runs, with the upload_id index:",
+            title,
             "",
-            "| rows | compaction s | write that started it ms | writes during | wall p50 / p95 / max ms during "
-            "| wall p50 before ms |",
-            "|---:|---:|---:|---:|---:|---:|",
+            "| rows | compactions | longest compaction s | longest write that started one ms | writes during "
+            "| wall p50 / p95 / max ms during | wall p50 / max ms outside |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in during:
-            d = r["during_compaction"]
+            d = r[variant]
             lines.append(
-                f"| {r['rows']:,} | {d['compaction_s']} | {d['trigger_write_ms']} | {d['writes_during']} | "
+                f"| {r['rows']:,} | {d['compactions_finished']} | {d['compaction_s_max']} | "
+                f"{d['trigger_write_ms_max']} | {d['writes_during']} | "
                 f"{d['wall_ms_p50_during']} / {d['wall_ms_p95_during']} / {d['wall_ms_max_during']} | "
-                f"{d['wall_ms_p50_before']} |"
+                f"{d['wall_ms_p50_outside']} / {d['wall_ms_max_outside']} |"
             )
         lines.append("")
     return lines
@@ -260,10 +364,13 @@ def main() -> None:
     parser.add_argument(
         "--variants",
         default="key_index,no_key_index,during_compaction",
-        help="key_index, no_key_index (--writes upserts each) and/or during_compaction (upserts until the "
-        "background compaction one of them starts has ended)",
+        help="key_index, no_key_index (--writes upserts each), during_compaction (upserts until --compactions "
+        "background compactions they start have ended) and/or inline_compaction (the same, compacting inside the "
+        "triggering write as before)",
     )
-    parser.add_argument("--max-compaction-s", type=float, default=900.0, help="give up waiting for it after this")
+    parser.add_argument("--compactions", type=int, default=3, help="during_compaction: background compactions to see")
+    parser.add_argument("--max-compaction-s", type=float, default=900.0, help="during_compaction: give up after this")
+    parser.add_argument("--label", default="", help="names the result files (lancedb_writes_<label>_<date>)")
     args = parser.parse_args()
     rows_list = [int(value) for value in args.rows.split(",")]
     variants = args.variants.split(",")
@@ -279,6 +386,7 @@ def main() -> None:
         args.data_dir,
         variants,
         args.max_compaction_s,
+        args.compactions,
     )
     command = " ".join(["bench/lancedb_writes.py", *sys.argv[1:]])
     run_settings = {
@@ -300,12 +408,15 @@ def main() -> None:
         f"Machine: {info['cpu']}, {info['cores']} cores; load average at start {info['load_avg_at_start']}; "
         f"lancedb {info['lancedb']}.",
         f"Command: `{command}`",
-        f"Each write: `LanceDBVectorStore.upsert` of {args.batch} new {args.dim}-d records; {args.writes} writes per "
-        f"row, compaction every {args.compact_every} writes included in the means.",
+        f"Each write: `LanceDBVectorStore.upsert` of {args.batch} new {args.dim}-d records; key_index/no_key_index: "
+        f"{args.writes} writes per row, compaction every {args.compact_every} writes included in the means; "
+        f"*_compaction: a compaction every {args.compact_every} writes, at most once per 10 s, until "
+        f"{args.compactions} have ended.",
         "",
         *table_lines(results),
     ]
-    write_report(RESULTS / f"lancedb_writes_{dt.date.today().isoformat()}", report, "\n".join(lines))
+    label = f"{args.label}_" if args.label else ""
+    write_report(RESULTS / f"lancedb_writes_{label}{dt.date.today().isoformat()}", report, "\n".join(lines))
 
 
 if __name__ == "__main__":
