@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 import redis
 
+from producers.client import Client
+from shared.config import Settings
 from shared.deletions import DELETION_HEADER, PendingDeletions
 from shared.events import DeleteRequest, UploadEvent, UploadStatus
-from shared.queue import SENT_MS_HEADER, UPLOAD_HEADER
+from shared.queue import SENT_MS_HEADER, UPLOAD_HEADER, QueueName
 from shared.status import StatusStore
 from workers.sweeper import LostMessage, StallSweeper
 
@@ -213,3 +216,29 @@ def test_a_deletion_held_by_a_worker_or_done_is_left_alone(
 
     assert deletion_sweeper.sweep() == []
     assert sent_deletions == []
+
+
+def test_messages_celery_published_are_read_where_they_sit(
+    sweeper: StallSweeper,
+    store: StatusStore,
+    redis_conn: redis.Redis,
+    redis_url: str,
+    make_settings: Callable[..., Settings],
+    sent: list[UploadEvent],
+) -> None:
+    # Envelopes as Celery's send_task and kombu's Redis transport write them, not built by
+    # hand: one taken by a consumer (in kombu's unacked hash) and one waiting in the queue,
+    # sent long after the stalled uploads' last progress.
+    lost = queued_upload(store, redis_conn, "lost", idle_s=2 * STALL_S)
+    held = queued_upload(store, redis_conn, "held", idle_s=2 * STALL_S)
+    with Client(make_settings(redis_url=redis_url, queue_prefix=PREFIX), source="test") as client:
+        client.send_to_pipeline(held)
+        with client.celery.connection_for_read() as connection:
+            taken = connection.default_channel.basic_get(QueueName.CPU.value, no_ack=False)
+            assert taken is not None and taken.headers[UPLOAD_HEADER] == "held"
+            assert redis_conn.hlen(f"{PREFIX}:unacked") == 1
+            client.send_to_pipeline(UploadEvent(id="newer", text="sent just now"))
+            assert redis_conn.llen(f"{PREFIX}:{QueueName.CPU.value}") == 1
+
+            assert sweeper.sweep() == ["lost"]
+    assert sent == [lost]
