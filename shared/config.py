@@ -208,7 +208,9 @@ class ModerationSettings(BaseModel):
         86400.0, gt=0, description="how long detector results wait for their upload's embedding (and back)"
     )
     blocklist_refresh_s: float = Field(1.0, ge=0, description="workers look for blocklist changes at most this often")
-    decisions_maxlen: int = Field(1_000_000, ge=1, description="approximate length cap of the decision log stream")
+    decisions_maxlen: int = Field(
+        50_000, ge=1, description="approximate length cap of the decision log stream (~2.7 KB an entry)"
+    )
 
     @property
     def detectors(self) -> tuple[str, ...]:
@@ -304,8 +306,12 @@ class RedisSettings(BaseModel):
     retries: int = Field(
         default=3, ge=0, description="reconnect attempts (exponential backoff with jitter) per command"
     )
-    results_maxlen: int = Field(default=100_000, ge=1, description="approximate length cap of the results stream")
-    dead_maxlen: int = Field(default=100_000, ge=1, description="approximate length cap of the dead-letter stream")
+    results_maxlen: int = Field(
+        default=100_000, ge=1, description="approximate length cap of the results stream (~0.6 KB an entry)"
+    )
+    dead_maxlen: int = Field(
+        default=50_000, ge=1, description="approximate length cap of the dead-letter stream (~0.7 KB an entry)"
+    )
     status_ttl_s: float = Field(
         default=30 * 86400.0, ge=0, description="lifetime of a finished upload's record; 0 = keep"
     )

@@ -26,7 +26,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import NoReturn
@@ -51,6 +51,12 @@ LOG_NAME = "redis.log"
 _LOG_TAIL_LINES = 15
 _FREE_PORT_ATTEMPTS = 3
 _NO_RETRY = Retry(NoBackoff(), 0)  # probes want the first answer, not a reconnect loop
+# Arrays cross Redis inside Celery messages: ~420 KB of AOF per image or audio upload
+# (queued, then reserved; base64), while what stays in memory is ~5 KB (docs/redis.md,
+# "Budget"). Rewrite once the AOF doubled since the last rewrite and passed 16 MB (Redis'
+# default floor, 64 MB, let the churn of ~150 image uploads pile up on disk first).
+AOF_REWRITE_PERCENTAGE = 100
+AOF_REWRITE_MIN_BYTES = 16 * 2**20
 
 
 class EmbeddedRedisError(ConfigError):
@@ -105,6 +111,8 @@ def render_config(*, data_dir: Path, port: int, password: str | None) -> str:
         "appendonly yes",
         'appendfilename "appendonly.aof"',
         "appendfsync everysec",
+        f"auto-aof-rewrite-percentage {AOF_REWRITE_PERCENTAGE}",
+        f"auto-aof-rewrite-min-size {AOF_REWRITE_MIN_BYTES}",
         "aof-load-truncated yes",  # a kill -9 may cut the last command; load the rest
         'save ""',  # the AOF is the persistence; no extra fork for RDB snapshots
         "maxmemory-policy noeviction",
@@ -276,10 +284,14 @@ class EmbeddedRedis:
                     # Own session: a Ctrl-C at the terminal reaches us, and we stop Redis
                     # after the workers that still need it.
                     start_new_session=True,
-                    preexec_fn=die_with_parent(),
+                    preexec_fn=self._child_setup(),
                 )
         except OSError as exc:
             raise EmbeddedRedisError(f"cannot execute {binary}: {exc}") from exc
+
+    def _child_setup(self) -> Callable[[], None] | None:
+        """What the forked child runs before exec'ing redis-server (tests add to it)."""
+        return die_with_parent()
 
     def _start_on_a_free_port(self, binary: Path) -> None:
         # Another process may take the port between our probe and Redis' bind: try again.

@@ -206,7 +206,7 @@ def dead_letter_fields(
 class DeadLetterStream:
     """``{prefix}:dead``: add, list, read and delete dead letters (capped at ~`maxlen`)."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "omnibind", *, maxlen: int = 100_000) -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "omnibind", *, maxlen: int = 50_000) -> None:
         self._redis = client
         self.key = RedisKeys(prefix).dead
         self.maxlen = maxlen

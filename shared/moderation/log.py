@@ -35,7 +35,7 @@ class DecisionEntry(Frozen):
 
 
 class DecisionLog:
-    def __init__(self, client: redis.Redis, prefix: str = "omnibind", *, maxlen: int = 1_000_000) -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "omnibind", *, maxlen: int = 50_000) -> None:
         self._redis = client
         self.key = RedisKeys(prefix).decisions
         self.maxlen = maxlen
