@@ -159,6 +159,7 @@ def search_grid(path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
             fragments_done = max(fragments, fragments_done)
             p50, p95 = search_ms(store, args.dim, args.queries, rng)
             point = {"rows": rows, "fragments": fragments_done, "search_p50_ms": p50, "search_p95_ms": p95}
+            point["disk_mb"] = on_disk(table_dir)["disk_mb"]
             point["load_1min"] = round(os.getloadavg()[0], 2)
             print(point, flush=True)
             out.append(point)
@@ -184,10 +185,11 @@ def write_grid(points: list[dict[str, Any]], info: dict[str, Any], command: str,
         f"{info['load_avg_at_start']}; lancedb {info['lancedb']}.",
         f"Command: `{command}`",
         "",
-        "| rows | fragments | search p50 / p95 ms | load 1 min |",
-        "|---:|---:|---:|---:|",
+        "| rows | fragments | search p50 / p95 ms | disk MB | load 1 min |",
+        "|---:|---:|---:|---:|---:|",
         *[
-            f"| {p['rows']:,} | {p['fragments']} | {p['search_p50_ms']} / {p['search_p95_ms']} | {p['load_1min']} |"
+            f"| {p['rows']:,} | {p['fragments']} | {p['search_p50_ms']} / {p['search_p95_ms']} | {p['disk_mb']} "
+            f"| {p['load_1min']} |"
             for p in points
         ],
         "",
