@@ -219,6 +219,8 @@ class LanceDBVectorStore:
         self._table: Table | None = None
         self._writes_since_optimize = 0
         self._compaction: subprocess.Popen[bytes] | None = None
+        # Writers of a thread pool share one store: one of them starts and reaps a compaction.
+        self._compaction_guard = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, dimension: int | None = None) -> LanceDBVectorStore:
@@ -363,7 +365,8 @@ class LanceDBVectorStore:
         if compaction is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 compaction.wait(timeout=timeout_s)
-        return self._reap_compaction()
+        with self._compaction_guard:
+            return self._reap_compaction()
 
     def cache_bytes(self) -> int:
         """Bytes this process's lancedb session caches hold now (0 before the first use)."""
@@ -466,6 +469,10 @@ class LanceDBVectorStore:
         process, unless some process compacted within the cleanup window (which keeps at
         most two copies on disk) or is compacting now. Runs after the write lock is
         released and does not wait for the compaction (`wait_for_maintenance` does)."""
+        with self._compaction_guard:
+            self._start_compaction_if_due()
+
+    def _start_compaction_if_due(self) -> None:
         self._writes_since_optimize += 1
         finished = self._reap_compaction()
         if not self._compact_every_writes or self._writes_since_optimize < self._compact_every_writes:
@@ -482,7 +489,7 @@ class LanceDBVectorStore:
 
     def _reap_compaction(self) -> bool:
         """True when no background compaction of this process is running (a finished one
-        is reaped, and logged if it failed)."""
+        is reaped, and logged if it failed). Caller holds ``_compaction_guard``."""
         compaction = self._compaction
         if compaction is None:
             return True

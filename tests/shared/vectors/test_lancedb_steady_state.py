@@ -7,11 +7,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lancedb
+import psutil
 import pytest
 
 from shared.vectors.lancedb import LanceDBVectorStore
@@ -217,3 +219,33 @@ def test_upserts_racing_repeated_compactions_keep_one_row_per_id_with_the_last_v
     for upload_id in ids:
         got = store.get(upload_id)
         assert got is not None and got.tenant == f"round-{last_round.get(upload_id, 0)}"
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:  # ended meanwhile, or a zombie
+        return []
+
+
+def test_threads_sharing_a_store_leave_no_compaction_running_and_lose_no_record(
+    tmp_path: Path, make_record: RecordFactory
+) -> None:
+    # The index worker runs a thread pool around one store: the threads race to start and
+    # reap compactions; once the store has waited, none is left running, and every record stays.
+    store = LanceDBVectorStore(tmp_path, compact_every_writes=3, cleanup_older_than_s=0.001, lock_timeout_s=HANG_S)
+
+    def write(thread: int) -> None:
+        for i in range(8):
+            store.upsert([make_record(f"t-{thread}-{i}")])
+
+    threads = [threading.Thread(target=write, args=(thread,)) for thread in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=HANG_S)
+    assert store.wait_for_maintenance(HANG_S)
+
+    running = [child for child in psutil.Process().children() if str(tmp_path) in " ".join(_cmdline(child))]
+    assert running == []
+    assert sorted(_stored_ids(tmp_path)) == sorted(f"t-{thread}-{i}" for thread in range(6) for i in range(8))
