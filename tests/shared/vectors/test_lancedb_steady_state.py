@@ -249,3 +249,30 @@ def test_threads_sharing_a_store_leave_no_compaction_running_and_lose_no_record(
     running = [child for child in psutil.Process().children() if str(tmp_path) in " ".join(_cmdline(child))]
     assert running == []
     assert sorted(_stored_ids(tmp_path)) == sorted(f"t-{thread}-{i}" for thread in range(6) for i in range(8))
+
+
+def _vector_index_segments(path: Path) -> int:
+    table = lancedb.connect(path).open_table("uploads")
+    total = 0
+    for index in table.list_indices():
+        if index.columns == ["vector"]:
+            stats = table.index_stats(index.name)
+            assert stats is not None
+            total += int(stats.num_indices or 1)
+    return total
+
+
+def test_the_vector_index_is_rebuilt_once_optimize_has_added_more_than_16_segments(
+    tmp_path: Path, make_record: RecordFactory
+) -> None:
+    store = LanceDBVectorStore(tmp_path, compact_every_writes=0, ann_index_min_rows=300, ann_partitions=2)
+    store.upsert([make_record(f"seg-{i}") for i in range(300)])
+    assert store.optimize().index_built
+    seen = []
+    for round_ in range(20):  # each optimize adds the rows written since as one more segment
+        store.upsert([make_record(f"seg-more-{round_}")])
+        store.optimize()
+        seen.append(_vector_index_segments(tmp_path))
+    assert max(seen) <= 17, seen
+    assert 1 in seen[seen.index(max(seen)) :] and max(seen) > 2, seen  # rebuilt as one, not only capped
+    assert len(_stored_ids(tmp_path)) == 320
