@@ -221,6 +221,7 @@ class LanceDBVectorStore:
         self._compaction: subprocess.Popen[bytes] | None = None
         # Writers of a thread pool share one store: one of them starts and reaps a compaction.
         self._compaction_guard = threading.Lock()
+        self._vector_indexes: frozenset[str] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, dimension: int | None = None) -> LanceDBVectorStore:
@@ -407,7 +408,7 @@ class LanceDBVectorStore:
                 self._db = lancedb.connect(self._path, read_consistency_interval=timedelta(0), session=session)
                 self._session = session
                 self._table = None
-                if self._pid != os.getpid():
+                if self._pid is not None and self._pid != os.getpid():
                     self._compaction = None  # a forked child does not own its parent's compaction
                 self._pid = os.getpid()
             return self._db
@@ -499,10 +500,28 @@ class LanceDBVectorStore:
         self._compaction = None
         if code != 0:
             log.warning("background optimize of %s exited with %d", self._describe(), code)
+        else:
+            self._drop_caches_after_an_index_rebuild()
         # The compaction's caches and buffers lived in the child; what this process freed
         # since goes back to the system rather than staying in glibc's arenas.
         _trim_heap()
         return True
+
+    def _drop_caches_after_an_index_rebuild(self) -> None:
+        """Start a fresh session (empty caches) when the vector index was rebuilt: the old
+        index's pages are never read again, yet stay in the index cache until it is full
+        (soak: 102 -> 121 MB over 2,000 writes after a rebuild, on the way to 512 MB)."""
+        table = self._table
+        if table is None:
+            return
+        try:
+            names = frozenset(index.name for index in table.list_indices() if VECTOR_COLUMN in index.columns)
+        except (OSError, RuntimeError, ValueError):
+            return  # the next reaped compaction looks again
+        if self._vector_indexes is not None and names != self._vector_indexes:
+            log.info("vector index of %s rebuilt; starting with empty caches", self._describe())
+            self.close()
+        self._vector_indexes = names
 
     def _compact(self, table: Table, *, wait_s: float) -> OptimizeResult:
         with self._maintenance.compacting(self._compact_lock_path(), wait_s=wait_s) as held:

@@ -18,7 +18,9 @@ import pytest
 
 from shared.vectors.lancedb import LanceDBVectorStore
 from shared.vectors.lancedb_maintenance import Maintenance, fragment_count
-from shared.vectors.records import VectorRecord
+from shared.vectors.records import ALL_TENANTS, SearchFilters, VectorRecord
+
+from .conftest import unit_vector
 
 RecordFactory = Callable[..., VectorRecord]
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -276,3 +278,24 @@ def test_the_vector_index_is_rebuilt_once_optimize_has_added_more_than_16_segmen
     assert max(seen) <= 17, seen
     assert 1 in seen[seen.index(max(seen)) :] and max(seen) > 2, seen  # rebuilt as one, not only capped
     assert len(_stored_ids(tmp_path)) == 320
+
+
+def test_the_store_starts_with_empty_caches_after_a_background_compaction_rebuilt_the_index(
+    tmp_path: Path, make_record: RecordFactory
+) -> None:
+    store = LanceDBVectorStore(
+        tmp_path, compact_every_writes=1, cleanup_older_than_s=0.001, ann_index_min_rows=300, ann_partitions=2
+    )
+    everyone = SearchFilters(scope=ALL_TENANTS)
+    store.upsert([make_record(f"c-{i}") for i in range(300)])  # its compaction builds the index
+    assert store.wait_for_maintenance(HANG_S)
+    store.upsert([make_record("c-300")])  # adds a segment: the same index
+    assert store.wait_for_maintenance(HANG_S)
+    store.search(unit_vector(1), k=5, filters=everyone)
+    assert store.cache_bytes() > 0
+
+    store.upsert([make_record(f"d-{i}") for i in range(900)])  # 4x the rows: its compaction rebuilds
+    assert store.wait_for_maintenance(HANG_S)
+    assert store.cache_bytes() == 0
+    assert len(store.search(unit_vector(1), k=5, filters=everyone)) == 5
+    assert store.count(everyone) == 1201
