@@ -3,10 +3,10 @@
 The bridge acknowledges an event only after `Ingestor.ingest` returned, so a crash in
 between delivers the event again. `ingest` starts a run only when no run of the upload is
 unfinished and this very submission (same id and ``submitted_at``) was not recorded before
-(`StatusStore.start_run`, one atomic step): a repeat, or another submission of an id in
-flight, sends nothing. A crash between recording a run and sending its message leaves the
-run queued with no message; the stall sweeper (`workers.sweeper`) sends it after
-``OMNIBIND_WORKER__STALL_TIMEOUT_S``.
+(`StatusStore.start_run`, one atomic step): another submission of an id in flight sends
+nothing. A repeat of the very submission whose run still says ``queued`` is sent again: the
+bridge may have died between recording the run and sending its message (the stall sweeper
+would find it too, but only after ``OMNIBIND_WORKER__STALL_TIMEOUT_S``).
 
 Deletions are recorded as pending before their message is sent (`Client.delete`), so a lost
 delete message is sent again the same way.
@@ -24,7 +24,8 @@ from kombu.exceptions import OperationalError
 
 from producers.client import Client
 from shared.errors import TransientError
-from shared.events import DeleteRequest, UploadEvent
+from shared.events import DeleteRequest, UploadEvent, UploadStatus
+from shared.status import StatusRecord
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ def broker_errors(doing: str) -> Iterator[None]:
         raise BrokerUnavailable(f"Celery broker unavailable while {doing}: {exc}") from exc
 
 
+def is_same_submission(record: StatusRecord, event: UploadEvent) -> bool:
+    return record.submitted_at is not None and record.submitted_at == event.submitted_at
+
+
 class Ingestor:
     """Enqueues uploads and deletions through a producer `Client`."""
 
@@ -63,7 +68,19 @@ class Ingestor:
         """
         with broker_errors(f"enqueueing upload {event.id}"):
             start = self._client.enqueue_run(event)
-        return Outcome.ENQUEUED if start.started else Outcome.DUPLICATE
+            if start.started:
+                return Outcome.ENQUEUED
+            if start.status is UploadStatus.QUEUED and self._recorded_but_maybe_unsent(event):
+                # The bridge died between recording this submission and sending it: send it
+                # now rather than after the stall timeout (a second message of one run is
+                # harmless: stages are idempotent and one result is announced per run).
+                self._client.send_to_pipeline(event)
+                return Outcome.ENQUEUED
+        return Outcome.DUPLICATE
+
+    def _recorded_but_maybe_unsent(self, event: UploadEvent) -> bool:
+        record = self._client.statuses.get(event.id)
+        return record is not None and record.status is UploadStatus.QUEUED and is_same_submission(record, event)
 
     def delete(self, request: DeleteRequest) -> None:
         """Record the pending deletion and send the delete task (index queue). Raises

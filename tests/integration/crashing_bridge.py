@@ -17,25 +17,26 @@ import threading
 from producers.cli import main
 from producers.client import Client
 from shared.events import UploadEvent
+from shared.status import RunStart
 
 
 def crash_on_enqueue(crash_at: int, point: str) -> None:
-    original = Client.enqueue
+    original = Client.enqueue_run
     calls = 0
     lock = threading.Lock()
 
-    def enqueue(self: Client, event: UploadEvent) -> str:
+    def enqueue_run(self: Client, event: UploadEvent) -> RunStart:
         nonlocal calls
         with lock:
             calls += 1
             crash = calls == crash_at
         if crash:
             if point == "after_status":
-                self.statuses.create(event)
+                self.statuses.start_run(event)
             os.kill(os.getpid(), signal.SIGKILL)
         return original(self, event)
 
-    Client.enqueue = enqueue  # type: ignore[method-assign]
+    Client.enqueue_run = enqueue_run  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

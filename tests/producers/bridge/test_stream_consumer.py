@@ -106,9 +106,9 @@ def test_an_entry_delivered_again_after_a_crash_is_not_a_second_upload(
 
     record = client.status(f"stream-{entry_id}")
     assert record is not None and record.run == 1
-    # The run is unfinished: nothing is sent again. Had the crash come between recording the
-    # run and sending its message, the stall sweeper would send it (tests/workers/test_sweeper.py).
-    assert len(queued_tasks(redis_conn, "cpu")) == 1
+    # A run a worker has moved on is not sent again; one still queued may have lost its message
+    # in the crash (it died between recording the run and sending), so it is sent once more.
+    assert len(queued_tasks(redis_conn, "cpu")) == (1 if worker_started else 2)
     assert pending(redis_conn) == 0
 
 
