@@ -83,7 +83,8 @@ def test_objects_put_into_minio_and_posted_to_the_api_are_indexed_in_weaviate_on
         )
     assert [reply.status_code for reply in posted] == [202] * 6, [reply.text for reply in posted]
     by_key = {minio_upload_id(shape.bucket, key): key for key in files}
-    api_ids = [f"api-text-{n}" for n in range(5)] + ["api-image"]
+    api_ids = [reply.json()["id"] for reply in posted]
+    assert api_ids[:5] == [f"acme:api-text-{n}" for n in range(5)]  # ids are namespaced by tenant
 
     statuses = finished(shape, [*by_key, *api_ids])
 
