@@ -8,7 +8,6 @@ Real redis-server, real Celery worker processes, real (broken) checkpoint files.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from shared.heartbeat import live_workers
 from shared.redis_client import redis_client
 from tests.support.api_server import ApiServer
 from tests.support.s3_server import free_loopback_port
-from tests.support.stack import stack_settings
+from tests.support.stack import stack_settings, up_env
 
 pytestmark = pytest.mark.integration
 
@@ -47,21 +46,6 @@ def omnibind(args: list[str], env: dict[str, str], timeout_s: float = 120) -> su
     return subprocess.run(
         [sys.executable, "-m", "producers.cli", *args], env=env, capture_output=True, text=True, timeout=timeout_s
     )
-
-
-def cli_env(tmp_path: Path, model_cache: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIBIND_")}
-    env.update(
-        {
-            "OMNIBIND_DATA_DIR": str(tmp_path / "data"),
-            "OMNIBIND_MODEL__NAME": "tiny",
-            "OMNIBIND_MODEL__CACHE_DIR": str(model_cache),
-            "OMNIBIND_REDIS__EMBEDDED_PORT": str(free_loopback_port()),
-            "OMNIBIND_WORKER__CPU_CONCURRENCY": "1",
-            **extra,
-        }
-    )
-    return env
 
 
 def wait_for_exit_or_heartbeat(stack: Stack, worker: WorkerProcess, timeout_s: float = 180) -> int | None:
@@ -141,7 +125,7 @@ def test_up_with_a_broken_checkpoint_exits_with_the_message_instead_of_saying_up
     tmp_path: Path, model_cache: Path
 ) -> None:
     checkpoint = truncated_checkpoint(tmp_path / "broken.pt")
-    env = cli_env(tmp_path, model_cache, OMNIBIND_MODEL__CHECKPOINT=str(checkpoint))
+    env = up_env(tmp_path, model_cache, OMNIBIND_MODEL__CHECKPOINT=str(checkpoint))
     result = omnibind(["up"], env, timeout_s=400)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
@@ -152,7 +136,7 @@ def test_up_with_a_broken_checkpoint_exits_with_the_message_instead_of_saying_up
 
 def test_demo_with_a_broken_checkpoint_stops_with_the_message(tmp_path: Path, model_cache: Path) -> None:
     checkpoint = another_models_checkpoint(tmp_path / "broken.pt")
-    env = cli_env(tmp_path, model_cache, OMNIBIND_MODEL__CHECKPOINT=str(checkpoint), HOME=str(tmp_path / "home"))
+    env = up_env(tmp_path, model_cache, OMNIBIND_MODEL__CHECKPOINT=str(checkpoint), HOME=str(tmp_path / "home"))
     result = omnibind(["demo", "--model", "tiny", "--timeout", "60"], env, timeout_s=400)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,23 +12,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.support.s3_server import free_loopback_port
+from tests.support.stack import up_env
 
 pytestmark = pytest.mark.integration
-
-
-def _env(tmp_path: Path, model_cache: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIBIND_")}
-    env.update(
-        {
-            "OMNIBIND_DATA_DIR": str(tmp_path / "data"),
-            "OMNIBIND_MODEL__NAME": "tiny",
-            "OMNIBIND_MODEL__CACHE_DIR": str(model_cache),
-            "OMNIBIND_REDIS__EMBEDDED_PORT": str(free_loopback_port()),
-            "OMNIBIND_WORKER__CPU_CONCURRENCY": "1",
-        }
-    )
-    return env
 
 
 def _live_kinds(env: dict[str, str]) -> set[str]:
@@ -42,7 +27,7 @@ def _live_kinds(env: dict[str, str]) -> set[str]:
 
 
 def test_up_starts_redis_and_all_workers_and_ctrl_c_stops_everything(tmp_path: Path, model_cache: Path) -> None:
-    env = _env(tmp_path, model_cache)
+    env = up_env(tmp_path, model_cache)
     log = (tmp_path / "up.log").open("w")
     up = subprocess.Popen([sys.executable, "-m", "producers.cli", "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

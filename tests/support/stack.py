@@ -4,6 +4,7 @@ tests, with the tiny random-weight model, everything under the test's tmp dir.""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pydantic import SecretStr
 from producers.client import Client
 from producers.stack import Stack
 from shared.config import Settings
+from tests.support.s3_server import free_loopback_port
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "samples"
 
@@ -75,6 +77,24 @@ def start_stack(tmp_path: Path, model_cache: Path) -> Iterator[Any]:
     for handle in running:
         handle.client.close()
         handle.stack.stop()
+
+
+def up_env(tmp_path: Path, model_cache: Path, **extra: str) -> dict[str, str]:
+    """Environment for an `omnibind up` / `omnibind demo` subprocess: this process's variables
+    without OMNIBIND_*, the tiny model, data under `tmp_path`, a fixed free Redis port, one cpu
+    process; `extra` adds or overrides variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIBIND_")}
+    env.update(
+        {
+            "OMNIBIND_DATA_DIR": str(tmp_path / "data"),
+            "OMNIBIND_MODEL__NAME": "tiny",
+            "OMNIBIND_MODEL__CACHE_DIR": str(model_cache),
+            "OMNIBIND_REDIS__EMBEDDED_PORT": str(free_loopback_port()),
+            "OMNIBIND_WORKER__CPU_CONCURRENCY": "1",
+            **extra,
+        }
+    )
+    return env
 
 
 def sample_upload_dir(target: Path) -> Path:
