@@ -66,6 +66,9 @@ _INDEX_REBUILD_GROWTH = 4
 # (lancedb 0.40 does not merge them): 15 segments after 6,575 writes in the soak, each
 # searched and cached separately. Past this many the index is rebuilt as one.
 _INDEX_MAX_SEGMENTS = 16
+# A compaction whose commit a concurrent write preempted is simply run again.
+_RETRYABLE_CONFLICT = "Retryable commit conflict"
+_COMPACT_ATTEMPTS = 5
 # The directory that holds the `shared` package: the background compaction imports it.
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 # A background compaction needs only small caches: it reads each manifest once.
@@ -160,9 +163,25 @@ class Maintenance:
         # Never 0: lancedb then also deletes the version a reader in another process
         # opened a moment ago.
         older_than = timedelta(seconds=max(self.cleanup_older_than_s, 0.001))
-        table.optimize(cleanup_older_than=older_than)
+        self._compact(table, older_than)
+        # Even when every compaction attempt lost to writers: a table without its vector
+        # index would be scanned in full by every search.
         index_built = self._maintain_ann_index(table, rows, indices)
         return OptimizeResult(fragments_before, fragment_count(table), index_built, key_index_built)
+
+    def _compact(self, table: Table, older_than: timedelta) -> bool:
+        """`optimize`, tried again when a concurrent write preempted its commit (lance's
+        "Retryable commit conflict"); False if every attempt was preempted."""
+        for attempt in range(1, _COMPACT_ATTEMPTS + 1):
+            try:
+                table.optimize(cleanup_older_than=older_than)
+                return True
+            except RuntimeError as exc:
+                if _RETRYABLE_CONFLICT not in str(exc):
+                    raise
+                log.info("compaction preempted by a concurrent write (attempt %d of %d)", attempt, _COMPACT_ATTEMPTS)
+                table.checkout_latest()
+        return False
 
     def _ensure_key_index(self, table: Table, rows: int, indices: Sequence[IndexConfig]) -> bool:
         """Build the ``upload_id`` BTREE index once the table has ``key_index_min_rows``

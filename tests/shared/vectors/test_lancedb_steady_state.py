@@ -299,3 +299,19 @@ def test_the_store_starts_with_empty_caches_after_a_background_compaction_rebuil
     assert store.cache_bytes() == 0
     assert len(store.search(unit_vector(1), k=5, filters=everyone)) == 5
     assert store.count(everyone) == 1201
+
+
+def test_a_compaction_preempted_by_a_concurrent_update_is_run_again(tmp_path: Path, make_record: RecordFactory) -> None:
+    store = LanceDBVectorStore(tmp_path, compact_every_writes=0)
+    for i in range(5):
+        store.upsert([make_record(f"r-{i}")])
+    # A compaction that read the table before a writer overwrote a row: its commit is
+    # preempted by that Update ("Retryable commit conflict").
+    stale = lancedb.connect(tmp_path).open_table("uploads")
+    store.upsert([make_record("r-0", vector=unit_vector("r-0 rewritten"))])
+
+    result = Maintenance(cleanup_older_than_s=1, ann_index_min_rows=10**9, key_index_min_rows=10**9).run(stale)
+
+    assert result.fragments_after == 1
+    assert sorted(_stored_ids(tmp_path)) == [f"r-{i}" for i in range(5)]
+    assert store.get("r-0") is not None and store.get("r-0").vector @ unit_vector("r-0 rewritten") > 0.999  # type: ignore[union-attr]
