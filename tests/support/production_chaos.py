@@ -102,10 +102,15 @@ class ObjectWriter(threading.Thread):
         self.rate_per_s = rate_per_s
         self.retries = 0
         self.written = 0
+        # The second half is written only once MinIO has been stopped, so that the outage
+        # always meets puts (however long the Weaviate restart before it took).
+        self.second_half = threading.Event()
 
     def run(self) -> None:
         s3 = self.shape.s3()
         for index, key in enumerate(self.keys):
+            if index == len(self.keys) // 2:
+                self.second_half.wait(timeout=600)
             data = _payload(index)
             while True:
                 try:
@@ -143,6 +148,7 @@ def run_production_chaos(
     wait_until(lambda: writer.written >= objects // 2, 120, "half of the objects to be written")
     stopped = time.monotonic()
     shape.minio.stop()
+    writer.second_half.set()
     time.sleep(minio_down_s)
     shape.minio.start()
     report.minio_stops, report.minio_down_s = 1, time.monotonic() - stopped
