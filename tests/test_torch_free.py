@@ -41,6 +41,7 @@ def _torch_free(what):
 """
 
 ENTRY_POINTS = [
+    "omnibind",  # the public package: `import omnibind`
     "producers.cli",  # the `omnibind` command and every subcommand module it registers
     "producers.cli.bridge",
     "producers.cli.dead",
