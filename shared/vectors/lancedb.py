@@ -30,6 +30,13 @@ Guarantees, and how they are kept:
 - **Fork-safe.** Nothing is opened in the constructor and lancedb is imported on first use;
   a process that finds itself forked (its pid changed) opens its own connection.
 
+- **Extra vectors of a record** (`VectorRecord.parts`) are nullable vector columns
+  ``part_<name>`` of the same table, added (all null) the first time a record brings a
+  new name, under the write lock. A search runs once on ``vector`` and once on each part
+  column (rows where it is null left out by the prefilter) and keeps each upload's best
+  (`best_per_upload`). Only ``vector`` gets the ANN index: part columns are scanned
+  exactly, which is what a search costs anyway until ``ann_index_min_rows``.
+
 Every small write adds a table version and a data fragment; `optimize` compacts them and
 deletes versions older than ``cleanup_older_than_s`` (10 s). The store starts it itself after
 ``compact_every_writes`` writes of one process, at most once per that window across all
@@ -62,7 +69,7 @@ from shared.errors import ConfigError, VectorStoreUnavailable
 from shared.vectors.filelock import LockTimeout, exclusive_lock
 from shared.vectors.lancedb_maintenance import KEY_INDEX, Maintenance, OptimizeResult
 from shared.vectors.properties import PROPERTIES, Kind, properties_to_record, record_to_properties
-from shared.vectors.records import SearchFilters, SearchHit, VectorRecord
+from shared.vectors.records import MAIN_PART, SearchFilters, SearchHit, VectorRecord, best_per_upload
 from shared.vectors.validation import query_vector, records_dimension, unique_by_upload_id
 
 if TYPE_CHECKING:
@@ -85,6 +92,8 @@ KEY_COLUMN = "upload_id"
 TENANT_COLUMN = "tenant"
 TENANT_INDEX = "tenant_idx"
 DISTANCE_COLUMN = "_distance"
+# Column of the extra vector `name` of a record: PART_PREFIX + name.
+PART_PREFIX = "part_"
 # KEY_INDEX and OptimizeResult live in lancedb_maintenance; importers know them from here.
 __all__ = ["KEY_INDEX", "NEVER", "LanceDBVectorStore", "OptimizeResult", "arrow_schema", "records_to_arrow"]
 
@@ -113,19 +122,27 @@ _ARROW_TYPES: dict[Kind, pa.DataType] = {
 }
 
 
-def arrow_schema(dim: int) -> pa.Schema:
-    """The table schema: the key, the vector (fixed-size float32 list) and `PROPERTIES`."""
+def arrow_schema(dim: int, parts: Sequence[str] = ()) -> pa.Schema:
+    """The table schema: the key, the vector (fixed-size float32 list), `PROPERTIES` and a
+    nullable vector column per part name in `parts`."""
     fields = [
         pa.field(KEY_COLUMN, pa.string(), nullable=False),
         pa.field(VECTOR_COLUMN, pa.list_(pa.float32(), dim), nullable=False),
     ]
     fields += [pa.field(spec.name, _ARROW_TYPES[spec.kind]) for spec in PROPERTIES if spec.name != KEY_COLUMN]
+    fields += [part_field(name, dim) for name in parts]
     return pa.schema(fields)
 
 
-def records_to_arrow(records: Sequence[VectorRecord], dim: int) -> pa.Table:
-    """`records` (all of dimension `dim`) as an Arrow table of `arrow_schema(dim)`."""
-    schema = arrow_schema(dim)
+def part_field(name: str, dim: int) -> pa.Field:
+    """The nullable column of the extra vector `name` (null where a record has no such part)."""
+    return pa.field(PART_PREFIX + name, pa.list_(pa.float32(), dim))
+
+
+def records_to_arrow(records: Sequence[VectorRecord], dim: int, parts: Sequence[str] = ()) -> pa.Table:
+    """`records` (all of dimension `dim`) as an Arrow table of `arrow_schema(dim, parts)`;
+    `parts` names every part column of the table (a record without that part writes null)."""
+    schema = arrow_schema(dim, parts)
     rows = [record_to_properties(record) for record in records]
     flat = np.concatenate([np.asarray(record.vector, dtype=np.float32).reshape(dim) for record in records])
     columns: dict[str, pa.Array] = {}
@@ -133,6 +150,13 @@ def records_to_arrow(records: Sequence[VectorRecord], dim: int) -> pa.Table:
         if field.name == VECTOR_COLUMN:
             # (n*dim,) float32 -> n fixed-size lists of dim
             columns[field.name] = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim)
+        elif field.name.startswith(PART_PREFIX):
+            name = field.name.removeprefix(PART_PREFIX)
+            values = [record.parts.get(name) for record in records]
+            columns[field.name] = pa.array(
+                [None if value is None else np.asarray(value, dtype=np.float32).reshape(dim) for value in values],
+                type=field.type,
+            )
         else:
             columns[field.name] = pa.array([row[field.name] for row in rows], type=field.type)
     return pa.table(columns, schema=schema)
@@ -143,9 +167,23 @@ def arrow_to_records(table: pa.Table) -> list[VectorRecord]:
     if table.num_rows == 0:
         return []
     vectors = _vectors(table.column(VECTOR_COLUMN))
-    names = [name for name in table.column_names if name not in (VECTOR_COLUMN, DISTANCE_COLUMN)]
+    part_columns = [name for name in table.column_names if name.startswith(PART_PREFIX)]
+    parts = {name.removeprefix(PART_PREFIX): table.column(name).to_pylist() for name in part_columns}
+    names = [
+        name
+        for name in table.column_names
+        if name not in (VECTOR_COLUMN, DISTANCE_COLUMN) and not name.startswith(PART_PREFIX)
+    ]
     rows = table.select(names).to_pylist()
-    return [properties_to_record(row, vector) for row, vector in zip(rows, vectors, strict=True)]
+    return [
+        properties_to_record(row, vector, {name: values[i] for name, values in parts.items() if values[i] is not None})
+        for i, (row, vector) in enumerate(zip(rows, vectors, strict=True))
+    ]
+
+
+def part_names(schema: pa.Schema) -> list[str]:
+    """The part names a table of `schema` has columns for, sorted."""
+    return sorted(name.removeprefix(PART_PREFIX) for name in schema.names if name.startswith(PART_PREFIX))
 
 
 def filter_expr(filters: SearchFilters) -> Expr | None:
@@ -262,17 +300,23 @@ class LanceDBVectorStore:
             return
         batch = unique_by_upload_id(records)
         dim = records_dimension(batch, self.dimension, store=self._describe(), hint=self._hint())
-        data = records_to_arrow(batch, dim)
         with self._write_lock():
             table = self._open_table()
             if table is None:  # (not `or`: a Table's truth value is its row count)
                 table = self._create_table(dim)
             # Another process may have created the table with another dimension meanwhile.
             records_dimension(batch[:1], self._dimension, store=self._describe(), hint=self._hint())
+            columns = self._ensure_part_columns(table, {name for record in batch for name in record.parts}, dim)
+            data = records_to_arrow(batch, dim, columns)
             self._with_retries(
                 "upsert",
                 lambda: (
-                    table.merge_insert(KEY_COLUMN).when_matched_update_all().when_not_matched_insert_all().execute(data)
+                    table.merge_insert(KEY_COLUMN)
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    # lancedb counts a null vector as a bad one; a null part column is "no such
+                    # part", and every vector given was checked by `records_dimension` above.
+                    .execute(data, on_bad_vectors="null")
                 ),
             )
         self._after_write()
@@ -318,16 +362,31 @@ class LanceDBVectorStore:
         if table is None:
             return []
         query = query_vector(vector, self._dimension, store=self._describe(), hint=self._hint())
-        builder = cast("LanceVectorQueryBuilder", table.search(query, vector_column_name=VECTOR_COLUMN))
+        expr = filter_expr(filters)
+        sql = expr.to_sql() if expr is not None else None
+        targets = [MAIN_PART] if filters.parts is None or MAIN_PART in filters.parts else []
+        targets += [name for name in part_names(table.schema) if filters.parts is None or name in filters.parts]
+        hits: list[SearchHit] = []
+        for part in targets:
+            hits += self._search_column(table, query, k, part, sql)
+        return best_per_upload(hits, k) if len(targets) > 1 else hits
+
+    def _search_column(self, table: Table, query: np.ndarray, k: int, part: str, sql: str | None) -> list[SearchHit]:
+        """The `k` nearest records by the vector `part` (`MAIN_PART` or a part name)."""
+        column = VECTOR_COLUMN if part == MAIN_PART else PART_PREFIX + part
+        builder = cast("LanceVectorQueryBuilder", table.search(query, vector_column_name=column))
         # Probes only matter once there is an index; maximum 0 = "keep probing until k hits".
         builder = builder.distance_type("cosine").minimum_nprobes(SEARCH_PROBES).maximum_nprobes(0).limit(k)
-        expr = filter_expr(filters)
-        if expr is not None:
-            builder = builder.where(expr, prefilter=True)
+        if part != MAIN_PART:  # rows without this part have a null there
+            # (part names are checked identifiers: safe to put into SQL text)
+            present = f"{column} IS NOT NULL"
+            sql = present if sql is None else f"({sql}) AND {present}"
+        if sql is not None:
+            builder = builder.where(sql, prefilter=True)
         found = self._reading(builder.to_arrow)
         distances = found.column(DISTANCE_COLUMN).to_pylist() if found.num_rows else []
         records = arrow_to_records(found)
-        return [SearchHit(record, 1.0 - float(d)) for record, d in zip(records, distances, strict=True)]
+        return [SearchHit(record, 1.0 - float(d), part) for record, d in zip(records, distances, strict=True)]
 
     def count(self, filters: SearchFilters) -> int:
         table = self._open_table()
@@ -438,6 +497,19 @@ class LanceDBVectorStore:
         log.info("created %s (dimension %d)", self._describe(), dim)
         self._adopt(table)
         return table
+
+    def _ensure_part_columns(self, table: Table, wanted: set[str], dim: int) -> list[str]:
+        """Every part column of the table after adding those of `wanted` it lacks (caller
+        holds the write lock). Existing rows read null there: they have no such part."""
+        have = part_names(table.schema)
+        missing = sorted(wanted - set(have))
+        if missing:
+            with self._translated("add part columns"):
+                table.add_columns([part_field(name, dim) for name in missing])
+            log.info(
+                "added vector columns %s to %s", ", ".join(PART_PREFIX + name for name in missing), self._describe()
+            )
+        return sorted(set(have) | wanted)
 
     def _adopt(self, table: Table) -> None:
         vector_type = table.schema.field(VECTOR_COLUMN).type

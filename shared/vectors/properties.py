@@ -48,7 +48,7 @@ class PropertySpec:
 
 PROPERTIES: tuple[PropertySpec, ...] = (
     PropertySpec("upload_id", Kind.TEXT, True, "the upload's id (the record uuid is derived from it)"),
-    PropertySpec("modality", Kind.TEXT, True, "image | text | audio"),
+    PropertySpec("modality", Kind.TEXT, True, "image | text | audio | video"),
     PropertySpec("object_bucket", Kind.TEXT, True, "bucket of the original blob"),
     PropertySpec("object_key", Kind.TEXT, True, "key of the original blob"),
     PropertySpec("object_version_id", Kind.TEXT, False, "version id of the exact bytes embedded"),
@@ -106,8 +106,10 @@ def record_to_properties(record: VectorRecord) -> dict[str, Any]:
     }
 
 
-def properties_to_record(properties: Mapping[str, Any], vector: np.ndarray) -> VectorRecord:
-    """Rebuild a `VectorRecord` from stored properties and its vector (copied to float32).
+def properties_to_record(
+    properties: Mapping[str, Any], vector: np.ndarray, parts: Mapping[str, np.ndarray] | None = None
+) -> VectorRecord:
+    """Rebuild a `VectorRecord` from stored properties, its vector and its parts (copied to float32).
 
     Missing optional properties read as their defaults, so rows written by an older schema
     still load.
@@ -129,6 +131,7 @@ def properties_to_record(properties: Mapping[str, Any], vector: np.ndarray) -> V
         checkpoint=props.get("checkpoint") or "",
         created_at=as_utc(props["created_at"]),
         indexed_at=as_utc(props["indexed_at"]),
+        parts={name: np.array(part, dtype=np.float32) for name, part in (parts or {}).items()},
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -21,11 +23,35 @@ def record_uuid(upload_id: str) -> uuid.UUID:
     return uuid.uuid5(RECORD_NAMESPACE, upload_id)
 
 
+# The name a search hit gives the record's own `vector` (as opposed to one of its `parts`).
+MAIN_PART = "main"
+# Part names become column / named-vector names in every backend (``part_<name>``), so they
+# are kept to what all of them accept as an identifier.
+PART_NAME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+
+
+def check_part_name(name: str) -> str:
+    """`name` if it can name an extra vector of a record; `ValueError` otherwise."""
+    if not isinstance(name, str) or not PART_NAME.match(name) or name == MAIN_PART:
+        raise ValueError(
+            f"a vector part name must be lower-case letters, digits and '_', start with a letter, "
+            f"at most 48 characters and not {MAIN_PART!r}; got {name!r}"
+        )
+    return name
+
+
 @dataclass(frozen=True, slots=True)
 class VectorRecord:
     """One indexed upload: its L2-normalised embedding and the properties to filter by.
 
-    `vector` is float32, shape (dim,), unit length.
+    `vector` is float32, shape (dim,), unit length: the upload's main embedding (a video's
+    frames, an image, a text, a sound).
+
+    `parts` are further embeddings of the same upload, by name (`check_part_name`), in the
+    same space and of the same dimension as `vector`: a video's ``audio_track``, a
+    recording's ``transcript``. A search ranks an upload by its best-matching vector, returns
+    it once and names that vector (`SearchHit.part`). Writing a record replaces all of its
+    vectors: a part left out of a re-written record is gone.
     """
 
     upload_id: str
@@ -43,6 +69,7 @@ class VectorRecord:
     checkpoint: str = ""
     created_at: datetime = field(default_factory=utcnow)
     indexed_at: datetime = field(default_factory=utcnow)
+    parts: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def uuid(self) -> uuid.UUID:
@@ -78,8 +105,17 @@ class SearchFilters:
     scope: TenantScope
     modality: Modality | None = None
     flagged: bool | None = None
+    # Which of a record's vectors a search compares with the query: `MAIN_PART` and/or part
+    # names (`VectorRecord.parts`); None: all of them. Counts ignore it.
+    parts: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
+        if self.parts is not None:
+            if not isinstance(self.parts, frozenset) or not self.parts:
+                raise ValueError("parts must be None (every vector) or a non-empty frozenset of part names")
+            for name in self.parts:
+                if name != MAIN_PART:
+                    check_part_name(name)
         if self.scope is ALL_TENANTS:
             return
         if not isinstance(self.scope, frozenset):
@@ -95,7 +131,24 @@ class SearchFilters:
 
 @dataclass(frozen=True, slots=True)
 class SearchHit:
-    """A search result: the record (vector included) and its cosine similarity to the query."""
+    """A search result: the record (vectors included), its cosine similarity to the query and
+    which of its vectors matched best (`MAIN_PART`, or the name of one of its `parts`)."""
 
     record: VectorRecord
     score: float
+    part: str = MAIN_PART
+
+
+def best_per_upload(hits: list[SearchHit], k: int) -> list[SearchHit]:
+    """The `k` best of `hits` (from one search per vector), each upload once, with the part
+    that scored best; best first, ties broken by upload id so the order is reproducible.
+
+    Exact when every per-vector search returned its own top `k`: an upload in the true
+    top `k` is in the top `k` of its best vector's search.
+    """
+    best: dict[str, SearchHit] = {}
+    for hit in hits:
+        held = best.get(hit.record.upload_id)
+        if held is None or hit.score > held.score or (hit.score == held.score and hit.part < held.part):
+            best[hit.record.upload_id] = hit
+    return sorted(best.values(), key=lambda hit: (-hit.score, hit.record.upload_id))[:k]

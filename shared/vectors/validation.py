@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from shared.errors import ConfigError, PermanentError
-from shared.vectors.records import VectorRecord
+from shared.vectors.records import VectorRecord, check_part_name
 
 
 def unique_by_upload_id(records: Sequence[VectorRecord]) -> list[VectorRecord]:
@@ -22,16 +22,25 @@ def unique_by_upload_id(records: Sequence[VectorRecord]) -> list[VectorRecord]:
 
 
 def records_dimension(records: Sequence[VectorRecord], expected: int | None, *, store: str, hint: str) -> int:
-    """The common dimension of `records` (non-empty), checked against the store's.
+    """The common dimension of `records` (non-empty) and of their parts, checked against the store's.
 
     Raises `PermanentError` (reason ``invalid_vector``) for a vector that is not a finite,
-    non-zero 1-D array or for records that disagree among themselves, and `ConfigError`
-    when they disagree with `expected` (the store's dimension).
+    non-zero 1-D array or for records that disagree among themselves, (``invalid_record``)
+    for a part name `check_part_name` refuses, and `ConfigError` when they disagree with
+    `expected` (the store's dimension).
     """
     dims = {_check_vector(record.vector, record.upload_id) for record in records}
+    for record in records:
+        for name, vector in record.parts.items():
+            try:
+                check_part_name(name)
+            except ValueError as exc:
+                raise PermanentError(f"record {record.upload_id!r}: {exc}", reason="invalid_record") from exc
+            dims.add(_check_vector(vector, f"{record.upload_id}/{name}"))
     if len(dims) > 1:
         raise PermanentError(
-            f"vector records of one write have different dimensions {sorted(dims)}", reason="invalid_vector"
+            f"vector records (and their parts) of one write have different dimensions {sorted(dims)}",
+            reason="invalid_vector",
         )
     (dim,) = dims
     if expected is not None and dim != expected:

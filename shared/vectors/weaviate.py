@@ -8,6 +8,12 @@
   re-creates a collection deleted meanwhile. Two workers creating it at once is fine: the
   loser sees "already exists" and checks and uses the winner's. Reads of a deleted
   collection find nothing.
+- **Extra vectors of a record** (`VectorRecord.parts`) are named vectors ``part_<name>``
+  beside "default", added to the collection when a record first brings that name
+  (`weaviate_schema.vector_config`; a concurrent add by another worker is accepted). A
+  search runs one ``near_vector`` per named vector (the collection's list is read again for
+  every search, so parts another process added are searched) and keeps each upload's best
+  (`best_per_upload`).
 - **Idempotent.** Object uuid = `record_uuid(upload_id)`; a batch write with an existing
   uuid replaces that object, so a redelivered index task overwrites instead of duplicating.
   Every per-object error of a batch is checked and raised with the failing upload ids.
@@ -45,7 +51,7 @@ from weaviate.exceptions import UnexpectedStatusCodeError, WeaviateBaseError, We
 
 from shared.errors import ConfigError, VectorStoreUnavailable
 from shared.vectors.properties import PROPERTY_NAMES, properties_to_record, record_to_properties
-from shared.vectors.records import SearchFilters, SearchHit, VectorRecord, record_uuid
+from shared.vectors.records import MAIN_PART, SearchFilters, SearchHit, VectorRecord, best_per_upload, record_uuid
 from shared.vectors.validation import query_vector, records_dimension, unique_by_upload_id
 from shared.vectors.weaviate_errors import (
     CLASS_MISSING,
@@ -57,7 +63,15 @@ from shared.vectors.weaviate_errors import (
     failures_error,
     translate_error,
 )
-from shared.vectors.weaviate_schema import VECTOR_NAME, collection_config, missing_properties, schema_differences
+from shared.vectors.weaviate_schema import (
+    PART_PREFIX,
+    VECTOR_NAME,
+    collection_config,
+    missing_properties,
+    part_vectors,
+    schema_differences,
+    vector_config,
+)
 
 if TYPE_CHECKING:
     from weaviate import WeaviateClient
@@ -147,14 +161,13 @@ def to_weaviate_properties(record: VectorRecord) -> dict[str, Any]:
 
 
 def to_data_object(record: VectorRecord) -> DataObject[dict[str, Any], None]:
-    """The object written for `record`: its deterministic uuid, properties and named vector."""
-    return DataObject(
-        properties=to_weaviate_properties(record),
-        uuid=record.uuid,
-        # By name: every server with named vectors takes this form, while mapping a bare
-        # vector onto the only named one is a late addition (Weaviate PR 6045).
-        vector={VECTOR_NAME: np.asarray(record.vector, dtype=np.float32).tolist()},
-    )
+    """The object written for `record`: its deterministic uuid, properties and named vectors."""
+    # By name: every server with named vectors takes this form, while mapping a bare
+    # vector onto the only named one is a late addition (Weaviate PR 6045).
+    vectors = {VECTOR_NAME: np.asarray(record.vector, dtype=np.float32).tolist()}
+    for name, part in record.parts.items():
+        vectors[PART_PREFIX + name] = np.asarray(part, dtype=np.float32).tolist()
+    return DataObject(properties=to_weaviate_properties(record), uuid=record.uuid, vector=vectors)
 
 
 def from_weaviate_object(properties: Mapping[str, Any], vector: Any) -> VectorRecord:
@@ -162,7 +175,14 @@ def from_weaviate_object(properties: Mapping[str, Any], vector: Any) -> VectorRe
     array = vector_of(vector)
     if array is None:
         raise VectorStoreUnavailable(f"Weaviate returned {properties.get('upload_id')!r} without its vector")
-    return properties_to_record(properties, array)
+    parts = {}
+    if isinstance(vector, Mapping):
+        parts = {
+            str(name).removeprefix(PART_PREFIX): np.asarray(value, dtype=np.float32)
+            for name, value in vector.items()
+            if str(name).startswith(PART_PREFIX) and value is not None and len(value)
+        }
+    return properties_to_record(properties, array, parts)
 
 
 def vector_of(vector: Any) -> np.ndarray | None:
@@ -212,6 +232,7 @@ class WeaviateVectorStore:
         self._pid: int | None = None
         self._client_obj: WeaviateClient | None = None
         self._collection_ready = False
+        self._parts: frozenset[str] = frozenset()  # part vectors the collection is known to have
 
     @classmethod
     def from_settings(cls, settings: Settings, *, dimension: int | None = None) -> WeaviateVectorStore:
@@ -256,6 +277,7 @@ class WeaviateVectorStore:
         collection = self._collection(create=True)
         assert collection is not None
         dim = records_dimension(batch, self._store_dimension(collection), store=self._describe(), hint=COLLECTION_HINT)
+        self._ensure_part_vectors({name for record in batch for name in record.parts})
         for start in range(0, len(batch), self._batch_size):
             if start:
                 collection = self._collection(create=True)
@@ -304,7 +326,14 @@ class WeaviateVectorStore:
         hits: list[SearchHit] = []
         with contextlib.suppress(CollectionGone):
             if collection is not None:
-                hits = self._search(collection, vector, k, filters)
+                targets = [MAIN_PART] if filters.parts is None or MAIN_PART in filters.parts else []
+                targets += sorted(
+                    name for name in self._current_parts() if filters.parts is None or name in filters.parts
+                )
+                for part in targets:
+                    hits += self._search(collection, vector, k, filters, part)
+                if len(targets) > 1:
+                    hits = best_per_upload(hits, k)
         return hits
 
     def count(self, filters: SearchFilters) -> int:
@@ -405,6 +434,9 @@ class WeaviateVectorStore:
                 config = self._create_collection(client)
             if config is not None:
                 self._check_schema(client, config)
+                self._parts = part_vectors(config)
+            else:
+                self._parts = frozenset()
             self._collection_ready = True
         return client.collections.use(self._name)
 
@@ -465,6 +497,30 @@ class WeaviateVectorStore:
             if now is not None:
                 self._check_schema(client, now)
 
+    def _current_parts(self) -> frozenset[str]:
+        """The part vectors the collection has now (read again: another process may have added one)."""
+        config = self._read_config(self._client())
+        self._parts = frozenset() if config is None else part_vectors(config)
+        return self._parts
+
+    def _ensure_part_vectors(self, wanted: set[str]) -> None:
+        """Add the named vectors of the parts in `wanted` that the collection lacks."""
+        if wanted <= self._parts:
+            return
+        client = self._client()
+        collection = client.collections.use(self._name)
+        for name in sorted(wanted - self._current_parts()):
+            try:
+                collection.config.add_vector(vector_config=vector_config(PART_PREFIX + name))
+            except CLIENT_ERRORS as exc:
+                # Another worker may have added it first; anything else is a real failure
+                # (servers before 1.31 cannot add a named vector to a collection at all).
+                if name not in self._current_parts():
+                    raise translate_error(exc, f"add vector {PART_PREFIX + name} to {self._name}") from exc
+                continue
+            log.info("added named vector %s to Weaviate collection %s", PART_PREFIX + name, self._name)
+        self._current_parts()
+
     def _write(self, collection: Collection[Any, Any], chunk: Sequence[VectorRecord]) -> None:
         upload_ids = [record.upload_id for record in chunk]
         try:
@@ -478,14 +534,14 @@ class WeaviateVectorStore:
             raise failures_error(failures, len(chunk), self._name)
 
     def _search(
-        self, collection: Collection[Any, Any], vector: np.ndarray, k: int, filters: SearchFilters
+        self, collection: Collection[Any, Any], vector: np.ndarray, k: int, filters: SearchFilters, part: str
     ) -> list[SearchHit]:
         query = query_vector(vector, self._store_dimension(collection), store=self._describe(), hint=COLLECTION_HINT)
         with self._translated("search"):
             response = collection.query.near_vector(
                 near_vector=query.tolist(),
                 limit=k,
-                target_vector=VECTOR_NAME,
+                target_vector=VECTOR_NAME if part == MAIN_PART else PART_PREFIX + part,
                 filters=build_filter(filters),
                 include_vector=True,
                 return_properties=list(PROPERTY_NAMES),
@@ -496,7 +552,7 @@ class WeaviateVectorStore:
             distance = obj.metadata.distance if obj.metadata is not None else None
             if distance is None:
                 raise VectorStoreUnavailable(f"Weaviate returned a search hit without its distance from {self._name}")
-            hits.append(SearchHit(from_weaviate_object(obj.properties, obj.vector), 1.0 - float(distance)))
+            hits.append(SearchHit(from_weaviate_object(obj.properties, obj.vector), 1.0 - float(distance), part))
         return hits
 
     def _store_dimension(self, collection: Collection[Any, Any]) -> int | None:

@@ -10,6 +10,10 @@ multi-tenancy. The index type and its tuning, descriptions and properties of its
 operator's business. Properties omnibind declares that the collection lacks (added to the
 schema after the collection was created) are added, not refused: Weaviate adds properties to
 a live collection, and existing objects read them as unset.
+
+A record's extra vectors (`VectorRecord.parts`) are further named vectors ``part_<name>``,
+made like "default", added to the live collection when the first record with that part is
+written (Weaviate 1.31 and later add named vectors to an existing collection).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from weaviate.collections.classes.config import CollectionConfig
 from shared.vectors.properties import PROPERTIES, Kind
 
 VECTOR_NAME = "default"
+# The named vector of the record part `name` is PART_PREFIX + name.
+PART_PREFIX = "part_"
 
 _DATA_TYPES: dict[Kind, DataType] = {
     Kind.TEXT: DataType.TEXT,
@@ -60,16 +66,27 @@ def collection_properties() -> list[Property]:
     return properties
 
 
+def vector_config(name: str) -> Any:
+    """One self-provided named vector with an HNSW index and cosine distance."""
+    return Configure.Vectors.self_provided(
+        name=name,
+        vector_index_config=Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE),
+    )
+
+
+def part_vectors(config: CollectionConfig) -> frozenset[str]:
+    """The part names the collection of `config` has named vectors for."""
+    names = config.vector_config or {}
+    return frozenset(name.removeprefix(PART_PREFIX) for name in names if name.startswith(PART_PREFIX))
+
+
 def collection_config(name: str) -> dict[str, Any]:
     """Keyword arguments for ``client.collections.create``: self-provided vectors, HNSW, cosine."""
     return {
         "name": name,
         "description": "omnibind: one ImageBind embedding per upload (vectors provided by omnibind)",
         "properties": collection_properties(),
-        "vector_config": Configure.Vectors.self_provided(
-            name=VECTOR_NAME,
-            vector_index_config=Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE),
-        ),
+        "vector_config": vector_config(VECTOR_NAME),
     }
 
 
@@ -99,20 +116,24 @@ def _vector_differences(config: CollectionConfig) -> list[str]:
         # A collection-level ("legacy") vector: writes by name would not reach it.
         return [f"it has an unnamed (legacy, collection-level) vector; omnibind needs one named vector '{VECTOR_NAME}'"]
     names = sorted(config.vector_config or {})
-    if names != [VECTOR_NAME]:
+    if VECTOR_NAME not in names or any(name != VECTOR_NAME and not name.startswith(PART_PREFIX) for name in names):
         found = ", ".join(f"'{name}'" for name in names) or "none"
-        return [f"its named vectors are {found}; omnibind needs exactly one, '{VECTOR_NAME}'"]
+        return [
+            f"its named vectors are {found}; omnibind needs '{VECTOR_NAME}' and, for the extra vectors of "
+            f"records, '{PART_PREFIX}<name>' ones only"
+        ]
     assert config.vector_config is not None
-    named = config.vector_config[VECTOR_NAME]
     differences = []
-    vectorizer = _text(named.vectorizer.vectorizer)
-    if vectorizer != Vectorizers.NONE.value:
-        differences.append(f"vector '{VECTOR_NAME}' is made by {vectorizer}; omnibind provides its own vectors (none)")
-    # No distance where the vector has no index at all (index type "none").
-    distance = _text(getattr(named.vector_index_config, "distance_metric", None))
-    if distance != VectorDistances.COSINE.value:
-        # Search scores are 1 - cosine distance; another metric would rank and score differently.
-        differences.append(f"vector '{VECTOR_NAME}' uses distance {distance}; omnibind needs cosine")
+    for name in names:
+        named = config.vector_config[name]
+        vectorizer = _text(named.vectorizer.vectorizer)
+        if vectorizer != Vectorizers.NONE.value:
+            differences.append(f"vector '{name}' is made by {vectorizer}; omnibind provides its own vectors (none)")
+        # No distance where the vector has no index at all (index type "none").
+        distance = _text(getattr(named.vector_index_config, "distance_metric", None))
+        if distance != VectorDistances.COSINE.value:
+            # Search scores are 1 - cosine distance; another metric would rank and score differently.
+            differences.append(f"vector '{name}' uses distance {distance}; omnibind needs cosine")
     return differences
 
 
