@@ -73,6 +73,13 @@ class CheckpointError(OmnibindError):
     reason = "checkpoint"
 
 
+class InternalError(PermanentError):
+    """An unexpected exception while handling one upload or event: a bug, not bad input.
+    Recorded and dead-lettered like any permanent failure, so it can be retried after a fix."""
+
+    reason = "internal_error"
+
+
 class TransientError(OmnibindError):
     """Something we depend on is unavailable right now; retrying later may succeed."""
 

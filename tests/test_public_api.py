@@ -4,6 +4,7 @@ public types, a version, and type information (`py.typed`) for their type checke
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -29,9 +30,17 @@ def test_every_public_name_resolves_and_the_version_is_the_package_version() -> 
 
 
 def test_the_wheel_ships_type_information_for_every_package(tmp_path: Path) -> None:
+    # Built from a copy: setuptools writes build/ and *.egg-info into the tree it builds.
+    source = tmp_path / "source"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    for package in ("omnibind", "shared", "producers", "workers"):
+        shutil.copytree(ROOT / package, source / package, ignore=ignore)
     pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
     subprocess.run(
-        [*pip_wheel, "-w", str(tmp_path), str(ROOT)],
+        [*pip_wheel, "-w", str(tmp_path), str(source)],
         check=True,
         capture_output=True,
         timeout=300,

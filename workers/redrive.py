@@ -52,7 +52,7 @@ TRANSIENT_REASONS: dict[str, str | None] = {
     "storage_unavailable": OBJECTS,
     "vector_store_unavailable": VECTORS,
     "redis_unavailable": REDIS,
-    "broker_unavailable": REDIS,
+    "broker_unavailable": REDIS,  # the bridge's name for it before it raised RedisUnavailable
     "transient": None,
     "busy": None,
     "embed_timeout": None,

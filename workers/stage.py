@@ -18,7 +18,6 @@ dead-lettered by a 2-minute outage with the former defaults); a deadline does no
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +25,8 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
-from shared.errors import LimitExceeded, OmnibindError, PermanentError, TransientError
+from shared.backoff import full_jitter_s
+from shared.errors import InternalError, LimitExceeded, OmnibindError, PermanentError, TransientError
 from shared.events import Stage, UploadEvent
 from shared.logs import stage_context
 from shared.queue import upload_headers
@@ -40,17 +40,6 @@ FAILING_SINCE_HEADER = "omnibind_failing_since_ms"
 
 class PoisonMessage(PermanentError):
     reason = "poison_message"
-
-
-class InternalError(PermanentError):
-    """An unexpected exception: recorded and dead-lettered so it can be retried after a fix."""
-
-    reason = "internal_error"
-
-
-def backoff_s(retries: int, base_s: float, max_s: float) -> float:
-    """Exponential backoff with full jitter (spreads retries of many uploads apart)."""
-    return random.uniform(0, min(max_s, base_s * 2**retries))
 
 
 def run_stage(task: Task, resources: Resources, stage: Stage, event: UploadEvent, work: Callable[[], Any]) -> None:
@@ -119,7 +108,8 @@ def retry_or_give_up(
         give_up(resources, stage, event, exc, attempts)
         return None
     # The last retry runs at the deadline rather than past it.
-    countdown = min(left_s, backoff_s(task.request.retries, settings.retry_backoff_s, settings.retry_backoff_max_s))
+    wait_s = full_jitter_s(task.request.retries + 1, settings.retry_backoff_s, settings.retry_backoff_max_s)
+    countdown = min(left_s, wait_s)
     resources.metrics.retried(stage, exc.reason)
     log.warning(
         "%s: %s (%s); retry %d in %.1f s (%.0f s left of %g s)",

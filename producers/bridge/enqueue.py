@@ -23,17 +23,11 @@ import redis
 from kombu.exceptions import OperationalError
 
 from producers.client import Client
-from shared.errors import TransientError
 from shared.events import DeleteRequest, UploadEvent, UploadStatus
+from shared.redis_client import RedisUnavailable
 from shared.status import StatusRecord
 
 log = logging.getLogger(__name__)
-
-
-class BrokerUnavailable(TransientError):
-    """The Celery broker did not take the message; retry later."""
-
-    reason = "broker_unavailable"
 
 
 class Outcome(StrEnum):
@@ -43,11 +37,12 @@ class Outcome(StrEnum):
 
 @contextlib.contextmanager
 def broker_errors(doing: str) -> Iterator[None]:
-    """Re-raise a failed publish (kombu gives up after its own retries) as `BrokerUnavailable`."""
+    """Re-raise a failed publish (kombu gives up after its own retries) as `RedisUnavailable`,
+    as the producer client does: the broker is Redis."""
     try:
         yield
     except (OperationalError, redis.ConnectionError, redis.TimeoutError) as exc:
-        raise BrokerUnavailable(f"Celery broker unavailable while {doing}: {exc}") from exc
+        raise RedisUnavailable(f"Celery broker unavailable while {doing}: {exc}") from exc
 
 
 def is_same_submission(record: StatusRecord, event: UploadEvent) -> bool:
@@ -63,7 +58,7 @@ class Ingestor:
     def ingest(self, event: UploadEvent) -> Outcome:
         """Enqueue `event` unless this very submission is already being processed or done.
 
-        Raises `RedisUnavailable` / `BrokerUnavailable` (transient: nothing was lost, call
+        Raises `RedisUnavailable` (transient: nothing was lost, call
         again later).
         """
         with broker_errors(f"enqueueing upload {event.id}"):
@@ -84,6 +79,6 @@ class Ingestor:
 
     def delete(self, request: DeleteRequest) -> None:
         """Record the pending deletion and send the delete task (index queue). Raises
-        `RedisUnavailable` / `BrokerUnavailable`."""
+        `RedisUnavailable`."""
         with broker_errors(f"enqueueing the deletion of upload {request.upload_id}"):
             self._client.delete(request)

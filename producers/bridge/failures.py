@@ -8,16 +8,9 @@ dead letter with stage ``ingest``, then acknowledged: it never blocks the source
 
 from __future__ import annotations
 
-from shared.errors import PermanentError
 from shared.json_limits import MAX_EVENT_BYTES
 
 DEAD_LETTER_STAGE = "ingest"
-
-
-class InternalError(PermanentError):
-    """An unexpected exception while handling one event (dead-lettered to retry after a fix)."""
-
-    reason = "internal_error"
 
 
 def kept_text(text: str) -> str:

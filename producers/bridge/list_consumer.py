@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from producers.bridge.enqueue import Ingestor
-from producers.bridge.failures import DEAD_LETTER_STAGE, InternalError, kept_text
+from producers.bridge.failures import DEAD_LETTER_STAGE, kept_text
 from producers.bridge.minio_events import (
     Action,
     Delete,
@@ -32,7 +32,7 @@ from producers.bridge.minio_events import (
     map_record,
     parse_notification,
 )
-from shared.errors import ConfigError, ObjectNotFound, PermanentError, TransientError
+from shared.errors import ConfigError, InternalError, ObjectNotFound, PermanentError, TransientError
 from shared.events import ObjectRef
 from shared.logs import upload_context
 from shared.objects.store import ObjectInfo, ObjectStore

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from shared.backoff import exponential_s
 from shared.errors import TransientError
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class Consumer(Protocol):
 
 def retry_delay_s(failures: int, base_s: float = BACKOFF_BASE_S, max_s: float = BACKOFF_MAX_S) -> float:
     """Exponential backoff after `failures` consecutive failures (1, 2, ...)."""
-    return min(max_s, base_s * 2 ** min(max(failures - 1, 0), 16))
+    return exponential_s(failures, base_s, max_s)
 
 
 def run_consumer(consumer: Consumer, stop: threading.Event) -> None:

@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass
 
 from producers.bridge.enqueue import Ingestor
-from producers.bridge.failures import DEAD_LETTER_STAGE, InternalError, kept_text
+from producers.bridge.failures import DEAD_LETTER_STAGE, kept_text
 from producers.bridge.stream_events import decode_fields, event_from_entry
 from producers.bridge.stream_group import ClaimSchedule, Entry, Fields, StreamGroup
-from shared.errors import ConfigError, PermanentError, TransientError
+from shared.errors import ConfigError, InternalError, PermanentError, TransientError
 from shared.logs import upload_context
 from shared.streams import DeadLetterStream
 

@@ -8,7 +8,6 @@ anew (`signing`), so a late retry is not mistaken for a replay.
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ import httpx
 
 from producers.webhooks.signing import SIGNATURE_HEADER, sign
 from producers.webhooks.targets import Delivery
+from shared.backoff import full_jitter_s
 from shared.config import WebhookSettings
 
 USER_AGENT = "omnibind-webhooks/1"
@@ -48,7 +48,7 @@ def backoff_s(attempt: int, base_s: float, max_s: float, retry_after_s: float | 
     exponentially growing window, or the receiver's ``Retry-After`` (capped at `max_s`)."""
     if retry_after_s is not None:
         return min(max_s, max(0.0, retry_after_s))
-    return random.uniform(0, min(max_s, base_s * 2 ** min(attempt - 1, 30)))
+    return full_jitter_s(attempt, base_s, max_s)
 
 
 def _retry_after_s(response: httpx.Response) -> float | None:

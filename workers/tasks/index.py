@@ -12,6 +12,7 @@ from celery import Task
 from celery.exceptions import Reject, Retry
 from pydantic import ValidationError
 
+from shared.backoff import full_jitter_s
 from shared.deletions import DELETION_HEADER, PendingDeletions, deletion_headers, deletion_token
 from shared.errors import OmnibindError, TransientError
 from shared.events import DeleteRequest, Moderation, Stage, UploadEvent, UploadStatus
@@ -25,7 +26,7 @@ from workers.handoff import decode_message
 from workers.moderation import moderate_embedded, status_summary
 from workers.records import build_record
 from workers.resources import Resources
-from workers.stage import FAILING_SINCE_HEADER, PoisonMessage, backoff_s, retry_budget, run_stage
+from workers.stage import FAILING_SINCE_HEADER, PoisonMessage, retry_budget, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,8 @@ def _delete(task: Task, resources: Resources, request: DeleteRequest, token: str
         if last_attempt:
             _settle(resources, token, _dead_letter_delete(request, exc, attempts))
             return
-        countdown = min(left_s, backoff_s(task.request.retries, settings.retry_backoff_s, settings.retry_backoff_max_s))
+        wait_s = full_jitter_s(task.request.retries + 1, settings.retry_backoff_s, settings.retry_backoff_max_s)
+        countdown = min(left_s, wait_s)
         log.info("delete postponed %.1f s: %s", countdown, exc)
         try:
             if token is not None:  # progress first: the sweeper must not take the retry for lost

@@ -5,13 +5,14 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from producers.bridge.enqueue import BrokerUnavailable, Ingestor, Outcome
+from producers.bridge.enqueue import Ingestor, Outcome
 from producers.bridge.list_consumer import MinioEventsConsumer
 from producers.bridge.minio_events import minio_upload_id
 from producers.bridge.service import build_consumers, raw_redis
 from producers.client import Client
 from shared.config import Settings
 from shared.events import UploadEvent, UploadStatus
+from shared.redis_client import RedisUnavailable
 from shared.streams import DeadLetterStream
 from tests.producers.bridge.conftest import queued_tasks
 from tests.producers.bridge.minio_records import access_element, fixture, record
@@ -134,10 +135,10 @@ def test_a_broker_outage_keeps_the_notification_on_the_processing_list(
     bridge_settings: Callable[..., Settings], client: Client, redis_conn: redis.Redis
 ) -> None:
     redis_conn.rpush(EVENTS, fixture("put_access.json"))
-    consumer = minio_consumer(bridge_settings(), client, ingestor=FlakyIngestor(client, [BrokerUnavailable("down")]))
+    consumer = minio_consumer(bridge_settings(), client, ingestor=FlakyIngestor(client, [RedisUnavailable("down")]))
     consumer.poll()  # nothing left over from a previous run
 
-    with pytest.raises(BrokerUnavailable):
+    with pytest.raises(RedisUnavailable):
         consumer.poll()
     assert redis_conn.llen(consumer.processing_key) == 1 and redis_conn.llen(EVENTS) == 0
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import redis
 
-from producers.bridge.enqueue import BrokerUnavailable, Ingestor, Outcome
+from producers.bridge.enqueue import Ingestor, Outcome
 from producers.bridge.service import build_consumers, raw_redis
 from producers.bridge.stream_consumer import IngestStreamConsumer
 from producers.bridge.stream_events import event_from_entry
@@ -16,6 +16,7 @@ from producers.bridge.stream_group import StreamGroup
 from producers.client import Client
 from shared.config import Settings
 from shared.events import UploadEvent, UploadStatus
+from shared.redis_client import RedisUnavailable
 from shared.streams import DeadLetterStream
 from tests.producers.bridge.conftest import queued_tasks
 
@@ -146,10 +147,10 @@ def test_a_broker_outage_keeps_the_entry_pending_until_a_later_poll_succeeds(
     bridge_settings: Callable[..., Settings], client: Client, redis_conn: redis.Redis
 ) -> None:
     add(redis_conn, {"id": "flaky", "text": "x"})
-    ingestor = FlakyIngestor(client, {"flaky": [BrokerUnavailable("broker down")]})
+    ingestor = FlakyIngestor(client, {"flaky": [RedisUnavailable("broker down")]})
     consumer = stream_consumer(bridge_settings(), client, ingestor=ingestor)
 
-    with pytest.raises(BrokerUnavailable):
+    with pytest.raises(RedisUnavailable):
         poll_until_idle(consumer)
     assert pending(redis_conn) == 1 and client.status("flaky") is None
 
