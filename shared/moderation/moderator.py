@@ -1,8 +1,10 @@
 """Moderating one embedded upload: policy + cached prompt embeddings + blocklist -> decision.
 
 Used by the index workers (every upload) and by ``omnibind rescore`` (stored records), so
-both apply exactly the same logic. I/O is limited to Redis reads, cached per process:
-prompt embeddings once per (policy version, checkpoint), the blocklist when it changes.
+both apply exactly the same logic. The Moderator does no I/O of its own: it is handed a
+`PromptSource` and a `BlocklistSource` (in production the Redis-backed `PromptStore` and
+`BlocklistCache`, which cache per process: prompt embeddings once per (policy version,
+checkpoint), the blocklist when it changes), so the scoring core never imports Redis.
 """
 
 from __future__ import annotations
@@ -10,20 +12,37 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
 from shared.events import Modality, Moderation
-from shared.moderation.blocklist import BlocklistCache
+from shared.moderation.blocklist_index import BlocklistIndex
 from shared.moderation.decision import Evidence, decide
 from shared.moderation.detectors import DetectorResult
 from shared.moderation.policy import SCORED_MODALITIES, Policy
-from shared.moderation.prompts import PromptRequest, PromptStore, PromptsUnavailable
+from shared.moderation.prompt_embeddings import PromptEmbeddings, PromptRequest, PromptsUnavailable
 from shared.moderation.zeroshot import PromptGroups, build_prompt_groups, zero_shot_scores
 
 log = logging.getLogger(__name__)
 
 RequestPrompts = Callable[[PromptRequest], None]
+
+
+class PromptSource(Protocol):
+    """Where the policy's prompt embeddings come from (`shared.moderation.prompts.PromptStore`)."""
+
+    def get(self, policy_version: str, checkpoint: str) -> PromptEmbeddings | None: ...
+
+    def claim_request(self, policy_version: str, checkpoint: str) -> bool:
+        """True for the one caller that should send the request for missing embeddings."""
+        ...
+
+
+class BlocklistSource(Protocol):
+    """The current blocklist (`shared.moderation.blocklist.BlocklistCache`)."""
+
+    def index(self) -> BlocklistIndex: ...
 
 
 class Moderator:
@@ -32,8 +51,8 @@ class Moderator:
     def __init__(
         self,
         policy: Policy,
-        prompts: PromptStore,
-        blocklist: BlocklistCache,
+        prompts: PromptSource,
+        blocklist: BlocklistSource,
         *,
         request_prompts: RequestPrompts | None = None,
     ) -> None:

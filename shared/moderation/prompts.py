@@ -9,72 +9,33 @@ started with. Whatever the vector dimension (1024 huge, 32 tiny), the format is 
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import redis
 
-from shared.errors import TransientError
-from shared.moderation.vectors import decode_vectors, encode_vectors
+from shared.moderation.prompt_embeddings import (
+    PROMPTS_FORMAT_VERSION,
+    PromptEmbeddings,
+    PromptRequest,
+    PromptsUnavailable,
+)
 from shared.redis_client import translate_redis_errors
 from shared.redis_keys import RedisKeys
 
-PROMPTS_FORMAT_VERSION = 1
+# The pure types live in prompt_embeddings (the moderation core uses them without Redis);
+# importing them from here keeps working.
+__all__ = [
+    "DEFAULT_TTL_S",
+    "PROMPTS_FORMAT_VERSION",
+    "REQUEST_MARKER_TTL_S",
+    "PromptEmbeddings",
+    "PromptRequest",
+    "PromptStore",
+    "PromptsUnavailable",
+]
+
 DEFAULT_TTL_S = 30 * 86400  # refreshed by every GPU worker start
 REQUEST_MARKER_TTL_S = 30  # at most one request per (policy, checkpoint) in this window
-
-
-class PromptsUnavailable(TransientError):
-    """The prompt embeddings of a policy are not in Redis yet (a GPU worker was asked)."""
-
-    reason = "prompt_embeddings_unavailable"
-
-
-@dataclass(frozen=True, slots=True)
-class PromptEmbeddings:
-    """Unit text embeddings of a policy's prompts: row i of `matrix` embeds `prompts[i]`."""
-
-    policy_version: str
-    checkpoint: str
-    model: str
-    prompts: tuple[str, ...]
-    matrix: np.ndarray  # (len(prompts), dim) float32
-
-    def __post_init__(self) -> None:
-        if self.matrix.ndim != 2 or self.matrix.shape[0] != len(self.prompts):
-            raise ValueError(f"matrix {self.matrix.shape} does not hold one row per prompt ({len(self.prompts)})")
-
-    def by_prompt(self) -> dict[str, np.ndarray]:
-        return {prompt: self.matrix[i] for i, prompt in enumerate(self.prompts)}
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "v": PROMPTS_FORMAT_VERSION,
-                "policy_version": self.policy_version,
-                "checkpoint": self.checkpoint,
-                "model": self.model,
-                "prompts": list(self.prompts),
-                "dim": int(self.matrix.shape[1]),
-                "vectors": encode_vectors(self.matrix),
-            }
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> PromptEmbeddings:
-        doc: dict[str, Any] = json.loads(text)
-        if doc.get("v") != PROMPTS_FORMAT_VERSION:
-            raise ValueError(f"prompt embeddings format {doc.get('v')!r} is not {PROMPTS_FORMAT_VERSION}")
-        return cls(
-            policy_version=str(doc["policy_version"]),
-            checkpoint=str(doc["checkpoint"]),
-            model=str(doc["model"]),
-            prompts=tuple(doc["prompts"]),
-            matrix=decode_vectors(doc["vectors"], int(doc["dim"])),
-        )
 
 
 class PromptStore:
@@ -117,23 +78,3 @@ class PromptStore:
                     self.keys.prompts_requested(policy_version, checkpoint), "1", nx=True, ex=REQUEST_MARKER_TTL_S
                 )
             )
-
-
-@dataclass(frozen=True, slots=True)
-class PromptRequest:
-    """Payload of the ``omnibind.embed_prompts`` task: embed these prompts for this policy."""
-
-    policy_version: str
-    prompts: tuple[str, ...]
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"v": PROMPTS_FORMAT_VERSION, "policy_version": self.policy_version, "prompts": list(self.prompts)}
-
-    @classmethod
-    def from_wire(cls, doc: dict[str, Any]) -> PromptRequest:
-        if doc.get("v") != PROMPTS_FORMAT_VERSION:
-            raise ValueError(f"prompt request version {doc.get('v')!r} is not {PROMPTS_FORMAT_VERSION}")
-        prompts: Sequence[str] = doc["prompts"]
-        if not prompts or not all(isinstance(p, str) and p for p in prompts):
-            raise ValueError("a prompt request needs non-empty prompt strings")
-        return cls(policy_version=str(doc["policy_version"]), prompts=tuple(prompts))
