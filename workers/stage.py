@@ -4,6 +4,10 @@ Celery acks (and so drops) a late-acked message whose task raised, so no excepti
 escape a task except `Reject(requeue=True)`, used when we cannot even record what happened
 (Redis down): the message then stays in Redis and is redelivered.
 
+An upload's latency to each status (``omnibind_upload_latency_seconds``) is recorded by the
+delivery whose status write moved it there (`advance`), so a redelivered or retried message
+counts nothing twice.
+
 Redis keeps no delivery count, so each stage counts its own deliveries per upload; a message
 that keeps killing its worker (a decoder segfault, an OOM kill) is dead-lettered after
 `max_deliveries` instead of looping forever.
@@ -30,6 +34,7 @@ from shared.errors import InternalError, LimitExceeded, OmnibindError, Permanent
 from shared.events import Stage, UploadEvent
 from shared.logs import stage_context
 from shared.queue import upload_headers
+from workers.metrics import STAGE_REACHES
 from workers.resources import Resources
 
 log = logging.getLogger(__name__)
@@ -87,7 +92,16 @@ def _run_stage(task: Task, resources: Resources, stage: Stage, event: UploadEven
         resources.metrics.stage_finished(stage, ok=succeeded, duration_s=duration_s)
     if succeeded:
         log.debug("%s done in %.1f ms", stage, duration_s * 1000)
+
+
+def advance(resources: Resources, stage: Stage, event: UploadEvent, **fields: Any) -> bool:
+    """Move `event`'s upload to the status `stage` reaches, storing `fields` with it (see
+    `StatusStore.advance`), and record its latency when this call moved it: once per run,
+    whatever the number of deliveries. True when it moved."""
+    moved = resources.status.advance(event.id, STAGE_REACHES[stage], **fields)
+    if moved:
         resources.metrics.reached(stage, event.submitted_at)
+    return moved
 
 
 def retry_budget(task: Task, retry_for_s: float) -> tuple[int, float]:

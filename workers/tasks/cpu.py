@@ -8,7 +8,7 @@ from typing import Any
 
 from celery import Task
 
-from shared.events import Stage, UploadEvent, UploadStatus, parse_upload_event
+from shared.events import Stage, UploadEvent, parse_upload_event
 from shared.logs import upload_context
 from shared.messages import Query
 from shared.queue import TaskName
@@ -18,7 +18,7 @@ from workers.handoff import decode_message, send_next
 from workers.moderation import detect_and_join, new_join_token
 from workers.preprocess import fetch_blob, prepare_query, prepare_upload_and_media
 from workers.resources import Resources
-from workers.stage import run_stage
+from workers.stage import advance, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def _preprocess(task: Task, resources: Resources, event: UploadEvent) -> None:
         prepared = dataclasses.replace(prepared, join_token=new_join_token())
     # Status first (see workers/tasks/gpu.py: a later stage must not overtake this write),
     # then embedding, detectors meanwhile: both halves meet in shared.moderation.join.
-    resources.status.advance(event.id, UploadStatus.PREPROCESSED, modality=prepared.modality, object_ref=event.object)
+    advance(resources, Stage.PREPROCESS, event, modality=prepared.modality, object_ref=event.object)
     send_next(task, TaskName.EMBED, prepared.to_wire(), event.id)
     log.debug(
         "preprocessed %s as %s%s",

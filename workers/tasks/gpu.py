@@ -7,7 +7,7 @@ from typing import Any
 from celery import Task
 
 from shared.errors import TransientError
-from shared.events import Modality, Stage, UploadStatus
+from shared.events import Modality, Stage
 from shared.logs import upload_context
 from shared.messages import EmbeddedUpload, PreparedUpload
 from shared.moderation.prompts import PromptRequest, PromptStore
@@ -17,7 +17,7 @@ from workers.app import app
 from workers.handoff import decode_message, send_next
 from workers.moderation import embed_and_join, store_prompt_embeddings
 from workers.resources import Resources
-from workers.stage import run_stage
+from workers.stage import advance, run_stage
 
 
 class EmbedTimeout(TransientError):
@@ -52,7 +52,7 @@ def _embed(task: Task, resources: Resources, prepared: PreparedUpload) -> None:
     # Status before the hand-on: once the next stage's message is out, that stage may write
     # its own (later) status first, and this one would be refused as a step backwards —
     # leaving the record without its "embedded" time.
-    resources.status.advance(prepared.event.id, UploadStatus.EMBEDDED)
+    advance(resources, Stage.EMBED, prepared.event)
     if embedded.join_token is None:
         send_next(task, TaskName.INDEX, embedded.to_wire(), prepared.event.id)
     else:  # the CPU stage runs detectors meanwhile: whichever half finishes last hands on

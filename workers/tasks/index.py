@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from shared.backoff import full_jitter_s
 from shared.deletions import DELETION_HEADER, PendingDeletions, deletion_headers, deletion_token
 from shared.errors import OmnibindError, TransientError
-from shared.events import DeleteRequest, Moderation, Stage, UploadEvent, UploadStatus
+from shared.events import DeleteRequest, Moderation, Stage, UploadEvent
 from shared.logs import upload_context
 from shared.messages import EmbeddedUpload
 from shared.queue import TaskName
@@ -26,7 +26,7 @@ from workers.handoff import decode_message
 from workers.moderation import moderate_embedded, status_summary
 from workers.records import build_record
 from workers.resources import Resources
-from workers.stage import FAILING_SINCE_HEADER, PoisonMessage, retry_budget, run_stage
+from workers.stage import FAILING_SINCE_HEADER, PoisonMessage, advance, retry_budget, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,10 @@ def _index(resources: Resources, embedded: EmbeddedUpload) -> None:
         record_moderation(resources, embedded.event, moderation)
     record = build_record(embedded, moderation)
     resources.indexer.write(record, timeout_s=resources.settings.worker.task_time_limit_s)
-    indexed = resources.status.advance(
-        embedded.event.id,
-        UploadStatus.INDEXED,
+    indexed = advance(
+        resources,
+        Stage.INDEX,
+        embedded.event,
         flagged=record.moderation.flagged,
         categories=list(record.moderation.categories),
     )
@@ -71,15 +72,14 @@ def _index(resources: Resources, embedded: EmbeddedUpload) -> None:
 def record_moderation(resources: Resources, event: UploadEvent, moderation: Moderation) -> None:
     """Move the upload to moderated with its decision and, once per run, record its latency:
     a redelivered message finds the upload moderated already and records nothing."""
-    moderated = resources.status.advance(
-        event.id,
-        UploadStatus.MODERATED,
+    advance(
+        resources,
+        Stage.MODERATE,
+        event,
         flagged=moderation.flagged,
         categories=list(moderation.categories),
         extra={"moderation": status_summary(moderation)},
     )
-    if moderated:
-        resources.metrics.reached(Stage.MODERATE, event.submitted_at)
 
 
 @app.task(name=TaskName.DELETE, bind=True)
