@@ -13,6 +13,12 @@ runs the whole pipeline again for that upload, in this order:
 A retry interrupted between the steps leaves the dead letter in place and can simply be run
 again: a record left "queued" is sent once more (stages are idempotent, a duplicate message
 costs one extra run, never a second record).
+
+A dead letter of a deletion (stage ``delete``: the vector store stayed down past the retry
+budget, or the delete crashed its worker every time) holds its `DeleteRequest`. Retrying it
+records the pending deletion again (`shared.deletions`, so the stall sweeper resends it if
+its message is lost), sends the delete message, then deletes the letter; interrupted, it is
+simply run again (deleting twice is a no-op).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from shared.events import UploadEvent, UploadStatus
+from shared.deletions import PendingDeletions, send_delete
+from shared.events import DeleteRequest, UploadEvent, UploadStatus
 from shared.status import StatusStore
 from shared.streams import DeadLetter, DeadLetterStream
 
@@ -32,10 +39,11 @@ if TYPE_CHECKING:  # workers import this module too (the sweeper's re-drive): no
     from producers.client import Client
 
 PAGE = 500
+DELETE_STAGE = "delete"  # the stage of a deletion's dead letter (workers.tasks.index)
 
 
 class Outcome(StrEnum):
-    REQUEUED = "requeued"  # a new run started and was sent
+    REQUEUED = "requeued"  # a new run started and was sent (a deletion: recorded and sent again)
     RESENT = "resent"  # the record was already queued (an earlier retry stopped half-way): sent again
     IN_FLIGHT = "in flight"  # the upload is being processed again already: dead letter dropped
     UNREADABLE = "unreadable"  # the dead letter holds no valid upload event: kept
@@ -75,9 +83,39 @@ def select_dead_letters(client: Client, wanted: Iterable[str] = ()) -> tuple[lis
 
 
 def retry_dead_letter(client: Client, letter: DeadLetter) -> Retried:
-    """Run `letter`'s upload through the pipeline again (module docstring). Raises
-    `TransientError` when Redis is unavailable (nothing is lost: the letter stays)."""
+    """Run `letter`'s upload through the pipeline again, or send its deletion again (module
+    docstring). Raises `TransientError` when Redis is unavailable (nothing is lost: the
+    letter stays)."""
+    if letter.stage == DELETE_STAGE:
+        return resend_deletion(
+            client.deletions,
+            client.dead_letters,
+            lambda request, token: send_delete(client.celery, request, token),
+            letter,
+        )
     return requeue_dead_letter(client.statuses, client.dead_letters, client.send_to_pipeline, letter)
+
+
+def resend_deletion(
+    deletions: PendingDeletions,
+    dead_letters: DeadLetterStream,
+    send: Callable[[DeleteRequest, str], None],
+    letter: DeadLetter,
+) -> Retried:
+    """`retry_dead_letter` for a deletion's dead letter, with its parts given: the pending
+    deletions, the dead-letter stream and what sends a recorded deletion (request, token)."""
+    try:
+        request = DeleteRequest.model_validate_json(letter.event)
+    except ValidationError as exc:
+        return Retried(letter.entry_id, letter.upload_id, Outcome.UNREADABLE, f"not a delete request: {_first(exc)}")
+    send(request, deletions.record(request))
+    dead_letters.delete(letter.entry_id)
+    return Retried(letter.entry_id, request.upload_id, Outcome.REQUEUED, "deletion sent again")
+
+
+def _first(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    return f"{first['msg']} at {'.'.join(str(p) for p in first['loc']) or 'top level'}"
 
 
 def requeue_dead_letter(
@@ -89,9 +127,7 @@ def requeue_dead_letter(
     try:
         event = UploadEvent.model_validate_json(letter.event)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        detail = f"not an upload event: {first['msg']} at {'.'.join(str(p) for p in first['loc']) or 'top level'}"
-        return Retried(letter.entry_id, letter.upload_id, Outcome.UNREADABLE, detail)
+        return Retried(letter.entry_id, letter.upload_id, Outcome.UNREADABLE, f"not an upload event: {_first(exc)}")
     if statuses.requeue(event.id, event) or statuses.create(event):
         outcome = Outcome.REQUEUED
     else:

@@ -17,9 +17,11 @@ from producers.cli import main as cli
 from producers.client import Client
 from producers.dead_letters import Outcome, retry_dead_letter, select_dead_letters
 from shared.config import Settings
+from shared.deletions import DELETION_HEADER, deletion_token
 from shared.errors import StorageUnavailable
-from shared.events import ObjectRef, Stage, UploadEvent, UploadStatus
+from shared.events import DeleteRequest, ObjectRef, Stage, UploadEvent, UploadStatus
 from shared.queue import UPLOAD_HEADER
+from shared.streams import dead_letter_fields
 
 
 @pytest.fixture
@@ -175,4 +177,78 @@ def test_dead_retry_reports_each_outcome_and_fails_on_unknown_ids(
 
     code, out, _ = omnibind(["dead", "--retry"], redis_url, tmp_path)
     assert code == 0 and "u2  requeued" in out
+    assert client.dead_letters.length() == 0
+
+
+def dead_deletion(client: Client, request: DeleteRequest) -> str:
+    """A deletion that failed for good, left as the delete task leaves it (pending deletion
+    forgotten and its dead letter written in one step); returns its token."""
+    token = client.deletions.record(request)
+    letter = dead_letter_fields(
+        request.model_dump_json(),
+        "delete",
+        "VectorStoreUnavailable",
+        "vector_store_unavailable",
+        "delete on lancedb table failed",
+        3,
+        upload_id=request.upload_id,
+    )
+    client.deletions.done(token, letter)
+    return token
+
+
+def sent_deletions(redis_conn: redis.Redis) -> list[tuple[str, dict[str, object]]]:
+    """(deletion token, request) of the delete messages waiting in the index queue."""
+    sent = []
+    for raw in redis_conn.lrange("omnibind:index", 0, -1):
+        envelope = json.loads(raw)
+        assert envelope["headers"]["task"] == "omnibind.delete"
+        sent.append((envelope["headers"][DELETION_HEADER], envelope["headers"]["argsrepr"]))
+    return sent
+
+
+def test_a_deletion_s_dead_letter_is_recorded_and_sent_again(client: Client, redis_conn: redis.Redis) -> None:
+    """Before: a deletion's dead letter was `unreadable` (it holds no upload event) and stayed."""
+    request = DeleteRequest(upload_id="gone-1", reason="object removed")
+    token = dead_deletion(client, request)
+    assert client.deletions.get(token) is None and client.deletions.count() == 0
+    [letter] = client.dead_letters.entries()
+
+    retried = retry_dead_letter(client, letter)
+
+    assert (retried.outcome, retried.upload_id) == (Outcome.REQUEUED, "gone-1")
+    assert client.deletions.get(token) == request and client.deletions.count() == 1  # the sweeper's safety net
+    assert sent_deletions(redis_conn) == [(deletion_token(request), "<delete gone-1>")]
+    assert client.dead_letters.length() == 0
+    assert client.status("gone-1") is None  # a deletion starts no upload run
+
+
+def test_a_deletion_s_dead_letter_without_a_request_is_kept(client: Client) -> None:
+    client.dead_letters.dead_letter(
+        '{"upload": 3}',
+        stage="delete",
+        error_class="ValidationError",
+        reason="invalid_event",
+        message="bad",
+        attempts=1,
+    )
+    [letter] = client.dead_letters.entries()
+
+    retried = retry_dead_letter(client, letter)
+
+    assert retried.outcome is Outcome.UNREADABLE and "not a delete request" in retried.detail
+    assert client.dead_letters.length() == 1 and client.deletions.count() == 0
+
+
+def test_dead_retry_sends_deletions_and_uploads_alike(
+    client: Client, redis_conn: redis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    dead_upload(client, "u1")
+    dead_deletion(client, DeleteRequest(upload_id="gone-2"))
+
+    code, out, err = omnibind(["dead", "--retry"], redis_url, tmp_path)
+
+    assert code == 0, err
+    assert "u1  requeued" in out and "gone-2  requeued (deletion sent again)" in out and "requeued 2" in err
+    assert sent_uploads(redis_conn) == ["u1"] and [r for _, r in sent_deletions(redis_conn)] == ["<delete gone-2>"]
     assert client.dead_letters.length() == 0

@@ -6,6 +6,8 @@ is left pending."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from producers.bridge.enqueue import Ingestor
 from shared.events import DeleteRequest, UploadStatus
 from shared.redis_keys import RedisKeys
+from shared.vectors.filelock import exclusive_lock
 from tests.robustness.support import FAST_RECOVERY, wait_for
 from tests.support.chaos import queue_lengths, unacked_by_queue
 from tests.support.stack import RunningStack
@@ -75,4 +78,36 @@ def test_deletions_survive_redis_refusing_writes_and_a_kill_9_ed_index_worker(st
             f"held {dict(unacked_by_queue(redis))}, "
             f"dead letters {redis.xlen(KEYS.dead)}; the sweeper sent {resent_by_sweeper(running)} deletion(s) again"
         )
+    assert redis.xlen(KEYS.dead) == 0
+
+
+def test_a_dead_lettered_deletion_is_done_by_dead_retry(start_stack) -> None:
+    """The vector store stays unwritable past a delete's retry budget (another process holds
+    LanceDB's write lock: `VectorStoreUnavailable`), so the delete is dead-lettered; once the
+    store is writable `omnibind dead --retry` (a real CLI process) sends it again and the
+    index worker deletes the record. Before, the retry reported the letter `unreadable` (it
+    holds a delete request, not an upload event) and the record stayed."""
+    running: RunningStack = start_stack(worker={**FAST_RECOVERY, "retry_for_s": 2}, vectors={"lock_timeout_s": 0.5})
+    client, redis, settings = running.client, running.client.redis, running.settings
+    upload_id = client.submit_text("a caption to delete", upload_id="del-dead")
+    assert client.wait([upload_id], timeout_s=180)[upload_id].status is UploadStatus.INDEXED
+
+    with exclusive_lock(settings.vectors_path / f"{settings.vectors.table}.lock", timeout_s=30):
+        client.delete(DeleteRequest(upload_id=upload_id, reason="object removed"))
+        [letter] = wait_for(client.dead_letters.entries, timeout_s=120, what="the deletion's dead letter", poll_s=0.3)
+    assert (letter.stage, letter.reason, letter.upload_id) == ("delete", "vector_store_unavailable", upload_id)
+    assert client.vectors.get(upload_id) is not None and client.deletions.count() == 0
+
+    done = subprocess.run(
+        [sys.executable, "-m", "producers.cli", "dead", "--retry"],
+        env=running.cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert f"{upload_id}  requeued (deletion sent again)" in done.stdout
+    wait_for(lambda: client.vectors.get(upload_id) is None, timeout_s=60, what="the record to be deleted", poll_s=0.3)
+    wait_for(lambda: client.deletions.count() == 0, timeout_s=30, what="the deletion to be settled", poll_s=0.3)
     assert redis.xlen(KEYS.dead) == 0
