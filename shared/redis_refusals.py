@@ -18,8 +18,8 @@ _CODE = re.compile(
 
 ADVICE: dict[str, str] = {
     "OOM": (
-        "Redis is full (maxmemory under noeviction): raise its maxmemory or let the queues drain; "
-        "docs/redis.md#budget sizes it"
+        "Redis is full (maxmemory under noeviction): raise its maxmemory (the embedded server's: "
+        "OMNIBIND_REDIS__EMBEDDED_MAXMEMORY_MB) or let the queues drain; docs/redis.md#budget sizes it"
     ),
     "MISCONF": (
         "Redis cannot write its AOF or snapshot (its disk is full or unwritable): free space on its data "

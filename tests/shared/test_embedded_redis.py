@@ -15,6 +15,7 @@ import redis
 
 from shared.config import Settings
 from shared.embedded_redis import (
+    DEFAULT_MAXMEMORY_MB,
     PID_NAME,
     EmbeddedRedis,
     EmbeddedRedisError,
@@ -22,6 +23,9 @@ from shared.embedded_redis import (
     render_config,
     running_redis,
 )
+from shared.events import UploadEvent
+from shared.redis_client import RedisUnavailable, redis_client
+from shared.status import StatusStore
 from tests.support.redis_server import RedisServers
 
 
@@ -65,6 +69,7 @@ def test_server_is_configured_durable_and_never_evicting(redis_servers: RedisSer
     assert config["appendonly"] == "yes"
     assert config["appendfsync"] == "everysec"
     assert config["maxmemory-policy"] == "noeviction"
+    assert config["maxmemory"] == str(DEFAULT_MAXMEMORY_MB * 2**20)
     assert config["protected-mode"] == "yes"
     assert config["save"] == ""
 
@@ -209,3 +214,34 @@ def test_running_redis_starts_the_embedded_server_for_the_block(make_settings: C
         pid = int(client.info("server")["process_id"])
         assert (settings.data_dir / "redis" / PID_NAME).exists()
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_full_embedded_server_refuses_writes_as_unavailable_naming_the_fix(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The embedded server holds at most OMNIBIND_REDIS__EMBEDDED_MAXMEMORY_MB (it had no limit:
+    a burst grew it until the machine ran out); full, it refuses writes, which callers see as
+    `RedisUnavailable` saying what to do, and it still answers reads."""
+    settings = make_settings(redis={"embedded_port": 0, "embedded_maxmemory_mb": 2})
+    with EmbeddedRedis.from_settings(settings) as server:
+        client = redis_client(server.url, socket_timeout_s=10.0)
+        try:
+            assert client.config_get("maxmemory") == {"maxmemory": str(2 * 2**20)}
+            statuses = StatusStore(client, "omnibind")
+            created = 0
+            with pytest.raises(RedisUnavailable) as refused:
+                while created < 10_000:  # ~2.5 KB each: 2 MB runs full long before
+                    statuses.create(UploadEvent(id=f"full-{created}", text="a caption " * 100))
+                    created += 1
+            assert refused.value.reason == "redis_unavailable"
+            assert "OOM" in refused.value.message and "raise its maxmemory" in refused.value.message
+            assert created > 0 and statuses.get(f"full-{created - 1}") is not None  # reads still answered
+            client.config_set("maxmemory", 0)  # what the operator does
+            assert statuses.create(UploadEvent(id=f"full-{created}", text="after"))
+        finally:
+            client.close()
+
+
+def test_maxmemory_zero_means_no_limit() -> None:
+    assert "maxmemory 0mb" in render_config(data_dir=Path("/d"), port=1, password=None, maxmemory_mb=0)
+    assert f"maxmemory {DEFAULT_MAXMEMORY_MB}mb" in render_config(data_dir=Path("/d"), port=1, password=None)
