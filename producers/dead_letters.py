@@ -19,6 +19,11 @@ budget, or the delete crashed its worker every time) holds its `DeleteRequest`. 
 records the pending deletion again (`shared.deletions`, so the stall sweeper resends it if
 its message is lost), sends the delete message, then deletes the letter; interrupted, it is
 simply run again (deleting twice is a no-op).
+
+A letter the ingest bridge refused for its tenant (reason ``tenant_mismatch``) is never
+retried: its event names a tenant, object or id its source may not act for, and sending it
+straight to the pipeline would bypass that check. Fix the event and add it to its source
+again.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ if TYPE_CHECKING:  # workers import this module too (the sweeper's re-drive): no
 
 PAGE = 500
 DELETE_STAGE = "delete"  # the stage of a deletion's dead letter (workers.tasks.index)
+# Reasons whose letters only their source may take back (see the module docstring).
+SOURCE_ONLY_REASONS = frozenset({"tenant_mismatch"})
 
 
 class Outcome(StrEnum):
@@ -47,6 +54,7 @@ class Outcome(StrEnum):
     RESENT = "resent"  # the record was already queued (an earlier retry stopped half-way): sent again
     IN_FLIGHT = "in flight"  # the upload is being processed again already: dead letter dropped
     UNREADABLE = "unreadable"  # the dead letter holds no valid upload event: kept
+    REFUSED = "refused"  # refused by its source's tenancy: kept, to be fixed and re-added at the source
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,9 @@ def requeue_dead_letter(
     """`retry_dead_letter` with its parts given: the status store, the dead-letter stream and
     what sends an event to the first stage (the stall sweeper's re-drive uses the workers'
     own)."""
+    if letter.reason in SOURCE_ONLY_REASONS:
+        detail = "refused by its source's tenancy: fix the event and add it to its source again"
+        return Retried(letter.entry_id, letter.upload_id, Outcome.REFUSED, detail)
     try:
         event = UploadEvent.model_validate_json(letter.event)
     except ValidationError as exc:

@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from shared.errors import ConfigError
+from shared.tenancy import valid_tenant
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -243,6 +244,30 @@ class BridgeSettings(BaseModel):
     minio_notify_arn: str | None = Field(
         None, description="if set, subscribe OBJECTS__BUCKET to created/removed events for this ARN at start"
     )
+    stream_tenant: str | None = Field(
+        None,
+        description="tenant of every upload from {prefix}:ingest; unset = none (its events may not name one)",
+    )
+    tenant_streams: list[str] = Field(
+        default=[], description="tenants with a stream of their own, {prefix}:ingest:<tenant> (JSON list)"
+    )
+    object_tenants: dict[str, str] = Field(
+        default={},
+        description='JSON {"bucket" or "bucket/prefix": tenant}: the tenant of objects there (MinIO uploads, '
+        "objects a tenant's stream events may name)",
+    )
+
+    @model_validator(mode="after")
+    def _valid_tenants(self) -> BridgeSettings:
+        named = [*([self.stream_tenant] if self.stream_tenant else []), *self.tenant_streams]
+        named += list(self.object_tenants.values())
+        invalid = [name for name in named if not valid_tenant(name)]
+        if invalid:
+            raise ValueError(f"invalid tenant names {invalid}: 1-64 of A-Z a-z 0-9 . _ -, starting alphanumeric")
+        if self.stream_tenant in self.tenant_streams:
+            # Both streams would derive acme:stream-<entry id>, and entry ids repeat across streams.
+            raise ValueError(f"tenant {self.stream_tenant!r} is stream_tenant and has its own stream too")
+        return self
 
 
 class WebhookTarget(BaseModel):

@@ -41,6 +41,10 @@ class RedisKeys:
         """Stream: UploadEvent JSON documents from producers in any language (`omnibind bridge`)."""
         return f"{self.prefix}:ingest"
 
+    def tenant_ingest(self, tenant: str) -> str:
+        """Stream: the ingest stream of one tenant (``OMNIBIND_BRIDGE__TENANT_STREAMS``)."""
+        return f"{self.prefix}:ingest:{tenant}"
+
     @property
     def minio_events(self) -> str:
         """List: MinIO bucket notifications (its notify_redis target, access format)."""

@@ -29,6 +29,7 @@ from producers.bridge.minio_events import (
     Ingest,
     MinioOptions,
     after_marker_event,
+    bucket_and_key,
     map_record,
     parse_notification,
 )
@@ -129,10 +130,11 @@ class MinioEventsConsumer:
             except (TransientError, ConfigError):
                 raise
             except PermanentError as exc:
-                self._dead_letter(_record_text(record), exc)
+                self._dead_letter(_record_text(record), exc, self._letter_id(record))
             except Exception as exc:  # a bug must not block the list: keep the record for a retry
                 log.exception("notification record failed unexpectedly")
-                self._dead_letter(_record_text(record), InternalError(f"{type(exc).__name__}: {exc}"))
+                error = InternalError(f"{type(exc).__name__}: {exc}")
+                self._dead_letter(_record_text(record), error, self._letter_id(record))
 
     def _handle_record(self, record: dict[str, Any]) -> None:
         action = self.action_for(record)
@@ -159,7 +161,16 @@ class MinioEventsConsumer:
             return after_marker_event(action, current, self._options)
         return action
 
-    def _dead_letter(self, text: str, exc: PermanentError) -> None:
+    def _letter_id(self, record: dict[str, Any]) -> str | None:
+        """The upload id of the record's object (in its owner's namespace, so the letter is
+        that tenant's to see and to purge), when the record names one."""
+        try:
+            bucket, key = bucket_and_key(record)
+        except PermanentError:
+            return None
+        return self._options.upload_id(bucket, key)
+
+    def _dead_letter(self, text: str, exc: PermanentError, upload_id: str | None = None) -> None:
         log.warning("MinIO notification dead-lettered: %s: %s", exc.reason, exc.message)
         self._dead.dead_letter(
             kept_text(text),
@@ -168,6 +179,7 @@ class MinioEventsConsumer:
             exc.reason,
             f"MinIO notification: {exc.message}",
             attempts=1,
+            upload_id=upload_id,
         )
 
 

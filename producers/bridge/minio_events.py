@@ -30,6 +30,11 @@ same upload, a new write of the key is a new run of that upload (the record then
 newest bytes: one record per key, like the bucket), and a removal finds the record to delete.
 An upload's ``submitted_at`` and a removal's ``removed_at`` are both `change_time`s, so the
 delete task can tell a removal from a later write of the same key (`workers.deleter`).
+
+Tenants: an object's tenant is the one its location maps to (`MinioOptions.tenants`,
+``OMNIBIND_BRIDGE__OBJECT_TENANTS``), and its upload id is in that tenant's namespace,
+``acme:minio-<...>``. The ``omnibind-tenant`` user metadata cannot choose a tenant: naming
+another than the location's is refused (`tenants.TenantMismatch`, dead-lettered).
 """
 
 from __future__ import annotations
@@ -41,11 +46,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from producers.bridge.tenants import SourceTenancy
 from shared.errors import InvalidEvent, PermanentError
 from shared.events import DeleteRequest, UploadEvent, parse_upload_event
 from shared.json_limits import loads_bounded
 from shared.objects.keys import validate_key
 from shared.objects.store import ObjectInfo
+from shared.tenancy import ObjectTenants, qualify
 
 # Event names that create new content; the other s3:ObjectCreated:* names only touch tags,
 # retention or legal holds of existing bytes.
@@ -77,10 +84,21 @@ MODALITY_METADATA = "omnibind-modality"
 UPLOAD_ID_PREFIX = "minio-"
 
 
+NO_TENANTS = ObjectTenants("")  # no object has a tenant
+
+
 @dataclass(frozen=True, slots=True)
 class MinioOptions:
     source: str = "minio"
     ignore_prefixes: tuple[str, ...] = ()
+    tenants: ObjectTenants = NO_TENANTS
+
+    def upload_id(self, bucket: str, key: str) -> str:
+        """The upload id of an object: `minio_upload_id` in its owner's namespace."""
+        return qualify(self.tenants.owner(bucket, key), minio_upload_id(bucket, key))
+
+    def tenancy(self, bucket: str, key: str) -> SourceTenancy:
+        return SourceTenancy(self.tenants.owner(bucket, key), self.tenants, f"MinIO location {bucket}/{key}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,14 +180,14 @@ def map_record(record: Mapping[str, Any], options: MinioOptions) -> Action:
     whose metadata makes an invalid UploadEvent.
     """
     name = _event_name(record)
-    bucket, key = _bucket_and_key(record)
+    bucket, key = bucket_and_key(record)
     if key.endswith("/"):
         return Ignore(f"key {key!r} is a folder marker, not content")
     _check_key(key)
     if key.startswith(options.ignore_prefixes):
         return Ignore(f"key {key!r} is under an ignored prefix")
     if name in REMOVES_CONTENT:
-        return _delete(record, name, bucket, key)
+        return _delete(record, name, bucket, key, options)
     if name not in CREATES_CONTENT:
         return Ignore(f"{name} does not create new content")
     metadata = user_metadata(_object(record).get("userMetadata"))
@@ -242,7 +260,7 @@ def _object(record: Mapping[str, Any]) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-def _bucket_and_key(record: Mapping[str, Any]) -> tuple[str, str]:
+def bucket_and_key(record: Mapping[str, Any]) -> tuple[str, str]:
     s3 = record.get("s3")
     bucket = s3.get("bucket") if isinstance(s3, dict) else None
     name = bucket.get("name") if isinstance(bucket, dict) else None
@@ -270,12 +288,12 @@ def _event_time(record: Mapping[str, Any]) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _delete(record: Mapping[str, Any], name: str, bucket: str, key: str) -> Delete:
+def _delete(record: Mapping[str, Any], name: str, bucket: str, key: str, options: MinioOptions) -> Delete:
     obj = _object(record)
     version = obj.get("versionId") if name == _REMOVES_ONE_VERSION else None
     sequencer = obj.get("sequencer")
     request = DeleteRequest(
-        upload_id=minio_upload_id(bucket, key),
+        upload_id=options.upload_id(bucket, key),
         object_version_id=version or None,
         removed_at=change_time(record),
         sequencer=sequencer if isinstance(sequencer, str) and sequencer else None,
@@ -294,15 +312,16 @@ def _upload_event(
     """The upload of `bucket`/`key`; `fields` are the ObjectRef's optional fields (None or an
     empty string, which MinIO sends for some, leaves one out)."""
     ref = {"bucket": bucket, "key": key} | {name: value for name, value in fields.items() if value not in (None, "")}
-    tenant = metadata.pop(TENANT_METADATA, None)
+    tenancy = options.tenancy(bucket, key)
+    tenancy.check_claim(metadata.pop(TENANT_METADATA, None))
     modality = metadata.pop(MODALITY_METADATA, "auto")
     return parse_upload_event(
         {
-            "id": minio_upload_id(bucket, key),
+            "id": options.upload_id(bucket, key),
             "object": ref,
             "modality": modality,
             "source": options.source,
-            "tenant": tenant,
+            "tenant": tenancy.tenant,
             "metadata": metadata,
             "submitted_at": submitted_at,
         }

@@ -17,6 +17,7 @@ from producers.bridge.runner import Consumer, retry_delay_s, run_consumers
 from producers.bridge.stream_consumer import IngestStreamConsumer, StreamOptions
 from producers.bridge.stream_group import StreamGroup
 from producers.bridge.subscription import subscribe_bucket
+from producers.bridge.tenants import SourceTenancy
 from producers.client import Client
 from shared.config import Settings
 from shared.errors import ConfigError, TransientError
@@ -25,6 +26,7 @@ from shared.objects.factory import open_object_store
 from shared.redis_client import redis_client, resolve_redis_url
 from shared.redis_keys import RedisKeys
 from shared.streams import DeadLetterStream
+from shared.tenancy import ObjectTenants
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +64,23 @@ def build_consumers(
     ingestor = Ingestor(client)
     dead = DeadLetterStream.from_settings(client.redis, settings)
     consumers: list[Consumer] = []
+    owners = object_tenants(settings)
     if stream:
-        group = StreamGroup(raw, keys.ingest, options.group, name)
         timing = StreamOptions(
             batch_size=options.batch_size,
             block_ms=int(options.block_s * 1000),
             reclaim_idle_ms=int(options.reclaim_idle_s * 1000),
         )
-        consumers.append(IngestStreamConsumer(group, ingestor, dead, timing))
+        streams = [(keys.ingest, options.stream_tenant)]
+        streams += [(keys.tenant_ingest(tenant), tenant) for tenant in options.tenant_streams]
+        for key, tenant in streams:
+            group = StreamGroup(raw, key, options.group, name)
+            tenancy = SourceTenancy(tenant, owners, f"stream {key}")
+            consumers.append(IngestStreamConsumer(group, ingestor, dead, timing, tenancy))
     if minio:
-        mapping = MinioOptions(source=options.minio_source, ignore_prefixes=tuple(options.minio_ignore_prefixes))
+        mapping = MinioOptions(
+            source=options.minio_source, ignore_prefixes=tuple(options.minio_ignore_prefixes), tenants=owners
+        )
         events_key = options.minio_events_key or keys.minio_events
         consumers.append(
             MinioEventsConsumer(
@@ -89,6 +98,14 @@ def build_consumers(
             )
         )
     return consumers
+
+
+def object_tenants(settings: Settings) -> ObjectTenants:
+    """Who owns which objects (`shared.tenancy`), from settings. Raises `ConfigError`."""
+    try:
+        return ObjectTenants.parse(settings.objects.bucket, settings.bridge.object_tenants)
+    except ValueError as exc:
+        raise ConfigError(f"invalid OMNIBIND_BRIDGE__OBJECT_TENANTS: {exc}") from exc
 
 
 def subscribe_configured_bucket(settings: Settings, stop: threading.Event) -> None:

@@ -4,7 +4,8 @@ Each entry is acknowledged only once its upload is enqueued (`Ingestor.ingest`),
 from the stream (every few seconds) once every consumer group acknowledged it. An invalid
 entry — invalid, or past the size and nesting limits of `shared.json_limits`, which are
 checked before it is parsed — is dead-lettered (stage ``ingest``, with the reason) and
-acknowledged, so it never blocks the stream. After a failure or a restart the consumer first re-reads the
+acknowledged, so it never blocks the stream. So is an event its stream's tenant may not send
+(`tenants.SourceTenancy`: reason ``tenant_mismatch``). After a failure or a restart the consumer first re-reads the
 entries still pending on it; entries pending on a bridge that died are taken over after
 `reclaim_idle_ms` (XAUTOCLAIM).
 """
@@ -18,11 +19,14 @@ from dataclasses import dataclass
 
 from producers.bridge.enqueue import Ingestor
 from producers.bridge.failures import DEAD_LETTER_STAGE, kept_text
-from producers.bridge.stream_events import decode_fields, event_from_entry
+from producers.bridge.stream_events import decode_fields, event_from_entry, stream_upload_id
 from producers.bridge.stream_group import ClaimSchedule, Entry, Fields, StreamGroup
+from producers.bridge.tenants import SourceTenancy
 from shared.errors import ConfigError, InternalError, PermanentError, TransientError
+from shared.json_limits import loads_bounded
 from shared.logs import upload_context
 from shared.streams import DeadLetterStream
+from shared.tenancy import ObjectTenants, tenant_of_id
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +40,20 @@ class StreamOptions:
 
 
 class IngestStreamConsumer:
-    """Reads `group` (one consumer of its group) and enqueues every valid event."""
-
-    name = "ingest-stream"
+    """Reads `group` (one consumer of its group) and enqueues every valid event, as the
+    stream's tenant (`tenancy`; default: no tenant, and objects of no tenant only)."""
 
     def __init__(
-        self, group: StreamGroup, ingestor: Ingestor, dead_letters: DeadLetterStream, options: StreamOptions
+        self,
+        group: StreamGroup,
+        ingestor: Ingestor,
+        dead_letters: DeadLetterStream,
+        options: StreamOptions,
+        tenancy: SourceTenancy | None = None,
     ) -> None:
         self._group = group
+        self._tenancy = tenancy or SourceTenancy(None, ObjectTenants(""), f"stream {group.key}")
+        self.name = "ingest-stream" if self._tenancy.tenant is None else f"ingest-stream:{self._tenancy.tenant}"
         self._ingestor = ingestor
         self._dead = dead_letters
         self._options = options
@@ -98,7 +108,7 @@ class IngestStreamConsumer:
         if fields is None:
             return  # trimmed from the stream before it was handled: nothing left to ingest
         try:
-            event = event_from_entry(entry_id, decode_fields(fields))
+            event = self._tenancy.apply(event_from_entry(entry_id, decode_fields(fields)))
         except PermanentError as exc:  # invalid, too large, too deep: never parsed again
             self._dead_letter(entry_id, fields, exc)
             return
@@ -118,14 +128,25 @@ class IngestStreamConsumer:
 
     def _dead_letter(self, entry_id: str, fields: Fields, exc: PermanentError) -> None:
         log.warning("stream entry %s dead-lettered: %s: %s", entry_id, exc.reason, exc.message)
+        text = _entry_text(fields)
         self._dead.dead_letter(
-            kept_text(_entry_text(fields)),
+            kept_text(text),
             DEAD_LETTER_STAGE,
             type(exc).__name__,
             exc.reason,
             f"stream entry {entry_id}: {exc.message}",
             attempts=1,
+            upload_id=self._letter_id(entry_id, text),
         )
+
+    def _letter_id(self, entry_id: str, text: str) -> str:
+        """The upload id a dead letter of this entry is filed under: in the stream's tenant
+        namespace whatever the event says (the letter is that tenant's to see and to purge);
+        on a stream without tenant, never inside a tenant's namespace."""
+        claimed = _claimed_id(text)
+        if claimed is None or (self._tenancy.tenant is None and tenant_of_id(claimed) is not None):
+            claimed = stream_upload_id(entry_id)
+        return self._tenancy.upload_id(claimed)
 
 
 def _entry_text(fields: Fields) -> str:
@@ -138,3 +159,13 @@ def _entry_text(fields: Fields) -> str:
         for k, v in fields.items()
     }
     return text["event"] if set(text) == {"event"} else json.dumps(text, ensure_ascii=False)
+
+
+def _claimed_id(text: str) -> str | None:
+    """The ``id`` an entry's event gives, when it is a JSON object with a textual one."""
+    try:
+        data = loads_bounded(text)
+    except PermanentError:  # not JSON, too large or too deep
+        return None
+    found = data.get("id") if isinstance(data, dict) else None
+    return found if isinstance(found, str) and found else None

@@ -62,7 +62,7 @@ def _retry(client: Client, ids: tuple[str, ...]) -> None:
         detail = f" ({retried.detail})" if retried.detail else ""
         click.echo(f"{retried.entry_id}  {retried.upload_id or '-'}  {retried.outcome.value}{detail}")
     click.echo(", ".join(f"{outcome.value} {n}" for outcome, n in counts.items()), err=True)
-    if missing or counts[Outcome.UNREADABLE]:
+    if missing or counts[Outcome.UNREADABLE] or counts[Outcome.REFUSED]:
         sys.exit(1)
 
 

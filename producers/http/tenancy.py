@@ -21,9 +21,10 @@ from shared.api_keys import KeyScope, check_tenant
 from shared.errors import ObjectNotFound, PermanentError
 from shared.events import ObjectRef
 from shared.status import StatusRecord
+from shared.tenancy import SEPARATOR, qualify
 from shared.vectors.records import TenantScope, tenants
 
-SEPARATOR = ":"
+__all__ = ["SEPARATOR", "check_object_ref", "id_to_read", "qualify", "search_scope", "submission_tenant", "visible"]
 
 
 def submission_tenant(caller: KeyScope, named: str | None) -> str | None:
@@ -52,14 +53,6 @@ def search_scope(caller: KeyScope, named: str | None) -> TenantScope:
     if named is not None:
         return tenants(submission_tenant(caller, named) or named)
     return caller.tenants
-
-
-def qualify(tenant: str | None, upload_id: str) -> str:
-    """`upload_id` in `tenant`'s namespace: ``<tenant>:<upload_id>`` (unchanged without a
-    tenant, or when it already starts with ``<tenant>:``)."""
-    if tenant is None or upload_id.startswith(f"{tenant}{SEPARATOR}"):
-        return upload_id
-    return f"{tenant}{SEPARATOR}{upload_id}"
 
 
 def id_to_read(caller: KeyScope, upload_id: str) -> str:

@@ -110,7 +110,8 @@ def test_every_way_in_ends_indexed_removals_delete_and_results_go_out_signed(
     with running_receiver() as receiver:
         running = start_stack(
             objects=s3_server.object_settings(bucket=bucket),
-            bridge=QUICK_BRIDGE,
+            # acme has a stream of its own and owns photos/: the tenant of both comes from here.
+            bridge={**QUICK_BRIDGE, "tenant_streams": ["acme"], "object_tenants": {f"{bucket}/photos/": "acme"}},
             webhooks={
                 "targets": {"*": {"url": receiver.url, "secret": SECRET}},
                 "backoff_s": 0.05,
@@ -147,8 +148,8 @@ def test_every_way_in_ends_indexed_removals_delete_and_results_go_out_signed(
         )
         shell(f"""redis-cli -u "$OMNIBIND_REDIS_URL" XADD {INGEST} '*' event '{{"text": 42}}'""", running)
 
-        minio_id = minio_upload_id(bucket, key)
-        uploads = ["cms-article-42", f"stream-{node_entry}", minio_id]
+        minio_id = f"acme:{minio_upload_id(bucket, key)}"
+        uploads = ["acme:cms-article-42", f"stream-{node_entry}", minio_id]
         logs = tmp_path / "bridge.log"
         with (
             omnibind_process(["-m", "producers.cli", "bridge"], running, logs) as bridge,
@@ -163,7 +164,7 @@ def test_every_way_in_ends_indexed_removals_delete_and_results_go_out_signed(
             assert image is not None and image.object is not None
             assert (image.object.bucket, image.object.key, image.object.etag) == (bucket, key, ref.etag)
             assert (image.source, image.tenant, image.metadata) == ("minio", "acme", {"album": "summer"})
-            article = client.vectors.get("cms-article-42")
+            article = client.vectors.get("acme:cms-article-42")
             assert article is not None and (article.source, article.tenant) == ("cms", "acme")
             assert article.metadata == {"article": "42"}
             from_node = client.vectors.get(f"stream-{node_entry}")
@@ -177,7 +178,7 @@ def test_every_way_in_ends_indexed_removals_delete_and_results_go_out_signed(
             client.objects.delete(ref)
             client.redis.rpush(MINIO_EVENTS, access_element(record("s3:ObjectRemoved:Delete", bucket, key)))
             wait_until(lambda: client.vectors.get(minio_id) is None, 120, "the removed object's record to go")
-            assert client.vectors.get("cms-article-42") is not None
+            assert client.vectors.get("acme:cms-article-42") is not None
 
             for kind in ("bridge", "webhooks"):  # the compose healthchecks
                 check = subprocess.run(
@@ -197,7 +198,7 @@ def test_every_way_in_ends_indexed_removals_delete_and_results_go_out_signed(
     assert set(bodies) == set(uploads)
     for request in requests:
         assert verify_signature(SECRET, request.headers["Omnibind-Signature"], request.body, now_s=time.time())
-    assert json.loads(bodies["cms-article-42"].body)["source"] == "cms"
+    assert json.loads(bodies["acme:cms-article-42"].body)["source"] == "cms"
     assert {(d.upload_id, d.outcome, d.status_code) for d in deliveries.entries()} == {
         (upload_id, "delivered", 200) for upload_id in uploads
     }

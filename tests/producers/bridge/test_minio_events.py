@@ -19,6 +19,7 @@ from producers.bridge.minio_events import (
 from shared.errors import InvalidEvent
 from shared.events import Modality, ObjectRef
 from shared.objects.store import ObjectInfo
+from shared.tenancy import ObjectTenants
 from tests.producers.bridge.minio_records import access_element, fixture, go_query_escape, record
 
 OPTIONS = MinioOptions(source="minio", ignore_prefixes=("_omnibind/",))
@@ -139,12 +140,14 @@ def test_blobs_an_omnibind_producer_stored_itself_are_not_enqueued_twice() -> No
     assert "u-123" in action.reason
 
 
-def test_tenant_and_modality_come_from_omnibind_metadata() -> None:
+def test_the_tenant_comes_from_the_location_and_the_modality_from_omnibind_metadata() -> None:
+    options = MinioOptions(tenants=ObjectTenants.parse("uploads", {"media/acme/": "acme"}))
     metadata = {"X-Amz-Meta-Omnibind-Tenant": "acme", "X-Amz-Meta-Omnibind-Modality": "audio", "X-Amz-Meta-Album": "x"}
-    action = map_record(record("s3:ObjectCreated:Put", "uploads", "a.wav", user_metadata=metadata), OPTIONS)
+    action = map_record(record("s3:ObjectCreated:Put", "media", "acme/a.wav", user_metadata=metadata), options)
 
     assert isinstance(action, Ingest)
     assert action.event.tenant == "acme"
+    assert action.event.id == f"acme:{minio_upload_id('media', 'acme/a.wav')}"
     assert action.event.modality is Modality.AUDIO
     assert action.event.metadata == {"album": "x"}
 
@@ -264,13 +267,17 @@ def test_a_delete_marker_event_is_a_delete_while_the_key_shows_nothing_and_an_up
     assert after_marker_event(action, None, OPTIONS) == action
     current = ObjectInfo(
         ObjectRef(bucket="uploads", key="a.jpg", version_id="v1", etag="e1", size=3, content_type="image/jpeg"),
-        {"album": "x", "omnibind-tenant": "acme"},
+        {"album": "x", "omnibind-modality": "image"},
     )
     undeleted = after_marker_event(action, current, OPTIONS)
     assert isinstance(undeleted, Ingest)
     assert undeleted.event.object == current.ref
     assert undeleted.event.id == action.request.upload_id
-    assert (undeleted.event.tenant, undeleted.event.metadata) == ("acme", {"album": "x"})
+    assert (undeleted.event.tenant, undeleted.event.modality, undeleted.event.metadata) == (
+        None,
+        Modality.IMAGE,
+        {"album": "x"},
+    )
     assert undeleted.event.submitted_at == action.request.removed_at
 
     producers = ObjectInfo(current.ref, {"omnibind-upload-id": "u-1"})
