@@ -7,7 +7,15 @@ with `Busy` (HTTP 429 with ``Retry-After``). Refusing at the door keeps Redis me
 upload latency bounded when the workers cannot keep up; work already accepted is never
 dropped.
 
-The check costs one LLEN (a single round trip, O(1)).
+Inside the pipeline, the cpu stage turns each upload into a model-ready array that rides
+the gpu queue *inside* its message (~0.2 MB for an image or audio clip, against ~2 KB for an
+upload event), so a GPU slower than the CPUs would pile arrays up in Redis without bound
+(the cpu queue drains into the gpu queue). The same rule applies there: while more than
+``OMNIBIND_BACKPRESSURE__MAX_GPU_QUEUE`` messages wait in the gpu queue, cpu workers hold off
+preprocessing (`gpu_queue_full`, `workers.tasks.cpu`); the uploads then wait as small events
+in the cpu queue, whose length producers check as above.
+
+Each check costs one LLEN (a single round trip, O(1)).
 """
 
 from __future__ import annotations
@@ -50,3 +58,14 @@ def check_backpressure(client: redis.Redis, settings: Settings) -> None:
             f"the pipeline is busy: {waiting} uploads wait in the cpu queue (limit {limit}); "
             f"retry in {settings.backpressure.retry_after_s} s"
         )
+
+
+def gpu_queue_full(client: redis.Redis, settings: Settings) -> str | None:
+    """Why the cpu stage must not add an array to the gpu queue now, or None when it may:
+    the gpu queue holds more than ``settings.backpressure.max_gpu_queue`` messages (never when
+    that is 0). Raises `RedisUnavailable` when Redis cannot be reached."""
+    limit = settings.backpressure.max_gpu_queue
+    if limit <= 0:
+        return None
+    waiting = queue_length(client, settings.queue_prefix, QueueName.GPU)
+    return f"{waiting} arrays wait in the gpu queue (limit {limit})" if waiting > limit else None

@@ -376,6 +376,13 @@ class BackpressureSettings(BaseModel):
     max_cpu_queue: int = Field(
         10_000, ge=0, description="refuse new uploads while more messages wait in the cpu queue (0 = never)"
     )
+    # A preprocessed image or audio clip rides the gpu queue inside its message (~0.2 MB):
+    # 1,000 waiting is ~200 MB of Redis memory (docs/redis.md "Budget").
+    max_gpu_queue: int = Field(
+        1_000,
+        ge=0,
+        description="cpu workers hold off preprocessing while more arrays than this wait in the gpu queue (0 = never)",
+    )
     retry_after_s: int = Field(5, ge=1, description="what a refused producer is told to wait (HTTP Retry-After)")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -11,7 +12,8 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
-from shared.errors import InvalidEvent, OmnibindError
+from shared.backpressure import gpu_queue_full
+from shared.errors import Busy, InvalidEvent, OmnibindError
 from shared.events import Stage
 from shared.queue import ROUTES, TaskName, upload_headers
 from shared.redis_client import RedisUnavailable
@@ -20,6 +22,22 @@ from workers.resources import Resources
 log = logging.getLogger(__name__)
 
 M = TypeVar("M")
+
+GPU_ROOM_POLL_S = 0.2
+GPU_ROOM_WAIT_FRACTION = 0.25  # of the task time limit: well inside Celery's soft limit (0.9)
+
+
+def wait_for_gpu_room(resources: Resources) -> None:
+    """Return once the gpu queue has room for one more array (`gpu_queue_full`). A GPU stage
+    that keeps up frees room within a batch or two, so this waits up to a quarter of the task
+    time limit, then raises `Busy` (transient: the stage retries with backoff, and a GPU
+    stalled past ``retry_for_s`` ends as a ``busy`` dead letter, which the sweeper re-drives)."""
+    settings = resources.settings
+    deadline = time.monotonic() + settings.worker.task_time_limit_s * GPU_ROOM_WAIT_FRACTION
+    while (full := gpu_queue_full(resources.redis, settings)) is not None:
+        if time.monotonic() >= deadline:
+            raise Busy(f"holding off preprocessing: {full}")
+        time.sleep(GPU_ROOM_POLL_S)
 
 
 def send_next(task: Task, name: TaskName, payload: dict[str, Any], upload_id: str) -> None:

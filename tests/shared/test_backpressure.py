@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from producers.client import Client
 from producers.ingest import Submitted, submit_files
-from shared.backpressure import check_backpressure, queue_length
+from shared.backpressure import check_backpressure, gpu_queue_full, queue_length
 from shared.config import Settings
 from shared.errors import Busy
 from shared.events import UploadEvent
@@ -80,3 +80,15 @@ def test_ingest_waits_out_backpressure_instead_of_dropping_files(
         thread.join(timeout=60)
     assert not thread.is_alive()
     assert [s.upload_id is not None for s in submitted] == [True, True]
+
+
+def test_the_gpu_queue_is_full_past_its_limit_and_never_at_zero(
+    make_settings: Callable[..., Settings], redis_conn: redis.Redis, redis_url: str
+) -> None:
+    settings = connected(make_settings, redis_url, backpressure={"max_gpu_queue": 2})
+    for n in range(3):
+        assert gpu_queue_full(redis_conn, settings) is None, f"{n} waiting"
+        redis_conn.lpush("omnibind:gpu", f"array-{n}")
+    assert gpu_queue_full(redis_conn, settings) == "3 arrays wait in the gpu queue (limit 2)"
+    unlimited = connected(make_settings, redis_url, backpressure={"max_gpu_queue": 0})
+    assert gpu_queue_full(redis_conn, unlimited) is None

@@ -14,7 +14,7 @@ from shared.messages import Query
 from shared.queue import TaskName
 from shared.wire import pack_array
 from workers.app import app
-from workers.handoff import decode_message, send_next
+from workers.handoff import decode_message, send_next, wait_for_gpu_room
 from workers.moderation import detect_and_join, new_join_token
 from workers.preprocess import fetch_blob, prepare_query, prepare_upload_and_media
 from workers.resources import Resources
@@ -35,6 +35,9 @@ def preprocess(self: Task, event_doc: Any) -> None:
 
 def _preprocess(task: Task, resources: Resources, event: UploadEvent) -> None:
     settings = resources.settings
+    # Before the array exists: while the GPU stage lags, uploads wait here as small events
+    # instead of as ~0.2 MB arrays in Redis (shared.backpressure).
+    wait_for_gpu_room(resources)
     event, data = fetch_blob(resources.objects, event, max_bytes=settings.limits.max_bytes)
     prepared, media = prepare_upload_and_media(event, data, settings.limits, audio_mode=settings.model.audio_mode)
     detect = settings.moderation.enabled and bool(resources.moderation.detectors.for_modality(prepared.modality))
