@@ -37,6 +37,7 @@ from shared.messages import Query
 from shared.objects.keys import validate_key
 from shared.queue import QueueName, TaskName, make_celery, upload_headers
 from shared.redis_client import RedisUnavailable
+from shared.replication import wait_for_replicas
 from shared.status import RunStart, StatusRecord, StatusStore
 from shared.vectors.records import ALL_TENANTS, SearchFilters, SearchHit
 from shared.wire import unpack_array
@@ -189,6 +190,14 @@ class Client(Connections):
 
     def _send(self, event: UploadEvent) -> RunStart:
         start = self.statuses.start_run(event)
+        # Nothing is confirmed before the record is on the replicas too: a failover cannot
+        # take back an upload we answered for (shared.replication). When they don't confirm,
+        # nothing is sent: the record stands on the primary, so a retry of this id finds the
+        # run in flight (instead of starting another once this one finished), and if no retry
+        # comes the stall sweeper sends it. The message itself needs no WAIT: should a failover
+        # drop it, the replicated record is what the sweeper re-drives from.
+        opts = self.settings.redis
+        wait_for_replicas(self.redis, self.settings.queue_prefix, opts.wait_replicas, opts.wait_timeout_ms)
         if start.started:
             self.send_to_pipeline(event)
         return start

@@ -29,7 +29,7 @@ again, one it lacks is asked for again after the same backoff, so a worker recon
 a refusing Redis waits for it instead of exiting.
 
 Used by setting Celery's ``broker_transport`` to ``shared.broker_transport:Transport``
-(`shared.queue.celery_config`). Publishing is unchanged.
+(``:SentinelTransport`` for a Sentinel group; `shared.queue.celery_config`). Publishing is unchanged.
 """
 
 from __future__ import annotations
@@ -190,8 +190,24 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu ships no type hints
         if delivery_tag not in self._stranded:
             virtual.QoS.ack(self, delivery_tag)
 
+    def _channel_closed(self) -> bool:
+        """Has kombu closed this channel after losing the broker connection? Its pool and its
+        connection's address are gone then, and building a client raises AttributeError
+        ('NoneType' object has no attribute 'hostname' / 'client'), which Celery takes for
+        unrecoverable: the worker exited. A task still running when the connection dropped
+        (a Sentinel failover, a Redis restart) acks through this channel when it ends."""
+        connection = self.channel.connection
+        return connection is None or connection.client is None
+
     def _forget(self, delivery_tag: str) -> None:
         self._unrecorded.discard(delivery_tag)
+        if self._channel_closed():
+            log.warning(
+                "cannot acknowledge message %s: the broker connection it came on was lost; it is delivered again "
+                "after the visibility timeout (stages are idempotent)",
+                delivery_tag,
+            )
+            return
         try:
             self._remove_from_indices(delivery_tag).execute()
         except redis.ResponseError as exc:
@@ -205,6 +221,13 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu ships no type hints
             )
 
     def restore_by_tag(self, tag: str, client: Any = None, leftmost: bool = False) -> None:
+        if client is None and self._channel_closed():
+            log.warning(
+                "cannot requeue message %s: the broker connection it came on was lost; it is delivered again after "
+                "the visibility timeout",
+                tag,
+            )
+            return
         message = self._delivered.get(tag) if tag in self._unrecorded else None  # type: ignore[attr-defined]
         try:
             if message is None:
@@ -230,6 +253,23 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]  # kombu ships no type hints
             exchange, routing_key = delivery["exchange"], delivery["routing_key"]
             self.channel._do_restore_message(message._raw, exchange, routing_key, pipe, leftmost)
             pipe.execute()
+
+    def restore_unacked(self, client: Any = None) -> None:
+        """Requeue what this channel holds when it closes; after a lost broker connection
+        (`_channel_closed`) leave it instead: a message held here is recorded in Redis'
+        unacked hash, so the visibility timeout brings it back (one Redis refused to record
+        is sent again by the stall sweeper)."""
+        if not self._channel_closed():
+            super().restore_unacked(client)
+            return
+        held = len(self._delivered)  # type: ignore[attr-defined,arg-type]
+        if held:
+            log.warning(
+                "broker connection lost: %d held message(s) are not requeued now; they are delivered again after "
+                "the visibility timeout",
+                held,
+            )
+        self._delivered.clear()  # type: ignore[attr-defined]
 
     def restore_visible(self, *args: Any, **kwargs: Any) -> None:
         for tag in list(self._stranded):
@@ -410,3 +450,12 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):  # type: ignore[misc]
+    """`Channel` on kombu's Sentinel channel, which asks the sentinels for the current
+    primary at each (re)connect (its pool; everything else is `Channel`'s)."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):  # type: ignore[misc]
+    Channel = SentinelChannel

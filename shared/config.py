@@ -317,6 +317,18 @@ class RedisSettings(BaseModel):
         default=None,
         description="password of OMNIBIND_REDIS_URL's server, any characters (escaped by omnibind; beats the URL's)",
     )
+    sentinel_password: SecretStr | None = Field(
+        default=None,
+        description="password of the sentinels of a redis+sentinel:// OMNIBIND_REDIS_URL (their requirepass)",
+    )
+    wait_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="replicas that must hold an upload's record before it is confirmed (Redis WAIT); 0 = don't wait",
+    )
+    wait_timeout_ms: int = Field(
+        default=1000, ge=1, description="longest WAIT for those replicas; fewer in time = 503, not confirmed"
+    )
     embedded_port: int = Field(
         default=6390, ge=0, le=65535, description="embedded server's loopback port; 0 = any free port"
     )
@@ -405,7 +417,9 @@ class Settings(BaseSettings):
     )
 
     redis_url: SecretStr | None = Field(
-        None, description="Redis for broker, status and streams; unset = start the embedded redis-server"
+        None,
+        description="Redis for broker, status and streams (redis://, rediss://, unix://, or "
+        "redis+sentinel://host:port,.../MASTER_NAME[/DB]); unset = start the embedded redis-server",
     )
     data_dir: Path = Field(
         default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share"),

@@ -20,6 +20,7 @@ from kombu import Queue
 from shared.config import Settings, WorkerSettings
 from shared.errors import ConfigError
 from shared.redis_client import resolve_redis_url
+from shared.redis_sentinel import is_sentinel_url, kombu_url, parse_sentinel_url, sentinel_transport_options
 
 
 class QueueName(StrEnum):
@@ -57,6 +58,7 @@ SENT_MS_HEADER = "omnibind_sent_ms"
 
 UNACKED_MUTEX_EXPIRE_S = 10
 GUARDED_TRANSPORT = "shared.broker_transport:Transport"
+GUARDED_SENTINEL_TRANSPORT = "shared.broker_transport:SentinelTransport"
 
 
 def upload_headers(upload_id: str) -> dict[str, Any]:
@@ -104,17 +106,27 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "global_keyprefix": f"{settings.queue_prefix}:",
     }
     url = broker_url(settings)
+    backend_options: dict[str, Any] = {"global_keyprefix": f"{settings.queue_prefix}:"}
+    guarded: dict[str, str] = {"broker_transport": GUARDED_TRANSPORT} if url.startswith("redis://") else {}
+    if is_sentinel_url(url):
+        # kombu and Celery name a Sentinel group their own way: sentinel://h:p;sentinel://...
+        # and the group's name as a transport option (shared.redis_sentinel).
+        target = parse_sentinel_url(url)
+        url = kombu_url(target)
+        transport.update(sentinel_transport_options(target))
+        backend_options.update(sentinel_transport_options(target))
+        guarded = {"broker_transport": GUARDED_SENTINEL_TRANSPORT}
     return {
         "broker_url": url,
         # Envelopes are checked before kombu parses them, and undecodable messages are
         # dead-lettered (shared.broker_transport, workers.consumer). A rediss:// URL keeps
         # kombu's own transport, which turns TLS on from the scheme's name.
-        **({"broker_transport": GUARDED_TRANSPORT} if url.startswith("redis://") else {}),
+        **guarded,
         "worker_consumer": "workers.consumer:Consumer",
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
         "result_backend": url,
-        "result_backend_transport_options": {"global_keyprefix": f"{settings.queue_prefix}:"},
+        "result_backend_transport_options": backend_options,
         "result_expires": 300,
         "task_ignore_result": True,  # only embed_query and embed_prompts return a result
         "task_serializer": "msgpack",

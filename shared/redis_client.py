@@ -23,9 +23,16 @@ from redis.retry import Retry
 from shared.config import Settings
 from shared.errors import ConfigError, TransientError
 from shared.redis_refusals import operator_advice
+from shared.redis_sentinel import (
+    is_sentinel_url,
+    parse_sentinel_url,
+    sentinel_client,
+    sentinel_url_problem,
+    with_sentinel_password,
+)
 
 _REDACTED = "***"
-_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&]*")
+_QUERY_PASSWORD = re.compile(r"(?i)([?&](?:sentinel_)?password=)[^&]*")
 _URL_DELIMITERS = re.compile(r"[/?#]")
 _BACKOFF_BASE_S = 0.1
 _BACKOFF_CAP_S = 5.0
@@ -104,6 +111,8 @@ def url_problem(url: str) -> str | None:
             "its user or password holds an unescaped '/', '?' or '#': percent-encode it "
             "(or leave the password out of the URL and set OMNIBIND_REDIS__PASSWORD)"
         )
+    if is_sentinel_url(url):  # several host:port pairs, which urlsplit cannot read
+        return sentinel_url_problem(url)
     try:
         urllib.parse.urlsplit(url).port  # noqa: B018 - parsing is the check
     except ValueError as exc:  # about the host or port: the password was isolated above
@@ -147,7 +156,8 @@ def redis_client(
     retries: int = 3,
     decode_responses: bool = True,
 ) -> redis.Redis:
-    """A client for `url` (``redis://``, ``rediss://`` or ``unix://``).
+    """A client for `url` (``redis://``, ``rediss://``, ``unix://``, or ``redis+sentinel://``:
+    the current primary of a Sentinel group, followed across failovers, `shared.redis_sentinel`).
 
     Connects lazily (no I/O here). `socket_timeout_s` bounds every command and must exceed
     the longest ``BLOCK`` a caller uses. Raises `ConfigError` for a malformed URL.
@@ -157,18 +167,20 @@ def redis_client(
         retries,
         supported_errors=(redis.ConnectionError, redis.TimeoutError),
     )
+    options: dict[str, Any] = {
+        "socket_connect_timeout": connect_timeout_s,
+        "socket_timeout": socket_timeout_s,
+        "socket_keepalive": True,
+        "health_check_interval": health_check_interval_s,
+        "retry": retry,
+        "decode_responses": decode_responses,
+        # RESP2: the same reply shapes on every redis-py we allow and every server.
+        "protocol": 2,
+    }
     try:
-        return redis.Redis.from_url(
-            checked_url(url),
-            socket_connect_timeout=connect_timeout_s,
-            socket_timeout=socket_timeout_s,
-            socket_keepalive=True,
-            health_check_interval=health_check_interval_s,
-            retry=retry,
-            decode_responses=decode_responses,
-            # RESP2: the same reply shapes on every redis-py we allow and every server.
-            protocol=2,
-        )
+        if is_sentinel_url(url):
+            return sentinel_client(parse_sentinel_url(checked_url(url)), **options)
+        return redis.Redis.from_url(checked_url(url), **options)
     except ValueError as exc:
         raise ConfigError(f"invalid Redis URL {redact_url(url)}: {exc}") from exc
 
@@ -183,8 +195,11 @@ def resolve_redis_url(settings: Settings) -> str:
     ``OMNIBIND_REDIS__PASSWORD`` is set without a URL to apply it to.
     """
     password = settings.redis.password
+    sentinel_password = settings.redis.sentinel_password
     if settings.redis_url is not None:
         url = checked_url(settings.redis_url.get_secret_value())
+        if sentinel_password is not None and is_sentinel_url(url):
+            url = with_sentinel_password(url, sentinel_password.get_secret_value())
         return with_password(url, password.get_secret_value()) if password is not None else url
     if password is not None:
         raise ConfigError(

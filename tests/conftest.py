@@ -13,6 +13,7 @@ from shared.config import Settings
 # Real-service fixtures (factories) every test package may use.
 pytest_plugins = [
     "tests.support.redis_server",
+    "tests.support.sentinel",
     "tests.support.full_disk",
     "tests.support.s3_server",
     "tests.support.minio_server",
