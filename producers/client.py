@@ -14,6 +14,7 @@ workers for the query embedding).
 
 from __future__ import annotations
 
+import dataclasses
 import mimetypes
 import os
 from collections.abc import Iterable, Mapping
@@ -40,6 +41,7 @@ from shared.redis_client import RedisUnavailable
 from shared.replication import wait_for_replicas
 from shared.status import RunStart, StatusRecord, StatusStore
 from shared.vectors.records import ALL_TENANTS, SearchFilters, SearchHit
+from shared.vectors.store import VectorStore
 from shared.wire import unpack_array
 
 
@@ -52,6 +54,9 @@ class QueryEmbedding:
     vector: np.ndarray  # (dim,) float32, unit length
     model: str
     checkpoint: str
+    # {record modality: vector} when the model searches some modalities with another vector
+    # (PE-AV text queries: text-audio head for audio, text-video head for the rest); else None.
+    targets: dict[Modality, np.ndarray] | None = None
 
 
 def object_key_for(upload_id: str, filename: str | None) -> str:
@@ -297,7 +302,13 @@ class Client(Connections):
             raise QueryFailed(f"no query embedding within {timeout_s:.0f} s: are the workers running?") from exc
         finally:
             result.forget()
-        return QueryEmbedding(unpack_array(reply["vector"]), str(reply["model"]), str(reply["checkpoint"]))
+        targets = reply.get("targets")
+        return QueryEmbedding(
+            unpack_array(reply["vector"]),
+            str(reply["model"]),
+            str(reply["checkpoint"]),
+            {Modality(name): unpack_array(packed) for name, packed in targets.items()} if targets else None,
+        )
 
     def search(
         self,
@@ -312,8 +323,23 @@ class Client(Connections):
         """The `k` indexed uploads nearest to the query (any modality), best first. Without
         `filters` every tenant's uploads are searched: this client holds the stores'
         credentials, so it is an operator's tool (the HTTP API always passes the key's scope)."""
-        vector = self.embed_query(text=text, image=image, audio=audio, timeout_s=timeout_s)
-        return self.vectors.search(vector, k=k, filters=filters or SearchFilters(scope=ALL_TENANTS))
+        query = self.embed_query_with_model(text=text, image=image, audio=audio, timeout_s=timeout_s)
+        return search_embedding(self.vectors, query, k=k, filters=filters or SearchFilters(scope=ALL_TENANTS))
+
+
+def search_embedding(store: VectorStore, query: QueryEmbedding, *, k: int, filters: SearchFilters) -> list[SearchHit]:
+    """One search with the query's vector, or, when the model gives one vector per target
+    modality, one search per modality (each with its vector, restricted to that modality)
+    merged best first. Scores of different heads are cosines in different pairings: merged
+    as they are (docs/model.md, "What differs from ImageBind")."""
+    if query.targets is None:
+        return store.search(query.vector, k=k, filters=filters)
+    wanted = [filters.modality] if filters.modality is not None else list(query.targets)
+    hits: list[SearchHit] = []
+    for modality in wanted:
+        vector = query.targets.get(modality, query.vector)
+        hits.extend(store.search(vector, k=k, filters=dataclasses.replace(filters, modality=modality)))
+    return sorted(hits, key=lambda hit: hit.score, reverse=True)[:k]
 
 
 def _query(text: str | None, image: bytes | None, audio: bytes | None) -> Query:

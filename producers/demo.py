@@ -43,8 +43,15 @@ def ensure_checkpoint(settings: Settings) -> None:
     is left to the gpu worker, which creates it offline: that needs torch, which a producer
     never imports."""
     from shared.imagebind.resolve import is_tiny_random, locate_checkpoint
+    from shared.models.catalog import card_for
 
-    if not is_tiny_random(settings.model):
+    card = card_for(settings.model.name)
+    if card.family == "perception":
+        from shared.models.perception_files import locate_model_dir
+
+        if not (card.random and settings.model.checkpoint is None):
+            locate_model_dir(settings.model)
+    elif not is_tiny_random(settings.model):
         locate_checkpoint(settings.model)
 
 
@@ -60,8 +67,12 @@ def run_demo(settings: Settings, *, model: str, data_dir: Path | None, timeout_s
             else settings.redis,
         }
     )
-    if model == "tiny":
-        click.echo(TINY_BANNER)
+    if model in ("tiny", "pe-av-tiny"):
+        click.echo(
+            TINY_BANNER.replace("a tiny ImageBind", "a tiny PE-AV").replace("imagebind-tiny", "pe-av-tiny")
+            if model == "pe-av-tiny"
+            else TINY_BANNER
+        )
     try:
         ensure_checkpoint(settings)
     except CheckpointError as exc:

@@ -89,16 +89,26 @@ class VectorStoreSettings(BaseModel):
 
 
 class ModelSettings(BaseModel):
-    name: Literal["huge", "tiny"] = Field(
-        "huge", description="huge = official ImageBind; tiny = random weights for offline smoke runs"
+    name: Literal["huge", "tiny", "pe-av-small", "pe-av-base", "pe-av-large", "pe-av-tiny"] = Field(
+        "huge",
+        description="huge = ImageBind (weights CC BY-NC-SA 4.0, non-commercial); pe-av-small/base/large = "
+        "Perception Encoder Audio-Visual (weights Apache-2.0, commercial use allowed); tiny / pe-av-tiny = "
+        "random weights of either family for offline smoke runs (docs/model.md)",
     )
-    checkpoint: Path | None = Field(None, description="local checkpoint file; skips the download")
+    checkpoint: Path | None = Field(
+        None, description="local checkpoint: an ImageBind file, or a PE-AV directory (config.json, "
+        "model.safetensors, tokenizer.json); skips the download"
+    )
+    revision: str | None = Field(
+        None, description="PE-AV: the hub revision (commit) to download; unset = main, then pinned by SHA-256"
+    )
     url: str = Field(
         "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth",
         description="where the checkpoint is downloaded from (once) when no local file is set",
     )
     sha256: str | None = Field(
-        None, description="expected SHA-256 of the checkpoint (pinned on first download if unset)"
+        None,
+        description="expected SHA-256 of the checkpoint (PE-AV: model.safetensors); pinned on first download if unset",
     )
     cache_dir: Path = Field(
         default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"),

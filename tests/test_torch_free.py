@@ -71,6 +71,9 @@ MODEL_MODULES = {
     "shared.imagebind.layers",
     "shared.imagebind.model",
     "shared.imagebind.normalize",
+    "shared.models.imagebind",
+    "shared.models.loader",
+    "shared.models.perception",
     "workers.gpu",
 }
 

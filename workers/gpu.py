@@ -1,8 +1,10 @@
 """The GPU worker's runtime: one model per process, micro-batched across embed tasks.
 
-Items are grouped by modality — and texts by their EOT position (rounded up to 8), since a
-batch is cut after its longest text — so each forward runs on same-shaped inputs and a long
-audio never holds images behind it. A batch that hits CUDA out-of-memory is split in halves
+The model is the configured family's backend (`shared.models.loader.load_backend`: ImageBind
+or PE-AV behind one port). Items are grouped by modality, output head and the backend's
+`batch_group` (ImageBind: texts by their EOT position rounded up to 8, since a batch is cut
+after its longest text; PE-AV: audio by length) so each forward runs on same-shaped inputs
+and a long audio never holds images behind it. A batch that hits CUDA out-of-memory is split in halves
 and the batch cap shrinks; after a run of successes the cap grows back. A batch that fails
 for another reason is re-run item by item so one bad input fails alone.
 """
@@ -21,14 +23,16 @@ import torch
 from shared.config import GpuSettings, ModelSettings, Settings
 from shared.errors import CheckpointError, TransientError
 from shared.events import Modality
-from shared.imagebind.constants import TEXT_EOT_TOKEN
 from shared.imagebind.embed import Embedder
+from shared.models.imagebind import ImageBindBackend
+from shared.models.loader import load_backend
+from shared.models.port import DEFAULT_HEAD, EmbeddingBackend
+from shared.models.preprocessing import ImageBindPreprocessor, Preprocessor, preprocessor_for
 from workers.batcher import MicroBatcher
 
 log = logging.getLogger(__name__)
 
 GROW_AFTER_BATCHES = 50
-TEXT_BUCKET = 8
 
 
 class GpuOutOfMemory(TransientError):
@@ -39,16 +43,10 @@ class GpuOutOfMemory(TransientError):
 class EmbedItem:
     modality: Modality
     array: np.ndarray
+    head: str = DEFAULT_HEAD  # the backend's output head ("" = the upload's own)
 
-    @property
-    def group(self) -> tuple[Modality, int]:
-        if self.modality is Modality.TEXT:
-            hits = np.flatnonzero(self.array == TEXT_EOT_TOKEN)
-            length = int(hits[0]) + 1 if hits.size else int(self.array.shape[-1])
-            return self.modality, -(-length // TEXT_BUCKET) * TEXT_BUCKET
-        if self.modality is Modality.AUDIO:
-            return self.modality, int(self.array.shape[0])  # clips per item
-        return self.modality, 0
+
+Group = tuple[Modality, str, int]
 
 
 Result = np.ndarray | BaseException
@@ -60,37 +58,43 @@ def default_max_batch(device: torch.device) -> int:
 
 def checkpoint_fix(exc: CheckpointError, settings: ModelSettings) -> str:
     """What to change when the checkpoint of `settings` cannot be loaded (`exc`)."""
-    default = "the seeded random tiny checkpoint" if settings.name == "tiny" else "the official download"
+    default = (
+        "the seeded random tiny checkpoint" if settings.name in ("tiny", "pe-av-tiny") else "the official download"
+    )
     if exc.reason == "checkpoint_incompatible":
         return (
             f"set OMNIBIND_MODEL__NAME to the model this file holds, or point OMNIBIND_MODEL__CHECKPOINT "
-            f"at an ImageBind {settings.name} checkpoint."
+            f"at a {settings.name} checkpoint (docs/model.md)."
         )
     if settings.checkpoint is not None:
         return (
-            f"point OMNIBIND_MODEL__CHECKPOINT at a complete ImageBind {settings.name} checkpoint "
-            f"(a state_dict of tensors), or unset it to use {default}."
+            f"point OMNIBIND_MODEL__CHECKPOINT at a complete {settings.name} checkpoint "
+            f"(ImageBind: a state_dict of tensors; PE-AV: a transformers directory), or unset it to use {default}."
         )
     return (
         "delete the file from the cache so that it is fetched again, or point OMNIBIND_MODEL__CHECKPOINT "
-        f"at a local ImageBind {settings.name} checkpoint."
+        f"at a local {settings.name} checkpoint."
     )
 
 
 class GpuRunner:
     """Embeds items submitted from many task threads in shared batches."""
 
-    def __init__(self, embedder: Embedder, settings: GpuSettings) -> None:
-        self.embedder = embedder
+    def __init__(
+        self, embedder: EmbeddingBackend | Embedder, settings: GpuSettings, preprocessor: Preprocessor | None = None
+    ) -> None:
+        self.embedder: EmbeddingBackend = ImageBindBackend(embedder) if isinstance(embedder, Embedder) else embedder
+        # The family's cpu-side preprocessing, for inputs made here (moderation prompts).
+        self.preprocessor: Preprocessor = preprocessor or ImageBindPreprocessor()
         self.max_batch = settings.max_batch or default_max_batch(embedder.device)
         self._min_batch = min(settings.min_batch_after_oom, self.max_batch)
         self._cap = self.max_batch
         self._successes_at_cap = 0
         self._cap_lock = threading.Lock()
-        self.batcher: MicroBatcher[tuple[Modality, int], EmbedItem, Result] = MicroBatcher(
+        self.batcher: MicroBatcher[Group, EmbedItem, Result] = MicroBatcher(
             self._launch,
             self._collect,
-            group_of=lambda item: item.group,
+            group_of=self.group_of,
             max_batch=lambda: self._cap,
             max_wait_s=settings.max_wait_ms / 1000,
             name="gpu",
@@ -101,7 +105,7 @@ class GpuRunner:
         """Load the configured model. Raises `CheckpointError` saying what is wrong with which
         file and how to fix it."""
         try:
-            embedder = Embedder.from_settings(settings.model)
+            embedder = load_backend(settings.model)
         except CheckpointError as exc:
             raise CheckpointError(f"{exc} Fix: {checkpoint_fix(exc, settings.model)}", reason=exc.reason) from exc
         log.info(
@@ -111,7 +115,7 @@ class GpuRunner:
             embedder.device,
             embedder.compute_dtype,
         )
-        return cls(embedder, settings.gpu)
+        return cls(embedder, settings.gpu, preprocessor_for(settings.model))
 
     @property
     def model_name(self) -> str:
@@ -121,18 +125,24 @@ class GpuRunner:
     def checkpoint(self) -> str:
         return self.embedder.checkpoint_sha256
 
+    def group_of(self, item: EmbedItem) -> Group:
+        """Items of one group are stacked into one forward (the backend says which fit)."""
+        head = item.head or self.embedder.head_for_upload(item.modality)
+        return item.modality, head, self.embedder.batch_group(item.modality, head, item.array)
+
     @property
     def batch_cap(self) -> int:
         """The largest batch run now: `max_batch`, or less after CUDA ran out of memory."""
         return self._cap
 
-    def embed(self, modality: Modality, array: np.ndarray, *, timeout_s: float) -> np.ndarray:
-        """The unit-length float32 embedding of one item (batched with concurrent callers).
+    def embed(self, modality: Modality, array: np.ndarray, *, timeout_s: float, head: str = DEFAULT_HEAD) -> np.ndarray:
+        """The unit-length float32 embedding of one item (batched with concurrent callers),
+        by `head` (default: the head the backend embeds uploads of `modality` with).
 
         Raises what embedding that item raised (`PermanentError` for a bad input,
         `GpuOutOfMemory` when even a batch of one does not fit), or `TimeoutError`.
         """
-        result = self.batcher.submit(EmbedItem(modality, array)).result(timeout=timeout_s)
+        result = self.batcher.submit(EmbedItem(modality, array, head)).result(timeout=timeout_s)
         assert isinstance(result, np.ndarray)  # per-item exceptions are raised by result()
         return result
 
@@ -141,7 +151,7 @@ class GpuRunner:
 
     # -- batch execution ---------------------------------------------------------------
 
-    def _launch(self, key: tuple[Modality, int], items: list[EmbedItem]) -> Any:
+    def _launch(self, key: Group, items: list[EmbedItem]) -> Any:
         """Queue the forward of a batch; returns the device output (collected later) or,
         after a fallback, the per-item results."""
         try:
@@ -163,9 +173,11 @@ class GpuRunner:
 
     def _forward(self, modality: Modality, items: list[EmbedItem]) -> torch.Tensor:
         stacked = np.stack([item.array for item in items])
-        return self.embedder.forward(self.embedder.prepare(modality, stacked))
+        head = items[0].head or self.embedder.head_for_upload(modality)
+        output: torch.Tensor = self.embedder.forward(self.embedder.prepare(modality, stacked, head))
+        return output
 
-    def _one(self, key: tuple[Modality, int], item: EmbedItem) -> Result:
+    def _one(self, key: Group, item: EmbedItem) -> Result:
         try:
             return self.embedder.finish(self._forward(key[0], [item]))[0]
         except torch.cuda.OutOfMemoryError as exc:
@@ -174,7 +186,7 @@ class GpuRunner:
         except Exception as exc:
             return exc
 
-    def _after_oom(self, key: tuple[Modality, int], items: list[EmbedItem]) -> list[Result]:
+    def _after_oom(self, key: Group, items: list[EmbedItem]) -> list[Result]:
         torch.cuda.empty_cache()
         with self._cap_lock:
             self._cap = max(self._min_batch, len(items) // 2)

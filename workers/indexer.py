@@ -2,7 +2,8 @@
 
 Embedded stores pay per write call (LanceDB commits a new table version per call), so
 records are gathered for up to `max_wait_ms` and upserted together. A batch that fails is
-re-tried record by record, so one bad record fails alone.
+re-tried record by record, so one bad record fails alone. A record of another model than
+the store holds fails alone too (`shared.vectors.model_guard`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 
 from shared.config import IndexSettings
 from shared.errors import TransientError
+from shared.vectors.model_guard import check_one_model, stored_model
 from shared.vectors.records import VectorRecord
 from shared.vectors.store import VectorStore
 from workers.batcher import MicroBatcher
@@ -30,6 +32,8 @@ class IndexTimeout(TransientError):
 class IndexWriter:
     def __init__(self, store: VectorStore, settings: IndexSettings) -> None:
         self.store = store
+        self._model: str | None = None  # the store's model, read once (the first write fixes it)
+        self._model_known = False
         self.batcher: MicroBatcher[str, VectorRecord, Outcome] = MicroBatcher(
             self._write,
             lambda outcomes: outcomes,
@@ -51,9 +55,18 @@ class IndexWriter:
     def close(self) -> None:
         self.batcher.close()
 
+    def _checked(self, records: list[VectorRecord]) -> None:
+        """Raise `ModelMismatch` unless every record's model is the store's."""
+        if not self._model_known:
+            self._model = stored_model(self.store)
+            self._model_known = True
+        model = check_one_model(self._model, records)
+        self.store.upsert(records)
+        self._model = model
+
     def _write(self, key: str, records: list[VectorRecord]) -> Sequence[Outcome]:
         try:
-            self.store.upsert(records)
+            self._checked(records)
             return [None] * len(records)
         except Exception as exc:
             if len(records) == 1:
@@ -63,7 +76,7 @@ class IndexWriter:
 
     def _write_one(self, record: VectorRecord) -> Outcome:
         try:
-            self.store.upsert([record])
+            self._checked([record])
             return None
         except Exception as exc:
             return exc

@@ -28,7 +28,6 @@ from pydantic import JsonValue
 from shared.config import Settings
 from shared.errors import ConfigError, OmnibindError
 from shared.events import Modality, Moderation
-from shared.imagebind.text import tokenize
 from shared.messages import EmbeddedUpload, PreparedUpload
 from shared.moderation.blocklist import Blocklist, BlocklistCache
 from shared.moderation.decision import describe_signal
@@ -98,7 +97,7 @@ def send_prompt_request(request: PromptRequest) -> None:
 
 def embed_prompts(runner: GpuRunner, prompts: Sequence[str], *, timeout_s: float) -> np.ndarray:
     """Unit text embeddings (len(prompts), dim) of `prompts`, batched like any text upload."""
-    tokens = tokenize(list(prompts)).astype(np.int32)  # (n, 77)
+    tokens = np.stack([runner.preprocessor.text(prompt) for prompt in prompts])  # the model's own tokens
     from workers.gpu import EmbedItem
 
     futures = [runner.batcher.submit(EmbedItem(Modality.TEXT, row)) for row in tokens]

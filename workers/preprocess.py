@@ -15,18 +15,17 @@ import numpy as np
 from shared.config import LimitSettings
 from shared.errors import LimitExceeded, PermanentError, UnsupportedMedia
 from shared.events import Modality, UploadEvent
-from shared.imagebind.audio import preprocess_audio
-from shared.imagebind.image import resize_and_center_crop
-from shared.imagebind.text import tokenize
 from shared.media.image import decode_image
 from shared.media.screening import check_declared_modality, check_not_polyglot, explain_unsupported
 from shared.media.sniff import Sniffed, sniff
 from shared.media.text import check_text_length, decode_text
 from shared.messages import MediaFacts, PreparedUpload, Query
+from shared.models.preprocessing import ImageBindPreprocessor, Preprocessor
 from shared.moderation.detectors import DecodedMedia
 from shared.objects.store import ObjectStore
 
 AudioMode = Literal["reference", "full"]
+IMAGEBIND = ImageBindPreprocessor()
 
 
 class ModalityMismatch(PermanentError):
@@ -49,14 +48,26 @@ def fetch_blob(objects: ObjectStore, event: UploadEvent, *, max_bytes: int) -> t
 
 
 def prepare_upload(
-    event: UploadEvent, data: bytes, limits: LimitSettings, *, audio_mode: AudioMode = "reference"
+    event: UploadEvent,
+    data: bytes,
+    limits: LimitSettings,
+    *,
+    audio_mode: AudioMode = "reference",
+    preprocessor: Preprocessor = IMAGEBIND,
 ) -> PreparedUpload:
-    """Sniff, validate and decode one upload. Raises `PermanentError`s with specific reasons."""
-    return prepare_upload_and_media(event, data, limits, audio_mode=audio_mode)[0]
+    """Sniff, validate and decode one upload into `preprocessor`'s model-ready array (the
+    configured family's: `shared.models.preprocessing.preprocessor_for`). Raises
+    `PermanentError`s with specific reasons."""
+    return prepare_upload_and_media(event, data, limits, audio_mode=audio_mode, preprocessor=preprocessor)[0]
 
 
 def prepare_upload_and_media(
-    event: UploadEvent, data: bytes, limits: LimitSettings, *, audio_mode: AudioMode = "reference"
+    event: UploadEvent,
+    data: bytes,
+    limits: LimitSettings,
+    *,
+    audio_mode: AudioMode = "reference",
+    preprocessor: Preprocessor = IMAGEBIND,
 ) -> tuple[PreparedUpload, DecodedMedia]:
     """`prepare_upload`, plus the decoded media (RGB image, text) for the CPU detectors."""
     if len(data) > limits.max_bytes:
@@ -65,7 +76,7 @@ def prepare_upload_and_media(
         check_text_length(event.text, max_chars=limits.max_text_chars)
         facts = MediaFacts(sha256=hashlib.sha256(data).hexdigest(), size=len(data), content_type="text/plain")
         media = DecodedMedia(Modality.TEXT, text=event.text)
-        return PreparedUpload(event, Modality.TEXT, _tokens(event.text), facts), media
+        return PreparedUpload(event, Modality.TEXT, preprocessor.text(event.text), facts), media
     declared = event.object.content_type if event.object else None
     sniffed = _sniff(data, declared)
     _check_modality(event.modality, sniffed)
@@ -78,20 +89,22 @@ def prepare_upload_and_media(
         declared_content_type=declared,
         type_mismatch=sniffed.mismatch,
     )
-    array, media = _decode(sniffed, data, limits, audio_mode)
+    array, media = _decode(sniffed, data, limits, audio_mode, preprocessor)
     return PreparedUpload(event, sniffed.modality, array, facts), media
 
 
-def prepare_query(query: Query, limits: LimitSettings) -> tuple[Modality, np.ndarray]:
+def prepare_query(
+    query: Query, limits: LimitSettings, preprocessor: Preprocessor = IMAGEBIND
+) -> tuple[Modality, np.ndarray]:
     """A search query -> (modality, model-ready array), with the same checks as uploads."""
     if query.text is not None:
         check_text_length(query.text, max_chars=limits.max_text_chars)
-        return Modality.TEXT, _tokens(query.text)
+        return Modality.TEXT, preprocessor.text(query.text)
     if not query.data:
         raise PermanentError("a query needs text or file bytes", reason="empty_query")
     sniffed = _sniff(query.data)
     _check_modality(query.modality, sniffed)
-    return sniffed.modality, _decode(sniffed, query.data, limits, "reference")[0]
+    return sniffed.modality, _decode(sniffed, query.data, limits, "reference", preprocessor)[0]
 
 
 def _sniff(data: bytes, declared: str | None = None) -> Sniffed:
@@ -110,18 +123,14 @@ def _check_modality(wanted: Modality, sniffed: Sniffed) -> None:
 
 
 def _decode(
-    sniffed: Sniffed, data: bytes, limits: LimitSettings, audio_mode: AudioMode
+    sniffed: Sniffed, data: bytes, limits: LimitSettings, audio_mode: AudioMode, preprocessor: Preprocessor
 ) -> tuple[np.ndarray, DecodedMedia]:
     if sniffed.modality is Modality.IMAGE:
         image = decode_image(data, max_pixels=limits.max_pixels, format=sniffed.format)
-        array = resize_and_center_crop(image, max_resized_pixels=limits.max_pixels)
+        array = preprocessor.image(image, max_pixels=limits.max_pixels)
         return array, DecodedMedia(Modality.IMAGE, image=image)
     if sniffed.modality is Modality.AUDIO:
-        clips = preprocess_audio(data, max_duration_s=limits.max_audio_s, mode=audio_mode, format=sniffed.format)
-        return clips.astype(np.float16), DecodedMedia(Modality.AUDIO)
+        wire = preprocessor.audio(data, max_duration_s=limits.max_audio_s, mode=audio_mode, format=sniffed.format)
+        return wire, DecodedMedia(Modality.AUDIO)
     text = decode_text(data, max_chars=limits.max_text_chars)
-    return _tokens(text), DecodedMedia(Modality.TEXT, text=text)
-
-
-def _tokens(text: str) -> np.ndarray:
-    return tokenize([text])[0].astype(np.int32)
+    return preprocessor.text(text), DecodedMedia(Modality.TEXT, text=text)

@@ -15,11 +15,16 @@ from producers.cli.base import handle_errors, main, settings_of, stop_on_signals
 from producers.client import Client
 from producers.stack import WORKER_KINDS, Stack, settings_env, worker_argv
 from shared.heartbeat import live_workers
+from shared.models.catalog import CATALOG
 from shared.redis_client import redact_url, resolve_redis_url
+
+MODEL_NAMES = list(CATALOG)  # every loadable model; licences in docs/model.md
 
 
 @main.command()
-@click.option("--model", type=click.Choice(["huge", "tiny"]), default=None, help="tiny = random weights, offline")
+@click.option(
+    "--model", type=click.Choice(MODEL_NAMES), default=None, help="tiny / pe-av-tiny = random weights, offline"
+)
 @click.option("--verbose", is_flag=True, help="relay the workers' output (Celery banners, warnings) to this terminal")
 @click.pass_context
 @handle_errors
@@ -94,7 +99,7 @@ def health(ctx: click.Context, kind: str, any_host: bool) -> None:
 
 
 @main.command()
-@click.option("--model", type=click.Choice(["huge", "tiny"]), default="huge", show_default=True)
+@click.option("--model", type=click.Choice(MODEL_NAMES), default="huge", show_default=True)
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="keep the demo's data here")
 @click.option("--timeout", "timeout_s", type=float, default=900.0, show_default=True)
 @click.pass_context

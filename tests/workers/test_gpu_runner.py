@@ -48,7 +48,7 @@ def _captions(n: int) -> list[EmbedItem]:
 
 def _run(runner: GpuRunner, items: list[EmbedItem]) -> list[Any]:
     """One batch as the batcher runs it: launch, then collect."""
-    return list(runner._collect(runner._launch(items[0].group, items)))
+    return list(runner._collect(runner._launch(runner.group_of(items[0]), items)))
 
 
 def test_a_batch_out_of_cuda_memory_is_split_and_the_cap_grows_back(

@@ -4,7 +4,7 @@ threads-pool task (no Celery time limit there) finishes within its time limit an
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pytest
@@ -24,6 +24,9 @@ class StuckStore:
 
     def upsert(self, records: Sequence[VectorRecord]) -> None:
         self.release.wait(10)
+
+    def iter_records(self, batch_size: int = 256) -> Iterator[VectorRecord]:
+        return iter(())  # empty: the writer's one-model check passes
 
 
 def _record() -> VectorRecord:

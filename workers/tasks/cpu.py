@@ -11,6 +11,7 @@ from celery import Task
 from shared.events import Stage, UploadEvent, parse_upload_event
 from shared.logs import upload_context
 from shared.messages import Query
+from shared.models.preprocessing import preprocessor_for
 from shared.queue import TaskName
 from shared.wire import pack_array
 from workers.app import app
@@ -39,7 +40,13 @@ def _preprocess(task: Task, resources: Resources, event: UploadEvent) -> None:
     # instead of as ~0.2 MB arrays in Redis (shared.backpressure).
     wait_for_gpu_room(resources)
     event, data = fetch_blob(resources.objects, event, max_bytes=settings.limits.max_bytes)
-    prepared, media = prepare_upload_and_media(event, data, settings.limits, audio_mode=settings.model.audio_mode)
+    prepared, media = prepare_upload_and_media(
+        event,
+        data,
+        settings.limits,
+        audio_mode=settings.model.audio_mode,
+        preprocessor=preprocessor_for(settings.model),
+    )
     detect = settings.moderation.enabled and bool(resources.moderation.detectors.for_modality(prepared.modality))
     if detect:
         prepared = dataclasses.replace(prepared, join_token=new_join_token())
@@ -66,5 +73,6 @@ def _preprocess(task: Task, resources: Resources, event: UploadEvent) -> None:
 def prepare_query_task(query_doc: dict[str, Any]) -> dict[str, Any]:
     """First half of a search: the query's model-ready array (passed on by the chain)."""
     query = Query.from_wire(query_doc)
-    modality, array = prepare_query(query, app.resources.settings.limits)
+    settings = app.resources.settings
+    modality, array = prepare_query(query, settings.limits, preprocessor_for(settings.model))
     return {"modality": modality.value, "array": pack_array(array)}

@@ -65,12 +65,20 @@ def _embed(task: Task, resources: Resources, prepared: PreparedUpload) -> None:
 def embed_query(prepared_query: dict[str, Any]) -> dict[str, Any]:
     """Second half of a search: the query's unit-length embedding, returned to the caller."""
     runner = app.resources.gpu
-    vector = runner.embed(
-        Modality(prepared_query["modality"]),
-        unpack_array(prepared_query["array"]),
-        timeout_s=app.resources.settings.worker.task_time_limit_s,
-    )
-    return {"vector": pack_array(vector), "model": runner.model_name, "checkpoint": runner.checkpoint}
+    modality = Modality(prepared_query["modality"])
+    array = unpack_array(prepared_query["array"])
+    timeout_s = app.resources.settings.worker.task_time_limit_s
+    # One vector per distinct head the backend names for this query (ImageBind: one; PE-AV:
+    # a text query has a text-video and a text-audio vector): "targets" says which records
+    # each one searches; "vector" is the one for records of the query's own modality.
+    heads = runner.embedder.heads_for_query(modality)
+    by_head = {head: runner.embed(modality, array, timeout_s=timeout_s, head=head) for head in set(heads.values())}
+    targets = {target.value: pack_array(by_head[head]) for target, head in heads.items()}
+    own = by_head[heads.get(modality, runner.embedder.head_for_upload(modality))]
+    reply = {"vector": pack_array(own), "model": runner.model_name, "checkpoint": runner.checkpoint}
+    if len(by_head) > 1:
+        reply["targets"] = targets
+    return reply
 
 
 @app.task(name=TaskName.EMBED_PROMPTS, ignore_result=False)
