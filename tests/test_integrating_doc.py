@@ -25,7 +25,7 @@ def example(text: str, name: str) -> str | None:
 def test_the_redis_cli_example_adds_an_event_to_the_ingest_stream() -> None:
     script = example(DOC, "redis-cli-xadd")
     assert script is not None
-    assert f"XADD {KEYS.ingest} '*' {EVENT_FIELD} " in script
+    assert f"XADD {KEYS.tenant_ingest('acme')} '*' {EVENT_FIELD} " in script
 
 
 def test_the_mc_example_subscribes_the_bucket_to_the_target_compose_configures() -> None:
