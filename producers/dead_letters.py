@@ -35,10 +35,12 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from shared.audit import Action, AuditLog
 from shared.deletions import PendingDeletions, send_delete
 from shared.events import DeleteRequest, UploadEvent, UploadStatus
 from shared.status import StatusStore
 from shared.streams import DeadLetter, DeadLetterStream
+from shared.tenancy import tenant_of_id
 
 if TYPE_CHECKING:  # workers import this module too (the sweeper's re-drive): no client there
     from producers.client import Client
@@ -90,10 +92,23 @@ def select_dead_letters(client: Client, wanted: Iterable[str] = ()) -> tuple[lis
     return chosen, [name for name in names if name not in matched]
 
 
-def retry_dead_letter(client: Client, letter: DeadLetter) -> Retried:
+def retry_dead_letter(client: Client, letter: DeadLetter, *, actor: str | None = None) -> Retried:
     """Run `letter`'s upload through the pipeline again, or send its deletion again (module
-    docstring). Raises `TransientError` when Redis is unavailable (nothing is lost: the
-    letter stays)."""
+    docstring); with `actor` (a person's retry) the retry and its outcome are audited.
+    Raises `TransientError` when Redis is unavailable (nothing is lost: the letter stays)."""
+    retried = _retry(client, letter)
+    if actor is not None:
+        AuditLog.from_settings(client.redis, client.settings).record(
+            Action.DEAD_LETTER_RETRY,
+            actor=actor,
+            target=letter.entry_id,
+            tenant=tenant_of_id(letter.upload_id or ""),
+            detail={"upload_id": letter.upload_id, "stage": letter.stage, "outcome": retried.outcome.value},
+        )
+    return retried
+
+
+def _retry(client: Client, letter: DeadLetter) -> Retried:
     if letter.stage == DELETE_STAGE:
         return resend_deletion(
             client.deletions,

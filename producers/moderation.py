@@ -20,6 +20,7 @@ from pathlib import Path
 from celery.exceptions import TimeoutError as CeleryTimeout
 
 from producers.client import Client, QueryEmbedding, QueryFailed
+from shared.audit import UNKNOWN_ACTOR
 from shared.errors import ConfigError, PermanentError
 from shared.events import Modality, Moderation
 from shared.media.sniff import sniff
@@ -60,6 +61,7 @@ def add_to_blocklist(
     note: str | None = None,
     exact_only: bool = False,
     timeout_s: float = 120.0,
+    actor: str = UNKNOWN_ACTOR,
 ) -> BlocklistEntry:
     """List `path` as a known-bad example of `category`: its SHA-256 always, its embedding
     unless `exact_only` (needs running workers). Raises `ConfigError` for a category the
@@ -83,7 +85,7 @@ def add_to_blocklist(
         model=model,
         checkpoint=checkpoint,
     )
-    return Blocklist(client.redis, client.settings.queue_prefix).add(entry, vector)
+    return Blocklist(client.redis, client.settings.queue_prefix).add(entry, vector, actor=actor)
 
 
 def ensure_prompt_embeddings(client: Client, policy: Policy, checkpoint: str, *, timeout_s: float) -> None:

@@ -6,7 +6,8 @@ keeps only its SHA-256 digest, in the hash ``{prefix}:api_keys`` (field: the key
 a `StoredKey` as JSON); the time each key was last used is in ``{prefix}:api_keys:last_used``.
 A presented key is looked up by the id it carries and its digest compared with
 `hmac.compare_digest`, so neither the time taken nor an error tells anything about the
-secret. Revoking a key deletes its field.
+secret. Revoking a key deletes its field. Creating and revoking a key are recorded in the
+audit log (`shared.audit`) with the actor the caller names.
 
 Static keys from ``OMNIBIND_API__KEYS`` (the only keys before scopes existed) are operator
 keys: every tenant, every role.
@@ -27,6 +28,7 @@ from typing import Any
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.audit import UNKNOWN_ACTOR, Action, AuditLog, AuditSink
 from shared.redis_client import translate_redis_errors
 from shared.vectors.records import ALL_TENANTS, TenantScope
 
@@ -171,13 +173,17 @@ class ApiKeyStore:
     """Managed API keys in Redis (see the module docstring). Every method raises
     `RedisUnavailable` when Redis cannot be reached."""
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, *, audit: AuditSink | None = None) -> None:
         self._redis = client
+        self._audit = audit or AuditLog(client, prefix)
         self._keys = f"{prefix}:api_keys"
         self._last_used = f"{prefix}:api_keys:last_used"
 
-    def create(self, tenants: TenantScope, roles: frozenset[Role]) -> tuple[StoredKey, str]:
-        """Create a key; returns what is stored and the key (the only time it exists in the clear)."""
+    def create(
+        self, tenants: TenantScope, roles: frozenset[Role], *, actor: str = UNKNOWN_ACTOR
+    ) -> tuple[StoredKey, str]:
+        """Create a key (audited as `actor`'s); returns what is stored and the key (the only
+        time it exists in the clear)."""
         if not roles:
             raise ValueError("a key needs at least one role")
         key_id = secrets.token_hex(8)
@@ -193,7 +199,14 @@ class ApiKeyStore:
         with translate_redis_errors("creating an API key"):
             added = self._redis.hsetnx(self._keys, key_id, stored.model_dump_json())
         if not added:  # 64 random bits collided: astronomically unlikely, but never overwrite
-            return self.create(tenants, roles)
+            return self.create(tenants, roles, actor=actor)
+        self._audit.record(
+            Action.KEY_CREATE,
+            actor=actor,
+            target=key_id,
+            tenant=names[0] if len(names) == 1 and names[0] != OPERATOR_TENANTS else None,
+            detail={"tenants": names, "roles": [role.value for role in stored.roles]},
+        )
         return stored, key
 
     def get(self, key_id: str) -> StoredKey | None:
@@ -201,13 +214,18 @@ class ApiKeyStore:
             raw: Any = self._redis.hget(self._keys, key_id)
         return None if raw is None else StoredKey.model_validate_json(raw)
 
-    def revoke(self, key_id: str) -> bool:
-        """Delete the key; False when there was none of that id."""
+    def revoke(self, key_id: str, *, actor: str = UNKNOWN_ACTOR) -> bool:
+        """Delete the key (audited as `actor`'s); False when there was none of that id."""
+        stored = self.get(key_id)
         with translate_redis_errors("revoking an API key"):
             pipe = self._redis.pipeline()
             pipe.hdel(self._keys, key_id)
             pipe.hdel(self._last_used, key_id)
             removed, _ = pipe.execute()
+        if removed:
+            names = stored.tenants if stored is not None else []
+            single = names[0] if len(names) == 1 and names[0] != OPERATOR_TENANTS else None
+            self._audit.record(Action.KEY_REVOKE, actor=actor, target=key_id, tenant=single, detail={"tenants": names})
         return bool(removed)
 
     def count(self) -> int:

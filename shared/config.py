@@ -370,6 +370,9 @@ class RedisSettings(BaseModel):
         default=30 * 86400.0, ge=0, description="lifetime of a finished upload's record; 0 = keep"
     )
     recent_max: int = Field(default=10_000, ge=1, description="uploads kept in the recent-uploads index")
+    audit_maxlen: int = Field(
+        default=1_000_000, ge=1, description="approximate length cap of the audit log stream (~0.3 KB an entry)"
+    )
     delivery_ttl_s: float = Field(
         default=86400.0, gt=0, description="lifetime of a per-upload delivery counter (must exceed all redeliveries)"
     )

@@ -51,6 +51,15 @@ class RedisKeys:
         return f"{self.prefix}:minio:events"
 
     @property
+    def audit(self) -> str:
+        """Stream: the audit log of admin actions (append-only, `shared.audit`)."""
+        return f"{self.prefix}:audit"
+
+    def purge(self, tenant: str) -> str:
+        """Hash: progress of the purge of one tenant (`producers.purge`)."""
+        return f"{self.prefix}:purge:{tenant}"
+
+    @property
     def webhook_deliveries(self) -> str:
         """Stream: one entry per finished webhook delivery (delivered or failed)."""
         return f"{self.prefix}:webhooks:deliveries"

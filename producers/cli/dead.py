@@ -9,6 +9,7 @@ import click
 from producers.cli.base import handle_errors, main, settings_of
 from producers.client import Client
 from producers.dead_letters import Outcome, iter_dead_letters, retry_dead_letter, select_dead_letters
+from shared.audit import cli_actor
 from shared.streams import DeadLetter
 
 _MESSAGE_CHARS = 100
@@ -57,7 +58,7 @@ def _retry(client: Client, ids: tuple[str, ...]) -> None:
     _warn_missing(missing)
     counts = {outcome: 0 for outcome in Outcome}
     for letter in letters:
-        retried = retry_dead_letter(client, letter)
+        retried = retry_dead_letter(client, letter, actor=cli_actor())
         counts[retried.outcome] += 1
         detail = f" ({retried.detail})" if retried.detail else ""
         click.echo(f"{retried.entry_id}  {retried.upload_id or '-'}  {retried.outcome.value}{detail}")

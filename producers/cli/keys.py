@@ -10,6 +10,7 @@ import click
 
 from producers.cli.base import handle_errors, main, settings_of
 from shared.api_keys import ApiKeyStore, KeyInfo, Role, parse_roles, parse_tenants
+from shared.audit import cli_actor
 from shared.config import Settings
 from shared.redis_client import redis_client_from_settings
 
@@ -52,7 +53,7 @@ def create(ctx: click.Context, tenant_names: tuple[str, ...], role_names: str) -
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     with _store(settings_of(ctx)) as store:
-        stored, key = store.create(tenants, roles)
+        stored, key = store.create(tenants, roles, actor=cli_actor())
     click.echo(key)
     click.echo(
         f"created key {stored.key_id} for tenants {','.join(stored.tenants)} with roles "
@@ -84,7 +85,7 @@ def revoke(ctx: click.Context, key_id: str) -> None:
     """Revoke the key KEY_ID (as `omnibind keys list` shows it): every API process refuses
     it within seconds."""
     with _store(settings_of(ctx)) as store:
-        removed = store.revoke(key_id)
+        removed = store.revoke(key_id, actor=cli_actor())
     if not removed:
         raise click.ClickException(f"no key {key_id}")
     click.echo(f"revoked key {key_id}")

@@ -10,6 +10,7 @@ import click
 from producers.cli.base import handle_errors, main, settings_of
 from producers.client import Client
 from producers.moderation import add_to_blocklist, labelled_files, rescore, score_labelled
+from shared.audit import Action, AuditLog, cli_actor
 from shared.config import Settings
 from shared.events import Moderation
 from shared.moderation.blocklist import Blocklist
@@ -69,6 +70,7 @@ def blocklist_add(
             note=note,
             exact_only=exact_only,
             timeout_s=timeout_s,
+            actor=cli_actor(),
         )
     how = "exact bytes only" if entry.checkpoint is None else f"bytes and embedding ({entry.model})"
     click.echo(f"{entry.id} {entry.category} {entry.modality.value} {file.name}: matches {how}")
@@ -98,7 +100,7 @@ def blocklist_list(ctx: click.Context, as_json: bool) -> None:
 def blocklist_remove(ctx: click.Context, entry_id: str) -> None:
     """Delete one entry (by the id `blocklist add` printed)."""
     with Client(settings_of(ctx)) as client:
-        if not Blocklist(client.redis, client.settings.queue_prefix).remove(entry_id):
+        if not Blocklist(client.redis, client.settings.queue_prefix).remove(entry_id, actor=cli_actor()):
             raise click.ClickException(f"no blocklist entry {entry_id}")
     click.echo(f"removed {entry_id}")
 
@@ -176,6 +178,13 @@ def rescore_command(ctx: click.Context, policy_path: Path | None, dry_run: bool,
     policy = _policy(settings, policy_path)
     with Client(settings, source="cli") as client:
         summary = rescore(client, policy, write=not dry_run, timeout_s=timeout_s)
+        if not dry_run:
+            AuditLog.from_settings(client.redis, settings).record(
+                Action.MODERATION_RESCORE,
+                actor=cli_actor(),
+                target=f"{policy.name} {policy.version}",
+                detail={"records": summary.records, "changed": summary.changed, "flagged_after": summary.flagged_after},
+            )
     verb = "would change" if dry_run else "changed"
     click.echo(
         f"policy {policy.name} {policy.version}: {summary.records} records, {verb} {summary.changed}; "

@@ -20,6 +20,7 @@ from pydantic.json_schema import models_json_schema
 
 from producers.client import Client
 from producers.http import health, search, uploads
+from producers.http.admin import router as admin_router
 from producers.http.auth import ApiKeys, KeyResolver
 from producers.http.errors import install_error_handlers
 from producers.http.limits import BodyLimits, BodySizeLimit
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
     app.include_router(health.router)
     app.include_router(uploads.router)
     app.include_router(search.router)
+    app.include_router(admin_router)
     app.include_router(metrics_router(public=settings.api.metrics_public))
     # add_middleware wraps: the last added runs first.
     app.add_middleware(BodySizeLimit, limits=BodyLimits.from_settings(settings))

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import redis
 
+from shared.audit import UNKNOWN_ACTOR, Action, AuditLog, AuditSink
 from shared.moderation.blocklist_index import (
     ENTRY_ID_PREFIX,
     BlocklistEntry,
@@ -47,12 +48,16 @@ __all__ = [
 class Blocklist:
     """The blocklist in Redis. Raises `RedisUnavailable` when Redis is down."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "omnibind") -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "omnibind", *, audit: AuditSink | None = None) -> None:
         self._redis = client
         self.keys = RedisKeys(prefix)
+        self._audit = audit or AuditLog(client, prefix)
 
-    def add(self, entry: BlocklistEntry, vector: np.ndarray | None = None) -> BlocklistEntry:
-        """Store `entry` (and its embedding), replacing an entry of the same id."""
+    def add(
+        self, entry: BlocklistEntry, vector: np.ndarray | None = None, *, actor: str = UNKNOWN_ACTOR
+    ) -> BlocklistEntry:
+        """Store `entry` (and its embedding), replacing an entry of the same id; audited as
+        `actor`'s."""
         keys = self.keys
         with translate_redis_errors("adding a blocklist entry"):
             pipe = self._redis.pipeline(transaction=True)
@@ -64,10 +69,12 @@ class Blocklist:
                 pipe.hdel(keys.blocklist_vectors, entry.id)
             pipe.incr(keys.blocklist_version)
             pipe.execute()
+        detail = {"category": entry.category, "sha256": entry.sha256, "filename": entry.filename, "note": entry.note}
+        self._audit.record(Action.BLOCKLIST_ADD, actor=actor, target=entry.id, detail=detail)
         return entry
 
-    def remove(self, entry_id: str) -> bool:
-        """Delete one entry; False when there was none."""
+    def remove(self, entry_id: str, *, actor: str = UNKNOWN_ACTOR) -> bool:
+        """Delete one entry (audited as `actor`'s); False when there was none."""
         entry = self.get(entry_id)
         if entry is None:
             return False
@@ -79,6 +86,8 @@ class Blocklist:
             pipe.hdel(keys.blocklist_sha256, entry.sha256)
             pipe.incr(keys.blocklist_version)
             pipe.execute()
+        detail = {"category": entry.category, "sha256": entry.sha256}
+        self._audit.record(Action.BLOCKLIST_REMOVE, actor=actor, target=entry_id, detail=detail)
         return True
 
     def get(self, entry_id: str) -> BlocklistEntry | None:

@@ -9,6 +9,10 @@ checkpoint). Entries are never rewritten; a redelivered stage may log the same d
 twice (at-least-once). The stream is capped at ~``OMNIBIND_MODERATION__DECISIONS_MAXLEN``
 entries: to keep decisions for longer (appeals months later), read it with a consumer
 group into durable storage. ``omnibind flagged`` and ``omnibind explain ID`` read it.
+
+A decision a person makes (a moderator's, through the console) names its actor
+(`DecisionLog.append`'s ``actor``) and is recorded in the audit log too (`shared.audit`);
+the pipeline's and a rescore's decisions are not (a rescore is audited once per run).
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from typing import Any
 
 import redis
 
+from shared.audit import Action, AuditLog, AuditSink
 from shared.events import Frozen, Moderation
 from shared.redis_client import translate_redis_errors
 from shared.redis_keys import RedisKeys
+from shared.tenancy import tenant_of_id
 
 DECISION_LOG_VERSION = "1"
 _SCAN_PAGE = 500
@@ -35,13 +41,25 @@ class DecisionEntry(Frozen):
 
 
 class DecisionLog:
-    def __init__(self, client: redis.Redis, prefix: str = "omnibind", *, maxlen: int = 50_000) -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str = "omnibind", *, maxlen: int = 50_000, audit: AuditSink | None = None
+    ) -> None:
         self._redis = client
         self.key = RedisKeys(prefix).decisions
         self.maxlen = maxlen
+        self._audit = audit or AuditLog(client, prefix)
 
-    def append(self, upload_id: str, decision: Moderation, *, source: str = "pipeline") -> str:
-        """Add one decision; returns the entry id."""
+    def append(
+        self,
+        upload_id: str,
+        decision: Moderation,
+        *,
+        source: str = "pipeline",
+        actor: str | None = None,
+        tenant: str | None = None,
+    ) -> str:
+        """Add one decision; returns the entry id. With `actor` (a person's decision) it is
+        audited too, under `tenant` (default: the tenant of the upload id's namespace)."""
         fields = {
             "v": DECISION_LOG_VERSION,
             "upload_id": upload_id,
@@ -54,7 +72,22 @@ class DecisionLog:
         }
         with translate_redis_errors("appending to the decision log"):
             entry_id: Any = self._redis.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
-        return str(entry_id)
+        entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        if actor is not None:
+            self._audit.record(
+                Action.MODERATION_DECISION,
+                actor=actor,
+                target=upload_id,
+                tenant=tenant or tenant_of_id(upload_id),
+                detail={
+                    "source": source,
+                    "action": decision.action.value,
+                    "flagged": decision.flagged,
+                    "categories": list(decision.categories),
+                    "decision_entry": entry,
+                },
+            )
+        return entry
 
     def newest(
         self, *, limit: int = 20, flagged_only: bool = False, upload_id: str | None = None

@@ -183,6 +183,19 @@ class LocalObjectStore:
                     target.unlink()
                 _prune_empty_parents(target.parent, top)
 
+    def list_refs(self, bucket: str, prefix: str, *, start_after: str = "") -> Iterator[ObjectRef]:
+        """Every key under `prefix` after `start_after`, in key order (this store keeps no
+        versions). Walks the bucket's tree; a missing bucket holds nothing."""
+        top = self._root / validate_bucket(bucket)
+        with _os_errors(f"list {bucket}/{prefix}"):
+            keys = sorted(
+                key
+                for path in top.rglob("*")
+                if path.is_file() and (key := path.relative_to(top).as_posix()).startswith(prefix) and key > start_after
+            )
+        for key in keys:
+            yield ObjectRef(bucket=bucket, key=key)
+
     def close(self) -> None:
         """Nothing to release: every operation opens and closes its own files."""
 

@@ -223,6 +223,22 @@ class MinioObjectStore:
         with contextlib.suppress(ObjectNotFound), self._translated(f"delete {ref.bucket}/{ref.key}"):
             client.remove_object(ref.bucket, ref.key, version_id=ref.version_id)
 
+    def list_refs(self, bucket: str, prefix: str, *, start_after: str = "") -> Iterator[ObjectRef]:
+        """Every version of every key under `prefix` after `start_after` (ListObjectVersions:
+        an unversioned bucket lists each key once, as version ``null``, named here as no
+        version). A missing bucket holds nothing. Raises `InvalidKey`, `StorageUnavailable`."""
+        validate_bucket(bucket)
+        client = self._minio()
+        listing = client.list_objects(
+            bucket, prefix=prefix, recursive=True, start_after=start_after or None, include_version=True
+        )
+        with contextlib.suppress(ObjectNotFound), self._translated(f"list {bucket}/{prefix}"):
+            for found in listing:
+                if found.object_name is None or (start_after and found.object_name <= start_after):
+                    continue
+                version = found.version_id if found.version_id not in (None, "null") else None
+                yield ObjectRef(bucket=bucket, key=found.object_name, version_id=version)
+
     def close(self) -> None:
         """Close pooled connections."""
         self._http.clear()

@@ -8,7 +8,7 @@ with `shared.objects.keys.validate_key` and translates its library's exceptions 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -78,6 +78,15 @@ class ObjectStore(Protocol):
 
         Raises `InvalidKey`, `StorageUnavailable`.
         """
+
+    def list_refs(self, bucket: str, prefix: str, *, start_after: str = "") -> Iterator[ObjectRef]:
+        """Every stored object whose key starts with `prefix` and sorts after `start_after`,
+        in key order; in a versioned bucket every version of each key (delete markers
+        included), each ref naming its version. A missing bucket holds nothing.
+
+        Raises `InvalidKey` (bucket name), `StorageUnavailable`.
+        """
+        ...
 
     def close(self) -> None:
         """Release connections (the store must not be used afterwards)."""

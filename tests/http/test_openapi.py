@@ -27,6 +27,8 @@ def test_the_served_document_is_the_published_one(start_api: Callable[..., Runni
         "/v1/uploads/{upload_id}",
         "/v1/search",
         "/metrics",
+        "/v1/admin/tenants/{tenant}/purge",
+        "/v1/admin/audit",
     }
     upload_body = served["paths"]["/v1/uploads"]["post"]["requestBody"]["content"]
     assert set(upload_body) == {"application/json", "multipart/form-data"}

@@ -364,3 +364,19 @@ def test_concurrent_puts_of_distinct_keys_from_threads(store: ObjectStore, bucke
 
 def test_store_satisfies_the_protocol(store: ObjectStore) -> None:
     assert isinstance(store, ObjectStore)
+
+
+def test_list_refs_names_the_keys_under_a_prefix_in_order_from_a_cursor(store: ObjectStore, bucket: str) -> None:
+    for key in ("acme:b/2.txt", "acme:a/1.txt", "acmex/3.txt", "beta:a/1.txt", "acme:c"):
+        store.put(bucket, key, b"x")
+
+    listed = [ref.key for ref in store.list_refs(bucket, "acme:")]
+    resumed = [ref.key for ref in store.list_refs(bucket, "acme:", start_after="acme:a/1.txt")]
+
+    assert listed == ["acme:a/1.txt", "acme:b/2.txt", "acme:c"]
+    assert resumed == ["acme:b/2.txt", "acme:c"]
+    for ref in store.list_refs(bucket, "acme:"):
+        store.delete(ref)
+    assert list(store.list_refs(bucket, "acme:")) == []
+    assert [ref.key for ref in store.list_refs(bucket, "")] == ["acmex/3.txt", "beta:a/1.txt"]
+    assert list(store.list_refs(f"{bucket}-missing", "")) == []
