@@ -25,6 +25,7 @@ from shared.errors import ConfigError, PermanentError
 from shared.events import Modality, Moderation
 from shared.media.sniff import sniff
 from shared.media.text import decode_text
+from shared.messages import SpeechPart
 from shared.moderation.blocklist import Blocklist, BlocklistCache, BlocklistEntry, entry_id_for
 from shared.moderation.calibration import SAFE_LABEL, LabelledScores
 from shared.moderation.detectors import DetectorResult
@@ -178,6 +179,8 @@ def _rescored(moderator: Moderator, record: VectorRecord) -> Moderation:
         checkpoint=record.checkpoint,
         detectors=stored_detectors(previous),
         notes=(f"rescored from the stored vector (previous policy {previous.policy_version or 'none'})",),
+        # The stored transcript, its passage vectors and text-detector scores: never re-transcribed.
+        speech=SpeechPart.from_record(record.transcript) if record.transcript else None,
     )
 
 

@@ -38,8 +38,15 @@ from shared.redis_client import redis_client, resolve_redis_url
 
 log = logging.getLogger(__name__)
 
-WorkerKind = Literal["cpu", "gpu", "index"]
-WORKER_KINDS: tuple[WorkerKind, ...] = ("cpu", "gpu", "index")
+WorkerKind = Literal["cpu", "gpu", "index", "speech"]
+WORKER_KINDS: tuple[WorkerKind, ...] = ("cpu", "gpu", "index", "speech")
+
+
+def default_kinds(settings: Settings) -> tuple[WorkerKind, ...]:
+    """The worker kinds a stack runs: speech only when transcripts are enabled."""
+    return tuple(kind for kind in WORKER_KINDS if kind != "speech" or settings.speech.enabled)
+
+
 # Must match workers.gpu.default_max_batch (64 on CUDA, 8 on CPU); decided here without
 # importing torch.
 AUTO_MAX_BATCH = {"cuda": 64, "cpu": 8}
@@ -118,6 +125,10 @@ def worker_argv(kind: WorkerKind, settings: Settings) -> list[str]:
         # Each thread holds one reserved message; more than two batches' worth would only sit
         # in the batcher, aging towards the visibility timeout.
         return [*argv, "--pool", "threads", "--concurrency", str(max(2, 2 * gpu_max_batch(settings)))]
+    if kind == "speech":
+        # One model per process, one upload at a time: CTranslate2 parallelises inside a
+        # transcription (OMNIBIND_SPEECH__CPU_THREADS); more speech capacity = more workers.
+        return [*argv, "--pool", "threads", "--concurrency", "1"]
     return [*argv, "--pool", "threads", "--concurrency", str(max(2, 2 * settings.index.max_batch))]
 
 
@@ -212,7 +223,7 @@ class Stack:
         self,
         settings: Settings,
         *,
-        kinds: Iterable[WorkerKind] = WORKER_KINDS,
+        kinds: Iterable[WorkerKind] | None = None,
         log_dir: Path | None = None,
         extra_env: Mapping[str, str] | None = None,
         stop_timeout_s: float = 30.0,
@@ -220,7 +231,7 @@ class Stack:
     ) -> None:
         self.settings = settings
         self.redis_restart_backoff_s = redis_restart_backoff_s
-        self.kinds = tuple(kinds)
+        self.kinds = tuple(kinds) if kinds is not None else default_kinds(settings)
         self.log_dir = log_dir
         self.extra_env = dict(extra_env or {})
         self.stop_timeout_s = stop_timeout_s

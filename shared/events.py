@@ -53,6 +53,7 @@ class Stage(StrEnum):
     EMBED = "embed"
     MODERATE = "moderate"
     INDEX = "index"
+    SPEECH = "speech"  # the transcript of an audio upload, beside embed (workers/tasks/speech.py)
 
 
 class UploadStatus(StrEnum):
@@ -201,6 +202,8 @@ class Result(Frozen):
     categories: tuple[str, ...] = ()
     error_reason: str | None = None
     error: str | None = None
+    # Audio: what was said (`shared.speech.transcript.status_transcript`), None otherwise.
+    transcript: dict[str, Any] | None = None
     at: datetime = Field(default_factory=utcnow)
 
 

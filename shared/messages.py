@@ -14,9 +14,13 @@ import numpy as np
 from shared.errors import InvalidEvent
 from shared.events import Modality, UploadEvent, parse_upload_event
 from shared.moderation.detectors import DetectorResult
+from shared.moderation.vectors import decode_vectors, encode_vectors
+from shared.speech.transcript import Transcript
 from shared.wire import pack_array, unpack_array
 
 MESSAGE_VERSION = 1
+# The parts a join waits for when a message names none (sent before speech existed).
+DEFAULT_JOIN_PARTS: tuple[str, ...] = ("detectors", "embedded")
 
 
 def _check_version(doc: dict[str, Any], kind: str) -> None:
@@ -62,8 +66,9 @@ class PreparedUpload:
     """CPU -> GPU: model-ready input of one upload.
 
     `array`: image uint8 (3,224,224); text int32 (77,); audio float16 (clips,1,128,204).
-    `join_token`: set when the CPU stage runs detectors on this upload meanwhile; the
-    embedding then meets their results through `shared.moderation.join`.
+    `join_token`: set when the CPU stage runs detectors on this upload meanwhile, or the
+    speech stage transcribes it; the embedding then meets their results through
+    `shared.moderation.join`, which waits for every part named in `join_parts`.
     """
 
     event: UploadEvent
@@ -71,6 +76,7 @@ class PreparedUpload:
     array: np.ndarray
     facts: MediaFacts = field(default_factory=MediaFacts)
     join_token: str | None = None
+    join_parts: tuple[str, ...] = DEFAULT_JOIN_PARTS
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -80,6 +86,7 @@ class PreparedUpload:
             "array": pack_array(self.array),
             "facts": self.facts.to_wire(),
             "join_token": self.join_token,
+            "join_parts": list(self.join_parts),
         }
 
     @classmethod
@@ -91,6 +98,93 @@ class PreparedUpload:
             array=unpack_array(doc["array"]),
             facts=MediaFacts.from_wire(doc.get("facts", {})),
             join_token=doc.get("join_token"),
+            join_parts=tuple(doc.get("join_parts") or DEFAULT_JOIN_PARTS),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechPart:
+    """What the speech stage adds to an upload: its transcript, the unit text embeddings of
+    the transcript's passages (n_passages, dim) float32 with the checkpoint that made them
+    (None when there is nothing to embed), and per passage the text detectors' scores
+    (detector -> label -> score)."""
+
+    transcript: Transcript
+    vectors: np.ndarray | None = None
+    checkpoint: str | None = None
+    detector_scores: tuple[dict[str, dict[str, float]], ...] = ()
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "transcript": self.transcript.to_wire(),
+            "vectors": pack_array(np.asarray(self.vectors, dtype=np.float32)) if self.vectors is not None else None,
+            "checkpoint": self.checkpoint,
+            "detector_scores": [dict(scores) for scores in self.detector_scores],
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON for the vector record (`VectorRecord.transcript`): the transcript, and its
+        passage vectors as base64 float32 so `omnibind rescore` never re-embeds nor
+        re-transcribes."""
+        doc = {**self.transcript.to_wire(), "checkpoint": self.checkpoint}
+        doc["detector_scores"] = [dict(scores) for scores in self.detector_scores]
+        if self.vectors is not None and len(self.vectors):
+            doc["vectors"] = {"dim": int(self.vectors.shape[1]), "base64": encode_vectors(self.vectors)}
+        return doc
+
+    @classmethod
+    def from_record(cls, doc: dict[str, Any]) -> SpeechPart:
+        stored = doc.get("vectors")
+        vectors = decode_vectors(stored["base64"], int(stored["dim"])) if stored else None
+        return cls.from_wire(
+            {"transcript": doc, "checkpoint": doc.get("checkpoint"), "detector_scores": doc.get("detector_scores")}
+        ).with_vectors(vectors)
+
+    def with_vectors(self, vectors: np.ndarray | None) -> SpeechPart:
+        return SpeechPart(self.transcript, vectors, self.checkpoint, self.detector_scores)
+
+    @classmethod
+    def from_wire(cls, doc: dict[str, Any]) -> SpeechPart:
+        vectors = doc.get("vectors")
+        return cls(
+            transcript=Transcript.from_wire(doc["transcript"]),
+            vectors=unpack_array(vectors) if vectors is not None else None,
+            checkpoint=doc.get("checkpoint"),
+            detector_scores=tuple(
+                {str(d): {str(k): float(v) for k, v in labels.items()} for d, labels in scores.items()}
+                for scores in doc.get("detector_scores") or ()
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechRequest:
+    """CPU -> speech (and speech -> GPU, with `part` set): transcribe one audio upload, and
+    store the result as the ``speech`` part of join `join_token`."""
+
+    event: UploadEvent
+    join_token: str
+    join_parts: tuple[str, ...]
+    part: SpeechPart | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "v": MESSAGE_VERSION,
+            "event": self.event.model_dump(mode="json"),
+            "join_token": self.join_token,
+            "join_parts": list(self.join_parts),
+            "part": self.part.to_wire() if self.part is not None else None,
+        }
+
+    @classmethod
+    def from_wire(cls, doc: dict[str, Any]) -> SpeechRequest:
+        _check_version(doc, "speech")
+        part = doc.get("part")
+        return cls(
+            event=parse_upload_event(doc["event"]),
+            join_token=str(doc["join_token"]),
+            join_parts=tuple(doc["join_parts"]),
+            part=SpeechPart.from_wire(part) if part is not None else None,
         )
 
 
@@ -107,6 +201,8 @@ class EmbeddedUpload:
     facts: MediaFacts = field(default_factory=MediaFacts)
     join_token: str | None = None
     detectors: tuple[DetectorResult, ...] = ()
+    join_parts: tuple[str, ...] = DEFAULT_JOIN_PARTS
+    speech: SpeechPart | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -119,6 +215,8 @@ class EmbeddedUpload:
             "facts": self.facts.to_wire(),
             "join_token": self.join_token,
             "detectors": [result.to_wire() for result in self.detectors],
+            "join_parts": list(self.join_parts),
+            "speech": self.speech.to_wire() if self.speech is not None else None,
         }
 
     @classmethod
@@ -133,6 +231,8 @@ class EmbeddedUpload:
             facts=MediaFacts.from_wire(doc.get("facts", {})),
             join_token=doc.get("join_token"),
             detectors=tuple(DetectorResult.from_wire(d) for d in doc.get("detectors") or ()),
+            join_parts=tuple(doc.get("join_parts") or DEFAULT_JOIN_PARTS),
+            speech=SpeechPart.from_wire(doc["speech"]) if doc.get("speech") else None,
         )
 
 

@@ -27,6 +27,7 @@ class QueueName(StrEnum):
     CPU = "cpu"
     GPU = "gpu"
     INDEX = "index"
+    SPEECH = "speech"  # Whisper transcripts: its own workers, so embeddings never wait on them
 
 
 class TaskName(StrEnum):
@@ -37,6 +38,8 @@ class TaskName(StrEnum):
     PREPARE_QUERY = "omnibind.prepare_query"
     EMBED_PROMPTS = "omnibind.embed_prompts"
     DELETE = "omnibind.delete"
+    TRANSCRIBE = "omnibind.transcribe"
+    EMBED_TRANSCRIPT = "omnibind.embed_transcript"
 
 
 ROUTES: dict[str, dict[str, str]] = {
@@ -47,6 +50,8 @@ ROUTES: dict[str, dict[str, str]] = {
     TaskName.PREPARE_QUERY: {"queue": QueueName.CPU},
     TaskName.INDEX: {"queue": QueueName.INDEX},
     TaskName.DELETE: {"queue": QueueName.INDEX},  # vector-store writes stay with the index workers
+    TaskName.TRANSCRIBE: {"queue": QueueName.SPEECH},
+    TaskName.EMBED_TRANSCRIPT: {"queue": QueueName.GPU},  # the transcript's passages, as text
 }
 
 

@@ -46,6 +46,7 @@ _STAGE_PRODUCES = {
     Stage.EMBED: UploadStatus.EMBEDDED,
     Stage.MODERATE: UploadStatus.MODERATED,
     Stage.INDEX: UploadStatus.INDEXED,
+    Stage.SPEECH: UploadStatus.EMBEDDED,  # the transcript is the other half of the embedding
 }
 
 # KEYS: 1 record hash, 2 results stream, 3 counts hash, 4 recent zset, 5 deliveries hash,
@@ -98,6 +99,7 @@ class StatusRecord(Frozen):
             categories=self.categories,
             error_reason=self.error_reason,
             error=self.error,
+            transcript=transcript if isinstance(transcript := self.extra.get("transcript"), dict) else None,
             at=self.timestamps.get(self.status, self.updated_at),
         )
 

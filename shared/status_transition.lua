@@ -60,13 +60,15 @@ local function start_run(previous, keep_identity)
 end
 
 local function publish_result()
-  local f = redis.call('HMGET', record, 'modality', 'object', 'flagged', 'categories', 'error_reason', 'error', 'runs')
+  local f = redis.call('HMGET', record, 'modality', 'object', 'flagged', 'categories', 'error_reason', 'error', 'runs',
+                    'x:transcript')
   local flagged = (f[3] == '1') and 'true' or 'false'
   local categories = f[4] or '[]'
   local doc = '{"upload_id":' .. cjson.encode(id) .. ',"status":' .. cjson.encode(target)
     .. ',"modality":' .. json_or_null(f[1]) .. ',"object":' .. (f[2] or 'null')
     .. ',"flagged":' .. flagged .. ',"categories":' .. categories
     .. ',"error_reason":' .. json_or_null(f[5]) .. ',"error":' .. json_or_null(f[6])
+    .. ',"transcript":' .. (f[8] or 'null')
     .. ',"at":' .. cjson.encode(now) .. '}'
   local entry = {'v', '1', 'upload_id', id, 'status', target, 'run', f[7] or '1', 'at', now,
                  'flagged', flagged, 'categories', categories}

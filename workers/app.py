@@ -40,7 +40,7 @@ from workers.sweeper import StallSweeper
 
 log = logging.getLogger(__name__)
 
-TASK_MODULES = ["workers.tasks.cpu", "workers.tasks.gpu", "workers.tasks.index"]
+TASK_MODULES = ["workers.tasks.cpu", "workers.tasks.gpu", "workers.tasks.index", "workers.tasks.speech"]
 # Producers and stage hand-offs send every upload's task with argsrepr "<upload {id}>".
 _UPLOAD_ARGSREPR = re.compile(r"^<upload (?P<id>[^>]+)>$")
 
@@ -90,6 +90,14 @@ def _load_model_before_consuming(**_: Any) -> None:
         with exit_if_start_fails("gpu"):
             runner = app.resources.gpu
         log.info("gpu worker ready: %s, max batch %d", runner.model_name, runner.max_batch)
+
+
+@worker_init.connect
+def _load_speech_model_before_consuming(**_: Any) -> None:
+    if app.omnibind_settings.worker.kind == "speech":
+        with exit_if_start_fails("speech"):
+            runner = app.resources.speech
+        log.info("speech worker ready: %s on %s", runner.model_name, runner.device)
 
 
 @worker_init.connect

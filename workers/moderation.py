@@ -28,11 +28,11 @@ from pydantic import JsonValue
 from shared.config import Settings
 from shared.errors import ConfigError, OmnibindError
 from shared.events import Modality, Moderation
-from shared.messages import EmbeddedUpload, PreparedUpload
+from shared.messages import EmbeddedUpload, PreparedUpload, SpeechPart, SpeechRequest
 from shared.moderation.blocklist import Blocklist, BlocklistCache
 from shared.moderation.decision import describe_signal
 from shared.moderation.detectors import DecodedMedia, DetectorResult, DetectorSet
-from shared.moderation.join import DETECTORS_PART, EMBEDDED_PART, DetectorGuard, Join
+from shared.moderation.join import DETECTORS_PART, EMBEDDED_PART, SPEECH_PART, DetectorGuard, Join
 from shared.moderation.log import DecisionLog
 from shared.moderation.moderator import Moderator
 from shared.moderation.policy import Policy, load_policy
@@ -129,7 +129,7 @@ def prepare_worker(app: Celery, kind: str | None) -> None:
         return
     try:
         runtime: ModerationRuntime = resources.moderation
-        if kind in (None, "cpu"):
+        if kind in (None, "cpu", "speech"):  # speech workers run text detectors on transcripts
             _ = runtime.detectors  # checks the packages are installed (without importing them)
     except ConfigError as exc:
         log.critical("cannot start: %s", exc)
@@ -180,7 +180,7 @@ def detect_and_join(runtime: ModerationRuntime, prepared: PreparedUpload, media:
         results = runtime.detectors.run(media)
     runtime.guard.end(upload_id)
     payload = json.dumps([result.to_wire() for result in results])
-    parts = runtime.join.put(upload_id, prepared.join_token, DETECTORS_PART, payload)
+    parts = runtime.join.put(upload_id, prepared.join_token, DETECTORS_PART, payload, prepared.join_parts)
     return _combine(parts) if parts is not None else None
 
 
@@ -189,14 +189,25 @@ def embed_and_join(runtime: ModerationRuntime, embedded: EmbeddedUpload) -> Embe
     attached when they were there already, else None (the CPU side will hand it on)."""
     assert embedded.join_token is not None
     payload = base64.b64encode(msgpack.packb(embedded.to_wire(), use_bin_type=True)).decode("ascii")
-    parts = runtime.join.put(embedded.event.id, embedded.join_token, EMBEDDED_PART, payload)
+    parts = runtime.join.put(embedded.event.id, embedded.join_token, EMBEDDED_PART, payload, embedded.join_parts)
+    return _combine(parts) if parts is not None else None
+
+
+def speech_and_join(runtime: ModerationRuntime, request: SpeechRequest, part: SpeechPart) -> EmbeddedUpload | None:
+    """Store `part` as its upload's speech part; returns the embedded upload with everything
+    attached when the other parts were there already, else None (their side hands it on)."""
+    payload = base64.b64encode(msgpack.packb(part.to_wire(), use_bin_type=True)).decode("ascii")
+    parts = runtime.join.put(request.event.id, request.join_token, SPEECH_PART, payload, request.join_parts)
     return _combine(parts) if parts is not None else None
 
 
 def _combine(parts: dict[str, str]) -> EmbeddedUpload:
     embedded = EmbeddedUpload.from_wire(msgpack.unpackb(base64.b64decode(parts[EMBEDDED_PART]), raw=False))
-    detectors = tuple(DetectorResult.from_wire(doc) for doc in json.loads(parts[DETECTORS_PART]))
-    return dataclasses.replace(embedded, detectors=detectors)
+    detectors = tuple(DetectorResult.from_wire(doc) for doc in json.loads(parts.get(DETECTORS_PART) or "[]"))
+    speech = None
+    if SPEECH_PART in parts:
+        speech = SpeechPart.from_wire(msgpack.unpackb(base64.b64decode(parts[SPEECH_PART]), raw=False))
+    return dataclasses.replace(embedded, detectors=detectors, speech=speech)
 
 
 # -- the decision, in the index stage ----------------------------------------------------------
@@ -212,6 +223,7 @@ def moderate_embedded(runtime: ModerationRuntime, embedded: EmbeddedUpload) -> M
         model=embedded.model,
         checkpoint=embedded.checkpoint,
         detectors=embedded.detectors,
+        speech=embedded.speech,
     )
     runtime.decisions.append(embedded.event.id, decision)
     return decision

@@ -25,4 +25,5 @@ def build_record(embedded: EmbeddedUpload, moderation: Moderation | None = None)
         checkpoint=embedded.checkpoint,
         created_at=event.submitted_at,
         indexed_at=utcnow(),
+        transcript=embedded.speech.to_record() if embedded.speech is not None else None,
     )

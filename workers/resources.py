@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from workers.gpu import GpuRunner
     from workers.indexer import IndexWriter
     from workers.moderation import ModerationRuntime
+    from workers.speech import SpeechRunner
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,17 @@ class Resources(Connections):
             return writer
 
         return self._once("indexer", build)
+
+    @property
+    def speech(self) -> SpeechRunner:
+        """The Whisper model (speech workers only; `ConfigError` when it cannot load)."""
+
+        def build() -> SpeechRunner:
+            from workers.speech import SpeechRunner  # faster-whisper only in speech workers
+
+            return SpeechRunner.from_settings(self.settings)
+
+        return self._once("speech", build)
 
     @property
     def moderation(self) -> ModerationRuntime:

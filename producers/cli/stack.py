@@ -46,7 +46,7 @@ def up(ctx: click.Context, model: str | None, verbose: bool) -> None:
     click.echo(f"starting omnibind (data dir {settings.data_dir}, model {settings.model.name}{where}) ...", err=True)
     with stack:
         redis_at = redact_url(stack.redis_url or "?")
-        click.echo(f"omnibind is up: redis {redis_at}, workers {', '.join(WORKER_KINDS)}. Ctrl-C stops.", err=True)
+        click.echo(f"omnibind is up: redis {redis_at}, workers {', '.join(stack.kinds)}. Ctrl-C stops.", err=True)
         while not stopping():
             time.sleep(1.0)
             stack.supervise_redis()

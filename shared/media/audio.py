@@ -94,9 +94,9 @@ def decode_audio(
         )
     if decoded.channel0.shape[0] == 0:
         raise CorruptMedia(f"no audio samples could be decoded from the {format} file", reason="empty_audio")
-    exact_s = _wav_declared_duration_s(data) if format == "wav" else declared_s
+    exact_s = wav_declared_duration_s(data) if format == "wav" else declared_s
     if format in _EXACT_DURATION_FORMATS and exact_s is not None:
-        _check_not_truncated(decoded.duration_s, exact_s, format)
+        check_not_truncated(decoded.duration_s, exact_s, format)
     return decoded
 
 
@@ -118,7 +118,7 @@ def _declared_duration_s(container: av.container.InputContainer, stream: av.audi
     return None
 
 
-def _wav_declared_duration_s(data: bytes) -> float | None:
+def wav_declared_duration_s(data: bytes) -> float | None:
     """Duration that a RIFF/WAVE header's ``data`` chunk size promises (FFmpeg reports the
     size of what is there instead, which hides truncation). None when the header does not
     say (streaming writers put 0 or 0xFFFFFFFF, RF64 keeps it elsewhere)."""
@@ -135,7 +135,7 @@ def _wav_declared_duration_s(data: bytes) -> float | None:
     return None
 
 
-def _check_not_truncated(decoded_s: float, declared_s: float, format: str) -> None:
+def check_not_truncated(decoded_s: float, declared_s: float, format: str) -> None:
     if decoded_s < declared_s * (1 - _TRUNCATION_TOLERANCE) - _TRUNCATION_TOLERANCE_S:
         raise CorruptMedia(
             f"the {format} file promises {declared_s:.2f} s of audio but only {decoded_s:.2f} s decode: "

@@ -38,6 +38,8 @@ class Evidence:
     detectors: Sequence[DetectorResult] = ()
     blocklist: Sequence[BlocklistMatch] = ()
     notes: Sequence[str] = ()
+    # Signals worked out elsewhere, e.g. on the upload's transcript (shared.moderation.speech).
+    extra_signals: Sequence[ModerationSignal] = ()
 
 
 def decide(
@@ -53,6 +55,7 @@ def decide(
         *_zero_shot_signals(policy, evidence),
         *_detector_signals(policy, evidence.detectors),
         *_blocklist_signals(policy, evidence.blocklist),
+        *(signal for signal in evidence.extra_signals if signal.category in policy.categories),
     ]
     bands = {name: Band.ALLOW for name in policy.categories}
     for signal in signals:
@@ -82,7 +85,7 @@ def decide(
     )
 
 
-def _signal(
+def make_signal(
     category: str, source: str, name: str, score: float, thresholds: Thresholds, detail: str = ""
 ) -> ModerationSignal:
     band = thresholds.band(score)
@@ -102,7 +105,7 @@ def _signal(
 
 def _zero_shot_signals(policy: Policy, evidence: Evidence) -> list[ModerationSignal]:
     return [
-        _signal(
+        make_signal(
             name, "zeroshot", evidence.modality.value, score, policy.categories[name].thresholds_for(evidence.modality)
         )
         for name, score in evidence.zero_shot.items()
@@ -119,7 +122,7 @@ def _detector_signals(policy: Policy, results: Sequence[DetectorResult]) -> list
             if result is None:
                 continue
             label, score = max(((lbl, result.scores.get(lbl, 0.0)) for lbl in rule.labels), key=lambda p: p[1])
-            signals.append(_signal(name, detector, label, score, rule))
+            signals.append(make_signal(name, detector, label, score, rule))
     return signals
 
 

@@ -27,7 +27,9 @@ from shared.redis_keys import RedisKeys
 
 DETECTORS_PART = "detectors"
 EMBEDDED_PART = "embedded"
+SPEECH_PART = "speech"  # the transcript (workers/tasks/speech.py)
 PARTS = (DETECTORS_PART, EMBEDDED_PART)
+KNOWN_PARTS = (DETECTORS_PART, EMBEDDED_PART, SPEECH_PART)
 GUARD_FIELD = "detectors"  # in the upload's deliveries hash, reset with it by the status script
 
 # KEYS[1] join hash. ARGV[1] part name, ARGV[2] payload, ARGV[3] ttl s, ARGV[4..] expected parts.
@@ -49,12 +51,16 @@ class Join:
         self.ttl_s = max(1, int(ttl_s))
         self._script = client.register_script(JOIN_LUA)
 
-    def put(self, upload_id: str, token: str, part: str, payload: str) -> dict[str, str] | None:
-        """Store `part`; return every part (name -> payload) if the set is complete now."""
-        if part not in PARTS:
-            raise ValueError(f"unknown join part {part!r}")
+    def put(
+        self, upload_id: str, token: str, part: str, payload: str, expected: tuple[str, ...] = PARTS
+    ) -> dict[str, str] | None:
+        """Store `part`; return every part (name -> payload) if all of `expected` are there now."""
+        if part not in KNOWN_PARTS or not set(expected) <= set(KNOWN_PARTS):
+            raise ValueError(f"unknown join part {part!r} or {expected!r}")
         with translate_redis_errors(f"joining the {part} of upload {upload_id}"):
-            reply: Any = self._script(keys=[self.keys.join(upload_id, token)], args=[part, payload, self.ttl_s, *PARTS])
+            reply: Any = self._script(
+                keys=[self.keys.join(upload_id, token)], args=[part, payload, self.ttl_s, *expected]
+            )
         if not reply:
             return None
         return {str(reply[i]): str(reply[i + 1]) for i in range(0, len(reply), 2)}

@@ -12,17 +12,21 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from shared.events import Modality, Moderation
+from shared.events import Modality, Moderation, ModerationSignal
 from shared.moderation.blocklist_index import BlocklistIndex
 from shared.moderation.decision import Evidence, decide
 from shared.moderation.detectors import DetectorResult
 from shared.moderation.policy import SCORED_MODALITIES, Policy
 from shared.moderation.prompt_embeddings import PromptEmbeddings, PromptRequest, PromptsUnavailable
+from shared.moderation.speech import speech_signals, transcript_notes
 from shared.moderation.zeroshot import PromptGroups, build_prompt_groups, zero_shot_scores
+
+if TYPE_CHECKING:
+    from shared.messages import SpeechPart
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,7 @@ class Moderator:
         checkpoint: str,
         detectors: Sequence[DetectorResult] = (),
         notes: Sequence[str] = (),
+        speech: SpeechPart | None = None,
     ) -> Moderation:
         """The decision for one upload. Raises `PromptsUnavailable` (transient) when the
         policy's prompt embeddings for `checkpoint` are not in Redis yet; they were
@@ -82,8 +87,42 @@ class Moderator:
         matches = self._blocklist.index().match(
             sha256=sha256, vector=vector, checkpoint=checkpoint, max_distance=self.policy.blocklist.max_distance
         )
-        evidence = Evidence(modality=modality, zero_shot=zero_shot, detectors=detectors, blocklist=matches, notes=notes)
+        extra: list[ModerationSignal] = []
+        if speech is not None:
+            extra = self._speech_signals(speech, checkpoint)
+            notes = [*notes, *transcript_notes(speech.transcript)]
+        evidence = Evidence(
+            modality=modality,
+            zero_shot=zero_shot,
+            detectors=detectors,
+            blocklist=matches,
+            notes=notes,
+            extra_signals=extra,
+        )
         return decide(self.policy, evidence, model=model, checkpoint=checkpoint)
+
+    def _speech_signals(self, speech: SpeechPart, checkpoint: str) -> list[ModerationSignal]:
+        """Signals of the transcript's passages (`shared.moderation.speech`); zero-shot and the
+        example blocklist only when the passages were embedded by `checkpoint`."""
+        vectors = speech.vectors if speech.checkpoint == checkpoint else None
+        text_groups = self.prompt_groups(checkpoint).get(Modality.TEXT) if vectors is not None else None
+        blocklist = []
+        if vectors is not None:
+            index = self._blocklist.index()
+            blocklist = [
+                index.match(
+                    sha256=None, vector=row, checkpoint=checkpoint, max_distance=self.policy.blocklist.max_distance
+                )
+                for row in vectors
+            ]
+        return speech_signals(
+            self.policy,
+            speech.transcript,
+            vectors=vectors,
+            text_groups=text_groups,
+            detector_scores=speech.detector_scores,
+            blocklist=blocklist,
+        )
 
     def prompt_groups(self, checkpoint: str) -> dict[Modality, PromptGroups | None]:
         """The policy's prompt groups per modality for `checkpoint` (cached per process)."""

@@ -18,6 +18,8 @@ Schema (see ``default_policy.toml`` for a complete example)::
       thresholds.MOD     review, block for one modality (overrides the category's)
       detectors.DET      labels = [...], review, block (DET: a detector of
                          `shared.moderation.detectors.DETECTOR_LABELS`)
+      phrases            match = [...], band = "review" | "block" (spoken phrases
+                         in transcripts, `shared.moderation.speech`)
 """
 
 from __future__ import annotations
@@ -103,6 +105,22 @@ class DetectorRule(Thresholds):
     labels: list[str] = Field(min_length=1)
 
 
+class PhraseRule(_Strict):
+    """Blocklisted phrases of a category, matched as whole words (case and punctuation
+    ignored) in transcripts of speech; a match reaches `band`."""
+
+    match: list[str] = Field(min_length=1)
+    band: Literal["review", "block"] = "review"
+
+    @field_validator("match")
+    @classmethod
+    def _non_empty(cls, phrases: list[str]) -> list[str]:
+        cleaned = [" ".join(p.lower().split()) for p in phrases]
+        if any(not p for p in cleaned):
+            raise ValueError("phrases must not be empty")
+        return cleaned
+
+
 class Category(_Strict):
     description: str = ""
     review: float = Field(ge=0.0, le=1.0)
@@ -110,6 +128,7 @@ class Category(_Strict):
     prompts: ModalityPrompts = Field(default_factory=ModalityPrompts)
     thresholds: ModalityThresholds = Field(default_factory=ModalityThresholds)
     detectors: dict[str, DetectorRule] = Field(default_factory=dict)
+    phrases: PhraseRule | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Category:
@@ -122,8 +141,8 @@ class Category(_Strict):
             unknown = sorted(set(rule.labels) - set(known))
             if unknown:
                 raise ValueError(f"detector {name!r} has no labels {unknown}; it reports {list(known)}")
-        if not any(self.prompts.for_modality(m) for m in SCORED_MODALITIES) and not self.detectors:
-            raise ValueError("a category needs prompts for at least one modality or a detector")
+        if not any(self.prompts.for_modality(m) for m in SCORED_MODALITIES) and not self.detectors and not self.phrases:
+            raise ValueError("a category needs prompts for at least one modality, a detector or phrases")
         return self
 
     def thresholds_for(self, modality: Modality) -> Thresholds:

@@ -520,8 +520,19 @@ class LanceDBVectorStore:
                 f"{self._dimension} is configured; {self._hint()}"
             )
         self._dimension = table_dim
+        self._add_missing_columns(table)
         self._table = table
         self._ensure_tenant_index(table)
+
+    def _add_missing_columns(self, table: Table) -> None:
+        """A table created before a JSON property existed (``transcript_json``) gets it as an
+        all-null string column, so rows of the current schema can be written to it."""
+        names = set(table.schema.names)
+        missing = [spec.name for spec in PROPERTIES if spec.kind is Kind.JSON and spec.name not in names]
+        if missing:
+            with self._translated("add columns"):
+                table.add_columns({name: "CAST(NULL AS STRING)" for name in missing})
+            log.info("added columns %s to %s", ", ".join(missing), self._describe())
 
     def _ensure_tenant_index(self, table: Table) -> None:
         """Index the tenant column (a table created before that index existed gets it on its

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -70,6 +70,8 @@ class VectorRecord:
     created_at: datetime = field(default_factory=utcnow)
     indexed_at: datetime = field(default_factory=utcnow)
     parts: Mapping[str, np.ndarray] = field(default_factory=dict)
+    # What was said (audio): `shared.messages.SpeechPart.to_record` — JSON, stored as is.
+    transcript: dict[str, Any] | None = None
 
     @property
     def uuid(self) -> uuid.UUID:

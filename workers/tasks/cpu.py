@@ -8,10 +8,11 @@ from typing import Any
 
 from celery import Task
 
-from shared.events import Stage, UploadEvent, parse_upload_event
+from shared.events import Modality, Stage, UploadEvent, parse_upload_event
 from shared.logs import upload_context
-from shared.messages import Query
+from shared.messages import Query, SpeechRequest
 from shared.models.preprocessing import preprocessor_for
+from shared.moderation.join import DETECTORS_PART, EMBEDDED_PART, SPEECH_PART
 from shared.queue import TaskName
 from shared.wire import pack_array
 from workers.app import app
@@ -48,12 +49,19 @@ def _preprocess(task: Task, resources: Resources, event: UploadEvent) -> None:
         preprocessor=preprocessor_for(settings.model),
     )
     detect = settings.moderation.enabled and bool(resources.moderation.detectors.for_modality(prepared.modality))
-    if detect:
-        prepared = dataclasses.replace(prepared, join_token=new_join_token())
+    # Audio is transcribed on the speech queue meanwhile; its transcript joins like detectors do.
+    speech = settings.speech.enabled and prepared.modality is Modality.AUDIO
+    if detect or speech:
+        parts = (EMBEDDED_PART, *((DETECTORS_PART,) if detect else ()), *((SPEECH_PART,) if speech else ()))
+        prepared = dataclasses.replace(prepared, join_token=new_join_token(), join_parts=parts)
     # Status first (see workers/tasks/gpu.py: a later stage must not overtake this write),
     # then embedding, detectors meanwhile: both halves meet in shared.moderation.join.
     advance(resources, Stage.PREPROCESS, event, modality=prepared.modality, object_ref=event.object)
     send_next(task, TaskName.EMBED, prepared.to_wire(), event.id)
+    if speech:
+        assert prepared.join_token is not None
+        request = SpeechRequest(event, prepared.join_token, prepared.join_parts)
+        send_next(task, TaskName.TRANSCRIBE, request.to_wire(), event.id)
     log.debug(
         "preprocessed %s as %s%s",
         prepared.facts.content_type,

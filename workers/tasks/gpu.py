@@ -9,13 +9,14 @@ from celery import Task
 from shared.errors import TransientError
 from shared.events import Modality, Stage
 from shared.logs import upload_context
-from shared.messages import EmbeddedUpload, PreparedUpload
+from shared.messages import EmbeddedUpload, PreparedUpload, SpeechPart, SpeechRequest
 from shared.moderation.prompts import PromptRequest, PromptStore
 from shared.queue import TaskName
 from shared.wire import pack_array, unpack_array
 from workers.app import app
 from workers.handoff import decode_message, send_next
-from workers.moderation import embed_and_join, store_prompt_embeddings
+from workers.moderation import embed_and_join, speech_and_join, store_prompt_embeddings
+from workers.moderation import embed_prompts as embed_texts
 from workers.resources import Resources
 from workers.stage import advance, run_stage
 
@@ -59,6 +60,34 @@ def _embed(task: Task, resources: Resources, prepared: PreparedUpload) -> None:
         joined = embed_and_join(resources.moderation, embedded)
         if joined is not None:
             send_next(task, TaskName.INDEX, joined.to_wire(), prepared.event.id)
+
+
+@app.task(name=TaskName.EMBED_TRANSCRIPT, bind=True)
+def embed_transcript(self: Task, doc: Any) -> None:
+    """The passages of an upload's transcript, embedded as text (batched with everything
+    else), stored as the upload's speech part of the join (see workers/tasks/speech.py)."""
+    resources = app.resources
+    request = decode_message(resources, Stage.SPEECH, doc, SpeechRequest.from_wire)
+    if request is None or request.part is None:
+        return
+    with upload_context(request.event.id):
+        run_stage(self, resources, Stage.SPEECH, request.event, lambda: _embed_transcript(self, resources, request))
+
+
+def _embed_transcript(task: Task, resources: Resources, request: SpeechRequest) -> None:
+    assert request.part is not None
+    runner = resources.gpu
+    texts = [passage.text for passage in request.part.transcript.passages]
+    try:
+        vectors = embed_texts(runner, texts, timeout_s=resources.settings.worker.task_time_limit_s)
+    except TimeoutError as exc:
+        raise EmbedTimeout("no transcript embedding within the task time limit") from exc
+    part = SpeechPart(
+        request.part.transcript, vectors, checkpoint=runner.checkpoint, detector_scores=request.part.detector_scores
+    )
+    joined = speech_and_join(resources.moderation, request, part)
+    if joined is not None:
+        send_next(task, TaskName.INDEX, joined.to_wire(), request.event.id)
 
 
 @app.task(name=TaskName.EMBED_QUERY, ignore_result=False)

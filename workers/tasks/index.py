@@ -19,6 +19,7 @@ from shared.events import DeleteRequest, Moderation, Stage, UploadEvent
 from shared.logs import upload_context
 from shared.messages import EmbeddedUpload
 from shared.queue import TaskName
+from shared.speech.transcript import status_transcript
 from shared.streams import dead_letter_fields
 from workers.app import app
 from workers.deleter import delete_record
@@ -56,6 +57,7 @@ def _index(resources: Resources, embedded: EmbeddedUpload) -> None:
         embedded.event,
         flagged=record.moderation.flagged,
         categories=list(record.moderation.categories),
+        extra={"transcript": status_transcript(embedded.speech.transcript)} if embedded.speech is not None else None,
     )
     if indexed:  # once per run: a redelivered index task finds the record indexed already
         resources.metrics.indexed(record.modality, record.moderation)
