@@ -39,6 +39,7 @@ from shared.objects.keys import validate_key
 from shared.queue import QueueName, TaskName, make_celery, upload_headers
 from shared.redis_client import RedisUnavailable
 from shared.replication import wait_for_replicas
+from shared.speech.search import explain_hits
 from shared.status import RunStart, StatusRecord, StatusStore
 from shared.vectors.records import ALL_TENANTS, SearchFilters, SearchHit
 from shared.vectors.store import VectorStore
@@ -332,14 +333,15 @@ def search_embedding(store: VectorStore, query: QueryEmbedding, *, k: int, filte
     modality, one search per modality (each with its vector, restricted to that modality)
     merged best first. Scores of different heads are cosines in different pairings: merged
     as they are (docs/model.md, "What differs from ImageBind")."""
+    # A hit through a transcript says which words matched, and when (shared.speech.search).
     if query.targets is None:
-        return store.search(query.vector, k=k, filters=filters)
+        return explain_hits(store.search(query.vector, k=k, filters=filters), query.vector)
     wanted = [filters.modality] if filters.modality is not None else list(query.targets)
     hits: list[SearchHit] = []
     for modality in wanted:
         vector = query.targets.get(modality, query.vector)
         hits.extend(store.search(vector, k=k, filters=dataclasses.replace(filters, modality=modality)))
-    return sorted(hits, key=lambda hit: hit.score, reverse=True)[:k]
+    return explain_hits(sorted(hits, key=lambda hit: hit.score, reverse=True)[:k], query.vector)
 
 
 def _query(text: str | None, image: bytes | None, audio: bytes | None) -> Query:

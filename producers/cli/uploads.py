@@ -286,6 +286,8 @@ def _hit_doc(hit: SearchHit) -> dict[str, Any]:
         "object": ref.model_dump(exclude_none=True) if ref else None,
         "flagged": record.moderation.flagged,
         "model": record.model,
+        "matched": hit.part,
+        **({"detail": hit.detail} if hit.detail else {}),
     }
 
 
@@ -297,4 +299,6 @@ def _hits_table(hits: list[SearchHit]) -> str:
         ref = hit.record.object
         where = f"{ref.bucket}/{ref.key}" + (f" (etag {ref.etag})" if ref.etag else "") if ref else "(inline text)"
         lines.append(f"{hit.score:7.4f}  {hit.record.modality.value:<8}  {where}")
+        if hit.detail:  # e.g. transcript: said "..." at 0:03-0:07
+            lines.append(f"{'':7}  {'':8}  matched {hit.detail}")
     return "\n".join(lines)

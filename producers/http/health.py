@@ -16,7 +16,7 @@ from shared.redis_client import translate_redis_errors
 
 router = APIRouter(tags=["health"])
 
-WORKER_KINDS = ("cpu", "gpu", "index")
+WORKER_KINDS = ("cpu", "gpu", "index", "speech")
 PROBE_KEY = ".omnibind-readyz-probe"  # never written: its absence proves the store answers
 
 
@@ -34,10 +34,12 @@ def healthz() -> Health:
 )
 def readyz(response: Response, state: State) -> Readiness:
     """200 when Redis and the object store answer and at least one worker of each kind
-    (cpu, gpu, index) has a fresh heartbeat; else 503 with the failing checks."""
+    (cpu, gpu, index, and speech while transcripts are enabled: audio uploads wait for it)
+    has a fresh heartbeat; else 503 with the failing checks."""
     redis_check, workers = _redis_and_workers(state)
     objects_check = _objects(state)
-    ready = redis_check.ok and objects_check.ok and all(workers.get(kind, 0) > 0 for kind in WORKER_KINDS)
+    needed = [kind for kind in WORKER_KINDS if kind != "speech" or state.settings.speech.enabled]
+    ready = redis_check.ok and objects_check.ok and all(workers.get(kind, 0) > 0 for kind in needed)
     response.status_code = 200 if ready else 503
     return Readiness(ready=ready, redis=redis_check, objects=objects_check, workers=workers)
 

@@ -29,7 +29,7 @@ from shared.redis_keys import RedisKeys
 
 log = logging.getLogger(__name__)
 
-WORKER_KINDS = ("cpu", "gpu", "index")
+WORKER_KINDS = ("cpu", "gpu", "index", "speech")
 _GAUGE_HELP = {gauge.name: gauge.help for gauge in GAUGES}
 
 RawHashes = Mapping[str, Mapping[str, str]]  # family name -> stored fields

@@ -20,6 +20,8 @@ from typing import Any
 # language the model does not know, heavy noise, music with vocals): Whisper then tends to
 # produce fluent text that was never said.
 LOW_CONFIDENCE = 0.45
+# The name of the transcript's vector among a record's parts (`VectorRecord.parts`).
+TRANSCRIPT_PART = "transcript"
 MAX_QUOTE_CHARS = 200
 
 

@@ -139,6 +139,8 @@ class SearchHit:
     record: VectorRecord
     score: float
     part: str = MAIN_PART
+    # Why this part matched, in words: for a transcript, the passage and its times.
+    detail: str = ""
 
 
 def best_per_upload(hits: list[SearchHit], k: int) -> list[SearchHit]:

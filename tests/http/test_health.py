@@ -14,11 +14,12 @@ def test_readyz_is_503_until_a_worker_of_each_kind_is_live(start_api: Callable[.
     api = start_api()
     with api.http(key=None) as http:
         before = http.get("/readyz")
-        beats = [Heartbeat(api.client.redis, api.settings.queue_prefix, kind) for kind in ("cpu", "gpu", "index")]
-        for beat in beats[:2]:
+        kinds = ("cpu", "gpu", "index", "speech")
+        beats = [Heartbeat(api.client.redis, api.settings.queue_prefix, kind) for kind in kinds]
+        for beat in beats[:3]:
             beat.start()
-        partial = http.get("/readyz")
-        beats[2].start()
+        partial = http.get("/readyz")  # no speech worker: audio uploads would wait for one
+        beats[3].start()
         after = http.get("/readyz")
         for beat in beats:
             beat.stop()
@@ -27,9 +28,9 @@ def test_readyz_is_503_until_a_worker_of_each_kind_is_live(start_api: Callable[.
         "ready": False,
         "redis": {"ok": True, "detail": None},
         "objects": {"ok": True, "detail": None},
-        "workers": {"cpu": 0, "gpu": 0, "index": 0},
+        "workers": {"cpu": 0, "gpu": 0, "index": 0, "speech": 0},
     }
-    assert partial.status_code == 503 and partial.json()["workers"] == {"cpu": 1, "gpu": 1, "index": 0}
+    assert partial.status_code == 503 and partial.json()["workers"] == {"cpu": 1, "gpu": 1, "index": 1, "speech": 0}
     assert after.status_code == 200 and after.json()["ready"] is True
 
 

@@ -82,6 +82,7 @@ def full_record() -> Callable[..., VectorRecord]:
             ),
             "model": "imagebind_huge",
             "checkpoint": "cd" * 32,
+            "transcript": {"text": "I am going to kill you tomorrow.", "language": "en", "segments": []},
             "created_at": created,
             "indexed_at": created + timedelta(seconds=2, microseconds=500_000),
         }
