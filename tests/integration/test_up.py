@@ -32,7 +32,7 @@ def test_up_starts_redis_and_all_workers_and_ctrl_c_stops_everything(tmp_path: P
     up = subprocess.Popen([sys.executable, "-m", "producers.cli", "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 240
-        while _live_kinds(env) != {"cpu", "gpu", "index"}:
+        while _live_kinds(env) != {"cpu", "gpu", "index", "speech"}:
             assert up.poll() is None, (tmp_path / "up.log").read_text()
             assert time.monotonic() < deadline, "workers never became ready"
             time.sleep(1)
