@@ -132,7 +132,7 @@ def test_a_model_path_without_a_model_is_a_config_error(tmp_path: Path) -> None:
     from shared.config import SpeechSettings
     from shared.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="model.bin"):
+    with pytest.raises(ConfigError, match=r"model\.bin"):
         resolve_model(SpeechSettings(model=str(tmp_path)), tmp_path)
     named = resolve_model(SpeechSettings(model="small"), tmp_path)
     assert named.path == "small" and named.download_root == str(tmp_path / "whisper")
