@@ -36,6 +36,16 @@ def test_demo_with_the_tiny_model_runs_the_whole_pipeline_offline(tmp_path: Path
     assert not list((tmp_path / "demo").glob("redis/*.pid")), "redis stopped after the demo"
 
 
+def test_demo_with_the_tiny_pe_av_model_runs_the_whole_pipeline_offline(tmp_path: Path) -> None:
+    # The commercial family's tiny random config: made locally (weights + tokenizer), no network.
+    result = run_demo(["--model", "pe-av-tiny", "--data-dir", str(tmp_path / "demo")], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "RANDOM weights" in result.stdout and "tiny PE-AV" in result.stdout
+    assert "indexed 9 of 9 sample files, failed 0" in result.stdout
+    assert 'search "a red circle":' in result.stdout
+    assert "pe-av-tiny-random" in result.stdout
+
+
 def test_demo_without_checkpoint_or_network_fails_fast_naming_the_tiny_model(tmp_path: Path) -> None:
     unreachable = f"http://127.0.0.1:{free_loopback_port()}/imagebind_huge.pth"
     result = run_demo([], tmp_path, OMNIBIND_MODEL__URL=unreachable)
