@@ -7,8 +7,16 @@ the stall sweeper (`workers.sweeper`) send it again. A deletion is named by a to
 from the request itself, so the same request recorded twice (a bridge that re-reads an
 event) is one pending deletion. Keys (`shared.redis_keys`): ``{prefix}:deletions`` (token ->
 request JSON), ``{prefix}:deletions:inflight`` (token scored by its last progress, epoch
-ms) and ``{prefix}:deletions:deliveries`` (token -> deliveries of its message, so that a
-delete that kills its worker every time is dead-lettered after ``max_deliveries``).
+ms) and ``{prefix}:deletions:deliveries:{token}`` (the deliveries of its messages, per retry
+count, so that a delete that kills its worker every time is dead-lettered after
+``max_deliveries``).
+
+Deliveries are counted per retry count because a delete waiting for its upload's run retries
+many times, and a worker killed between publishing a retry and acknowledging its message
+leaves two copies retrying side by side: counted together, their deliveries outran their
+retries and a deletion no worker ever crashed on was dead-lettered as ``poison_message``
+(3 of 200 in a chaos run). A message that kills its worker comes back with the same retry
+count every time, so crashes are the deliveries at one count, less one.
 """
 
 from __future__ import annotations
@@ -28,11 +36,13 @@ from shared.queue import SENT_MS_HEADER, QueueName, TaskName
 from shared.redis_client import RedisUnavailable, translate_redis_errors
 from shared.redis_keys import RedisKeys
 
+DELIVERIES_TTL_S = 7 * 86400  # a deletion settles within its retry budget; this only bounds a leak
+
 # The header naming the pending deletion a delete message carries (`send_delete`), so that
 # the sweeper can tell a held deletion from a lost one.
 DELETION_HEADER = "omnibind_deletion"
 
-# KEYS: 1 dead-letter stream, 2 pending hash, 3 in-flight zset, 4 deliveries hash. ARGV: 1 token
+# KEYS: 1 dead-letter stream, 2 pending hash, 3 in-flight zset, 4 the token's deliveries. ARGV: 1 token
 # ('' = none), 2 dead-letter maxlen, 3.. dead-letter field/value pairs (none: only forget). The
 # dead letter goes first: when Redis refuses writes (OOM under noeviction) nothing is changed.
 _FINISH_LUA = """
@@ -40,7 +50,7 @@ if #ARGV > 2 then redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpac
 if ARGV[1] ~= '' then
   redis.call('HDEL', KEYS[2], ARGV[1])
   redis.call('ZREM', KEYS[3], ARGV[1])
-  redis.call('HDEL', KEYS[4], ARGV[1])
+  redis.call('DEL', KEYS[4])
 end
 return 1
 """
@@ -96,20 +106,28 @@ class PendingDeletions:
         args: list[str | int] = [token or "", self.dead_maxlen]
         for name, value in (dead_letter or {}).items():
             args += [name, value]
+        keys = [
+            self.keys.dead,
+            self.keys.deletions,
+            self.keys.deletions_inflight,
+            self.keys.deletion_deliveries(token or ""),
+        ]
         with translate_redis_errors("recording the end of a deletion"):
-            self._finish(keys=[self.keys.dead, *self._deletion_keys], args=args)
+            self._finish(keys=keys, args=args)
 
-    @property
-    def _deletion_keys(self) -> list[str]:
-        return [self.keys.deletions, self.keys.deletions_inflight, self.keys.deletion_deliveries]
-
-    def count_delivery(self, token: str) -> int:
-        """Record one more delivery of the delete message of `token`; returns the count
-        including this one. Redis keeps no delivery count, so a delete that kills its worker
-        every time is found by this one (``workers.tasks.index``); the count is forgotten
-        with the deletion (`done`)."""
+    def count_delivery(self, token: str, retries: int = 0) -> int:
+        """Record one more delivery of a delete message of `token` that was retried `retries`
+        times; returns how many messages with that retry count were delivered, this one
+        included. Redis keeps no delivery count, so a delete that kills its worker every time
+        is found by this one (``workers.tasks.index``); the counts are forgotten with the
+        deletion (`done`), or after `DELIVERIES_TTL_S`."""
+        key = self.keys.deletion_deliveries(token)
         with translate_redis_errors("counting deliveries of a deletion"):
-            return int(self._redis.hincrby(self.keys.deletion_deliveries, token, 1))  # type: ignore[arg-type]
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hincrby(key, str(retries), 1)
+            pipe.expire(key, DELIVERIES_TTL_S)
+            count, _ = pipe.execute()
+        return int(count)
 
     def get(self, token: str) -> DeleteRequest | None:
         with translate_redis_errors("reading a pending deletion"):

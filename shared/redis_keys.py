@@ -79,11 +79,11 @@ class RedisKeys:
         """Hash: deletion token -> the DeleteRequest JSON of a deletion not yet done."""
         return f"{self.prefix}:deletions"
 
-    @property
-    def deletion_deliveries(self) -> str:
-        """Hash: pending deletion token -> how often its delete message was delivered (poison
-        detection); the field goes with the pending deletion."""
-        return f"{self.prefix}:deletions:deliveries"
+    def deletion_deliveries(self, token: str) -> str:
+        """Hash of one pending deletion: retry count of a delete message -> how often a message
+        with that count was delivered (poison detection, `shared.deletions`); the key goes with
+        the pending deletion."""
+        return f"{self.prefix}:deletions:deliveries:{token}"
 
     @property
     def deletions_inflight(self) -> str:

@@ -9,11 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 import redis
-from celery.exceptions import Reject
+from celery.exceptions import Reject, Retry
 
 from shared.config import Settings
 from shared.deletions import DELETION_HEADER, PendingDeletions
-from shared.events import DeleteRequest
+from shared.events import DeleteRequest, UploadEvent
 from shared.streams import DeadLetterStream
 from workers.resources import Resources
 from workers.tasks.index import handle_delete
@@ -29,8 +29,12 @@ def resources(make_settings: Callable[..., Settings], redis_url: str) -> Iterato
 
 
 def delivery(token: str, retries: int = 0) -> SimpleNamespace:
-    """What the task sees of its message: the retry count and the headers."""
-    return SimpleNamespace(request=SimpleNamespace(retries=retries, headers={DELETION_HEADER: token}))
+    """What the task sees of its message: the retry count and the headers; a retry it asks
+    for is Celery's `Retry` (the new message is the next `delivery` with `retries` + 1)."""
+    return SimpleNamespace(
+        request=SimpleNamespace(retries=retries, headers={DELETION_HEADER: token}),
+        retry=lambda **_: Retry("retry", when=0),
+    )
 
 
 def test_a_dead_letter_that_cannot_be_written_keeps_the_message(resources: Resources, redis_conn: redis.Redis) -> None:
@@ -82,5 +86,32 @@ def test_a_delete_that_kills_its_worker_every_time_is_dead_lettered_after_max_de
         ]
         assert deletions.count() == 0
         assert redis_conn.keys("*deliveries*") == [], "the delivery count goes with the deletion"
+    finally:
+        resources.close()
+
+
+def test_two_copies_of_a_delete_waiting_for_its_upload_are_not_taken_for_poison(
+    make_settings: Callable[..., Settings], redis_url: str, redis_conn: redis.Redis
+) -> None:
+    """A worker killed between publishing a delete's retry and acknowledging its message
+    leaves two copies retrying side by side while the upload's run is in flight. Before, their
+    deliveries were counted together against each copy's retries, and the deletion was
+    dead-lettered as poison at the third retry (3 of 200 deletions in a chaos run)."""
+    settings = make_settings(redis_url=redis_url, moderation={"enabled": False}, worker={"max_deliveries": 3})
+    resources = Resources(settings)
+    try:
+        deletions = PendingDeletions(redis_conn)
+        resources.status.create(UploadEvent(id="busy", text="a caption"))  # its run is in flight
+        token = deletions.record(DeleteRequest(upload_id="busy"))
+        for retries in range(6):
+            for _copy in range(2):
+                with pytest.raises(Retry):  # the upload is still in flight: retried, not dead-lettered
+                    handle_delete(delivery(token, retries), resources, {"upload_id": "busy"})  # type: ignore[arg-type]
+        assert DeadLetterStream(redis_conn).entries() == [] and deletions.count() == 1
+
+        assert resources.status.fail("busy", "preprocess", ValueError("gone"))  # the run ends
+        handle_delete(delivery(token, 6), resources, {"upload_id": "busy"})  # type: ignore[arg-type]
+        assert deletions.count() == 0 and DeadLetterStream(redis_conn).entries() == []
+        assert redis_conn.keys("*deliveries*") == []
     finally:
         resources.close()

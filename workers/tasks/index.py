@@ -169,13 +169,15 @@ def _delete(task: Task, resources: Resources, request: DeleteRequest, token: str
 
 
 def _crashes(resources: Resources, token: str, retries: int) -> int:
-    """Deliveries of this deletion's messages that did not finish, this one not included (as
-    `workers.stage` counts an upload's): each retry is a new message that counts once."""
+    """Deliveries of this deletion's messages with this retry count that did not finish, this
+    one not included: a message that kills its worker comes back with the same count, while
+    copies left by a kill between a retry and its ack count once per retry each
+    (`shared.deletions`)."""
     try:
-        deliveries = _deletions(resources).count_delivery(token)
+        deliveries = _deletions(resources).count_delivery(token, retries)
     except OmnibindError as exc:
         raise Reject(f"cannot count deliveries: {exc}", requeue=True) from exc
-    return deliveries - 1 - retries
+    return deliveries - 1
 
 
 def _dead_letter_delete(request: DeleteRequest, exc: OmnibindError, attempts: int) -> dict[str, str]:
