@@ -6,6 +6,14 @@ indexed upload). The CI-sized version is tests/robustness/test_chaos.py.
     PYTHONPATH=$PWD .venv/bin/python bench/chaos.py --uploads 2000
     PYTHONPATH=$PWD .venv/bin/python bench/chaos.py --uploads 2000 --crash-redis   # SIGKILL instead of SIGTERM
     PYTHONPATH=$PWD .venv/bin/python bench/chaos.py --shape production --uploads 600 --minio-down 30
+    PYTHONPATH=$PWD .venv/bin/python bench/chaos.py --uploads 1000 --delete-every 5 --refuse-every-kills 3
+
+``--delete-every N`` deletes every N-th upload right after submitting it (while its run is in
+flight: the delete waits for it); the accounting then wants no vector record of a deleted
+upload and no deletion pending or dead-lettered. ``--refuse-every-kills K`` makes Redis refuse
+writes for ``--refuse-s`` seconds after every K-th kill, alternating ``min-replicas-to-write
+1`` (every write refused, BRPOP included: NOREPLICAS) and ``maxmemory 1`` under noeviction
+(OOM); producers retry, workers must ride it out (the run counts workers that exited).
 
 ``--shape production`` runs the production shape instead (tests/support/production.py: real
 MinIO with notifications to Redis, Weaviate, `omnibind bridge`, Celery workers): objects are
@@ -85,6 +93,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 finish_timeout_s=args.finish_timeout,
                 crash_redis=args.crash_redis,
                 on_event=lambda line: print(line, flush=True),
+                delete_every=args.delete_every,
+                refuse_every_kills=args.refuse_every_kills,
+                refuse_s=args.refuse_s,
             )
     accounting = report.accounting
     assert accounting is not None
@@ -99,6 +110,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "redis_restart_after_kills": args.redis_after_kills,
             "redis_restart": "SIGKILL" if args.crash_redis else "SIGTERM",
             "cpu_workers": args.cpu_workers,
+            "delete_every": args.delete_every,
+            "refuse_every_kills": args.refuse_every_kills,
+            "refuse_s": args.refuse_s,
             **CLOCKS,
         },
         "report": report.as_dict(),
@@ -173,10 +187,21 @@ def markdown(result: dict[str, Any]) -> str:
         f"- kills per kind: {report['kills']}; redis down {report['redis_down_s']} s",
         f"- submissions retried while Redis restarted: {report['retried_submissions']}; "
         f"workers that exited on their own and were restarted: {report['workers_restarted_after_exiting']}",
+        f"- Redis refused writes: {report['redis_refusals'] or 'never'} ({report['redis_refused_s']} s in all)",
         f"- first submission to last upload finished: {report['ingest_s']} s",
         "",
         "| what | count |",
         "|---|---|",
+        *(
+            [
+                f"| deleted while in flight | {report['deleted']} |",
+                f"| deleted uploads still with a vector record | {report['deleted_with_records']} |",
+                f"| deletions pending / dead-lettered at the end | {report['pending_deletions']} / "
+                f"{report['dead_deletions']} |",
+            ]
+            if report["deleted"]
+            else []
+        ),
         *(f"| status {status} | {n} |" for status, n in (report["statuses"] or {}).items()),
         *(f"| failure reason {reason} | {n} |" for reason, n in (report["failure_reasons"] or {}).items()),
         *(f"| uploads with {k} result event(s) | {n} |" for k, n in (report["result_events_per_upload"] or {}).items()),
@@ -205,6 +230,9 @@ def main() -> None:
         "--shape", choices=["embedded", "production"], default="embedded", help="which stack to torment"
     )
     parser.add_argument("--minio-down", type=float, default=30.0, help="production: seconds MinIO stays stopped")
+    parser.add_argument("--delete-every", type=int, default=0, help="delete every n-th upload while in flight")
+    parser.add_argument("--refuse-every-kills", type=int, default=0, help="Redis refuses writes after every k-th kill")
+    parser.add_argument("--refuse-s", type=float, default=2.0, help="seconds each refusal lasts")
     args = parser.parse_args()
     if args.shape == "production":
         result = run_production(args)
@@ -213,7 +241,9 @@ def main() -> None:
         sys.exit(1 if result["problems"] else 0)
     result = run(args)
     kind = "redis-sigkill" if args.crash_redis else "redis-sigterm"
-    write_report(RESULTS / f"chaos_{args.uploads}_{kind}_{dt.date.today().isoformat()}", result, markdown(result))
+    variants = ("_deletes" if args.delete_every else "") + ("_refusals" if args.refuse_every_kills else "")
+    stem = f"chaos_{args.uploads}_{kind}{variants}_{dt.date.today().isoformat()}"
+    write_report(RESULTS / stem, result, markdown(result))
     sys.exit(1 if result["problems"] else 0)
 
 

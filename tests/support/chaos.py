@@ -30,7 +30,7 @@ from producers.client import Client
 from producers.stack import Stack, WorkerKind, WorkerProcess
 from shared.embedded_redis import EmbeddedRedis
 from shared.errors import TransientError
-from shared.events import UploadStatus
+from shared.events import DeleteRequest, UploadStatus
 from shared.status import StatusRecord
 from shared.streams import ResultStream
 
@@ -175,33 +175,46 @@ class Submitter(threading.Thread):
     while Redis is unavailable (it may be restarting)."""
 
     def __init__(
-        self, client: Client, uploads: Iterable[Upload], *, rate_per_s: float, retry_for_s: float = 60
+        self,
+        client: Client,
+        uploads: Iterable[Upload],
+        *,
+        rate_per_s: float,
+        retry_for_s: float = 60,
+        delete_every: int = 0,
     ) -> None:
         super().__init__(name="submitter", daemon=True)
         self.client = client
         self.uploads = list(uploads)
         self.interval_s = 1.0 / rate_per_s
         self.retry_for_s = retry_for_s
+        self.delete_every = delete_every  # delete every n-th upload right after submitting it (0: none)
         self.submitted: list[str] = []
+        self.deleted: list[str] = []
         self.retried_submissions = 0
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
             next_at = time.monotonic()
-            for upload in self.uploads:
+            for n, upload in enumerate(self.uploads, 1):
                 time.sleep(max(0.0, next_at - time.monotonic()))
                 next_at += self.interval_s
-                self._submit_with_retries(upload)
+                self._with_retries(lambda: submit(self.client, upload))  # noqa: B023 - called at once
                 self.submitted.append(upload.upload_id)
+                if self.delete_every and n % self.delete_every == 0:
+                    # Deleted while its run is in flight: the delete waits for the run to end.
+                    request = DeleteRequest(upload_id=upload.upload_id, reason="chaos")
+                    self._with_retries(lambda: self.client.delete(request))  # noqa: B023 - called at once
+                    self.deleted.append(upload.upload_id)
         except BaseException as exc:  # reported by the caller
             self.error = exc
 
-    def _submit_with_retries(self, upload: Upload) -> None:
+    def _with_retries(self, send: Callable[[], object]) -> None:
         deadline = time.monotonic() + self.retry_for_s
         while True:
             try:
-                submit(self.client, upload)
+                send()
                 return
             except TransientError:
                 if time.monotonic() > deadline:
@@ -223,6 +236,10 @@ class Accounting:
     result_events: Counter[int]  # result events per upload -> uploads with that many
     records_per_indexed: Counter[int]  # vector records per indexed upload -> uploads
     stray_records: int  # records whose upload is not indexed (or not ours)
+    deleted: int = 0  # uploads deleted on purpose: they must have no vector record
+    deleted_with_records: int = 0
+    pending_deletions: int = 0  # deletions not settled (done or dead-lettered)
+    dead_deletions: int = 0  # deletions that ended as dead letters
 
     @property
     def unfinished(self) -> int:
@@ -233,6 +250,12 @@ class Accounting:
             f"{self.uploads} uploads: {dict(self.statuses)}; failure reasons {dict(self.failure_reasons)}; "
             f"result events per upload {dict(self.result_events)}; "
             f"vector records per indexed upload {dict(self.records_per_indexed)}; stray records {self.stray_records}"
+            + (
+                f"; {self.deleted} deleted: {self.deleted_with_records} still with a record, "
+                f"{self.pending_deletions} pending, {self.dead_deletions} dead-lettered"
+                if self.deleted
+                else ""
+            )
         )
 
     def problems(self) -> list[str]:
@@ -247,11 +270,18 @@ class Accounting:
             problems.append(f"records per indexed upload: {dict(self.records_per_indexed)} (want exactly 1 each)")
         if self.stray_records:
             problems.append(f"{self.stray_records} vector records belong to no indexed upload")
+        if self.deleted_with_records:
+            problems.append(f"{self.deleted_with_records} deleted uploads still have a vector record")
+        if self.pending_deletions or self.dead_deletions:
+            problems.append(f"deletions: {self.pending_deletions} pending, {self.dead_deletions} dead-lettered")
         return problems
 
 
-def account(client: Client, upload_ids: Iterable[str]) -> Accounting:
-    ids = list(upload_ids)
+def account(client: Client, upload_ids: Iterable[str], deleted: Iterable[str] = ()) -> Accounting:
+    """What became of `upload_ids`; those in `deleted` were deleted on purpose (they must
+    end with no vector record and no deletion left pending or dead-lettered)."""
+    gone = set(deleted)
+    ids = [upload_id for upload_id in upload_ids if upload_id not in gone]
     records = {upload_id: client.status(upload_id) for upload_id in ids}
     statuses = Counter(record.status.value if record else "missing" for record in records.values())
     reasons = Counter(
@@ -268,7 +298,13 @@ def account(client: Client, upload_ids: Iterable[str]) -> Accounting:
         failure_reasons=reasons,
         result_events=Counter(events[upload_id] for upload_id in ids),
         records_per_indexed=Counter(per_vector[upload_id] for upload_id in indexed),
-        stray_records=sum(n for upload_id, n in per_vector.items() if upload_id not in indexed),
+        stray_records=sum(
+            n for upload_id, n in per_vector.items() if upload_id not in indexed and upload_id not in gone
+        ),
+        deleted=len(gone),
+        deleted_with_records=sum(1 for upload_id in gone if per_vector[upload_id]),
+        pending_deletions=client.deletions.count() if gone else 0,
+        dead_deletions=sum(1 for letter in client.dead_letters.entries(10**6) if letter.stage == "delete"),
     )
 
 
@@ -283,6 +319,9 @@ class ChaosReport:
     redis_down_s: float = 0.0
     retried_submissions: int = 0
     restarted_workers: int = 0  # workers that exited on their own (restarted as `omnibind up` does)
+    refusals: Counter[str] = field(default_factory=Counter)  # episodes of Redis refusing writes, by kind
+    refused_s: float = 0.0
+    deleted: int = 0
     ingest_s: float = 0.0  # first submission -> last upload terminal
     accounting: Accounting | None = None
 
@@ -295,6 +334,12 @@ class ChaosReport:
             "redis_down_s": round(self.redis_down_s, 2),
             "retried_submissions": self.retried_submissions,
             "workers_restarted_after_exiting": self.restarted_workers,
+            "redis_refusals": dict(self.refusals),
+            "redis_refused_s": round(self.refused_s, 1),
+            "deleted": self.deleted,
+            "deleted_with_records": accounting.deleted_with_records if accounting else None,
+            "pending_deletions": accounting.pending_deletions if accounting else None,
+            "dead_deletions": accounting.dead_deletions if accounting else None,
             "ingest_s": round(self.ingest_s, 1),
             "statuses": dict(accounting.statuses) if accounting else None,
             "failure_reasons": dict(accounting.failure_reasons) if accounting else None,
@@ -302,6 +347,24 @@ class ChaosReport:
             "records_per_indexed_upload": dict(accounting.records_per_indexed) if accounting else None,
             "stray_records": accounting.stray_records if accounting else None,
         }
+
+
+REFUSALS = ("noreplicas", "oom")
+
+
+def refuse_writes(client: redis.Redis, kind: str, seconds: float) -> None:
+    """Make Redis refuse writes for `seconds`: every write, BRPOP included (``noreplicas``:
+    one replica required, none connected), or every write that could grow it (``oom``:
+    ``maxmemory 1`` under noeviction); then accept again."""
+    if kind == "noreplicas":
+        client.config_set("min-replicas-to-write", 1)
+    else:
+        client.config_set("maxmemory", 1)
+    try:
+        time.sleep(seconds)
+    finally:
+        client.config_set("min-replicas-to-write", 0)
+        client.config_set("maxmemory", 0)
 
 
 def run_chaos(
@@ -316,15 +379,24 @@ def run_chaos(
     finish_timeout_s: float,
     crash_redis: bool = False,
     on_event: Callable[[str], None] = log.info,
+    delete_every: int = 0,
+    refuse_every_kills: int = 0,
+    refuse_s: float = 2.0,
 ) -> ChaosReport:
     """Submit `uploads` at `rate_per_s` while kill -9-ing a cpu, gpu or index worker in turn
     every `kill_every_s` (each replaced at once) and restarting Redis once after
     `restart_redis_after_kills` kills; stop breaking things once every upload is submitted
     and every kind was killed `min_kills_per_kind` times; then wait up to
     `finish_timeout_s` for every upload to finish, and account for all of them. Call it on
-    the main thread."""
+    the main thread.
+
+    With `delete_every` n, every n-th upload is deleted right after it is submitted (while
+    its run is in flight); with `refuse_every_kills` k, Redis refuses writes for `refuse_s`
+    after every k-th kill (`refuse_writes`, alternating ``noreplicas`` and ``oom``), and the
+    deletions must all be settled before the accounting."""
     report = ChaosReport(uploads=len(uploads))
-    submitter = Submitter(client, uploads, rate_per_s=rate_per_s)
+    submitter = Submitter(client, uploads, rate_per_s=rate_per_s, delete_every=delete_every)
+    refusals = itertools.cycle(REFUSALS)
     started = time.monotonic()
     submitter.start()
     kinds = itertools.cycle(KIND_CYCLE)
@@ -339,6 +411,12 @@ def run_chaos(
             report.redis_restarts += 1
             how = "SIGKILL" if crash_redis else "SIGTERM"
             on_event(f"{time.monotonic() - started:6.1f} s  redis-server restarted ({how})")
+        if refuse_every_kills and sum(report.kills.values()) % refuse_every_kills == 0:
+            refusal = next(refusals)
+            on_event(f"{time.monotonic() - started:6.1f} s  Redis refuses writes ({refusal}) for {refuse_s:g} s")
+            refuse_writes(client.redis, refusal, refuse_s)
+            report.refusals[refusal] += 1
+            report.refused_s += refuse_s
     submitter.join()
     if submitter.error is not None:
         raise RuntimeError("submitting failed") from submitter.error
@@ -348,5 +426,18 @@ def run_chaos(
     )
     report.ingest_s = time.monotonic() - started
     on_event(f"{report.ingest_s:6.1f} s  {len(finished)} of {len(uploads)} uploads finished")
-    report.accounting = account(client, [u.upload_id for u in uploads])
+    report.deleted = len(submitter.deleted)
+    if submitter.deleted:
+        _wait_deletions_settled(stack, client, timeout_s=finish_timeout_s)
+        on_event(f"{time.monotonic() - started:6.1f} s  deletions settled ({client.deletions.count()} pending)")
+    report.accounting = account(client, [u.upload_id for u in uploads], submitter.deleted)
     return report
+
+
+def _wait_deletions_settled(stack: Stack, client: Client, *, timeout_s: float) -> None:
+    """Until no deletion is pending (a delete waits for its upload's run, then for its own
+    retries), restarting workers that exit on their own."""
+    deadline = time.monotonic() + timeout_s
+    while client.deletions.count() and time.monotonic() < deadline:
+        stack.restart_dead()
+        time.sleep(1.0)
