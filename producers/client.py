@@ -37,6 +37,7 @@ from shared.events import DeleteRequest, Modality, ObjectRef, UploadEvent, new_u
 from shared.messages import Query
 from shared.objects.keys import validate_key
 from shared.queue import QueueName, TaskName, make_celery, upload_headers
+from shared.quotas import QuotaGate
 from shared.redis_client import RedisUnavailable
 from shared.replication import wait_for_replicas
 from shared.speech.search import explain_hits
@@ -74,6 +75,24 @@ def object_key_for(upload_id: str, filename: str | None) -> str:
     return f"{upload_id}/upload"
 
 
+def event_size(event: UploadEvent) -> int:
+    """The bytes an event hands over, as quotas count them (`shared.quotas`)."""
+    if event.text is not None:
+        return len(event.text.encode())
+    return event.object.size or 0 if event.object is not None else 0
+
+
+def _item_size(item: str | os.PathLike[str] | bytes | ObjectRef) -> int:
+    if isinstance(item, bytes):
+        return len(item)
+    if isinstance(item, ObjectRef):
+        return item.size or 0
+    try:
+        return Path(item).stat().st_size
+    except OSError:  # reading it will fail with the proper error
+        return 0
+
+
 class Client(Connections):
     """A producer. Cheap to create; connections open on first use. Thread-safe."""
 
@@ -96,6 +115,10 @@ class Client(Connections):
     @property
     def deletions(self) -> PendingDeletions:
         return self._once("deletions", lambda: PendingDeletions.from_settings(self.redis, self.settings))
+
+    @property
+    def quotas(self) -> QuotaGate:
+        return self._once("quotas", lambda: QuotaGate.from_settings(self.redis, self.settings))
 
     @property
     def celery(self) -> Celery:
@@ -150,16 +173,28 @@ class Client(Connections):
         if unfinished is not None and not unfinished.terminal:
             # Not even stored: the blob of the run in flight must not change under it.
             return RunStart(upload_id, False, unfinished.run, unfinished.status)
-        ref = item if isinstance(item, ObjectRef) else self._store(item, upload_id, filename, content_type, metadata)
-        event = UploadEvent(
-            id=upload_id,
-            object=ref,
-            modality=modality,
-            source=self.source,
-            tenant=tenant,
-            metadata=dict(metadata or {}),
-        )
-        return self._send(event)
+        # Counted before the blob is stored: an upload past its tenant's quota costs nothing.
+        reservation = self.quotas.reserve(tenant, _item_size(item))
+        try:
+            if isinstance(item, ObjectRef):
+                ref = item
+            else:
+                ref = self._store(item, upload_id, filename, content_type, metadata)
+            event = UploadEvent(
+                id=upload_id,
+                object=ref,
+                modality=modality,
+                source=self.source,
+                tenant=tenant,
+                metadata=dict(metadata or {}),
+            )
+            start = self._send(event)
+        except BaseException:
+            self.quotas.refund(reservation)
+            raise
+        if not start.started:
+            self.quotas.refund(reservation)
+        return start
 
     def submit_text(
         self,
@@ -192,7 +227,15 @@ class Client(Connections):
         this id is unfinished (or this very submission was recorded already) and nothing was
         sent — one run, one message, one result, however many submit it at once."""
         check_backpressure(self.redis, self.settings)
-        return self._send(event)
+        reservation = self.quotas.reserve(event.tenant, event_size(event))
+        try:
+            start = self._send(event)
+        except BaseException:
+            self.quotas.refund(reservation)
+            raise
+        if not start.started:  # a repeat of a run in flight: nothing new was accepted
+            self.quotas.refund(reservation)
+        return start
 
     def _send(self, event: UploadEvent) -> RunStart:
         start = self.statuses.start_run(event)

@@ -425,6 +425,29 @@ class ApiSettings(BaseModel):
     metrics_public: bool = Field(False, description="serve /metrics without an API key")
 
 
+class TenantQuota(BaseModel):
+    uploads_per_day: int | None = Field(None, ge=0, description="uploads a day; unset = the default, 0 = no limit")
+    bytes_per_day: int | None = Field(None, ge=0, description="bytes a day; unset = the default, 0 = no limit")
+
+
+class QuotaSettings(BaseModel):
+    """Per-tenant daily quotas (`shared.quotas`): a day is a UTC calendar day."""
+
+    uploads_per_day: int = Field(0, ge=0, description="uploads a tenant may submit per UTC day; 0 = no limit")
+    bytes_per_day: int = Field(0, ge=0, description="bytes a tenant may submit per UTC day; 0 = no limit")
+    tenants: dict[str, TenantQuota] = Field(
+        default={},
+        description='per-tenant overrides, JSON {"acme": {"uploads_per_day": 1000, "bytes_per_day": 1000000000}}',
+    )
+
+    def for_tenant(self, tenant: str) -> tuple[int, int]:
+        """(uploads, bytes) a day for `tenant`; 0 = no limit."""
+        override = self.tenants.get(tenant) or TenantQuota()
+        uploads = override.uploads_per_day if override.uploads_per_day is not None else self.uploads_per_day
+        size = override.bytes_per_day if override.bytes_per_day is not None else self.bytes_per_day
+        return uploads, size
+
+
 class BackpressureSettings(BaseModel):
     """When producers are told to slow down (`shared.backpressure`)."""
 
@@ -485,6 +508,7 @@ class Settings(BaseSettings):
     speech: SpeechSettings = SpeechSettings()
     api: ApiSettings = ApiSettings()
     backpressure: BackpressureSettings = BackpressureSettings()
+    quotas: QuotaSettings = QuotaSettings()
     metrics: MetricsSettings = MetricsSettings()
     bridge: BridgeSettings = BridgeSettings()
     webhooks: WebhookSettings = WebhookSettings()

@@ -98,3 +98,4 @@ class Busy(TransientError):
     """The pipeline applies backpressure: too much work is queued already."""
 
     reason = "busy"
+    retry_after_s: int | None = None  # when to come back, if the refusal knows (HTTP Retry-After)

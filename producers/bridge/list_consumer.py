@@ -10,6 +10,10 @@ consumer (``<list>:processing:<consumer>``), so keep the consumer name stable.
 With an object store (`objects`), a ``DeleteMarkerCreated`` event is checked against the
 key's current version (one HEAD): MinIO sends the same event when a delete marker is removed
 again, which makes the object visible and must index it, not delete its record.
+
+A tenant over its daily quota (`shared.quotas`) would hold up every tenant's notifications if
+its upload were retried in place, so it is dead-lettered instead (reason ``quota_exceeded``,
+the mapped UploadEvent kept: ``omnibind dead --retry`` submits it once the operator wants it).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from shared.errors import ConfigError, InternalError, ObjectNotFound, PermanentE
 from shared.events import ObjectRef
 from shared.logs import upload_context
 from shared.objects.store import ObjectInfo, ObjectStore
+from shared.quotas import QuotaExceeded
 from shared.redis_client import translate_redis_errors
 from shared.streams import DeadLetterStream
 
@@ -140,7 +145,13 @@ class MinioEventsConsumer:
         action = self.action_for(record)
         if isinstance(action, Ingest):
             with upload_context(action.event.id):
-                outcome = self._ingestor.ingest(action.event)
+                try:
+                    outcome = self._ingestor.ingest(action.event)
+                except QuotaExceeded as exc:
+                    # Waiting would hold up every tenant's notifications on this one list:
+                    # kept as a dead letter holding the upload, for `omnibind dead --retry`.
+                    self._dead_letter(action.event.model_dump_json(), exc, action.event.id)
+                    return
                 ref = action.event.object
                 log.info("%s/%s: %s", ref.bucket if ref else "?", ref.key if ref else "?", outcome.value)
         elif isinstance(action, Delete):
@@ -170,7 +181,7 @@ class MinioEventsConsumer:
             return None
         return self._options.upload_id(bucket, key)
 
-    def _dead_letter(self, text: str, exc: PermanentError, upload_id: str | None = None) -> None:
+    def _dead_letter(self, text: str, exc: PermanentError | QuotaExceeded, upload_id: str | None = None) -> None:
         log.warning("MinIO notification dead-lettered: %s: %s", exc.reason, exc.message)
         self._dead.dead_letter(
             kept_text(text),

@@ -121,7 +121,8 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int) -> None:
         if status_code == 503:
             log.warning("%s %s: %s: %s", request.method, request.url.path, exc.reason, exc.message)
         # Our messages name no secrets (Redis URLs are redacted where they are raised).
-        headers = {"Retry-After": str(retry_after_s)} if status_code in (429, 503) else None
+        wait_s = getattr(exc, "retry_after_s", None) or retry_after_s  # a quota knows when it resets
+        headers = {"Retry-After": str(wait_s)} if status_code in (429, 503) else None
         return error_response(status_code, exc.reason, exc.message, headers=headers)
 
     @app.exception_handler(RequestValidationError)
