@@ -319,11 +319,12 @@ class Client(Connections):
         text: str | None = None,
         image: bytes | None = None,
         audio: bytes | None = None,
+        video: bytes | None = None,
         timeout_s: float = 120.0,
     ) -> np.ndarray:
         """The unit-length embedding of a query, computed by the workers (CPU preprocess ->
         GPU embed). Raises `PermanentError` for a bad query, `QueryFailed` on timeout."""
-        return self.embed_query_with_model(text=text, image=image, audio=audio, timeout_s=timeout_s).vector
+        return self.embed_query_with_model(text=text, image=image, audio=audio, video=video, timeout_s=timeout_s).vector
 
     def embed_query_with_model(
         self,
@@ -331,11 +332,12 @@ class Client(Connections):
         text: str | None = None,
         image: bytes | None = None,
         audio: bytes | None = None,
+        video: bytes | None = None,
         timeout_s: float = 120.0,
     ) -> QueryEmbedding:
         """`embed_query`, plus the model and checkpoint that made the vector (the blocklist
         and calibration compare vectors of one checkpoint only)."""
-        query = _query(text, image, audio)
+        query = _query(text, image, audio, video)
         chain = self.celery.signature(TaskName.PREPARE_QUERY.value, args=[query.to_wire()], queue=QueueName.CPU) | (
             self.celery.signature(TaskName.EMBED_QUERY.value, queue=QueueName.GPU)
         )
@@ -360,14 +362,18 @@ class Client(Connections):
         text: str | None = None,
         image: bytes | None = None,
         audio: bytes | None = None,
+        video: bytes | None = None,
         k: int = 10,
         filters: SearchFilters | None = None,
         timeout_s: float = 120.0,
     ) -> list[SearchHit]:
         """The `k` indexed uploads nearest to the query (any modality), best first. Without
         `filters` every tenant's uploads are searched: this client holds the stores'
-        credentials, so it is an operator's tool (the HTTP API always passes the key's scope)."""
-        query = self.embed_query_with_model(text=text, image=image, audio=audio, timeout_s=timeout_s)
+        credentials, so it is an operator's tool (the HTTP API always passes the key's scope).
+        Each upload comes once, with the vector that matched (`SearchHit.part`: ``main``, or a
+        part such as a video's ``audio_track``). A `video` query is compared by its frames; an
+        `audio` query may be a video file too (its sound is used)."""
+        query = self.embed_query_with_model(text=text, image=image, audio=audio, video=video, timeout_s=timeout_s)
         return search_embedding(self.vectors, query, k=k, filters=filters or SearchFilters(scope=ALL_TENANTS))
 
 
@@ -387,10 +393,12 @@ def search_embedding(store: VectorStore, query: QueryEmbedding, *, k: int, filte
     return explain_hits(sorted(hits, key=lambda hit: hit.score, reverse=True)[:k], query.vector)
 
 
-def _query(text: str | None, image: bytes | None, audio: bytes | None) -> Query:
-    given = [name for name, value in (("text", text), ("image", image), ("audio", audio)) if value is not None]
+def _query(text: str | None, image: bytes | None, audio: bytes | None, video: bytes | None = None) -> Query:
+    files = {Modality.IMAGE: image, Modality.AUDIO: audio, Modality.VIDEO: video}
+    given = [name for name, value in (("text", text), *((m.value, v) for m, v in files.items())) if value is not None]
     if len(given) != 1:
-        raise ValueError(f"give exactly one of text, image, audio (got {given or 'none'})")
+        raise ValueError(f"give exactly one of text, image, audio, video (got {given or 'none'})")
     if text is not None:
         return Query(Modality.TEXT, text=text)
-    return Query(Modality.IMAGE if image is not None else Modality.AUDIO, data=image if image is not None else audio)
+    modality, data = next((m, v) for m, v in files.items() if v is not None)
+    return Query(modality, data=data)

@@ -131,6 +131,22 @@ class LimitSettings(BaseModel):
     max_pixels: int = Field(64_000_000, ge=1, description="largest image (width x height), checked before decoding")
     max_audio_s: float = Field(600.0, gt=0, description="longest audio accepted, in seconds")
     max_text_chars: int = Field(20_000, ge=1, description="longest text accepted, in characters")
+    max_video_s: float = Field(14_400.0, gt=0, description="longest video accepted, in seconds (headers and frames)")
+    max_video_pixels: int = Field(
+        36_000_000,
+        ge=1,
+        description="largest video frame (coded width x height; 8K is 35.4 M), checked before decoding",
+    )
+    max_video_fps: float = Field(240.0, gt=0, description="highest video frame rate accepted (frames per second)")
+    max_video_frames_decoded: int = Field(
+        3_000,
+        ge=10,
+        description="most frames decoded to reach a video's 10 sampled frames (seeking goes to the keyframe before "
+        "each; more means keyframes far apart)",
+    )
+    video_decode_budget_s: float = Field(
+        60.0, gt=0, description="longest a video's frames may take to decode (CPU seconds of wall time) before it fails"
+    )
 
 
 class GpuSettings(BaseModel):

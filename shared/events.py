@@ -43,6 +43,7 @@ class Modality(StrEnum):
     IMAGE = "image"
     TEXT = "text"
     AUDIO = "audio"
+    VIDEO = "video"
     AUTO = "auto"
 
 

@@ -65,10 +65,12 @@ class MediaFacts:
 class PreparedUpload:
     """CPU -> GPU: model-ready input of one upload.
 
-    `array`: image uint8 (3,224,224); text int32 (77,); audio float16 (clips,1,128,204).
-    `join_token`: set when the CPU stage runs detectors on this upload meanwhile, or the
-    speech stage transcribes it; the embedding then meets their results through
-    `shared.moderation.join`, which waits for every part named in `join_parts`.
+    `array`: image uint8 (3,224,224); text int32 (77,); audio float16 (clips,1,128,204);
+    video uint16 (15,3,2,224,224) fixed point. `parts`: further inputs of the same upload by
+    part name, each embedded with its own modality into `VectorRecord.parts` (a video's
+    ``audio_track``: audio clips). `join_token`: set when the CPU stage runs detectors on
+    this upload meanwhile, or the speech stage transcribes it; the embedding then meets their
+    results through `shared.moderation.join`, which waits for every part named in `join_parts`.
     """
 
     event: UploadEvent
@@ -77,6 +79,7 @@ class PreparedUpload:
     facts: MediaFacts = field(default_factory=MediaFacts)
     join_token: str | None = None
     join_parts: tuple[str, ...] = DEFAULT_JOIN_PARTS
+    parts: dict[str, tuple[Modality, np.ndarray]] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -87,6 +90,10 @@ class PreparedUpload:
             "facts": self.facts.to_wire(),
             "join_token": self.join_token,
             "join_parts": list(self.join_parts),
+            "parts": {
+                name: {"modality": modality.value, "array": pack_array(array)}
+                for name, (modality, array) in self.parts.items()
+            },
         }
 
     @classmethod
@@ -99,6 +106,10 @@ class PreparedUpload:
             facts=MediaFacts.from_wire(doc.get("facts", {})),
             join_token=doc.get("join_token"),
             join_parts=tuple(doc.get("join_parts") or DEFAULT_JOIN_PARTS),
+            parts={
+                str(name): (Modality(part["modality"]), unpack_array(part["array"]))
+                for name, part in (doc.get("parts") or {}).items()
+            },
         )
 
 
@@ -191,7 +202,8 @@ class SpeechRequest:
 @dataclass(frozen=True, slots=True)
 class EmbeddedUpload:
     """GPU -> index: the unit-length embedding of one upload and the model that made it, plus
-    the CPU detectors' results when they ran (joined in by `shared.moderation.join`)."""
+    the CPU detectors' results when they ran (joined in by `shared.moderation.join`).
+    `parts`: the unit-length embeddings of the upload's parts, by name, and their modality."""
 
     event: UploadEvent
     modality: Modality
@@ -203,6 +215,7 @@ class EmbeddedUpload:
     detectors: tuple[DetectorResult, ...] = ()
     join_parts: tuple[str, ...] = DEFAULT_JOIN_PARTS
     speech: SpeechPart | None = None
+    parts: dict[str, tuple[Modality, np.ndarray]] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -217,6 +230,10 @@ class EmbeddedUpload:
             "detectors": [result.to_wire() for result in self.detectors],
             "join_parts": list(self.join_parts),
             "speech": self.speech.to_wire() if self.speech is not None else None,
+            "parts": {
+                name: {"modality": modality.value, "vector": pack_array(np.asarray(vector, dtype=np.float32))}
+                for name, (modality, vector) in self.parts.items()
+            },
         }
 
     @classmethod
@@ -233,6 +250,10 @@ class EmbeddedUpload:
             detectors=tuple(DetectorResult.from_wire(d) for d in doc.get("detectors") or ()),
             join_parts=tuple(doc.get("join_parts") or DEFAULT_JOIN_PARTS),
             speech=SpeechPart.from_wire(doc["speech"]) if doc.get("speech") else None,
+            parts={
+                str(name): (Modality(part["modality"]), unpack_array(part["vector"]))
+                for name, part in (doc.get("parts") or {}).items()
+            },
         )
 
 

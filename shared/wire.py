@@ -9,7 +9,8 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-_ALLOWED_DTYPES = frozenset({"uint8", "int32", "int64", "float16", "float32"})
+# uint16: video clips in fixed point (shared.imagebind.video)
+_ALLOWED_DTYPES = frozenset({"uint8", "uint16", "int32", "int64", "float16", "float32"})
 
 
 class PackedArray(TypedDict):

@@ -7,8 +7,9 @@ item has waited `max_wait_s` — or at once when nothing suggests company is com
 arrived after a quiet spell of `max_wait_s`, or the group's last wait gathered nobody and no
 item has since arrived while another was pending or running (a client that sends one
 upload at a time, whatever its pace, pays no batching delay). Under load batches also grow
-by themselves: items arriving while a batch runs wait for the next one. The oldest group goes
-first, so a slow group (long audio) never holds another group's items behind it in the queue.
+by themselves: items arriving while a batch runs wait for the next one. Due groups take
+turns (the one served longest ago first, then the oldest head), so a slow group (long audio)
+or a backlog (a burst of videos) never holds another group's items behind all of it.
 
 Launching and collecting are separate steps run by two threads: on CUDA `launch` only queues
 kernels (returns at once) and `collect` waits for the results, so the next batch is prepared
@@ -79,7 +80,9 @@ class MicroBatcher(Generic[K, T, R]):
     fails that item alone. An exception from either is set
     on every future of that batch (the callers decide about retries: a failed batch must
     never count as done). `max_batch` may be a callable so the caller can adapt it (e.g.
-    shrink after a CUDA out-of-memory error).
+    shrink after a CUDA out-of-memory error). `cost_of(item)` (default 1) is what an item
+    weighs against `max_batch`: a batch takes items while their costs fit (always at least
+    one), and a group is full when its queued costs reach it.
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class MicroBatcher(Generic[K, T, R]):
         collect: Collect[R],
         *,
         group_of: Callable[[T], K],
+        cost_of: Callable[[T], int] | None = None,
         max_batch: int | Callable[[], int],
         max_wait_s: float,
         name: str = "batcher",
@@ -95,6 +99,7 @@ class MicroBatcher(Generic[K, T, R]):
         self._launch = launch
         self._collect = collect
         self._group_of = group_of
+        self._cost_of = cost_of or (lambda item: 1)
         self._max_batch = max_batch if callable(max_batch) else (lambda: max_batch)
         self._max_wait_s = max_wait_s
         self._name = name
@@ -104,6 +109,9 @@ class MicroBatcher(Generic[K, T, R]):
         # (False after a wait that gathered nobody, True again once items overlap).
         self._running: Counter[K] = Counter()
         self._company_expected: dict[K, bool] = {}
+        # Per group: the number of the batch last taken from it (round robin among due groups).
+        self._last_launch: dict[K, int] = {}
+        self._launches = 0
         self._cond = threading.Condition()
         self._closed = False
         # One launched batch may wait for collection while the next one is being prepared.
@@ -160,13 +168,15 @@ class MicroBatcher(Generic[K, T, R]):
                 if due is not None:
                     key, head_age_s = due
                     group = self._groups[key]
-                    size = min(len(group), max(1, self._max_batch()))
+                    size = self._fitting(group, max(1, self._max_batch()))
                     if size == 1 and head_age_s >= self._max_wait_s:
                         self._company_expected[key] = False  # waited the full time for nobody
                     batch = [group.popleft() for _ in range(size)]
                     if not group:
                         del self._groups[key]
                     self._running[key] += 1
+                    self._launches += 1
+                    self._last_launch[key] = self._launches
                     return key, batch
                 self._cond.wait(timeout=self._time_to_next_deadline())
 
@@ -177,18 +187,36 @@ class MicroBatcher(Generic[K, T, R]):
         now = time.monotonic()
         limit = max(1, self._max_batch())
         best: tuple[K, float] | None = None
+        best_rank: tuple[int, float] = (0, 0.0)
         for key, group in self._groups.items():
             head = group[0]
             head_age_s = now - head.enqueued_s
             due = (
-                len(group) >= limit
+                self._fitting(group, limit) < len(group)
+                or sum(self._cost_of(p.item) for p in group) >= limit
                 or head_age_s >= self._max_wait_s
                 or head.gap_s >= self._max_wait_s
                 or not self._company_expected.get(key, True)
             )
-            if due and (best is None or head_age_s > best[1]):
-                best = (key, head_age_s)
+            if not due:
+                continue
+            # Round robin among due groups by their last launch, then the oldest head: a
+            # group with a backlog (a burst of videos) takes turns with the others instead
+            # of running its whole backlog first.
+            rank = (self._last_launch.get(key, 0), -head_age_s)
+            if best is None or rank < best_rank:
+                best, best_rank = (key, head_age_s), rank
         return best
+
+    def _fitting(self, group: deque[_Pending[T, R]], limit: int) -> int:
+        """How many items from the head of `group` one batch takes: as many as fit in
+        `limit` by cost, at least one."""
+        total = 0
+        for count, pending in enumerate(group):
+            total += self._cost_of(pending.item)
+            if total > limit:
+                return max(1, count)
+        return len(group)
 
     def _time_to_next_deadline(self) -> float | None:
         if not self._groups:

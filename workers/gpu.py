@@ -4,9 +4,12 @@ The model is the configured family's backend (`shared.models.loader.load_backend
 or PE-AV behind one port). Items are grouped by modality, output head and the backend's
 `batch_group` (ImageBind: texts by their EOT position rounded up to 8, since a batch is cut
 after its longest text; PE-AV: audio by length) so each forward runs on same-shaped inputs
-and a long audio never holds images behind it. A batch that hits CUDA out-of-memory is split in halves
-and the batch cap shrinks; after a run of successes the cap grows back. A batch that fails
-for another reason is re-run item by item so one bad input fails alone.
+and a long audio never holds images behind it. A video weighs its 15 clips against the batch
+cap (`EmbedItem.cost`): a batch holds at most cap / 15 videos (at least one), and due groups
+take turns, so images queued behind a burst of videos wait for one capped forward at a time.
+A batch that hits CUDA out-of-memory is split in halves and the batch cap shrinks; after a
+run of successes the cap grows back. A batch that fails for another reason is re-run item
+by item so one bad input fails alone.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +48,14 @@ class EmbedItem:
     modality: Modality
     array: np.ndarray
     head: str = DEFAULT_HEAD  # the backend's output head ("" = the upload's own)
+
+    @property
+    def cost(self) -> int:
+        """What the item weighs against the batch cap: a video is 15 two-frame clips through
+        the vision trunk, as much as 15 images, so a batch of videos is capped by its clips
+        and a burst of videos cannot make one forward (and the images queued behind it)
+        take 15 times as long."""
+        return int(self.array.shape[0]) if self.modality is Modality.VIDEO else 1
 
 
 Group = tuple[Modality, str, int]
@@ -95,6 +107,7 @@ class GpuRunner:
             self._launch,
             self._collect,
             group_of=self.group_of,
+            cost_of=lambda item: item.cost,
             max_batch=lambda: self._cap,
             max_wait_s=settings.max_wait_ms / 1000,
             name="gpu",
@@ -142,7 +155,16 @@ class GpuRunner:
         Raises what embedding that item raised (`PermanentError` for a bad input,
         `GpuOutOfMemory` when even a batch of one does not fit), or `TimeoutError`.
         """
-        result = self.batcher.submit(EmbedItem(modality, array, head)).result(timeout=timeout_s)
+        return self.wait(self.submit(modality, array, head=head), timeout_s=timeout_s)
+
+    def submit(self, modality: Modality, array: np.ndarray, *, head: str = DEFAULT_HEAD) -> Future[Result]:
+        """Queue one item; `wait` for its embedding."""
+        return self.batcher.submit(EmbedItem(modality, array, head))
+
+    @staticmethod
+    def wait(future: Future[Result], *, timeout_s: float) -> np.ndarray:
+        """The embedding of a `submit`ted item; raises what embedding it raised, or `TimeoutError`."""
+        result = future.result(timeout=timeout_s)
         assert isinstance(result, np.ndarray)  # per-item exceptions are raised by result()
         return result
 

@@ -216,8 +216,10 @@ def _combine(parts: dict[str, str]) -> EmbeddedUpload:
 def moderate_embedded(runtime: ModerationRuntime, embedded: EmbeddedUpload) -> Moderation:
     """Decide `embedded` under the process's policy and log the decision. Raises
     `PromptsUnavailable` (transient) while the prompt embeddings are being computed."""
+    # A video's vector is the mean of its clips' vision embeddings: scored with the image prompts.
+    modality = Modality.IMAGE if embedded.modality is Modality.VIDEO else embedded.modality
     decision = runtime.moderator.moderate(
-        modality=embedded.modality,
+        modality=modality,
         vector=embedded.vector,
         sha256=embedded.facts.sha256,
         model=embedded.model,

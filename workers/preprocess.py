@@ -2,12 +2,17 @@
 
 Types are sniffed from content, never from names or declared content types (a mismatch is
 recorded, not trusted). Arrays leave in their compact wire form: uint8 images, int32 tokens,
-float16 audio features.
+float16 audio features, uint16 fixed-point video clips. A container (MP4, WebM, Matroska)
+with a video stream is a video, and its first audio track, if any, goes along as the part
+``audio_track``; without a video stream it is audio. An upload declared ``audio`` embeds a
+video's sound only (as before videos were embedded).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
 from typing import Literal
 
 import numpy as np
@@ -15,17 +20,23 @@ import numpy as np
 from shared.config import LimitSettings
 from shared.errors import LimitExceeded, PermanentError, UnsupportedMedia
 from shared.events import Modality, UploadEvent
+from shared.imagebind.video import preprocess_video
 from shared.media.image import decode_image
 from shared.media.screening import check_declared_modality, check_not_polyglot, explain_unsupported
 from shared.media.sniff import Sniffed, sniff
 from shared.media.text import check_text_length, decode_text
+from shared.media.video import VIDEO_CONTAINERS, VideoLimits, has_video_stream
 from shared.messages import MediaFacts, PreparedUpload, Query
 from shared.models.preprocessing import ImageBindPreprocessor, Preprocessor
 from shared.moderation.detectors import DecodedMedia
 from shared.objects.store import ObjectStore
 
+log = logging.getLogger(__name__)
+
 AudioMode = Literal["reference", "full"]
 IMAGEBIND = ImageBindPreprocessor()
+# The part name of a video's sound (`VectorRecord.parts`).
+AUDIO_TRACK = "audio_track"
 
 
 class ModalityMismatch(PermanentError):
@@ -79,7 +90,7 @@ def prepare_upload_and_media(
         return PreparedUpload(event, Modality.TEXT, preprocessor.text(event.text), facts), media
     declared = event.object.content_type if event.object else None
     sniffed = _sniff(data, declared)
-    _check_modality(event.modality, sniffed)
+    modality = _content_modality(event.modality, sniffed, data)
     check_declared_modality(declared, sniffed)
     check_not_polyglot(data, sniffed)
     facts = MediaFacts(
@@ -89,8 +100,10 @@ def prepare_upload_and_media(
         declared_content_type=declared,
         type_mismatch=sniffed.mismatch,
     )
-    array, media = _decode(sniffed, data, limits, audio_mode, preprocessor)
-    return PreparedUpload(event, sniffed.modality, array, facts), media
+    array, media, parts = _decode(sniffed, modality, data, limits, audio_mode, preprocessor)
+    if modality is Modality.VIDEO and media.notes:
+        facts = dataclasses.replace(facts, notes=facts.notes + media.notes)
+    return PreparedUpload(event, modality, array, facts, parts=parts), media
 
 
 def prepare_query(
@@ -103,8 +116,9 @@ def prepare_query(
     if not query.data:
         raise PermanentError("a query needs text or file bytes", reason="empty_query")
     sniffed = _sniff(query.data)
-    _check_modality(query.modality, sniffed)
-    return sniffed.modality, _decode(sniffed, query.data, limits, "reference", preprocessor)[0]
+    modality = _content_modality(query.modality, sniffed, query.data)
+    # A video query is compared by its frames (the main vector); its sound is left out.
+    return modality, _decode(sniffed, modality, query.data, limits, "reference", preprocessor, with_parts=False)[0]
 
 
 def _sniff(data: bytes, declared: str | None = None) -> Sniffed:
@@ -115,22 +129,80 @@ def _sniff(data: bytes, declared: str | None = None) -> Sniffed:
         raise explain_unsupported(data, exc) from exc
 
 
-def _check_modality(wanted: Modality, sniffed: Sniffed) -> None:
-    if wanted not in (Modality.AUTO, sniffed.modality):
+def _content_modality(wanted: Modality, sniffed: Sniffed, data: bytes) -> Modality:
+    """What the content is embedded as: `sniffed`'s modality, or video for a container with
+    a video stream (unless the caller asked for its sound only: ``audio``)."""
+    content = sniffed.modality
+    if sniffed.format in VIDEO_CONTAINERS and wanted is not Modality.AUDIO and has_video_stream(data, sniffed.format):
+        content = Modality.VIDEO
+    if wanted not in (Modality.AUTO, content):
         raise ModalityMismatch(
-            f"declared modality {wanted.value} but the content is {sniffed.format} ({sniffed.modality.value})"
+            f"declared modality {wanted.value} but the content is {sniffed.format} ({content.value})"
         )
+    return content
+
+
+def video_limits(limits: LimitSettings) -> VideoLimits:
+    return VideoLimits(
+        max_duration_s=limits.max_video_s,
+        max_pixels=limits.max_video_pixels,
+        max_fps=limits.max_video_fps,
+        max_frames_decoded=limits.max_video_frames_decoded,
+        decode_budget_s=limits.video_decode_budget_s,
+    )
 
 
 def _decode(
-    sniffed: Sniffed, data: bytes, limits: LimitSettings, audio_mode: AudioMode, preprocessor: Preprocessor
-) -> tuple[np.ndarray, DecodedMedia]:
-    if sniffed.modality is Modality.IMAGE:
+    sniffed: Sniffed,
+    modality: Modality,
+    data: bytes,
+    limits: LimitSettings,
+    audio_mode: AudioMode,
+    preprocessor: Preprocessor,
+    *,
+    with_parts: bool = True,
+) -> tuple[np.ndarray, DecodedMedia, dict[str, tuple[Modality, np.ndarray]]]:
+    if modality is Modality.IMAGE:
         image = decode_image(data, max_pixels=limits.max_pixels, format=sniffed.format)
         array = preprocessor.image(image, max_pixels=limits.max_pixels)
-        return array, DecodedMedia(Modality.IMAGE, image=image)
-    if sniffed.modality is Modality.AUDIO:
+        return array, DecodedMedia(Modality.IMAGE, image=image), {}
+    if modality is Modality.VIDEO:
+        return _decode_video(sniffed, data, limits, audio_mode, preprocessor, with_parts=with_parts)
+    if modality is Modality.AUDIO:
         wire = preprocessor.audio(data, max_duration_s=limits.max_audio_s, mode=audio_mode, format=sniffed.format)
-        return wire, DecodedMedia(Modality.AUDIO)
+        return wire, DecodedMedia(Modality.AUDIO), {}
     text = decode_text(data, max_chars=limits.max_text_chars)
-    return preprocessor.text(text), DecodedMedia(Modality.TEXT, text=text)
+    return preprocessor.text(text), DecodedMedia(Modality.TEXT, text=text), {}
+
+
+def _decode_video(
+    sniffed: Sniffed,
+    data: bytes,
+    limits: LimitSettings,
+    audio_mode: AudioMode,
+    preprocessor: Preprocessor,
+    *,
+    with_parts: bool,
+) -> tuple[np.ndarray, DecodedMedia, dict[str, tuple[Modality, np.ndarray]]]:
+    """ImageBind's 15 video clips, and the first audio track as the part ``audio_track``
+    (preprocessed as an audio upload of the family is)."""
+    if not isinstance(preprocessor, ImageBindPreprocessor):
+        raise UnsupportedMedia(
+            "this model family does not embed video; upload the sound with modality=audio",
+            reason="unsupported_modality",
+        )
+    video = preprocess_video(data, format=sniffed.format, limits=video_limits(limits))
+    parts: dict[str, tuple[Modality, np.ndarray]] = {}
+    notes: tuple[str, ...] = ()
+    if with_parts and video.frames.info.has_audio:
+        try:
+            # The audio decoder does not seek yet: the audio limit bounds the track, and a
+            # longer one is left out rather than costing a long video its flat decode cost.
+            track = preprocessor.audio(data, max_duration_s=limits.max_audio_s, mode=audio_mode, format=sniffed.format)
+            parts[AUDIO_TRACK] = (Modality.AUDIO, track)
+        except PermanentError as exc:
+            # The frames are fine: the upload is indexed by them, and says why its sound is not.
+            log.info("video indexed without its audio track: %s (%s)", exc.message, exc.reason)
+            notes = (f"audio track not embedded: {exc.reason}: {exc.message}",)
+    frames = tuple((video.frames.times_s[i], video.frames.frames[i]) for i in sorted(video.frames.frames))
+    return video.clips, DecodedMedia(Modality.VIDEO, frames=frames, notes=notes), parts

@@ -29,7 +29,7 @@ def build_record(embedded: EmbeddedUpload, moderation: Moderation | None = None)
         created_at=event.submitted_at,
         indexed_at=utcnow(),
         transcript=embedded.speech.to_record() if embedded.speech is not None else None,
-        parts=_parts(embedded),
+        parts={**_parts(embedded), **{name: vector for name, (_, vector) in embedded.parts.items()}},
     )
 
 

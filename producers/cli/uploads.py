@@ -18,7 +18,7 @@ from producers.ingest import Outcome, Submitted, Summary, submit_file, submit_fi
 from shared.errors import OmnibindError
 from shared.events import DeleteRequest, Modality, UploadStatus
 from shared.heartbeat import live_workers
-from shared.media.sniff import sniff
+from shared.media.sniff import VIDEO_CONTAINERS, sniff
 from shared.status import StatusRecord
 from shared.vectors.records import ALL_TENANTS, SearchFilters, SearchHit, tenants
 
@@ -226,9 +226,15 @@ def _describe(record: StatusRecord) -> str:
 @main.command()
 @click.argument("text", required=False)
 @click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--audio", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
-    "--modality", type=click.Choice(["image", "text", "audio"]), default=None, help="only results of this modality"
+    "--audio", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="a sound (or a video's sound)"
+)
+@click.option("--video", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="a video, by its frames")
+@click.option(
+    "--modality",
+    type=click.Choice(["image", "text", "audio", "video"]),
+    default=None,
+    help="only results of this modality",
 )
 @click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True)
 @click.option("--tenant", default=None)
@@ -241,15 +247,19 @@ def search(
     text: str | None,
     image: Path | None,
     audio: Path | None,
+    video: Path | None,
     modality: str | None,
     k: int,
     tenant: str | None,
     flagged: bool | None,
     as_json: bool,
 ) -> None:
-    """Cross-modal search: a TEXT query, or --image FILE, or --audio FILE."""
-    if sum(x is not None for x in (text, image, audio)) != 1:
-        raise click.UsageError("give exactly one of TEXT, --image, --audio")
+    """Cross-modal search: a TEXT query, or --image FILE, --audio FILE or --video FILE.
+
+    Each upload is listed once, with the vector that matched best ("part": main, or e.g. a
+    video's audio_track)."""
+    if sum(x is not None for x in (text, image, audio, video)) != 1:
+        raise click.UsageError("give exactly one of TEXT, --image, --audio, --video")
     filters = SearchFilters(
         scope=tenants(tenant) if tenant else ALL_TENANTS,
         modality=Modality(modality) if modality else None,
@@ -257,9 +267,10 @@ def search(
     )
     image_query = _query_file(image, Modality.IMAGE)
     audio_query = _query_file(audio, Modality.AUDIO)
+    video_query = _query_file(video, Modality.VIDEO)
     with connect(ctx) as client:
         require_workers(client, QUERY_KINDS, "search")
-        hits = client.search(text=text, image=image_query, audio=audio_query, k=k, filters=filters)
+        hits = client.search(text=text, image=image_query, audio=audio_query, video=video_query, k=k, filters=filters)
     click.echo(json.dumps([_hit_doc(h) for h in hits], indent=2) if as_json else _hits_table(hits))
 
 
@@ -269,7 +280,10 @@ def _query_file(path: Path | None, expected: Modality) -> bytes | None:
     if path is None:
         return None
     data = path.read_bytes()
-    found = sniff(data).modality  # raises UnsupportedMedia / CorruptMedia: one line too
+    sniffed = sniff(data)  # raises UnsupportedMedia / CorruptMedia: one line too
+    found = sniffed.modality
+    if expected is Modality.VIDEO and sniffed.format in VIDEO_CONTAINERS:
+        return data  # whether it holds a video stream, the worker finds out (it opens the file)
     if found is not expected:
         hint = "pass the text itself as TEXT" if found is Modality.TEXT else f"use --{found.value} {path}"
         raise click.ClickException(f"{path} is {found.value}, not {expected.value}: {hint}")
@@ -283,6 +297,7 @@ def _hit_doc(hit: SearchHit) -> dict[str, Any]:
         "score": round(hit.score, 4),
         "upload_id": record.upload_id,
         "modality": record.modality.value,
+        "part": hit.part,
         "object": ref.model_dump(exclude_none=True) if ref else None,
         "flagged": record.moderation.flagged,
         "model": record.model,
@@ -294,11 +309,11 @@ def _hit_doc(hit: SearchHit) -> dict[str, Any]:
 def _hits_table(hits: list[SearchHit]) -> str:
     if not hits:
         return "no results"
-    lines = [f"{'score':>7}  {'modality':<8}  object"]
+    lines = [f"{'score':>7}  {'modality':<8}  {'matched':<11}  object"]
     for hit in hits:
         ref = hit.record.object
         where = f"{ref.bucket}/{ref.key}" + (f" (etag {ref.etag})" if ref.etag else "") if ref else "(inline text)"
-        lines.append(f"{hit.score:7.4f}  {hit.record.modality.value:<8}  {where}")
+        lines.append(f"{hit.score:7.4f}  {hit.record.modality.value:<8}  {hit.part:<11}  {where}")
         if hit.detail:  # e.g. transcript: said "..." at 0:03-0:07
-            lines.append(f"{'':7}  {'':8}  matched {hit.detail}")
+            lines.append(f"{'':7}  {'':8}  {'':11}  matched {hit.detail}")
     return "\n".join(lines)

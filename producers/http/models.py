@@ -22,6 +22,7 @@ class ContentModality(StrEnum):
     IMAGE = "image"
     TEXT = "text"
     AUDIO = "audio"
+    VIDEO = "video"
 
 
 class UploadAccepted(BaseModel):
@@ -75,6 +76,9 @@ class Hit(BaseModel):
     metadata: dict[str, str]
     model: str = Field(description="embedding model (imagebind-huge, or the tiny random test model)")
     indexed_at: datetime
+    part: str = Field(
+        "main", description="the upload's vector that matched: main, or a part such as a video's audio_track"
+    )
 
     @classmethod
     def of(cls, hit: SearchHit) -> Hit:
@@ -91,6 +95,7 @@ class Hit(BaseModel):
             metadata=dict(record.metadata),
             model=record.model,
             indexed_at=record.indexed_at,
+            part=hit.part,
         )
 
 

@@ -1,4 +1,4 @@
-"""``POST /v1/search``: cross-modal search by text (JSON) or by an image/audio file (multipart)."""
+"""``POST /v1/search``: cross-modal search by text (JSON) or by an image/audio/video file (multipart)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from producers.http.tenancy import search_scope
 from shared.api_keys import TENANT_PATTERN, KeyScope, Role
 from shared.backpressure import check_backpressure
 from shared.events import Modality
-from shared.media.sniff import sniff
+from shared.media.sniff import VIDEO_CONTAINERS, sniff
 from shared.media.text import check_text_length, decode_text
 
 router = APIRouter(prefix="/v1", tags=["search"])
@@ -27,7 +27,11 @@ def _form_schema() -> dict[str, Any]:
         "type": "object",
         "required": ["file"],
         "properties": {
-            "file": {"type": "string", "format": "binary", "description": "an image or audio file (or a text file)"},
+            "file": {
+                "type": "string",
+                "format": "binary",
+                "description": "an image, audio or video file (or a text file)",
+            },
             "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10},
             "modality": {"type": "string", "enum": [m.value for m in ContentModality]},
             "flagged": {"type": "boolean"},
@@ -39,7 +43,7 @@ def _form_schema() -> dict[str, Any]:
 @router.post(
     "/search",
     response_model=SearchResults,
-    summary="Search by text, image or audio",
+    summary="Search by text, image, audio or video",
     responses=error_responses(400, 401, 403, 413, 415, 422, 429, 500, 503),
     openapi_extra=request_body(
         json_schema={"$ref": "#/components/schemas/TextSearch"},
@@ -81,8 +85,18 @@ async def search(
 def _file_query(data: bytes, max_text_chars: int) -> tuple[ContentModality, dict[str, Any]]:
     """What the query file is (by its bytes) and the `Client.search` argument for it."""
     sniffed = sniff(data)
+    if sniffed.format in VIDEO_CONTAINERS and _has_video(data, sniffed.format):
+        return ContentModality.VIDEO, {"video": data}
     if sniffed.modality is Modality.IMAGE:
         return ContentModality.IMAGE, {"image": data}
     if sniffed.modality is Modality.AUDIO:
         return ContentModality.AUDIO, {"audio": data}
     return ContentModality.TEXT, {"text": decode_text(data, max_chars=max_text_chars)}
+
+
+def _has_video(data: bytes, format: str) -> bool:
+    """Whether a container holds a video stream (PyAV reads its headers; imported here only,
+    so the API's start-up does not pay for FFmpeg)."""
+    from shared.media.video import has_video_stream
+
+    return has_video_stream(data, format)

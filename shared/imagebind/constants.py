@@ -12,6 +12,13 @@ IMAGE_SIZE = 224
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
+# Video: 5 clips of 2 s, 2 frames each, 3 spatial crops (imagebind.data.load_and_transform_video_data);
+# the vision stem's Conv3d spans VIDEO_FRAMES frames.
+VIDEO_CLIPS = 5
+VIDEO_CLIP_DURATION_S = 2.0
+VIDEO_FRAMES = 2
+VIDEO_CROPS = 3
+
 AUDIO_SAMPLE_RATE_HZ = 16_000
 AUDIO_NUM_MEL_BINS = 128
 AUDIO_TARGET_FRAMES = 204

@@ -21,6 +21,10 @@ text      int64/int32 token ids (B, 77) from the CLIP BPE tokenizer (SOT 49406, 
 audio     float16/float32 fbank clips (B, clips, 1, 128, 204), or a sequence of per-item
           arrays (clips_i, 1, 128, 204) with varying clip counts ("full file" mode: all
           clips go through one forward, then each item's clips are averaged)
+video     uint16 fixed-point clips (B, 15, 3, 2, 224, 224) from `shared.imagebind.video`
+          (normalised on the device), or float32 already CLIP-normalised, or a sequence
+          of per-item (clips_i, 3, 2, 224, 224); each clip through the vision trunk, the
+          unit-norm clip embeddings averaged per item (as the reference)
 ========  ==========================================================================
 
 Bad inputs raise `PermanentError` with reason ``invalid_model_input``.
@@ -45,15 +49,24 @@ from shared.errors import ConfigError, PermanentError
 from shared.events import Modality
 from shared.imagebind.checkpoint import load_model, resolve_checkpoint
 from shared.imagebind.config import ModelModality
-from shared.imagebind.inputs import ModelInput, bad_input, check_images, cut_tokens, flatten_clips, to_cpu_tensor
+from shared.imagebind.inputs import (
+    ModelInput,
+    bad_input,
+    check_images,
+    cut_tokens,
+    flatten_clips,
+    flatten_videos,
+    to_cpu_tensor,
+)
 from shared.imagebind.model import ImageBindModel
-from shared.imagebind.normalize import normalize_image
+from shared.imagebind.normalize import normalize_image, normalize_video
 
-EMBEDDABLE: tuple[Modality, ...] = (Modality.IMAGE, Modality.TEXT, Modality.AUDIO)
+EMBEDDABLE: tuple[Modality, ...] = (Modality.IMAGE, Modality.TEXT, Modality.AUDIO, Modality.VIDEO)
 _MODEL_MODALITY: dict[Modality, ModelModality] = {
     Modality.IMAGE: "vision",
     Modality.TEXT: "text",
     Modality.AUDIO: "audio",
+    Modality.VIDEO: "vision",  # the vision trunk on two-frame clips
 }
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -62,7 +75,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 class Prepared:
     """One modality's batch on the device, ready for `Embedder.forward`.
 
-    `clip_counts` (audio only) says how many consecutive clips of `tensor` belong to each item.
+    `clip_counts` (audio, video) says how many consecutive clips of `tensor` belong to each item.
     """
 
     modality: Modality
@@ -190,6 +203,13 @@ class Embedder:
         if parsed is Modality.TEXT:
             tokens = cut_tokens(to_cpu_tensor(inputs, "text tokens"), config.context_length, config.vocab_size)
             return Prepared(parsed, self._to_device(tokens))
+        if parsed is Modality.VIDEO:
+            video_shape = (3, config.video_frames, config.image_size, config.image_size)
+            clips, counts = flatten_videos(inputs, video_shape)
+            on_device = self._to_device(clips)
+            if on_device.dtype == torch.uint16:
+                on_device = normalize_video(on_device)  # (N, 3, T, S, S) float32
+            return Prepared(parsed, on_device, counts)
         clip_shape = (1, config.audio_mel_bins, config.audio_frames)
         clips, counts = flatten_clips(inputs, clip_shape)
         return Prepared(parsed, self._to_device(clips).to(torch.float32), counts)
@@ -207,6 +227,8 @@ class Embedder:
                 return self.model.embed_vision(prepared.tensor)
             if prepared.modality is Modality.TEXT:
                 return self.model.embed_text(prepared.tensor)
+            if prepared.modality is Modality.VIDEO:
+                return self.model.embed_video(prepared.tensor, prepared.clip_counts)
             return self.model.embed_audio(prepared.tensor, prepared.clip_counts)
 
     def finish(self, output: torch.Tensor) -> np.ndarray:

@@ -89,3 +89,30 @@ def flatten_clips(value: ModelInput, clip_shape: tuple[int, int, int]) -> tuple[
     clips = torch.cat(items) if len(items) > 1 else items[0]  # (N, 1, 128, 204)
     require_finite(clips, "audio features")
     return clips, tuple(int(item.shape[0]) for item in items)
+
+
+def flatten_videos(value: ModelInput, clip_shape: tuple[int, int, int, int]) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """(B, S, 3, T, H, W) or a sequence of (S_i, 3, T, H, W) video clips -> (sum S_i, 3, T, H, W)
+    and the per-item clip counts. uint16 fixed point (from `shared.imagebind.video`) or
+    float32 already normalised; the dtype is kept (normalised on the device)."""
+    shape = ", ".join(map(str, clip_shape))
+    if isinstance(value, np.ndarray | torch.Tensor):
+        x = to_cpu_tensor(value, "video")
+        if x.ndim != 6 or tuple(x.shape[2:]) != clip_shape or x.shape[0] == 0 or x.shape[1] == 0:
+            raise bad_input(f"video must have shape (B>=1, clips>=1, {shape}), got {tuple(x.shape)}")
+        items = list(x)
+    elif isinstance(value, Sequence) and not isinstance(value, str | bytes) and len(value) > 0:
+        items = [to_cpu_tensor(item, "video items") for item in value]
+    else:
+        raise bad_input(f"video must be a (B, clips, {shape}) array or a non-empty sequence of clip arrays")
+    dtypes = {item.dtype for item in items}
+    for i, item in enumerate(items):
+        if item.ndim != 5 or tuple(item.shape[1:]) != clip_shape or item.shape[0] == 0:
+            raise bad_input(f"video item {i} must have shape (clips>=1, {shape}), got {tuple(item.shape)}")
+        if item.dtype not in (torch.uint16, torch.float32) or len(dtypes) > 1:
+            raise bad_input(
+                f"video clips must all be uint16 fixed point or all float32, got {sorted(map(str, dtypes))}"
+            )
+    clips = torch.cat(items) if len(items) > 1 else items[0]  # (N, 3, T, H, W)
+    require_finite(clips, "video clips")
+    return clips, tuple(int(item.shape[0]) for item in items)

@@ -46,9 +46,13 @@ class VisionStem(nn.Module):
         self.proj = nn.Sequential(nn.Identity(), nn.Conv3d(3, embed_dim, kernel, stride=kernel, bias=False))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) normalised images -> (B, H/p * W/p, D) patch tokens."""
-        # T identical frames through a (T, p, p) kernel == one frame through the kernel summed over T.
+        """(B, 3, H, W) normalised images, or (B, 3, T, H, W) video clips of T frames (the
+        kernel's time span) -> (B, H/p * W/p, D) patch tokens."""
         conv3d = cast(nn.Conv3d, self.proj[1])
+        if images.ndim == 5:  # a clip of real frames: the official Conv3d as it is
+            x = conv3d(images)  # (B, D, 1, H/p, W/p)
+            return x.flatten(2).transpose(1, 2)  # (B, N, D)
+        # T identical frames through a (T, p, p) kernel == one frame through the kernel summed over T.
         kernel = conv3d.weight.sum(dim=2)  # (D, 3, p, p)
         x = F.conv2d(images, kernel, stride=self.patch)  # (B, D, H/p, W/p)
         return x.flatten(2).transpose(1, 2)  # (B, N, D)
@@ -238,9 +242,17 @@ class ImageBindModel(nn.Module):
         return self.modality_trunks[modality](tokens)  # type: ignore[no-any-return]
 
     def embed_vision(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, 224, 224) normalised images -> (B, out_dim), unit norm."""
+        """(B, 3, 224, 224) normalised images or (B, 3, T, 224, 224) clips -> (B, out_dim), unit norm."""
         tokens = self._encode("vision", images)
         return self.modality_postprocessors["vision"](self.modality_heads["vision"](tokens))  # type: ignore[no-any-return]
+
+    def embed_video(self, clips: torch.Tensor, clip_counts: Sequence[int] | None = None) -> torch.Tensor:
+        """(N, 3, T, 224, 224) normalised clips -> (N, out_dim) per clip (unit norm), or with
+        `clip_counts` (summing to N) -> (len(clip_counts), out_dim): each item's clip
+        embeddings averaged after the per-clip normalisation, without re-normalising, as the
+        reference reduces its (B, 15, ...) video input."""
+        per_clip = self.embed_vision(clips)
+        return per_clip if clip_counts is None else average_clips(per_clip, clip_counts)
 
     def embed_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, L) token ids -> (B, out_dim), norm = the learned logit scale."""
@@ -258,11 +270,15 @@ class ImageBindModel(nn.Module):
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The reference's calling convention: {modality: tensor} -> {modality: output}.
 
-        A 5-D audio input (B, S, 1, 128, 204) holds S clips per item, averaged as the reference does.
+        A 5-D audio input (B, S, 1, 128, 204) and a 6-D vision input (B, S, 3, T, 224, 224)
+        hold S clips per item, averaged as the reference does.
         """
         outputs: dict[str, torch.Tensor] = {}
         for modality, value in inputs.items():
-            if modality == "vision":
+            if modality == "vision" and value.ndim == 6:
+                batch, clips = value.shape[:2]
+                outputs[modality] = self.embed_video(value.flatten(0, 1), [clips] * batch)
+            elif modality == "vision":
                 outputs[modality] = self.embed_vision(value)
             elif modality == "text":
                 outputs[modality] = self.embed_text(value)

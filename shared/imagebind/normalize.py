@@ -9,6 +9,7 @@ import torch
 
 from shared.imagebind.constants import CLIP_MEAN, CLIP_STD
 from shared.imagebind.image import preprocess_image
+from shared.imagebind.video import FIXED_POINT_MAX
 
 
 def normalize_image(pixels: torch.Tensor) -> torch.Tensor:
@@ -20,6 +21,16 @@ def normalize_image(pixels: torch.Tensor) -> torch.Tensor:
     x = pixels.to(torch.float32).div(255)
     mean = torch.tensor(CLIP_MEAN, dtype=torch.float32, device=x.device).view(3, 1, 1)
     std = torch.tensor(CLIP_STD, dtype=torch.float32, device=x.device).view(3, 1, 1)
+    return (x - mean) / std
+
+
+def normalize_video(fixed: torch.Tensor) -> torch.Tensor:
+    """uint16 fixed-point clips (..., 3, T, H, W) from `shared.imagebind.video` -> float32
+    CLIP-normalised, on the tensor's own device: x / 65535 is the reference's pixel / 255
+    after its float interpolation (to within 7.6e-6), then (x - mean) / std per channel."""
+    x = fixed.to(torch.float32).div(FIXED_POINT_MAX)
+    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32, device=x.device).view(3, 1, 1, 1)
+    std = torch.tensor(CLIP_STD, dtype=torch.float32, device=x.device).view(3, 1, 1, 1)
     return (x - mean) / std
 
 

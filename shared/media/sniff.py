@@ -47,6 +47,10 @@ def _fmt(
     return FormatInfo(name, modality, mime, frozenset((mime, *aliases)), pil, ff)
 
 
+# Sniffed formats whose containers may carry a video stream (`shared.media.video` opens them
+# to see); without one they are audio.
+VIDEO_CONTAINERS = frozenset({"mp4", "webm", "matroska"})
+
 FORMATS: dict[str, FormatInfo] = {
     f.name: f
     for f in (

@@ -228,3 +228,52 @@ def test_items_that_overlap_again_wait_for_company_again() -> None:
     assert [fourth.result(timeout=10), fifth.result(timeout=10)] == [4, 5]
     batcher.close()
     assert batches == [[1], [2], [3], [4, 5]]
+
+
+def test_item_costs_cap_a_batch_and_a_burst_of_heavy_items_does_not_starve_light_ones() -> None:
+    # "videos" (cost 15) and "images" (cost 1) under a cap of 64: at most 4 videos per batch
+    calls: list[tuple[str, list[int]]] = []
+    gate = threading.Event()
+
+    def launch(key: str, items: list[int]) -> list[int]:
+        gate.wait(10)  # hold the first batch so that everything queues behind it
+        calls.append((key, list(items)))
+        return list(items)
+
+    batcher: MicroBatcher[str, int, int] = MicroBatcher(
+        launch,
+        lambda handle: handle,
+        group_of=lambda x: "video" if x >= 1000 else "image",
+        cost_of=lambda x: 15 if x >= 1000 else 1,
+        max_batch=64,
+        max_wait_s=0.01,
+    )
+    first = batcher.submit(1000)
+    time.sleep(0.1)  # the first video is running (held by the gate)
+    videos = [batcher.submit(1001 + i) for i in range(20)]
+    images = [batcher.submit(i) for i in range(10)]
+    gate.set()
+    for future in [first, *videos, *images]:
+        future.result(timeout=10)
+    batcher.close()
+    video_batches = [items for key, items in calls if key == "video"]
+    assert all(len(items) <= 4 for items in video_batches)
+    assert sum(len(items) for items in video_batches) == 21
+    # the images, queued after 20 videos, run after at most one more (capped) video batch
+    image_at = next(i for i, (key, _) in enumerate(calls) if key == "image")
+    assert image_at <= 2
+
+
+def test_an_item_heavier_than_the_cap_still_runs_alone() -> None:
+    calls: list[tuple[str, list[int]]] = []
+    batcher: MicroBatcher[str, int, int] = MicroBatcher(
+        lambda key, items: calls.append((key, list(items))) or list(items),
+        lambda handle: handle,
+        group_of=lambda x: "video",
+        cost_of=lambda x: 15,
+        max_batch=8,
+        max_wait_s=0.01,
+    )
+    assert [batcher.submit(i).result(timeout=10) for i in range(3)] == [0, 1, 2]
+    batcher.close()
+    assert all(len(items) == 1 for _, items in calls)

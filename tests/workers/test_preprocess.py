@@ -96,3 +96,50 @@ def test_queries_are_prepared_like_uploads() -> None:
     assert modality is Modality.IMAGE and pixels.shape == (3, 224, 224)
     with pytest.raises(PermanentError, match="needs text or file"):
         prepare_query(Query(Modality.IMAGE), LIMITS)
+
+
+def test_a_video_with_sound_becomes_fifteen_clips_and_an_audio_track_part() -> None:
+    from tests.support.media import video_bytes
+
+    data = video_bytes(seconds=3, fps=10, audio_streams=1)
+    prepared = prepare_upload(_event("clip.mp4", content_type="video/mp4"), data, LIMITS)
+    assert prepared.modality is Modality.VIDEO
+    assert prepared.array.dtype == np.uint16 and prepared.array.shape == (15, 3, 2, 224, 224)
+    modality, track = prepared.parts["audio_track"]
+    assert modality is Modality.AUDIO and track.dtype == np.float16 and track.shape == (3, 1, 128, 204)
+    # the wire form carries the part
+    from shared.messages import PreparedUpload
+
+    again = PreparedUpload.from_wire(prepared.to_wire())
+    assert again.parts["audio_track"][0] is Modality.AUDIO
+    np.testing.assert_array_equal(again.parts["audio_track"][1], track)
+    np.testing.assert_array_equal(again.array, prepared.array)
+
+
+def test_a_silent_video_has_no_parts_and_audio_declared_embeds_the_sound_only() -> None:
+    from tests.support.media import video_bytes
+
+    silent = prepare_upload(_event("silent.mp4"), video_bytes(seconds=2, fps=10), LIMITS)
+    assert silent.modality is Modality.VIDEO and silent.parts == {}
+    sound = prepare_upload(
+        _event("clip.mp4", modality=Modality.AUDIO), video_bytes(seconds=2, fps=10, audio_streams=1), LIMITS
+    )
+    assert sound.modality is Modality.AUDIO and sound.array.shape == (3, 1, 128, 204)
+    with pytest.raises(UnsupportedMedia) as caught:
+        prepare_upload(_event("silent.mp4", modality=Modality.AUDIO), video_bytes(seconds=2, fps=10), LIMITS)
+    assert caught.value.reason == "no_audio_stream"
+
+
+def test_a_video_over_the_limits_fails_with_its_reason() -> None:
+    from tests.support.media import video_bytes
+
+    with pytest.raises(LimitExceeded) as caught:
+        prepare_upload(_event("long.mp4"), video_bytes(seconds=3, fps=10), LimitSettings(max_video_s=2))
+    assert caught.value.reason == "video_too_long"
+
+
+def test_a_video_query_is_its_frames() -> None:
+    from tests.support.media import video_bytes
+
+    modality, array = prepare_query(Query(Modality.AUTO, data=video_bytes(seconds=2, fps=10, audio_streams=1)), LIMITS)
+    assert modality is Modality.VIDEO and array.shape == (15, 3, 2, 224, 224)

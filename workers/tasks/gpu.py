@@ -37,8 +37,16 @@ def embed(self: Task, doc: Any) -> None:
 
 def _embed(task: Task, resources: Resources, prepared: PreparedUpload) -> None:
     runner = resources.gpu
+    timeout_s = resources.settings.worker.task_time_limit_s
     try:
-        vector = runner.embed(prepared.modality, prepared.array, timeout_s=resources.settings.worker.task_time_limit_s)
+        # The parts (a video's audio track) are submitted at once, so they batch with other
+        # uploads' items of their modality while the main input runs.
+        pending = {name: runner.submit(modality, array) for name, (modality, array) in prepared.parts.items()}
+        vector = runner.embed(prepared.modality, prepared.array, timeout_s=timeout_s)
+        parts = {
+            name: (prepared.parts[name][0], runner.wait(future, timeout_s=timeout_s))
+            for name, future in pending.items()
+        }
     except TimeoutError as exc:
         raise EmbedTimeout("no embedding within the task time limit") from exc
     embedded = EmbeddedUpload(
@@ -49,6 +57,7 @@ def _embed(task: Task, resources: Resources, prepared: PreparedUpload) -> None:
         checkpoint=runner.checkpoint,
         facts=prepared.facts,
         join_token=prepared.join_token,
+        parts=parts,
     )
     # Status before the hand-on: once the next stage's message is out, that stage may write
     # its own (later) status first, and this one would be refused as a step backwards —

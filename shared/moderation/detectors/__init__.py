@@ -38,11 +38,14 @@ _PIP_NAMES = {"nudenet": "nudenet", "profanity_check": "alt-profanity-check"}
 
 @dataclass(frozen=True, slots=True)
 class DecodedMedia:
-    """What detectors look at: the decoded upload (RGB image or text)."""
+    """What detectors look at: the decoded upload (RGB image or text; for a video its sampled
+    frames as (time in seconds, uint8 RGB array (H, W, 3)) and notes about what was left out)."""
 
     modality: Modality
     image: Image.Image | None = None
     text: str | None = None
+    frames: tuple[tuple[float, Any], ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

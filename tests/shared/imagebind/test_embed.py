@@ -107,7 +107,8 @@ def test_default_tiny_model_is_the_random_one_and_says_so(tmp_path: Path) -> Non
 
 def test_image_only_embedder_holds_no_text_or_audio_weights(make_embedder: MakeEmbedder) -> None:
     embedder = make_embedder(("image",))
-    assert embedder.modalities == {Modality.IMAGE}
+    # the vision trunk embeds images and video clips alike
+    assert embedder.modalities == {Modality.IMAGE, Modality.VIDEO}
     assert {key.split(".")[1] for key in embedder.model.state_dict()} == {"vision"}
     with pytest.raises(PermanentError) as info:
         embedder.embed({"text": golden_io()["text_tokens"]})
@@ -139,7 +140,8 @@ def test_bf16_embedder_stays_close_to_fp32(make_embedder: MakeEmbedder) -> None:
         ("audio", [], "non-empty"),
         ("audio", np.zeros((1, 3, 1, 128, 204), np.int16), "float16 or float32"),
         ("audio", "not an array", "sequence of clip arrays"),
-        ("video", np.zeros((1,)), "cannot embed modality"),
+        ("video", np.zeros((1,)), "video must have shape"),
+        ("depth", np.zeros((1,)), "cannot embed modality"),
     ],
 )
 def test_bad_inputs_raise_invalid_model_input(embedder: Embedder, modality: str, inputs: object, needle: str) -> None:
