@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -169,6 +169,9 @@ class WorkerProcess:
     started_s: float = field(default_factory=time.monotonic)
     relayed: deque[str] = field(default_factory=lambda: deque(maxlen=200))
     relay: threading.Thread | None = None
+    # How it was started (`Stack.spawn`), so a restart starts it the same way.
+    wrapper: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
 
     def log_tail(self, lines: int = 30) -> str:
         if self.log_path is not None:
@@ -283,17 +286,21 @@ class Stack:
         env.update(self.extra_env)
         return env
 
-    def spawn(self, kind: WorkerKind) -> WorkerProcess:
-        """Start one more worker of `kind`."""
-        env = self.child_env()
-        env["OMNIBIND_WORKER__KIND"] = kind
+    def spawn(
+        self, kind: WorkerKind, *, wrapper: Sequence[str] = (), env: Mapping[str, str] | None = None
+    ) -> WorkerProcess:
+        """Start one more worker of `kind`; `wrapper` goes before its command line (a test
+        runs it on another simulated host: ``ip netns exec HOST``), `env` on top of
+        `child_env`."""
+        extra_env = dict(env or {})
+        child_env = {**self.child_env(), **extra_env, "OMNIBIND_WORKER__KIND": kind}
         self._spawned += 1
         log_path = self.log_dir / f"{kind}-{self._spawned}.log" if self.log_dir else None
         output = log_path.open("ab") if log_path else None
         try:
             process = subprocess.Popen(
-                worker_argv(kind, self.settings),
-                env=env,
+                [*wrapper, *worker_argv(kind, self.settings)],
+                env=child_env,
                 stdin=subprocess.DEVNULL,
                 stdout=output or subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -305,7 +312,7 @@ class Stack:
         finally:
             if output:
                 output.close()
-        worker = WorkerProcess(kind, process, log_path)
+        worker = WorkerProcess(kind, process, log_path, wrapper=tuple(wrapper), env=extra_env)
         if process.stdout is not None:
             worker.relay = threading.Thread(
                 target=_relay_output, args=(process.stdout, worker.relayed), name=f"{kind}-output", daemon=True
@@ -373,7 +380,7 @@ class Stack:
                 worker.process.returncode,
             )
             self.workers.remove(worker)
-            restarted.append(self.spawn(worker.kind))
+            restarted.append(self.spawn(worker.kind, wrapper=worker.wrapper, env=worker.env))
         return restarted
 
     def supervise_redis(self) -> bool:

@@ -1,5 +1,10 @@
 """Worker liveness in Redis: `omnibind up` waits for it, `omnibind health` (container
-healthchecks) and `omnibind status` read it."""
+healthchecks) and `omnibind status` read it.
+
+Beats are stamped and judged by the Redis server's clock (``TIME``), never the host's: a
+worker host whose clock is behind would otherwise stamp beats that every reader with a right
+clock prunes as older than `TTL_S` at once — the worker is alive but never listed (seen with
+a host 30 s behind, tests/robustness/test_clock_skew.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ import time
 from collections.abc import Callable
 
 import redis
+
+from shared.redis_clock import server_time
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +40,7 @@ def live_workers(client: redis.Redis, prefix: str, kind: str = "*") -> list[dict
     """Heartbeats of live workers of `kind` ("*" = any). Registry entries whose key expired
     (a killed worker) are pruned on the way."""
     registry = registry_key(prefix)
-    client.zremrangebyscore(registry, "-inf", time.time() - TTL_S)
+    client.zremrangebyscore(registry, "-inf", server_time(client) - TTL_S)
     keys = [k.decode() if isinstance(k, bytes) else str(k) for k in client.zrange(registry, 0, -1)]
     if kind != "*":
         keys = [k for k in keys if k.startswith(f"{prefix}:workers:{kind}:")]
@@ -75,7 +82,7 @@ class Heartbeat:
         try:
             details = self._details() if self._details else {}
             doc = {**self._doc, **details}
-            now = time.time()
+            now = server_time(self._client)
             pipe = self._client.pipeline()
             pipe.set(self._key, json.dumps({**doc, "beat_at": now}), ex=TTL_S)
             pipe.zadd(self._registry, {self._key: now})

@@ -34,6 +34,7 @@ from shared.config import Settings
 from shared.errors import OmnibindError
 from shared.events import Frozen, Modality, ObjectRef, Result, Stage, UploadEvent, UploadStatus, utcnow
 from shared.redis_client import translate_redis_errors
+from shared.redis_clock import server_time
 from shared.redis_keys import RedisKeys
 from shared.streams import ResultStream, dead_letter_fields
 
@@ -147,8 +148,11 @@ def parse_record(raw: Mapping[str | bytes, str | bytes]) -> StatusRecord:
     )
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+# Progress of an upload still in flight, stamped by Redis' clock (see status_transition.lua).
+TOUCH_LUA = """
+local clock = redis.call('TIME')
+return redis.call('ZADD', KEYS[1], 'XX', 'CH', clock[1] * 1000 + math.floor(clock[2] / 1000), ARGV[1])
+"""
 
 
 def _iso(moment: datetime) -> str:
@@ -206,6 +210,7 @@ class StatusStore:
         self.dead_maxlen = dead_maxlen
         self.recent_max = recent_max
         self._transition = client.register_script(TRANSITION_LUA)
+        self._touch = client.register_script(TOUCH_LUA)
         self._results = ResultStream(client, prefix)
 
     @classmethod
@@ -323,13 +328,13 @@ class StatusStore:
         """Note progress of an unfinished upload without changing its status (a stage about
         to publish a retry). False when the upload is not in flight."""
         with translate_redis_errors(f"noting progress of upload {upload_id}"):
-            return bool(self._redis.zadd(self.keys.inflight, {upload_id: _now_ms()}, xx=True, ch=True))
+            return bool(self._touch(keys=[self.keys.inflight], args=[upload_id]))
 
     def stalled(self, idle_s: float, *, limit: int = 500) -> list[tuple[str, int]]:
         """Up to `limit` unfinished uploads without progress for `idle_s` seconds, oldest
         first, each with its last progress (epoch ms)."""
-        cutoff = _now_ms() - int(idle_s * 1000)
         with translate_redis_errors("listing stalled uploads"):
+            cutoff = int(server_time(self._redis) * 1000) - int(idle_s * 1000)  # the clock progress is stamped by
             rows: Any = self._redis.zrangebyscore(
                 self.keys.inflight, "-inf", cutoff, start=0, num=limit, withscores=True
             )

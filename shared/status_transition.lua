@@ -35,7 +35,11 @@ local function enter(status, previous)
     redis.call('ZREM', inflight, id)
     redis.call('HDEL', record, 'event')  -- kept only while in flight (to send it again)
   else
-    redis.call('ZADD', inflight, now_ms, id)
+    -- Progress is stamped by Redis' clock, not the caller's: every host's sweeper compares
+    -- it with that same clock (StatusStore.stalled), so a skewed worker clock cannot make an
+    -- upload look stalled (tests/robustness/test_clock_skew.py).
+    local clock = redis.call('TIME')
+    redis.call('ZADD', inflight, clock[1] * 1000 + math.floor(clock[2] / 1000), id)
   end
 end
 

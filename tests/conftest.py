@@ -14,6 +14,7 @@ from shared.config import Settings
 pytest_plugins = [
     "tests.support.redis_server",
     "tests.support.sentinel",
+    "tests.support.netns",
     "tests.support.full_disk",
     "tests.support.s3_server",
     "tests.support.minio_server",

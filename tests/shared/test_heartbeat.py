@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import redis
 
 from shared.heartbeat import TTL_S, Heartbeat, live_workers
@@ -27,4 +29,17 @@ def test_a_worker_whose_heartbeat_expired_is_not_listed_and_is_pruned(redis_url:
     client.zadd("hb:workers", {key: 0})  # a beat older than the TTL
     live_workers(client, "hb")
     assert client.zcard("hb:workers") == 0
+    beat.stop()
+
+
+def test_beats_are_stamped_and_judged_by_redis_clock_not_the_hosts(redis_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    real_time = time.time
+    beat = Heartbeat(client, "hb", "cpu")
+    monkeypatch.setattr(time, "time", lambda: real_time() - 30)  # this worker's host is 30 s behind
+    beat._beat()
+    monkeypatch.undo()
+    # A reader with a right clock used to prune that beat at once as older than the TTL.
+    (worker,) = live_workers(client, "hb")
+    assert abs(float(worker["beat_at"]) - real_time()) < 5  # type: ignore[arg-type]
     beat.stop()

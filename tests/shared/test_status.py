@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -443,3 +444,20 @@ def test_of_concurrent_submissions_of_one_id_exactly_one_starts_a_run(store: Sta
     assert (repeated.started, repeated.run, repeated.status) == (False, 1, UploadStatus.EMBEDDED)
     store.advance("twin", UploadStatus.INDEXED)
     assert store.start_run(_event("twin", submitted_at=datetime.now(UTC))).run == 2, "a finished run may be re-run"
+
+
+def test_progress_is_stamped_by_redis_clock_so_a_skewed_worker_does_not_look_stalled(
+    store: StatusStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shared.status
+
+    behind = datetime.now(UTC) - timedelta(seconds=30)
+    monkeypatch.setattr(shared.status, "utcnow", lambda: behind)  # this worker's host is 30 s behind
+    store.create(_event("skewed"))
+    store.advance("skewed", UploadStatus.PREPROCESSED)
+    # Another host's sweeper, 10 s stall timeout: stamped by the worker's clock it looked 30 s old.
+    assert store.stalled(10) == []
+    monkeypatch.setattr(time, "time", lambda: behind.timestamp())
+    store.touch("skewed")
+    assert store.stalled(10) == []
+    assert [upload_id for upload_id, _ in store.stalled(0)] == ["skewed"]
