@@ -43,9 +43,9 @@ def test_kill_9_of_the_redis_primary_loses_and_duplicates_no_upload(sentinel_gro
     new = sentinel_group.wait_for_failover(old)
     promoted_s = time.monotonic() - killed_at
     print(f"primary killed after {len(submitter.submitted)} uploads; replica promoted in {promoted_s:.1f} s")
-    # The old primary comes back; the sentinels make it a replica of the new one (with
-    # wait_replicas=1, confirmations resume once it has caught up).
-    rejoined = sentinel_group.restart(old)
+    # The old primary comes back as a replica of the new one, as docs/redis.md tells operators
+    # (with wait_replicas=1, confirmations resume once it has caught up).
+    rejoined = sentinel_group.restart(old, replica_of=new)
     wait_for(
         lambda: rejoined.client().info("replication").get("master_port") == new.port,
         timeout_s=60,

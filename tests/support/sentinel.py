@@ -24,7 +24,9 @@ from shared.processes import die_with_parent
 
 HOST = "127.0.0.1"
 MASTER = "omnibind-main"
-DOWN_AFTER_MS = 1000  # how long a silent primary is taken for alive (Redis' default: 30 s)
+# How long a silent primary is taken for alive (Redis' default: 30 s). At 1 s a new primary
+# slowed by a loaded machine was taken for dead and failed over again.
+DOWN_AFTER_MS = 2500
 FAILOVER_TIMEOUT_MS = 5000
 
 
@@ -119,11 +121,13 @@ class SentinelGroup:
             time.sleep(0.1)
         raise AssertionError(f"no failover within {timeout_s:g} s; sentinel log:\n{self.sentinels[0].log_tail()}")
 
-    def restart(self, server: Server) -> Server:
-        """Start a killed data server again on its port and dir: the sentinels turn it into a
-        replica of the new primary."""
+    def restart(self, server: Server, *, replica_of: Server) -> Server:
+        """Start a killed data server again on its port and dir, as a replica of
+        `replica_of` (the current primary). Started as it was — a primary with its old data —
+        it was once taken by the sentinels for the best replica and promoted back while the new
+        primary was slow to answer, losing what the new primary had taken meanwhile."""
         conf = server.directory / "redis.conf"
-        process = self._spawn(conf, server.directory, sentinel=False)
+        process = self._spawn(conf, server.directory, sentinel=False, replica_of=replica_of.port)
         restarted = Server(server.name, server.port, server.directory, process)
         self.servers[self.servers.index(server)] = restarted
         return restarted
@@ -186,8 +190,12 @@ class SentinelGroup:
         self._wait_answers(server)
         return server
 
-    def _spawn(self, conf: Path, directory: Path, *, sentinel: bool) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, conf: Path, directory: Path, *, sentinel: bool, replica_of: int | None = None
+    ) -> subprocess.Popen[bytes]:
         argv = [str(self.binary), str(conf), *(["--sentinel"] if sentinel else [])]
+        if replica_of is not None:
+            argv += ["--replicaof", HOST, str(replica_of)]
         with (directory / "stderr.log").open("ab") as err:
             return subprocess.Popen(
                 argv,
