@@ -224,6 +224,9 @@ class WorkerSettings(BaseModel):
 class ModerationSettings(BaseModel):
     enabled: bool = Field(True, description="score uploads for moderation")
     policy: Path | None = Field(None, description="policy file (default: the one shipped with omnibind)")
+    tenant_policies: dict[str, Path] = Field(
+        default={}, description='per-tenant policy files, JSON {"acme": "/etc/omnibind/acme.toml"}; others use `policy`'
+    )
     nudenet: bool = Field(False, description="run the NudeNet image detector in the CPU stage (omnibind[detectors])")
     profanity: bool = Field(
         False, description="run the abusive-language text classifier in the CPU stage (omnibind[detectors])"

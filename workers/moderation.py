@@ -1,12 +1,16 @@
 """Moderation inside the workers: what each worker kind loads at start-up, and the
 per-process runtime the tasks use.
 
-- every worker kind (moderation enabled) validates the policy before consuming: a malformed
-  policy stops the worker at start-up with a message naming the field (exit code 3);
+- every worker kind (moderation enabled) validates the policy, and every tenant's policy
+  (``OMNIBIND_MODERATION__TENANT_POLICIES``), before consuming: a malformed policy stops the
+  worker at start-up with a message naming the field (exit code 3);
 - cpu workers check that the enabled detectors' packages are installed (loaded lazily, per
   child process, on first use);
-- gpu workers embed the policy's prompts once the model is loaded and store them in Redis
-  for (policy version, checkpoint), so index workers find them before the first upload.
+- gpu workers embed the prompts of every policy once the model is loaded and store them in
+  Redis for (policy version, checkpoint), so index workers find them before the first upload.
+
+An upload is decided under its tenant's policy, or the default policy when its tenant has
+none (or it has no tenant); the decision names the policy version it was made under.
 """
 
 from __future__ import annotations
@@ -56,6 +60,33 @@ class ModerationRuntime:
         self.settings = settings
         self.redis = client
         self.policy: Policy = load_policy(settings.moderation.policy)
+        self.tenant_policies: dict[str, Policy] = {
+            tenant: load_policy(path) for tenant, path in settings.moderation.tenant_policies.items()
+        }
+        self._moderators: dict[str, Moderator] = {}
+
+    def policy_for(self, tenant: str | None) -> Policy:
+        """`tenant`'s policy, or the default one."""
+        return self.tenant_policies.get(tenant, self.policy) if tenant is not None else self.policy
+
+    def policies(self) -> list[Policy]:
+        """Every distinct policy in use (the default first)."""
+        found = {self.policy.version: self.policy}
+        for policy in self.tenant_policies.values():
+            found.setdefault(policy.version, policy)
+        return list(found.values())
+
+    def moderator_for(self, tenant: str | None) -> Moderator:
+        """The moderator of `tenant`'s policy (one per policy, sharing the prompt store and
+        blocklist cache)."""
+        policy = self.policy_for(tenant)
+        if policy.version == self.policy.version:
+            return self.moderator
+        found = self._moderators.get(policy.version)
+        if found is None:
+            found = Moderator(policy, self.prompts, self.blocklist, request_prompts=send_prompt_request)
+            self._moderators[policy.version] = found
+        return found
 
     @property
     def enabled(self) -> bool:
@@ -78,11 +109,14 @@ class ModerationRuntime:
         return PromptStore(self.redis, self.settings.queue_prefix)
 
     @cached_property
-    def moderator(self) -> Moderator:
-        blocklist = BlocklistCache(
+    def blocklist(self) -> BlocklistCache:
+        return BlocklistCache(
             Blocklist(self.redis, self.settings.queue_prefix), refresh_s=self.settings.moderation.blocklist_refresh_s
         )
-        return Moderator(self.policy, self.prompts, blocklist, request_prompts=send_prompt_request)
+
+    @cached_property
+    def moderator(self) -> Moderator:
+        return Moderator(self.policy, self.prompts, self.blocklist, request_prompts=send_prompt_request)
 
     @cached_property
     def decisions(self) -> DecisionLog:
@@ -135,12 +169,14 @@ def prepare_worker(app: Celery, kind: str | None) -> None:
         log.critical("cannot start: %s", exc)
         raise SystemExit(EXIT_CONFIG) from exc
     log.info("moderation policy %r version %s", runtime.policy.name, runtime.policy.version)
+    for tenant, policy in runtime.tenant_policies.items():
+        log.info("moderation policy of tenant %s: %r version %s", tenant, policy.name, policy.version)
     if kind == "gpu":
-        _cache_prompts_at_start(resources.gpu, runtime, settings)
+        for policy in runtime.policies():
+            _cache_prompts_at_start(resources.gpu, runtime, policy, settings)
 
 
-def _cache_prompts_at_start(runner: GpuRunner, runtime: ModerationRuntime, settings: Settings) -> None:
-    policy = runtime.policy
+def _cache_prompts_at_start(runner: GpuRunner, runtime: ModerationRuntime, policy: Policy, settings: Settings) -> None:
     prompts = policy.prompt_texts()
     if not prompts:
         return
@@ -214,11 +250,11 @@ def _combine(parts: dict[str, str]) -> EmbeddedUpload:
 
 
 def moderate_embedded(runtime: ModerationRuntime, embedded: EmbeddedUpload) -> Moderation:
-    """Decide `embedded` under the process's policy and log the decision. Raises
-    `PromptsUnavailable` (transient) while the prompt embeddings are being computed."""
+    """Decide `embedded` under its tenant's policy (or the default) and log the decision.
+    Raises `PromptsUnavailable` (transient) while the prompt embeddings are being computed."""
     # A video's vector is the mean of its clips' vision embeddings: scored with the image prompts.
     modality = Modality.IMAGE if embedded.modality is Modality.VIDEO else embedded.modality
-    decision = runtime.moderator.moderate(
+    decision = runtime.moderator_for(embedded.event.tenant).moderate(
         modality=modality,
         vector=embedded.vector,
         sha256=embedded.facts.sha256,

@@ -1,0 +1,175 @@
+"""Fairness between tenants: does one tenant's flood starve another's trickle?
+
+    PYTHONPATH=$PWD .venv/bin/python bench/fairness.py --flood 600 --trickle-s 30
+
+Starts the embedded stack (real redis-server, real Celery workers, tiny random model) and
+runs two phases on it, both with inline text uploads (the cheapest kind, so the pipeline's
+scheduling, not the model, is what is measured):
+
+* **alone**: tenant B submits 2 uploads a second for `--trickle-s` seconds;
+* **flood**: tenant A submits `--flood` uploads as fast as the client can, and B's trickle
+  starts at the same moment.
+
+Recorded per phase: B's upload-to-indexed latency (the status record's ``queued`` ->
+``indexed`` timestamps) p50/p95/max, and in the flood phase A's submit and drain times. The
+issue's target is B's p95 under the flood within 2x of B's p95 alone. Not a test: a
+measurement on a shared machine (the load average at the start is recorded).
+
+Results: bench/results/fairness_<date>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.machine import host_info
+from bench.report import write_report
+from producers.client import Client
+from producers.stack import Stack
+from shared.events import UploadStatus
+from tests.support.stack import stack_settings
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def trickle(client: Client, tenant: str, tag: str, rate_per_s: float, duration_s: float) -> list[str]:
+    """Submit `rate_per_s` uploads a second for `duration_s`; returns their ids."""
+    ids: list[str] = []
+    started = time.monotonic()
+    n = 0
+    while (due := started + n / rate_per_s) < started + duration_s:
+        time.sleep(max(0.0, due - time.monotonic()))
+        ids.append(
+            client.submit_text(
+                f"{tenant} note {tag} {n}: a kite over the bay", upload_id=f"{tenant}:{tag}-{n}", tenant=tenant
+            )
+        )
+        n += 1
+    return ids
+
+
+def flood(client: Client, tenant: str, count: int, out: dict[str, Any]) -> None:
+    started = time.monotonic()
+    out["ids"] = [
+        client.submit_text(f"{tenant} flood {n}: a lighthouse at dusk", upload_id=f"{tenant}:flood-{n}", tenant=tenant)
+        for n in range(count)
+    ]
+    out["submit_s"] = round(time.monotonic() - started, 1)
+
+
+def latencies_s(client: Client, ids: list[str], timeout_s: float) -> list[float]:
+    records = client.wait(ids, timeout_s=timeout_s)
+    found = []
+    for record in records.values():
+        stamps = record.timestamps
+        if record.status is UploadStatus.INDEXED and UploadStatus.QUEUED in stamps and UploadStatus.INDEXED in stamps:
+            found.append((stamps[UploadStatus.INDEXED] - stamps[UploadStatus.QUEUED]).total_seconds())
+    return sorted(found)
+
+
+def summary(values: list[float], expected: int) -> dict[str, Any]:
+    if not values:
+        return {"indexed": 0, "of": expected}
+    p95 = values[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
+    return {
+        "indexed": len(values),
+        "of": expected,
+        "p50_s": round(statistics.median(values), 3),
+        "p95_s": round(p95, 3),
+        "max_s": round(values[-1], 3),
+    }
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    settings = stack_settings(workdir / "stack", workdir / "model-cache", worker={"cpu_concurrency": args.cpu_workers})
+    (workdir / "stack" / "logs").mkdir(parents=True)
+    with Stack(settings, log_dir=workdir / "stack" / "logs").start(ready_timeout_s=300) as stack:
+        connected = settings.model_copy(update={"redis_url": SecretStr(stack.redis_url or "")})
+        with Client(connected, source="bench-fairness") as client:
+            warm = trickle(client, "beta", "warm", 4, 2)
+            client.wait(warm, timeout_s=args.timeout_s)
+            alone_ids = trickle(client, "beta", "alone", args.rate, args.trickle_s)
+            alone = summary(latencies_s(client, alone_ids, args.timeout_s), len(alone_ids))
+
+            flooded: dict[str, Any] = {}
+            flooder = threading.Thread(target=flood, args=(client, "acme", args.flood, flooded), daemon=True)
+            started = time.monotonic()
+            flooder.start()
+            under_ids = trickle(client, "beta", "flood", args.rate, args.trickle_s)
+            flooder.join()
+            under = summary(latencies_s(client, under_ids, args.timeout_s), len(under_ids))
+            client.wait(flooded["ids"], timeout_s=args.timeout_s)
+            flood_drain_s = round(time.monotonic() - started, 1)
+    ratio = round(under["p95_s"] / alone["p95_s"], 1) if alone.get("p95_s") and under.get("p95_s") else None
+    return {
+        "alone": alone,
+        "under_flood": under,
+        "p95_ratio": ratio,
+        "flood": {"uploads": args.flood, "submit_s": flooded["submit_s"], "all_indexed_after_s": flood_drain_s},
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    a, u = result["result"]["alone"], result["result"]["under_flood"]
+    f = result["result"]["flood"]
+
+    def row(name: str, s: dict[str, Any]) -> str:
+        return f"| {name} | {s['indexed']}/{s['of']} | {s.get('p50_s')} s | {s.get('p95_s')} s | {s.get('max_s')} s |"
+
+    return "\n".join(
+        [
+            f"# Fairness: tenant B's trickle alone and under tenant A's flood ({result['date']})",
+            "",
+            f"Machine: {result['machine']}. Command: `{result['command']}`.",
+            "",
+            "| B (2 uploads/s) | indexed | p50 | p95 | max |",
+            "|---|---|---|---|---|",
+            row("alone", a),
+            row("under A's flood", u),
+            "",
+            f"B's p95 under the flood / alone: **{result['result']['p95_ratio']}x** (target: within 2x). "
+            f"A's flood: {f['uploads']} uploads submitted in {f['submit_s']} s, all indexed "
+            f"{f['all_indexed_after_s']} s after it began.",
+            "",
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--flood", type=int, default=600, help="tenant A's uploads")
+    parser.add_argument("--rate", type=float, default=2.0, help="tenant B's uploads per second")
+    parser.add_argument("--trickle-s", type=float, default=30.0)
+    parser.add_argument("--cpu-workers", type=int, default=2)
+    parser.add_argument("--timeout-s", type=float, default=900.0)
+    parser.add_argument("--tag", default="")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="omnibind-fairness-"))
+    started = time.monotonic()
+    result = {
+        "benchmark": "fairness",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": host_info(),
+        "command": " ".join(sys.argv),
+        "result": run(args, workdir),
+        "wall_s": round(time.monotonic() - started, 1),
+        "workdir": str(workdir),
+    }
+    stem = f"fairness{'_' + args.tag if args.tag else ''}_{dt.date.today().isoformat()}"
+    write_report(RESULTS / stem, result, markdown(result))
+
+
+if __name__ == "__main__":
+    main()
