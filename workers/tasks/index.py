@@ -43,6 +43,13 @@ def index(self: Task, doc: Any) -> None:
 
 
 def _index(resources: Resources, embedded: EmbeddedUpload) -> None:
+    finished = resources.status.get(embedded.event.id)
+    if finished is not None and finished.terminal:
+        # A redelivery after the run ended (its worker died before the ack, or a duplicate):
+        # the record is written already, and a deletion may have removed it since, which a
+        # second write would undo (3 of 200 deleted uploads came back in a chaos run).
+        log.info("index: upload is %s already; nothing to write", finished.status.value)
+        return
     moderation = Moderation()
     if resources.settings.moderation.enabled:
         # The "moderate" step runs here, in front of the write, saving a queue hop: it is a
