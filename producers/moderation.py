@@ -141,15 +141,23 @@ def rescore(
     write: bool = True,
     timeout_s: float = 300.0,
     progress: Callable[[int], None] | None = None,
+    tenant: str | None = None,
+    skip_tenants: frozenset[str] = frozenset(),
 ) -> RescoreSummary:
-    """Apply `policy` to every stored record (vector, SHA-256 and stored detector scores);
-    with `write`, upsert the records whose decision changed and log every new decision
-    (source ``rescore``)."""
+    """Apply `policy` to the stored records (vector, SHA-256 and stored detector scores) of
+    `tenant`, or of every tenant but `skip_tenants` (those with a policy of their own) when
+    `tenant` is None; with `write`, upsert the records whose decision changed and log every
+    new decision (source ``rescore``)."""
     moderator = moderator_for(client, policy)
     log = DecisionLog(client.redis, client.settings.queue_prefix, maxlen=client.settings.moderation.decisions_maxlen)
     summary = RescoreSummary()
     ready: set[str] = set()
-    for batch in _batches(client.vectors.iter_records(), RESCORE_BATCH):
+    chosen = (
+        record
+        for record in client.vectors.iter_records()
+        if (record.tenant == tenant if tenant is not None else record.tenant not in skip_tenants)
+    )
+    for batch in _batches(chosen, RESCORE_BATCH):
         updated = []
         for record in batch:
             if record.checkpoint not in ready:

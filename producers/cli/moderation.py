@@ -168,21 +168,32 @@ def explain(ctx: click.Context, upload_id: str, history: bool, as_json: bool) ->
 @main.command("rescore")
 @click.option("--policy", "policy_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
 @click.option("--dry-run", is_flag=True, help="report what would change; write nothing")
+@click.option(
+    "--tenant",
+    default=None,
+    help="only this tenant's uploads, under its policy (OMNIBIND_MODERATION__TENANT_POLICIES) unless --policy",
+)
 @click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True, help="for prompt embeddings")
 @click.pass_context
 @handle_errors
-def rescore_command(ctx: click.Context, policy_path: Path | None, dry_run: bool, timeout_s: float) -> None:
-    """Recompute moderation of every stored upload from its stored vector (no re-embedding;
-    the GPU is only asked for the prompt embeddings of a policy it has not seen)."""
+def rescore_command(
+    ctx: click.Context, policy_path: Path | None, dry_run: bool, tenant: str | None, timeout_s: float
+) -> None:
+    """Recompute moderation of the stored uploads from their stored vectors (no re-embedding;
+    the GPU is only asked for the prompt embeddings of a policy it has not seen). Without
+    --tenant: every upload except those of tenants with a policy of their own."""
     settings = settings_of(ctx)
-    policy = _policy(settings, policy_path)
+    tenant_policies = settings.moderation.tenant_policies
+    policy = _policy(settings, policy_path or (tenant_policies.get(tenant) if tenant else None))
+    skip = frozenset() if tenant else frozenset(tenant_policies)
     with Client(settings, source="cli") as client:
-        summary = rescore(client, policy, write=not dry_run, timeout_s=timeout_s)
+        summary = rescore(client, policy, write=not dry_run, timeout_s=timeout_s, tenant=tenant, skip_tenants=skip)
         if not dry_run:
             AuditLog.from_settings(client.redis, settings).record(
                 Action.MODERATION_RESCORE,
                 actor=cli_actor(),
                 target=f"{policy.name} {policy.version}",
+                tenant=tenant,
                 detail={"records": summary.records, "changed": summary.changed, "flagged_after": summary.flagged_after},
             )
     verb = "would change" if dry_run else "changed"

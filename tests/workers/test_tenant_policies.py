@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import redis
 
+from producers.client import Client
+from producers.moderation import rescore
 from shared.config import Settings
 from shared.errors import ConfigError
 from shared.events import Band, Modality, UploadEvent
@@ -18,6 +20,7 @@ from shared.messages import EmbeddedUpload
 from shared.moderation.log import DecisionLog
 from shared.moderation.prompts import PromptEmbeddings, PromptStore
 from shared.redis_client import redis_client
+from shared.vectors.records import VectorRecord
 from tests.shared.moderation.policies import BASE, write_policy
 from workers.moderation import ModerationRuntime, moderate_embedded
 
@@ -87,3 +90,44 @@ def test_a_bad_tenant_policy_stops_the_worker_at_start_up(
     settings = make_settings(redis_url=redis_url, moderation={"tenant_policies": {"acme": broken}})
     with pytest.raises(ConfigError):
         ModerationRuntime(settings, redis_client(redis_url))
+
+
+def test_rescore_keeps_to_one_tenant_under_its_policy_and_by_default_skips_tenants_with_their_own(
+    make_settings: Callable[..., Settings], redis_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        redis_url=redis_url,
+        vectors={"dimension": DIM},
+        moderation={
+            "policy": write_policy(tmp_path, BASE, "default.toml"),
+            "tenant_policies": {"acme": write_policy(tmp_path, LENIENT, "acme.toml")},
+        },
+    )
+    runtime = ModerationRuntime(settings, redis_client(redis_url))
+    vectors = store_prompts(runtime.redis, runtime)
+    blend = 0.55 * vectors["violent text"] + 0.45 * vectors["safe text"]
+    with Client(settings, source="test") as client:
+        client.vectors.upsert(
+            [
+                VectorRecord(
+                    upload_id=f"{tenant}:u1",
+                    vector=blend / np.linalg.norm(blend),
+                    modality=Modality.TEXT,
+                    tenant=tenant,
+                    model="tiny",
+                    checkpoint=CHECKPOINT,
+                )
+                for tenant in ("acme", "beta")
+            ]
+        )
+
+        def versions() -> dict[str, str | None]:
+            return {t: client.vectors.get(f"{t}:u1").moderation.policy_version for t in ("acme", "beta")}  # type: ignore[union-attr]
+
+        everyone_else = rescore(client, runtime.policy, skip_tenants=frozenset({"acme"}))
+        assert everyone_else.records == 1 and everyone_else.flagged_after == 1
+        assert versions() == {"acme": None, "beta": runtime.policy.version}, "acme has a policy of its own"
+
+        acme_only = rescore(client, runtime.tenant_policies["acme"], tenant="acme")
+        assert acme_only.records == 1 and acme_only.flagged_after == 0
+        assert versions() == {"acme": runtime.tenant_policies["acme"].version, "beta": runtime.policy.version}
