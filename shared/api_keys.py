@@ -47,7 +47,7 @@ class Role(StrEnum):
     INGEST = "ingest"  # submit uploads
     SEARCH = "search"  # search the indexed uploads
     READ = "read"  # follow uploads (status records)
-    MODERATE = "moderate"  # moderation decisions (no HTTP route yet)
+    MODERATE = "moderate"  # the review queue and moderation decisions
     ADMIN = "admin"  # pipeline-wide views: /metrics
 
 

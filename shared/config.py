@@ -332,8 +332,9 @@ class BridgeSettings(BaseModel):
 class WebhookTarget(BaseModel):
     url: str = Field(pattern=r"^https?://", description="where results are POSTed")
     secret: SecretStr = Field(description="HMAC-SHA256 key of the Omnibind-Signature header")
-    statuses: list[Literal["indexed", "failed"]] = Field(
-        default=["indexed", "failed"], description="which results to deliver"
+    statuses: list[Literal["indexed", "failed", "decided"]] = Field(
+        default=["indexed", "failed"],
+        description="which results to deliver; decided = human review decisions (moderation.decided)",
     )
 
 

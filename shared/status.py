@@ -423,6 +423,61 @@ class StatusStore:
             raws = pipe.execute()
         return [parse_record(raw) for raw in raws if raw]
 
+    def recent_page(self, *, before: tuple[int, str] | None = None, count: int = 200) -> list[tuple[int, StatusRecord]]:
+        """Up to `count` records of the recent index, newest submission first, each with its
+        score (epoch ms of its last submission), strictly after the position `before` (a
+        score and id from a previous page; None = from the newest). Expired records are
+        skipped, so a page may hold fewer than `count` while more follow: page on until a
+        page of the index comes back short (`recent_ids_page`)."""
+        return self.records_at(self.recent_ids_page(before=before, count=count))
+
+    def recent_ids_page(self, *, before: tuple[int, str] | None = None, count: int = 200) -> list[tuple[int, str]]:
+        """(score, id) of up to `count` entries of the recent index after `before`, newest
+        first. Ties of one millisecond are ordered by id, descending, as Redis orders them."""
+        upper = "+inf" if before is None else str(before[0])
+        with translate_redis_errors("listing recent uploads"):
+            # Fetch the cursor's tie group in full: entries of the cursor's score that come
+            # before (or are) the cursor's id were on earlier pages.
+            rows: Any = self._redis.zrevrangebyscore(
+                self.keys.recent, upper, "-inf", start=0, num=count + self._ties(before), withscores=True
+            )
+        page: list[tuple[int, str]] = []
+        for member, score in rows:
+            entry = (int(score), _text(member))
+            if before is not None and entry[0] == before[0] and entry[1] >= before[1]:
+                continue
+            page.append(entry)
+        return page[:count]
+
+    def _ties(self, before: tuple[int, str] | None) -> int:
+        if before is None:
+            return 0
+        with translate_redis_errors("listing recent uploads"):
+            return int(self._redis.zcount(self.keys.recent, before[0], before[0]))  # type: ignore[arg-type]
+
+    def records_at(self, entries: list[tuple[int, str]]) -> list[tuple[int, StatusRecord]]:
+        """The records of (score, id) entries, in order, expired ones left out."""
+        with translate_redis_errors("reading upload statuses"):
+            pipe = self._redis.pipeline(transaction=False)
+            for _, upload_id in entries:
+                pipe.hgetall(self.keys.upload(upload_id))
+            raws = pipe.execute()
+        return [(score, parse_record(raw)) for (score, _), raw in zip(entries, raws, strict=True) if raw]
+
+    def forget(self, upload_id: str) -> bool:
+        """Delete a finished upload's record (and its place in the recent index): ``DELETE
+        /v1/uploads/{id}``. False when there is none, or its run is in flight (its stages
+        would write it again)."""
+        record = self.get(upload_id)
+        if record is None or not record.terminal:
+            return False
+        with translate_redis_errors(f"deleting the record of upload {upload_id}"):
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.delete(self.keys.upload(upload_id))
+            pipe.zrem(self.keys.recent, upload_id)
+            pipe.execute()
+        return True
+
     def wait_terminal(
         self, upload_ids: Iterable[str], timeout_s: float, *, poll_s: float = _POLL_S
     ) -> dict[str, StatusRecord]:

@@ -14,6 +14,7 @@ Entry formats for non-Python consumers: docs/redis.md.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -58,6 +59,10 @@ class ResultEntry(Frozen):
     entry_id: str
     run: int = 1
     result: Result
+    # None: an upload's end (type upload.<status>); "moderation.decided": a human review of
+    # an indexed upload (`shared.moderation.review`), whose decision is in `review`.
+    event_type: str | None = None
+    review: dict[str, Any] | None = None
 
 
 def parse_result_entry(entry_id: str | bytes, fields: Mapping[str | bytes, str | bytes]) -> ResultEntry:
@@ -67,6 +72,8 @@ def parse_result_entry(entry_id: str | bytes, fields: Mapping[str | bytes, str |
         entry_id=_text(entry_id),
         run=int(decoded.get("run", "1")),
         result=Result.model_validate_json(decoded["result"]),
+        event_type=decoded.get("type"),
+        review=json.loads(decoded["review"]) if "review" in decoded else None,
     )
 
 

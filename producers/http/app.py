@@ -19,7 +19,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
 from producers.client import Client
-from producers.http import health, search, uploads
+from producers.http import browse, dead, health, media, review, search, uploads
 from producers.http.admin import router as admin_router
 from producers.http.auth import ApiKeys, KeyResolver
 from producers.http.errors import install_error_handlers
@@ -67,7 +67,11 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
     app.state.key_resolver = resolver
     install_error_handlers(app, retry_after_s=settings.backpressure.retry_after_s)
     app.include_router(health.router)
+    app.include_router(browse.router)  # GET /v1/uploads: before uploads' /uploads/{id} routes
     app.include_router(uploads.router)
+    app.include_router(media.router)
+    app.include_router(review.router)
+    app.include_router(dead.router)
     app.include_router(search.router)
     app.include_router(admin_router)
     app.include_router(metrics_router(public=settings.api.metrics_public))

@@ -1,8 +1,10 @@
-"""``POST /v1/uploads`` (a file, or a JSON UploadEvent) and ``GET /v1/uploads/{id}``."""
+"""``POST /v1/uploads`` (a file, or a JSON UploadEvent), ``GET /v1/uploads/{id}`` and
+``DELETE /v1/uploads/{id}``."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
@@ -12,13 +14,14 @@ from starlette.concurrency import run_in_threadpool
 from producers.http.auth import authorize
 from producers.http.bodies import body_kind, read_file_form, read_json, request_body
 from producers.http.errors import ApiError, error_responses
+from producers.http.lookup import find_upload
 from producers.http.models import UploadAccepted
 from producers.http.state import ApiState, State
-from producers.http.tenancy import check_object_ref, id_to_read, qualify, submission_tenant, visible
+from producers.http.tenancy import check_object_ref, qualify, submission_tenant
 from shared.api_keys import TENANT_PATTERN, KeyScope, Role
 from shared.backpressure import check_backpressure
-from shared.errors import LimitExceeded, PermanentError
-from shared.events import UPLOAD_ID_PATTERN, Modality, UploadEvent, new_upload_id, parse_upload_event
+from shared.errors import LimitExceeded, ObjectNotFound, PermanentError
+from shared.events import UPLOAD_ID_PATTERN, DeleteRequest, Modality, UploadEvent, new_upload_id, parse_upload_event
 from shared.json_limits import loads_bounded
 from shared.logs import upload_context
 from shared.media.sniff import sniff
@@ -188,7 +191,42 @@ def get_upload(
 ) -> StatusRecord:
     """The upload's status record: status and when each was reached, modality, object ref,
     moderation (flagged, categories) once indexed, error reason and message if failed."""
-    record = visible(caller, state.client.status(id_to_read(caller, upload_id)))
-    if record is None:  # another tenant's upload answers exactly like a missing one
-        raise ApiError(404, "upload_not_found", f"no upload {upload_id} (unknown, or its record expired)")
-    return record
+    return find_upload(state, caller, upload_id)  # another tenant's: exactly like a missing one
+
+
+class UploadDeleted(BaseModel):
+    id: str
+    object_deleted: bool = Field(description="the stored file was removed (false: an inline text, or gone already)")
+    status: str = Field("deleting", description="the vector record is removed by an index worker shortly")
+
+
+@router.delete(
+    "/uploads/{upload_id}",
+    response_model=UploadDeleted,
+    status_code=202,
+    summary="Delete an upload",
+    responses=error_responses(401, 403, 404, 409, 422, 500, 503),
+)
+def delete_upload(
+    upload_id: UploadId, state: State, caller: Annotated[KeyScope, Depends(authorize(Role.INGEST))]
+) -> UploadDeleted:
+    """Delete a finished upload: its stored file now, its status record now, its vector
+    record (search) by an index worker within moments (the deletion is recorded in Redis
+    first, so it survives a lost message). 409 ``upload_in_flight`` while a run is
+    unfinished: delete it once it ended."""
+    record = find_upload(state, caller, upload_id)
+    if not record.terminal:
+        raise ApiError(
+            409, "upload_in_flight", f"upload {record.upload_id} is {record.status.value}: wait until it ends"
+        )
+    deleted = False
+    if record.object is not None:
+        try:
+            state.client.objects.delete(record.object)
+            deleted = True
+        except ObjectNotFound:
+            pass
+    state.client.delete(DeleteRequest(upload_id=record.upload_id, reason="api", removed_at=datetime.now(UTC)))
+    if not state.client.statuses.forget(record.upload_id):
+        raise ApiError(409, "upload_in_flight", f"upload {record.upload_id} started a new run: delete it once it ended")
+    return UploadDeleted(id=record.upload_id, object_deleted=deleted)

@@ -10,7 +10,10 @@ every source without its own target. The body::
                 "at": "2025-01-31T12:00:00.123456Z"}}
 
 ``delivery_id`` is the results-stream entry id: the same on every retry and redelivery of
-this result, so a receiver can drop duplicates.
+this result, so a receiver can drop duplicates. A human review of an indexed upload (the
+console, ``POST /v1/uploads/{id}/decision``) is delivered as ``{"type": "moderation.decided",
+..., "review": {"action", "by", "at", "category", "note"}}`` to targets whose ``statuses``
+include ``decided``.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.config import WebhookTarget
+from shared.moderation.review import DECIDED_EVENT
 from shared.streams import ResultEntry
 
 CATCH_ALL = "*"
+DECIDED = DECIDED_EVENT
 PAYLOAD_VERSION = 1
 
 
@@ -48,10 +53,21 @@ def choose_target(targets: Mapping[str, WebhookTarget], source: str | None) -> t
     return None
 
 
+def event_type(entry: ResultEntry) -> str:
+    """``upload.indexed``, ``upload.failed``, or ``moderation.decided`` (a human review)."""
+    return entry.event_type or f"upload.{entry.result.status.value}"
+
+
+def wanted_by(target: WebhookTarget, entry: ResultEntry) -> bool:
+    """Whether `target` takes `entry`: its status, or ``decided`` for a human review."""
+    wanted = "decided" if entry.event_type == DECIDED else entry.result.status.value
+    return wanted in target.statuses
+
+
 def payload(entry: ResultEntry, source: str | None, tenant: str | None) -> dict[str, Any]:
     result = entry.result
-    return {
-        "type": f"upload.{result.status.value}",
+    doc: dict[str, Any] = {
+        "type": event_type(entry),
         "version": PAYLOAD_VERSION,
         "delivery_id": entry.entry_id,
         "source": source,
@@ -59,6 +75,9 @@ def payload(entry: ResultEntry, source: str | None, tenant: str | None) -> dict[
         "run": entry.run,
         "result": result.model_dump(mode="json"),
     }
+    if entry.review is not None:  # moderation.decided: who decided what, when
+        doc["review"] = entry.review
+    return doc
 
 
 def build_delivery(
@@ -70,7 +89,7 @@ def build_delivery(
     if chosen is None:
         return None
     name, target = chosen
-    if entry.result.status.value not in target.statuses:
+    if not wanted_by(target, entry):
         return None
     doc = payload(entry, source, tenant)
     return Delivery(

@@ -1,18 +1,21 @@
 """The append-only decision log: a Redis stream ``{prefix}:decisions``, one entry per
-moderation decision (the pipeline's, and every ``omnibind rescore``'s).
+moderation decision (the pipeline's, every ``omnibind rescore``'s, and every human review's:
+`shared.moderation.review`).
 
 Entry fields (all strings): ``v`` (format, "1"), ``upload_id``, ``source`` (pipeline |
-rescore), ``flagged`` ("1"/"0"), ``action`` (allow | review | block), ``categories`` (JSON
-list), ``policy_version``, ``decision`` (the whole `shared.events.Moderation` as JSON:
-every score, signal, threshold, band, margin, note, the policy version and the model and
+rescore | human), ``flagged`` ("1"/"0"), ``action`` (allow | review | block),
+``categories`` (JSON list), ``policy_version``, ``reviewer`` (source human only: who
+decided, ``key:<id>``), ``decision`` (the whole `shared.events.Moderation` as JSON: every
+score, signal, threshold, band, margin, note, the policy version and the model and
 checkpoint). Entries are never rewritten; a redelivered stage may log the same decision
 twice (at-least-once). The stream is capped at ~``OMNIBIND_MODERATION__DECISIONS_MAXLEN``
 entries: to keep decisions for longer (appeals months later), read it with a consumer
 group into durable storage. ``omnibind flagged`` and ``omnibind explain ID`` read it.
 
-A decision a person makes (a moderator's, through the console) names its actor
-(`DecisionLog.append`'s ``actor``) and is recorded in the audit log too (`shared.audit`);
-the pipeline's and a rescore's decisions are not (a rescore is audited once per run).
+A decision a person makes (a moderator's, through the console or ``POST
+/v1/uploads/{id}/decision``: `shared.moderation.review`, or `DecisionLog.append` with an
+``actor``) is recorded in the audit log too (`shared.audit`); the pipeline's and a
+rescore's decisions are not (a rescore is audited once per run).
 """
 
 from __future__ import annotations
@@ -38,6 +41,27 @@ class DecisionEntry(Frozen):
     upload_id: str
     source: str
     decision: Moderation
+    reviewer: str | None = None  # who decided, for source "human" (a console or API review)
+
+
+def decision_log_fields(
+    upload_id: str, decision: Moderation, *, source: str = "pipeline", reviewer: str | None = None
+) -> dict[str, str]:
+    """The fields of one decision-log entry (pure; `shared.moderation.review` writes them
+    from a script)."""
+    fields = {
+        "v": DECISION_LOG_VERSION,
+        "upload_id": upload_id,
+        "source": source,
+        "flagged": "1" if decision.flagged else "0",
+        "action": decision.action.value,
+        "categories": json.dumps(list(decision.categories)),
+        "policy_version": decision.policy_version or "",
+        "decision": decision.model_dump_json(),
+    }
+    if reviewer is not None:
+        fields["reviewer"] = reviewer
+    return fields
 
 
 class DecisionLog:
@@ -60,16 +84,7 @@ class DecisionLog:
     ) -> str:
         """Add one decision; returns the entry id. With `actor` (a person's decision) it is
         audited too, under `tenant` (default: the tenant of the upload id's namespace)."""
-        fields = {
-            "v": DECISION_LOG_VERSION,
-            "upload_id": upload_id,
-            "source": source,
-            "flagged": "1" if decision.flagged else "0",
-            "action": decision.action.value,
-            "categories": json.dumps(list(decision.categories)),
-            "policy_version": decision.policy_version or "",
-            "decision": decision.model_dump_json(),
-        }
+        fields = decision_log_fields(upload_id, decision, source=source)
         with translate_redis_errors("appending to the decision log"):
             entry_id: Any = self._redis.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
         entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
@@ -128,5 +143,6 @@ def _parse(entry_id: str, fields: dict[str, str]) -> DecisionEntry:
         entry_id=entry_id,
         upload_id=fields["upload_id"],
         source=fields.get("source", "pipeline"),
+        reviewer=fields.get("reviewer"),
         decision=Moderation.model_validate_json(fields["decision"]),
     )

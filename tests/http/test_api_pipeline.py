@@ -276,7 +276,10 @@ def curl_examples() -> list[str]:
 
 def test_the_docs_have_curl_examples_for_every_endpoint() -> None:
     joined = "\n".join(curl_examples())
-    for path in ("/v1/uploads", "/v1/uploads/", "/v1/search", "/healthz", "/readyz", "/metrics"):
+    for path in (
+        *("/v1/uploads", "/v1/uploads/", "/v1/search", "/healthz", "/readyz", "/metrics"),
+        *("/v1/review", "/explain", "/decision", "/thumbnail", "/v1/dead-letters", "-X DELETE"),
+    ):
         assert path in joined, path
 
 

@@ -22,7 +22,8 @@ from producers.webhooks.sender import WebhookSender
 from producers.webhooks.signing import verify_signature
 from shared.config import Settings
 from shared.errors import CorruptMedia
-from shared.events import Stage, UploadEvent, UploadStatus
+from shared.events import Moderation, Result, Stage, UploadEvent, UploadStatus
+from shared.moderation.review import HumanReview, ReviewAction, ReviewStore, reviewed_moderation
 from tests.support.http_receiver import running_receiver
 
 RESULTS = "omnibind:results"
@@ -157,3 +158,37 @@ def test_results_before_the_group_existed_are_skipped_unless_asked_for(
             with dispatcher(history, client) as (replaying, _stop):
                 drain(replaying, DeliveryLog(client.redis, "omnibind:webhooks:deliveries"), 3)
             assert sorted(json.loads(r.body)["result"]["upload_id"] for r in cms.requests[1:]) == ["new", "old"]
+
+
+def test_a_human_decision_reaches_targets_that_take_decided_as_moderation_decided(
+    hook_settings: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    with running_receiver([]) as cms, running_receiver([]) as shop:
+        settings = hook_settings(
+            {
+                "cms": {"url": cms.url, "secret": "cms-secret", "statuses": ["indexed", "decided"]},
+                "shop": {"url": shop.url, "secret": "shop-secret"},  # default: indexed and failed only
+            }
+        )
+        with Client(settings) as client, dispatcher(settings, client) as (running, _stop):
+            finish(client, "cms-1", "cms")
+            finish(client, "shop-1", "shop")
+            store = ReviewStore(client.redis)
+            for upload_id in ("cms-1", "shop-1"):
+                review = HumanReview(action=ReviewAction.APPROVE, by="key-1")
+                decision = reviewed_moderation(Moderation(flagged=True, categories=("violence",)), review)
+                result = Result(upload_id=upload_id, status=UploadStatus.INDEXED, flagged=False)
+                assert store.apply(upload_id, review, decision, result)
+            log = DeliveryLog(client.redis, "omnibind:webhooks:deliveries")
+            drain(running, log, 3)
+            cms_requests = cms.wait_for(2)
+            (shop_request,) = shop.wait_for(1)
+
+    bodies = [json.loads(request.body) for request in cms_requests]
+    assert [body["type"] for body in bodies] == ["upload.indexed", "moderation.decided"]
+    decided = bodies[1]
+    assert decided["result"]["upload_id"] == "cms-1" and decided["result"]["flagged"] is False
+    assert decided["review"]["action"] == "approve" and decided["review"]["by"] == "key-1"
+    assert decided["tenant"] == "acme" and decided["source"] == "cms"
+    assert json.loads(shop_request.body)["type"] == "upload.indexed"
+    assert pending(redis_conn) == 0

@@ -1,0 +1,115 @@
+"""``GET /v1/uploads/{id}/explain`` (the decision in full, as ``omnibind explain`` says) and
+``POST /v1/uploads/{id}/decision`` (a moderator's approve / block / escalate)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from producers.http.auth import authorize
+from producers.http.errors import ApiError, error_responses
+from producers.http.lookup import find_upload, reviewer_of
+from producers.http.state import ApiState, State
+from producers.http.uploads import UploadId
+from producers.review import NotReviewable, decide
+from shared.api_keys import KeyScope, Role
+from shared.events import Frozen, Moderation
+from shared.moderation.log import DecisionEntry, DecisionLog
+from shared.moderation.policy import load_policy
+from shared.moderation.review import MAX_NOTE_CHARS, HumanReview, ReviewAction, review_of
+
+router = APIRouter(prefix="/v1", tags=["review"])
+
+MAX_HISTORY = 100
+
+
+class Explanation(Frozen):
+    upload_id: str
+    moderation: Moderation | None = Field(
+        description="the decision the upload's vector record holds now (null: not indexed)"
+    )
+    review: HumanReview | None = Field(None, description="the human decision, once made")
+    history: list[DecisionEntry] = Field(
+        description="logged decisions of the upload, newest first: pipeline, rescore and human (with reviewer)"
+    )
+
+
+class DecisionRequest(BaseModel):
+    """What a moderator decided."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: ReviewAction = Field(description="approve (not harmful), block (harmful), escalate (undecided)")
+    category: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="block: the category to block and blocklist it under (default: the first that fired)",
+    )
+    note: str | None = Field(None, max_length=MAX_NOTE_CHARS, description="why (kept with the decision)")
+
+
+class DecisionOutcome(Frozen):
+    upload_id: str
+    review: HumanReview
+    moderation: Moderation = Field(description="the upload's moderation after the decision")
+
+
+@router.get(
+    "/uploads/{upload_id}/explain",
+    response_model=Explanation,
+    summary="Why an upload was (not) flagged",
+    responses=error_responses(401, 403, 404, 422, 500, 503),
+)
+def explain(
+    upload_id: UploadId,
+    state: State,
+    caller: Annotated[KeyScope, Depends(authorize(Role.READ))],
+    history: Annotated[int, Query(ge=1, le=MAX_HISTORY, description="most logged decisions returned")] = 20,
+) -> Explanation:
+    """Every signal, threshold, band and margin of the upload's decision, the human review if
+    any, and the decision log's entries for it (as ``omnibind explain --history``)."""
+    status = find_upload(state, caller, upload_id)
+    record = state.client.vectors.get(status.upload_id)
+    settings = state.settings
+    log = DecisionLog(state.client.redis, settings.queue_prefix, maxlen=settings.moderation.decisions_maxlen)
+    return Explanation(
+        upload_id=status.upload_id,
+        moderation=record.moderation if record is not None else None,
+        review=review_of(status.extra),
+        history=log.newest(limit=history, upload_id=status.upload_id),
+    )
+
+
+@router.post(
+    "/uploads/{upload_id}/decision",
+    response_model=DecisionOutcome,
+    summary="Approve, block or escalate an upload",
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 500, 503),
+)
+async def post_decision(
+    upload_id: UploadId,
+    body: DecisionRequest,
+    state: State,
+    caller: Annotated[KeyScope, Depends(authorize(Role.MODERATE))],
+) -> DecisionOutcome:
+    """A moderator's decision about an indexed upload: written to the decision log with who
+    (the key id) and when, applied to the upload's moderation state (status record and
+    vector record, so search's `flagged` follows), and announced as a ``moderation.decided``
+    result event (webhook targets with ``decided`` in their statuses receive it). ``block``
+    also lists the upload in the blocklist under the category, so copies are flagged on
+    arrival. 409 ``not_indexed`` for an upload in flight or failed."""
+    return await run_in_threadpool(_decide, state, caller, upload_id, body)
+
+
+def _decide(state: ApiState, caller: KeyScope, upload_id: str, body: DecisionRequest) -> DecisionOutcome:
+    status = find_upload(state, caller, upload_id)
+    review = HumanReview(action=body.action, by=reviewer_of(caller), category=body.category, note=body.note)
+    try:
+        decided = decide(state.client, status, review, load_policy(state.settings.moderation.policy))
+    except NotReviewable as exc:
+        raise ApiError(409, exc.reason, exc.message) from exc
+    return DecisionOutcome(upload_id=status.upload_id, review=decided.review, moderation=decided.moderation)
