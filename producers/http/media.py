@@ -36,6 +36,7 @@ router = APIRouter(prefix="/v1", tags=["uploads"])
 # Nothing may load, run or frame; `sandbox` gives even a mis-typed document a null origin.
 MEDIA_CSP = "default-src 'none'; sandbox; frame-ancestors 'none'"
 MIN_SIZE, MAX_SIZE = 32, 1024
+VIDEO_MIMES = {"mp4": "video/mp4", "webm": "video/webm", "matroska": "video/x-matroska"}
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -63,15 +64,18 @@ def _original(state: ApiState, caller: KeyScope, upload_id: str) -> tuple[bytes,
         raise ApiError(404, "no_media", f"upload {upload_id} has no stored file (an inline text)")
     data = state.client.objects.get(record.object, max_bytes=state.settings.limits.max_bytes)
     sniffed = sniff(data)
-    return data, record.object.key.rsplit("/", 1)[-1], sniffed.modality, sniffed.format
+    # A container sniffs as audio; the pipeline decided whether it holds video.
+    modality = Modality.VIDEO if record.modality is Modality.VIDEO else sniffed.modality
+    return data, record.object.key.rsplit("/", 1)[-1], modality, sniffed.format
 
 
 def media_response(state: ApiState, caller: KeyScope, upload_id: str) -> Response:
-    data, filename, modality, _ = _original(state, caller, upload_id)
+    data, filename, modality, format_name = _original(state, caller, upload_id)
     if modality is Modality.TEXT:
         body = decode_text(data, max_chars=state.settings.limits.max_text_chars).encode("utf-8")
         return Response(body, headers=safe_headers("text/plain; charset=utf-8", "attachment", filename))
-    return Response(data, headers=safe_headers(sniff(data).mime, "attachment", filename))
+    mime = VIDEO_MIMES.get(format_name, "application/octet-stream") if modality is Modality.VIDEO else sniff(data).mime
+    return Response(data, headers=safe_headers(mime, "attachment", filename))
 
 
 def thumbnail_response(state: ApiState, caller: KeyScope, upload_id: str, size: int) -> Response:
@@ -127,5 +131,5 @@ async def thumbnail(
     size: Annotated[int, Query(ge=MIN_SIZE, le=MAX_SIZE, description="longest side in pixels")] = 256,
 ) -> Response:
     """A JPEG of at most `size` pixels a side, re-encoded here from the decoded image (the
-    upload's bytes never reach the browser). 404 ``no_thumbnail`` for audio and text."""
+    upload's bytes never reach the browser). 404 ``no_thumbnail`` for audio, video and text."""
     return await run_in_threadpool(thumbnail_response, state, caller, upload_id, size)
