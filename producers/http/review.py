@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -105,11 +106,18 @@ async def post_decision(
     return await run_in_threadpool(_decide, state, caller, upload_id, body)
 
 
+def policy_path(state: ApiState, tenant: str | None) -> Path | None:
+    """The policy file of `tenant` (OMNIBIND_MODERATION__TENANT_POLICIES), else the default's:
+    a block's category must be one of the policy that moderates the upload."""
+    moderation = state.settings.moderation
+    return moderation.tenant_policies.get(tenant, moderation.policy) if tenant is not None else moderation.policy
+
+
 def _decide(state: ApiState, caller: KeyScope, upload_id: str, body: DecisionRequest) -> DecisionOutcome:
     status = find_upload(state, caller, upload_id)
     review = HumanReview(action=body.action, by=reviewer_of(caller), category=body.category, note=body.note)
     try:
-        decided = decide(state.client, status, review, load_policy(state.settings.moderation.policy))
+        decided = decide(state.client, status, review, load_policy(policy_path(state, status.tenant)))
     except NotReviewable as exc:
         raise ApiError(409, exc.reason, exc.message) from exc
     return DecisionOutcome(upload_id=status.upload_id, review=decided.review, moderation=decided.moderation)
