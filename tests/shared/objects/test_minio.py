@@ -409,3 +409,24 @@ def test_a_known_bucket_is_not_checked_again_on_every_put(
 
     with pytest.raises(StorageUnavailable, match="disappeared"):  # no existence check before the PUT
         store.put(bucket, "second", b"y")
+
+
+def test_list_refs_in_a_versioned_bucket_names_every_version_and_delete_marker(
+    make_minio_store: MakeStore, s3_server: S3Server, bucket: str
+) -> None:
+    store = make_minio_store()
+    store.ensure_bucket(bucket)
+    _raw_client(s3_server).set_bucket_versioning(bucket, VersioningConfig(ENABLED))
+    old = store.put(bucket, "acme:u1/a", b"old")
+    new = store.put(bucket, "acme:u1/a", b"new")
+    store.delete(ObjectRef(bucket=bucket, key="acme:u1/a"))  # a delete marker on top
+    store.put(bucket, "beta:u1/a", b"beta's")
+
+    listed = list(store.list_refs(bucket, "acme:"))
+
+    assert {ref.version_id for ref in listed} >= {old.version_id, new.version_id}
+    assert len(listed) == 3 and {ref.key for ref in listed} == {"acme:u1/a"}, "two versions and the marker"
+    for ref in listed:  # what a purge does: every version goes, so nothing can be restored
+        store.delete(ref)
+    assert list(store.list_refs(bucket, "acme:")) == []
+    assert [ref.key for ref in store.list_refs(bucket, "")] == ["beta:u1/a"]
