@@ -49,7 +49,10 @@ def skewed_env() -> dict[str, str]:
 def two_clocks(
     tmp_path: Path, model_cache: Path, skewed_env: dict[str, str]
 ) -> Iterator[tuple[Stack, Client, set[int]]]:
-    settings = stack_settings(tmp_path, model_cache, worker={**FAST_RECOVERY, "max_deliveries": 8})
+    # About clocks: no transcripts (and no speech worker) needed.
+    settings = stack_settings(
+        tmp_path, model_cache, worker={**FAST_RECOVERY, "max_deliveries": 8}, speech={"enabled": False}
+    )
     (tmp_path / "logs").mkdir()
     stack = Stack(settings, kinds=(), log_dir=tmp_path / "logs")
     client: Client | None = None

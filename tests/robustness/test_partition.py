@@ -38,7 +38,11 @@ def multi_host(
     redis_process = start_redis_on(simulated_network.gateway, tmp_path / "redis", port)
     url = f"redis://{simulated_network.gateway}:{port}/0"
     settings = stack_settings(
-        tmp_path, model_cache, redis_url=SecretStr(url), worker={**FAST_RECOVERY, "max_deliveries": 8}
+        tmp_path,
+        model_cache,
+        redis_url=SecretStr(url),
+        worker={**FAST_RECOVERY, "max_deliveries": 8},
+        speech={"enabled": False},  # about the network: no transcripts (and no speech worker) needed
     )
     hosts = [simulated_network.add_host("a"), simulated_network.add_host("b")]
     (tmp_path / "logs").mkdir()

@@ -31,6 +31,7 @@ def test_kill_9_of_the_redis_primary_loses_and_duplicates_no_upload(sentinel_gro
         # A confirmed upload is on the replica too (shared.replication): the failover cannot take it back.
         redis={"wait_replicas": 1, "wait_timeout_ms": 2000, "retries": 6},
         worker={**FAST_RECOVERY, "max_deliveries": 8},
+        speech={"enabled": False},  # about Redis: no transcripts (and no speech worker) needed
     )
     uploads = [synthetic_upload(i, run="failover") for i in range(UPLOADS)]
     submitter = Submitter(running.client, uploads, rate_per_s=RATE_PER_S, retry_for_s=90)
