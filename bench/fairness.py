@@ -38,6 +38,7 @@ from bench.machine import host_info
 from bench.report import write_report
 from producers.client import Client
 from producers.stack import Stack
+from shared.errors import Busy
 from shared.events import UploadStatus
 from tests.support.stack import stack_settings
 
@@ -61,11 +62,19 @@ def trickle(client: Client, tenant: str, tag: str, rate_per_s: float, duration_s
 
 
 def flood(client: Client, tenant: str, count: int, out: dict[str, Any]) -> None:
+    """Submit `count` uploads as fast as accepted: a refusal (`Busy`: the tenant's unfinished
+    limit) is retried after a short pause, as a well-behaved client honouring 429 would."""
     started = time.monotonic()
-    out["ids"] = [
-        client.submit_text(f"{tenant} flood {n}: a lighthouse at dusk", upload_id=f"{tenant}:flood-{n}", tenant=tenant)
-        for n in range(count)
-    ]
+    out["ids"], out["refusals"] = [], 0
+    for n in range(count):
+        while True:
+            try:
+                text = f"{tenant} flood {n}: a lighthouse at dusk"
+                out["ids"].append(client.submit_text(text, upload_id=f"{tenant}:flood-{n}", tenant=tenant))
+                break
+            except Busy:
+                out["refusals"] += 1
+                time.sleep(0.05)
     out["submit_s"] = round(time.monotonic() - started, 1)
 
 
@@ -93,7 +102,12 @@ def summary(values: list[float], expected: int) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    settings = stack_settings(workdir / "stack", workdir / "model-cache", worker={"cpu_concurrency": args.cpu_workers})
+    settings = stack_settings(
+        workdir / "stack",
+        workdir / "model-cache",
+        worker={"cpu_concurrency": args.cpu_workers},
+        backpressure={"max_inflight_per_tenant": args.max_inflight},
+    )
     (workdir / "stack" / "logs").mkdir(parents=True)
     with Stack(settings, log_dir=workdir / "stack" / "logs").start(ready_timeout_s=300) as stack:
         connected = settings.model_copy(update={"redis_url": SecretStr(stack.redis_url or "")})
@@ -117,7 +131,13 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "alone": alone,
         "under_flood": under,
         "p95_ratio": ratio,
-        "flood": {"uploads": args.flood, "submit_s": flooded["submit_s"], "all_indexed_after_s": flood_drain_s},
+        "flood": {
+            "uploads": args.flood,
+            "submit_s": flooded["submit_s"],
+            "refusals": flooded["refusals"],
+            "all_indexed_after_s": flood_drain_s,
+        },
+        "max_inflight_per_tenant": args.max_inflight,
     }
 
 
@@ -132,7 +152,8 @@ def markdown(result: dict[str, Any]) -> str:
         [
             f"# Fairness: tenant B's trickle alone and under tenant A's flood ({result['date']})",
             "",
-            f"Machine: {result['machine']}. Command: `{result['command']}`.",
+            f"Machine: {result['machine']}. Command: `{result['command']}`. "
+            f"Unfinished uploads per tenant: {result['result'].get('max_inflight_per_tenant') or 'no limit'}.",
             "",
             "| B (2 uploads/s) | indexed | p50 | p95 | max |",
             "|---|---|---|---|---|",
@@ -153,6 +174,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2.0, help="tenant B's uploads per second")
     parser.add_argument("--trickle-s", type=float, default=30.0)
     parser.add_argument("--cpu-workers", type=int, default=2)
+    parser.add_argument(
+        "--max-inflight", type=int, default=0, help="OMNIBIND_BACKPRESSURE__MAX_INFLIGHT_PER_TENANT (0: no limit)"
+    )
     parser.add_argument("--timeout-s", type=float, default=900.0)
     parser.add_argument("--tag", default="")
     args = parser.parse_args()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import mimetypes
 import os
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -42,6 +43,7 @@ from shared.redis_client import RedisUnavailable
 from shared.replication import wait_for_replicas
 from shared.speech.search import explain_hits
 from shared.status import RunStart, StatusRecord, StatusStore
+from shared.tenant_inflight import TenantInflight
 from shared.vectors.records import ALL_TENANTS, SearchFilters, SearchHit
 from shared.vectors.store import VectorStore
 from shared.wire import unpack_array
@@ -117,6 +119,10 @@ class Client(Connections):
         return self._once("deletions", lambda: PendingDeletions.from_settings(self.redis, self.settings))
 
     @property
+    def tenant_inflight(self) -> TenantInflight:
+        return self._once("tenant_inflight", lambda: TenantInflight.from_settings(self.redis, self.settings))
+
+    @property
     def quotas(self) -> QuotaGate:
         return self._once("quotas", lambda: QuotaGate.from_settings(self.redis, self.settings))
 
@@ -173,7 +179,8 @@ class Client(Connections):
         if unfinished is not None and not unfinished.terminal:
             # Not even stored: the blob of the run in flight must not change under it.
             return RunStart(upload_id, False, unfinished.run, unfinished.status)
-        # Counted before the blob is stored: an upload past its tenant's quota costs nothing.
+        # Checked before the blob is stored: an upload refused for its tenant costs nothing.
+        self.tenant_inflight.check(tenant)
         reservation = self.quotas.reserve(tenant, _item_size(item))
         try:
             if isinstance(item, ObjectRef):
@@ -227,6 +234,7 @@ class Client(Connections):
         this id is unfinished (or this very submission was recorded already) and nothing was
         sent — one run, one message, one result, however many submit it at once."""
         check_backpressure(self.redis, self.settings)
+        self.tenant_inflight.check(event.tenant)
         reservation = self.quotas.reserve(event.tenant, event_size(event))
         try:
             start = self._send(event)
@@ -248,6 +256,7 @@ class Client(Connections):
         opts = self.settings.redis
         wait_for_replicas(self.redis, self.settings.queue_prefix, opts.wait_replicas, opts.wait_timeout_ms)
         if start.started:
+            self.tenant_inflight.started(event.tenant, event.id, int(time.time() * 1000))
             self.send_to_pipeline(event)
         return start
 

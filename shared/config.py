@@ -482,6 +482,9 @@ class BackpressureSettings(BaseModel):
         description="cpu workers hold off preprocessing while more arrays than this wait in the gpu queue (0 = never)",
     )
     retry_after_s: int = Field(5, ge=1, description="what a refused producer is told to wait (HTTP Retry-After)")
+    max_inflight_per_tenant: int = Field(
+        0, ge=0, description="refuse a tenant's new uploads while this many of its uploads are unfinished (0 = never)"
+    )
 
 
 class MetricsSettings(BaseModel):

@@ -17,6 +17,7 @@ from producers.bridge.stream_consumer import IngestStreamConsumer
 from producers.client import Client
 from shared.api_keys import ApiKeyStore, Role
 from shared.config import QuotaSettings, Settings
+from shared.events import UploadStatus
 from shared.quotas import QuotaExceeded, QuotaGate, seconds_to_next_day
 from shared.vectors.records import tenants
 from tests.http.conftest import RunningApi
@@ -103,3 +104,24 @@ def test_on_the_bridge_a_tenant_over_quota_waits_on_its_stream_and_the_others_go
         with pytest.raises(QuotaExceeded):
             beta.poll()
         assert client.status("beta:e0") is not None, "beta's quota is its own"
+
+
+def test_a_tenant_with_its_limit_of_unfinished_uploads_waits_and_the_others_do_not(
+    start_api: Callable[..., RunningApi],
+) -> None:
+    api = start_api(backpressure={"max_inflight_per_tenant": 2, "retry_after_s": 3})
+    store = ApiKeyStore(api.client.redis, api.settings.queue_prefix)
+    roles = frozenset({Role.INGEST, Role.READ})
+    acme, beta = store.create(tenants("acme"), roles)[1], store.create(tenants("beta"), roles)[1]
+
+    with api.http(key=acme) as http:
+        assert [http.post("/v1/uploads", json={"id": f"a{n}", "text": "x"}).status_code for n in range(2)] == [202] * 2
+        refused = http.post("/v1/uploads", json={"id": "a2", "text": "x"})
+        assert refused.status_code == 429 and refused.json()["reason"] == "tenant_busy"
+        assert refused.headers["retry-after"] == "3"
+        with api.http(key=beta) as other:
+            assert other.post("/v1/uploads", json={"id": "b0", "text": "x"}).status_code == 202, "beta has its own"
+        # One of acme's uploads finishes (a worker would mark it indexed): acme may send again.
+        assert api.client.statuses.advance("acme:a0", UploadStatus.INDEXED)
+        assert http.post("/v1/uploads", json={"id": "a2", "text": "x"}).status_code == 202
+        assert http.post("/v1/uploads", json={"id": "a3", "text": "x"}).status_code == 429
