@@ -30,7 +30,7 @@ from shared.moderation.blocklist import Blocklist, BlocklistCache, BlocklistEntr
 from shared.moderation.calibration import SAFE_LABEL, LabelledScores
 from shared.moderation.detectors import DetectorResult
 from shared.moderation.log import DecisionLog
-from shared.moderation.moderator import Moderator
+from shared.moderation.moderator import Moderator, scored_parts
 from shared.moderation.policy import Policy
 from shared.moderation.prompts import PromptRequest, PromptStore
 from shared.moderation.zeroshot import zero_shot_scores
@@ -189,6 +189,8 @@ def _rescored(moderator: Moderator, record: VectorRecord) -> Moderation:
         notes=(f"rescored from the stored vector (previous policy {previous.policy_version or 'none'})",),
         # The stored transcript, its passage vectors and text-detector scores: never re-transcribed.
         speech=SpeechPart.from_record(record.transcript) if record.transcript else None,
+        # A video's audio track, from its stored vector.
+        parts=scored_parts(record.parts),
     )
 
 

@@ -252,16 +252,16 @@ def _combine(parts: dict[str, str]) -> EmbeddedUpload:
 def moderate_embedded(runtime: ModerationRuntime, embedded: EmbeddedUpload) -> Moderation:
     """Decide `embedded` under its tenant's policy (or the default) and log the decision.
     Raises `PromptsUnavailable` (transient) while the prompt embeddings are being computed."""
-    # A video's vector is the mean of its clips' vision embeddings: scored with the image prompts.
-    modality = Modality.IMAGE if embedded.modality is Modality.VIDEO else embedded.modality
     decision = runtime.moderator_for(embedded.event.tenant).moderate(
-        modality=modality,
+        modality=embedded.modality,
         vector=embedded.vector,
         sha256=embedded.facts.sha256,
         model=embedded.model,
         checkpoint=embedded.checkpoint,
         detectors=embedded.detectors,
         speech=embedded.speech,
+        # a video's sound: sound events by the audio prompts, on the audio track's vector
+        parts=embedded.parts,
     )
     runtime.decisions.append(embedded.event.id, decision)
     return decision

@@ -90,7 +90,7 @@ def prepare_upload_and_media(
         return PreparedUpload(event, Modality.TEXT, preprocessor.text(event.text), facts), media
     declared = event.object.content_type if event.object else None
     sniffed = _sniff(data, declared)
-    modality = _content_modality(event.modality, sniffed, data)
+    modality = _content_modality(event.modality, sniffed, data, preprocessor)
     check_declared_modality(declared, sniffed)
     check_not_polyglot(data, sniffed)
     facts = MediaFacts(
@@ -116,7 +116,7 @@ def prepare_query(
     if not query.data:
         raise PermanentError("a query needs text or file bytes", reason="empty_query")
     sniffed = _sniff(query.data)
-    modality = _content_modality(query.modality, sniffed, query.data)
+    modality = _content_modality(query.modality, sniffed, query.data, preprocessor)
     # A video query is compared by its frames (the main vector); its sound is left out.
     return modality, _decode(sniffed, modality, query.data, limits, "reference", preprocessor, with_parts=False)[0]
 
@@ -129,11 +129,13 @@ def _sniff(data: bytes, declared: str | None = None) -> Sniffed:
         raise explain_unsupported(data, exc) from exc
 
 
-def _content_modality(wanted: Modality, sniffed: Sniffed, data: bytes) -> Modality:
+def _content_modality(wanted: Modality, sniffed: Sniffed, data: bytes, preprocessor: Preprocessor) -> Modality:
     """What the content is embedded as: `sniffed`'s modality, or video for a container with
-    a video stream (unless the caller asked for its sound only: ``audio``)."""
+    a video stream (unless the caller asked for its sound only: ``audio``, or the model
+    family embeds no video: then its sound, as before videos were embedded)."""
     content = sniffed.modality
-    if sniffed.format in VIDEO_CONTAINERS and wanted is not Modality.AUDIO and has_video_stream(data, sniffed.format):
+    video_ok = isinstance(preprocessor, ImageBindPreprocessor) and wanted is not Modality.AUDIO
+    if video_ok and sniffed.format in VIDEO_CONTAINERS and has_video_stream(data, sniffed.format):
         content = Modality.VIDEO
     if wanted not in (Modality.AUTO, content):
         raise ModalityMismatch(

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from shared.events import Modality, Moderation, ModerationSignal
 from shared.moderation.blocklist_index import BlocklistIndex
-from shared.moderation.decision import Evidence, decide
+from shared.moderation.decision import Evidence, decide, make_signal
 from shared.moderation.detectors import DetectorResult
 from shared.moderation.policy import SCORED_MODALITIES, Policy
 from shared.moderation.prompt_embeddings import PromptEmbeddings, PromptRequest, PromptsUnavailable
@@ -47,6 +47,21 @@ class BlocklistSource(Protocol):
     """The current blocklist (`shared.moderation.blocklist.BlocklistCache`)."""
 
     def index(self) -> BlocklistIndex: ...
+
+
+# Record parts (`VectorRecord.parts`) that moderation scores, and with which prompts (a
+# transcript is judged passage by passage from the record's transcript instead).
+PART_MODALITIES: dict[str, Modality] = {"audio_track": Modality.AUDIO}
+
+
+def scored_as(modality: Modality) -> Modality:
+    """The prompts and thresholds an upload's main vector is scored with (video: image)."""
+    return Modality.IMAGE if modality is Modality.VIDEO else modality
+
+
+def scored_parts(parts: Mapping[str, np.ndarray]) -> dict[str, tuple[Modality, np.ndarray]]:
+    """The parts of a stored record that moderation scores, with their modality."""
+    return {name: (PART_MODALITIES[name], vector) for name, vector in parts.items() if name in PART_MODALITIES}
 
 
 class Moderator:
@@ -78,18 +93,24 @@ class Moderator:
         detectors: Sequence[DetectorResult] = (),
         notes: Sequence[str] = (),
         speech: SpeechPart | None = None,
+        parts: Mapping[str, tuple[Modality, np.ndarray]] | None = None,
     ) -> Moderation:
-        """The decision for one upload. Raises `PromptsUnavailable` (transient) when the
-        policy's prompt embeddings for `checkpoint` are not in Redis yet; they were
-        requested from the GPU workers, so a retry a little later succeeds."""
+        """The decision for one upload. `parts`: further vectors of the upload by part name
+        with their modality (a video's ``audio_track``), each scored with that modality's
+        prompts and thresholds; their signals say which part in `detail`. Raises
+        `PromptsUnavailable` (transient) when the policy's prompt embeddings for `checkpoint`
+        are not in Redis yet; they were requested from the GPU workers, so a retry a little
+        later succeeds."""
+        # A video's vector is the mean of its clips' vision embeddings: the image prompts score it.
+        modality = scored_as(modality)
         groups = self.prompt_groups(checkpoint).get(modality)
         zero_shot = zero_shot_scores(groups, vector) if groups is not None else {}
         matches = self._blocklist.index().match(
             sha256=sha256, vector=vector, checkpoint=checkpoint, max_distance=self.policy.blocklist.max_distance
         )
-        extra: list[ModerationSignal] = []
+        extra: list[ModerationSignal] = self._part_signals(parts or {}, checkpoint)
         if speech is not None:
-            extra = self._speech_signals(speech, checkpoint)
+            extra += self._speech_signals(speech, checkpoint)
             notes = [*notes, *transcript_notes(speech.transcript)]
         evidence = Evidence(
             modality=modality,
@@ -100,6 +121,20 @@ class Moderator:
             extra_signals=extra,
         )
         return decide(self.policy, evidence, model=model, checkpoint=checkpoint)
+
+    def _part_signals(
+        self, parts: Mapping[str, tuple[Modality, np.ndarray]], checkpoint: str
+    ) -> list[ModerationSignal]:
+        """Zero-shot signals of each part vector against its modality's prompts."""
+        signals = []
+        for part, (modality, vector) in sorted(parts.items()):
+            groups = self.prompt_groups(checkpoint).get(modality)
+            if groups is None:
+                continue
+            for name, score in zero_shot_scores(groups, vector).items():
+                thresholds = self.policy.categories[name].thresholds_for(modality)
+                signals.append(make_signal(name, "zeroshot", modality.value, score, thresholds, detail=part))
+        return signals
 
     def _speech_signals(self, speech: SpeechPart, checkpoint: str) -> list[ModerationSignal]:
         """Signals of the transcript's passages (`shared.moderation.speech`); zero-shot and the

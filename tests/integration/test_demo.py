@@ -30,7 +30,7 @@ def test_demo_with_the_tiny_model_runs_the_whole_pipeline_offline(tmp_path: Path
     result = run_demo(["--model", "tiny", "--data-dir", str(tmp_path / "demo")], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "RANDOM weights" in result.stdout
-    assert "indexed 9 of 9 sample files, failed 0" in result.stdout
+    assert "indexed 10 of 10 sample files, failed 0" in result.stdout
     assert 'search "a red circle":' in result.stdout
     assert "imagebind-tiny-random" in result.stdout
     assert not list((tmp_path / "demo").glob("redis/*.pid")), "redis stopped after the demo"
@@ -41,7 +41,7 @@ def test_demo_with_the_tiny_pe_av_model_runs_the_whole_pipeline_offline(tmp_path
     result = run_demo(["--model", "pe-av-tiny", "--data-dir", str(tmp_path / "demo")], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "RANDOM weights" in result.stdout and "tiny PE-AV" in result.stdout
-    assert "indexed 9 of 9 sample files, failed 0" in result.stdout
+    assert "indexed 10 of 10 sample files, failed 0" in result.stdout
     assert 'search "a red circle":' in result.stdout
     assert "pe-av-tiny-random" in result.stdout
 

@@ -158,3 +158,30 @@ def test_touch_restarts_the_ttl_of_cached_prompt_embeddings(client: redis.Redis)
     client.expire("omnibind:moderation:prompts:v1:ck", 5)
     assert store.touch("v1", "ck")
     assert client.ttl("omnibind:moderation:prompts:v1:ck") > 900
+
+
+def test_a_videos_audio_track_is_scored_with_the_audio_prompts_and_named_in_its_signal(client: redis.Redis) -> None:
+    requests: list[PromptRequest] = []
+    moderator = moderator_for(client, requests)
+    with pytest.raises(PromptsUnavailable):
+        moderator.moderate(
+            modality=Modality.IMAGE, vector=unit(np.ones(32)), sha256=None, model="tiny", checkpoint="ck"
+        )
+    prompts = list(requests[0].prompts)
+    embeddings = prompt_embeddings(moderator.policy.version, "ck", prompts)
+    PromptStore(client).put(embeddings)
+    violent_sound = embeddings.matrix[prompts.index("violent sound")]
+    safe_image = embeddings.matrix[prompts.index("safe image")]
+    decision = moderator.moderate(
+        modality=Modality.VIDEO,  # its frames are scored with the image prompts
+        vector=safe_image,
+        sha256=None,
+        model="tiny",
+        checkpoint="ck",
+        parts={"audio_track": (Modality.AUDIO, violent_sound)},
+    )
+    track = [s for s in decision.signals if s.detail == "audio_track"]
+    assert [(s.category, s.name) for s in track] == [("violence", "audio")]
+    assert track[0].band is not Band.ALLOW and "violence" in decision.categories
+    frames = [s for s in decision.signals if s.source == "zeroshot" and s.detail == ""]
+    assert frames and all(s.name == "image" and s.band is Band.ALLOW for s in frames)
