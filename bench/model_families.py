@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import statistics
 import sys
 import time
@@ -140,10 +141,15 @@ def embed_once(backend: EmbeddingBackend, modality: Modality, batch: np.ndarray)
 
 
 def run(
-    backends: dict[str, tuple[EmbeddingBackend, Preprocessor]], sizes: list[int], iterations: int
+    backends: dict[str, tuple[EmbeddingBackend, Preprocessor]],
+    sizes: list[int],
+    iterations: int,
+    done: Callable[[list[dict[str, Any]]], None] = lambda rows: None,
 ) -> list[dict[str, Any]]:
+    """Time every modality and batch size; `done(rows)` after each one (a slow run on a loaded
+    machine still leaves what it measured)."""
     inputs = {name: wire_inputs(pre) for name, (_, pre) in backends.items()}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for modality in (Modality.IMAGE, Modality.TEXT, Modality.AUDIO):
         for size in sizes:
             runs: dict[str, list[float]] = {name: [] for name in backends}
@@ -167,6 +173,7 @@ def run(
                         "items_per_s": round(size / min(times), 2),
                     }
                 )
+            done(rows)
     return rows
 
 
@@ -195,23 +202,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch-sizes", default="1,8")
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/omnibind-bench-cache"))
+    parser.add_argument("--full-only", action="store_true", help="only the full-size architectures")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.batch_sizes.split(",")]
-    rows = run(tiny_backends(args.cache), sizes, args.iterations)
-    if args.full:
-        rows += run(full_backends(args.cache), sizes, args.iterations)
-    import os
-
-    report = {
+    full = args.full or args.full_only
+    label = "full" if args.full_only else ("tiny+full" if full else "tiny")
+    report: dict[str, Any] = {
         "date": dt.date.today().isoformat(),
         "machine": f"{cpu_name()}, {os.cpu_count()} logical CPUs (shared with other work)",
         "torch_threads": torch.get_num_threads(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "versions": {"torch": torch.__version__},
-        "rows": rows,
+        "rows": [],
     }
-    stem = RESULTS_DIR / f"model_families_{'tiny+full' if args.full else 'tiny'}_cpu_{report['date']}"
-    write_report(stem, report, markdown(report))
+    stem = RESULTS_DIR / f"model_families_{label}_cpu_{report['date']}"
+    earlier: list[dict[str, Any]] = []
+
+    def save(rows: list[dict[str, Any]]) -> None:
+        report["rows"] = earlier + rows
+        write_report(stem, report, markdown(report))
+
+    if not args.full_only:
+        earlier = run(tiny_backends(args.cache), sizes, args.iterations, save)
+    if full:
+        print("building the full-size architectures (random weights) ...", flush=True)
+        run(full_backends(args.cache), sizes, args.iterations, save)
     return report
 
 
