@@ -72,9 +72,7 @@ def omnibind(args: list[str], running: RunningStack, timeout_s: float = 300) -> 
     )
 
 
-def test_spoken_words_are_transcribed_moderated_searched_explained_and_rescored(
-    start_stack, tmp_path: Path
-) -> None:
+def test_spoken_words_are_transcribed_moderated_searched_explained_and_rescored(start_stack, tmp_path: Path) -> None:
     policy_path = tmp_path / "policy.toml"
     policy_path.write_text(POLICY, encoding="utf-8")
     running = start_stack(moderation={"policy": policy_path, "profanity": True})
@@ -135,9 +133,11 @@ def test_spoken_words_are_transcribed_moderated_searched_explained_and_rescored(
     assert found.returncode == 0, found.stderr
     top = json.loads(found.stdout)[0]
     assert top["upload_id"] == ids["refund"] and top["matched"] == "transcript"
-    assert top["detail"].startswith('transcript: said "') and "refund" in top["detail"].lower() and " at 0:0" in top[
-        "detail"
-    ]
+    assert (
+        top["detail"].startswith('transcript: said "')
+        and "refund" in top["detail"].lower()
+        and " at 0:0" in top["detail"]
+    )
 
     # Rescore under a policy that lists "refund": from the stored transcript, with no speech
     # worker left to transcribe anything.

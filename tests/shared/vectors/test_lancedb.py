@@ -353,3 +353,18 @@ def test_a_table_without_a_tenant_index_gets_one_when_opened(tmp_path: Path, mak
     assert _tenant_indexes(tmp_path) == []
     assert LanceDBVectorStore(tmp_path).count(SearchFilters(scope=tenants("a"))) == 1
     assert _tenant_indexes(tmp_path) == ["BTree"]
+
+
+def test_a_table_created_before_transcripts_gets_the_column_and_takes_new_records(
+    tmp_path: Path, make_record: Callable[..., VectorRecord]
+) -> None:
+    old_schema = arrow_schema(8)
+    old_schema = old_schema.remove(old_schema.get_field_index("transcript_json"))
+    lancedb.connect(str(tmp_path)).create_table("uploads", schema=old_schema)
+
+    store = LanceDBVectorStore(tmp_path, dimension=8)
+    spoken = {"text": "our refund policy", "passages": [{"start_s": 0.0, "end_s": 2.0, "text": "our refund policy"}]}
+    store.upsert([make_record("old-1", dim=8), make_record("new-1", dim=8, transcript=spoken)])
+    back = store.get("new-1")
+    assert back is not None and back.transcript == spoken
+    assert store.get("old-1").transcript is None  # type: ignore[union-attr]

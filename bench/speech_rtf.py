@@ -1,0 +1,202 @@
+"""What the speech stage costs: Whisper's real-time factor on CPU, and what transcripts add
+to an audio upload end to end.
+
+    PYTHONPATH=$PWD .venv/bin/python bench/speech_rtf.py [--models tiny.en,base.en] [--uploads 6]
+
+1. Real-time factor (wall seconds per second of audio; lower is faster) of faster-whisper,
+   per model and CTranslate2 compute type, beam 1 (the default) and 5, on ~60 s of espeak-ng
+   speech (the committed fixtures, concatenated), and on 60 s of silence and of tones (what
+   the voice-activity detector saves). `workers.speech.SpeechRunner`, the worker's own code.
+   A model that is neither installed nor in the cache is reported as not available offline.
+2. End to end: the embedded stack (tiny random ImageBind, real Celery workers) with speech
+   enabled, then disabled; `--uploads` audio uploads (6.2 s of speech each) submitted one at
+   a time; latency from queued to indexed, from the status record's timestamps.
+
+Writes ``bench/results/speech_rtf_<date>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import statistics
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+from pydantic import SecretStr
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import host_info  # noqa: E402
+from bench.report import write_report  # noqa: E402
+from shared.config import Settings  # noqa: E402
+from shared.errors import ConfigError  # noqa: E402
+from shared.events import UploadStatus  # noqa: E402
+from shared.media.speech_audio import WHISPER_RATE_HZ, SpeechAudio  # noqa: E402
+
+SPEECH = ROOT / "tests" / "fixtures" / "speech"
+RESULTS_DIR = ROOT / "bench" / "results"
+
+
+def read_wav(path: Path) -> np.ndarray:
+    with wave.open(str(path)) as w:
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768
+
+
+def speech_minute() -> np.ndarray:
+    clips = [read_wav(SPEECH / f"{n}.wav") for n in ("calm", "refund", "scam", "threat")]
+    gap = np.zeros(WHISPER_RATE_HZ, dtype=np.float32)
+    out: list[np.ndarray] = []
+    while sum(c.size for c in out) < 60 * WHISPER_RATE_HZ:
+        for clip in clips:
+            out += [clip, gap]
+    return np.concatenate(out)[: 60 * WHISPER_RATE_HZ]
+
+
+def tones_minute() -> np.ndarray:
+    return np.tile(read_wav(SPEECH / "tones.wav"), 15)[: 60 * WHISPER_RATE_HZ]
+
+
+def rtf_rows(models: list[str], cache: Path) -> list[dict[str, Any]]:
+    from workers.speech import SpeechRunner
+
+    inputs = {
+        "speech": speech_minute(),
+        "silence": np.zeros(60 * WHISPER_RATE_HZ, dtype=np.float32),
+        "tones": tones_minute(),
+    }
+    rows: list[dict[str, Any]] = []
+    process = psutil.Process()
+    for model in models:
+        for compute in ("int8", "float32"):
+            for beam in (1, 5):
+                settings = Settings(
+                    model={"cache_dir": cache},
+                    speech={"model": model, "compute_type": compute, "beam_size": beam, "device": "cpu"},
+                )
+                rss_before = process.memory_info().rss
+                started = time.perf_counter()
+                try:
+                    runner = SpeechRunner.from_settings(settings)
+                except ConfigError as exc:
+                    rows.append({"model": model, "compute": compute, "beam": beam, "error": str(exc)[:200]})
+                    break
+                load_s = time.perf_counter() - started
+                row: dict[str, Any] = {"model": model, "compute": compute, "beam": beam, "load_s": round(load_s, 2)}
+                for name, samples in inputs.items():
+                    if beam != 1 and name != "speech":
+                        continue  # the VAD skips them before any beam search
+                    audio = SpeechAudio(samples, samples.size / WHISPER_RATE_HZ)
+                    started = time.perf_counter()
+                    transcript = runner.transcribe(audio)
+                    wall = time.perf_counter() - started
+                    row[f"{name}_rtf"] = round(wall / audio.duration_s, 4)
+                    if name == "speech":
+                        row["speech_words"] = len(transcript.text.split())
+                row["rss_added_mb"] = round((process.memory_info().rss - rss_before) / 2**20)
+                rows.append(row)
+                print(row, flush=True)
+                del runner
+    return rows
+
+
+def end_to_end(uploads: int) -> dict[str, Any]:
+    from producers.client import Client
+    from producers.stack import Stack
+
+    clip = (SPEECH / "refund.wav").read_bytes()
+    out: dict[str, Any] = {}
+    for enabled in (True, False):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            settings = Settings(
+                data_dir=root / "data",
+                model={"name": "tiny", "cache_dir": root / "cache"},
+                redis={"embedded_port": 0},
+                worker={"cpu_concurrency": 1},
+                speech={"enabled": enabled},
+            )
+            latencies = []
+            (root / "logs").mkdir()
+            with Stack(settings, log_dir=root / "logs") as stack:
+                connected = settings.model_copy(update={"redis_url": SecretStr(stack.redis_url or "")})
+                with Client(connected, source="bench") as client:
+                    for i in range(uploads + 1):  # the first one warms every worker up
+                        upload_id = client.submit(io.BytesIO(clip).getvalue(), filename=f"clip{i}.wav")
+                        record = client.wait([upload_id], timeout_s=300)[upload_id]
+                        assert record.status is UploadStatus.INDEXED, record
+                        stamps = record.timestamps
+                        if i:
+                            latencies.append(
+                                (stamps[UploadStatus.INDEXED] - stamps[UploadStatus.QUEUED]).total_seconds()
+                            )
+            out["speech_on" if enabled else "speech_off"] = {
+                "latencies_s": [round(x, 3) for x in latencies],
+                "median_s": round(statistics.median(latencies), 3),
+            }
+    out["added_median_s"] = round(out["speech_on"]["median_s"] - out["speech_off"]["median_s"], 3)
+    return out
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"# Speech stage: real-time factor and end-to-end cost ({report['date']})",
+        "",
+        f"Machine: {report['host']['cpu']}, {report['host']['cores']} cores, load at start "
+        f"{report['host']['load_avg_at_start']} (shared with other jobs).",
+        "",
+        "RTF = wall seconds per second of audio (1 thread pool of CTranslate2 over all cores), "
+        "on 60 s of espeak-ng speech, silence and tones; VAD on.",
+        "",
+        "| model | compute | beam | load s | speech RTF | silence RTF | tones RTF | words | RSS added MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in report["rtf"]:
+        if "error" in row:
+            lines.append(
+                f"| {row['model']} | {row['compute']} | {row['beam']} | not available offline: "
+                f"{row['error'][:80]} | | | | | |"
+            )
+            continue
+        lines.append(
+            f"| {row['model']} | {row['compute']} | {row['beam']} | {row['load_s']} | {row['speech_rtf']} | "
+            f"{row.get('silence_rtf', '')} | {row.get('tones_rtf', '')} | {row['speech_words']} | "
+            f"{row['rss_added_mb']} |"
+        )
+    e2e = report.get("end_to_end")
+    if e2e:
+        lines += [
+            "",
+            f"End to end (embedded stack, tiny ImageBind, one 6.2 s spoken WAV at a time, {report['uploads']} "
+            "uploads, queued -> indexed):",
+            "",
+            f"- speech on: median {e2e['speech_on']['median_s']} s ({e2e['speech_on']['latencies_s']})",
+            f"- speech off: median {e2e['speech_off']['median_s']} s ({e2e['speech_off']['latencies_s']})",
+            f"- added by the speech stage: {e2e['added_median_s']} s per upload",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="tiny.en", help="comma-separated Whisper models")
+    parser.add_argument("--uploads", type=int, default=6, help="uploads per end-to-end run (0 = skip)")
+    args = parser.parse_args()
+    report: dict[str, Any] = {"date": dt.date.today().isoformat(), "host": host_info(), "uploads": args.uploads}
+    with tempfile.TemporaryDirectory() as cache:
+        report["rtf"] = rtf_rows(args.models.split(","), Path(cache))
+    if args.uploads:
+        report["end_to_end"] = end_to_end(args.uploads)
+    write_report(RESULTS_DIR / f"speech_rtf_{report['date']}", report, markdown(report))
+
+
+if __name__ == "__main__":
+    main()
