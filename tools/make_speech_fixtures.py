@@ -1,5 +1,6 @@
-"""Write the spoken-word test fixtures (tests/fixtures/speech/*.wav): espeak-ng speech,
-silence, tones and a corrupt track, all 16 kHz mono 16-bit PCM.
+"""Write the spoken-word test fixtures (tests/fixtures/speech/): espeak-ng speech, silence,
+tones and a corrupt track, all 16 kHz mono 16-bit PCM WAVs, and a small MP4 video whose
+audio track is the spoken threat.
 
 The WAVs are committed, so tests never need espeak-ng; this script only regenerates them:
 
@@ -69,12 +70,40 @@ def write_wav(path: Path, samples: np.ndarray) -> None:
         out.writeframes(samples.astype("<i2").tobytes())
 
 
+def spoken_video(path: Path, speech: np.ndarray, *, fps: int = 10) -> None:
+    """A small H.264 + AAC MP4 (64x48 grey frames) whose audio track is `speech` (16 kHz)."""
+    seconds = speech.size / RATE
+    with av.open(str(path), "w", format="mp4") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = out.add_stream("aac", rate=RATE)
+        audio.layout = "mono"
+        for i in range(int(seconds * fps)):
+            pixels = np.full((48, 64, 3), 40 + (i * 7) % 200, np.uint8)
+            for packet in video.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        floats = (speech.astype(np.float32) / 32768).reshape(1, -1)
+        for start in range(0, floats.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(floats[:, start : start + 1024]), format="flt", layout="mono"
+            )
+            frame.sample_rate = RATE
+            for packet in audio.encode(frame):
+                out.mux(packet)
+        for packet in audio.encode():
+            out.mux(packet)
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     silence = np.zeros(RATE // 2, dtype=np.int16)
     for name, (voice, words) in SPOKEN.items():
         write_wav(OUT / f"{name}.wav", np.concatenate([silence, speak(voice, words), silence]))
     write_wav(OUT / "silence.wav", np.zeros(3 * RATE, dtype=np.int16))
+    threat = speak(*SPOKEN["threat"])
+    spoken_video(OUT / "threat_video.mp4", np.concatenate([silence, threat, silence]))
     write_wav(OUT / "tones.wav", tones(4.0))
     # A valid header promising 2 s, then bytes that are not what it promises (cut short).
     good = io.BytesIO()
@@ -85,7 +114,7 @@ def main() -> None:
         out.setframerate(RATE)
         out.writeframes(np.zeros(2 * RATE, dtype="<i2").tobytes())
     write_wav_to.write_bytes(good.getvalue()[:44] + b"\x00\x01" * 500)
-    for path in sorted(OUT.glob("*.wav")):
+    for path in sorted(OUT.glob("*.*")):
         print(f"{path.name}: {path.stat().st_size} bytes")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.events import Band, UploadStatus
+from shared.events import Band, Modality, UploadStatus
 from shared.streams import ResultStream
 from shared.vectors.records import ALL_TENANTS, SearchFilters
 from tests.support.stack import RunningStack
@@ -80,7 +80,8 @@ def test_spoken_words_are_transcribed_moderated_searched_explained_and_rescored(
     client = running.client
     names = ["threat", "scam", "calm", "refund", "silence", "tones", "french", "corrupt"]
     ids = {name: client.submit(SPEECH / f"{name}.wav") for name in names}
-    finished = client.wait(ids.values(), timeout_s=300)
+    video_id = client.submit(SPEECH / "threat_video.mp4")
+    finished = client.wait([*ids.values(), video_id], timeout_s=300)
     statuses = {name: finished[upload_id].status for name, upload_id in ids.items()}
     assert statuses == {**dict.fromkeys(names, UploadStatus.INDEXED), "corrupt": UploadStatus.FAILED}
     assert finished[ids["corrupt"]].error_reason == "truncated_audio"  # refused by the CPU stage
@@ -123,6 +124,15 @@ def test_spoken_words_are_transcribed_moderated_searched_explained_and_rescored(
     assert refund is not None and refund.transcript is not None and "transcript" in refund.parts
     assert records["silence"] is not None and "transcript" not in records["silence"].parts
 
+    # A video's audio track goes through the speech stage too: the frames are the record's
+    # vector, the sound and the words its parts.
+    assert finished[video_id].status is UploadStatus.INDEXED
+    video = client.vectors.get(video_id)
+    assert video is not None and video.modality is Modality.VIDEO
+    assert set(video.parts) == {"audio_track", "transcript"}
+    assert "violence" in video.moderation.categories
+    assert any("kill you tomorrow" in r.detail.lower() for r in video.moderation.reasons if r.source == "speech")
+
     why = omnibind(["explain", ids["threat"]], running)
     assert why.returncode == 0, why.stderr
     assert "FLAGGED" in why.stdout and "violence: speech phrase" in why.stdout and "kill you tomorrow" in why.stdout
@@ -153,4 +163,4 @@ def test_spoken_words_are_transcribed_moderated_searched_explained_and_rescored(
     assert after is not None and after.moderation.categories == ("spam",)
     assert "full refund" in after.moderation.reasons[0].detail and after.transcript == refund.transcript
     assert "transcript" in after.parts
-    assert client.vectors.count(SearchFilters(scope=ALL_TENANTS, flagged=True)) == 3
+    assert client.vectors.count(SearchFilters(scope=ALL_TENANTS, flagged=True)) == 4  # + the video

@@ -145,3 +145,10 @@ def test_the_batched_gpu_path_runs_the_same_model(runner: SpeechRunner) -> None:
     transcript = transcribe(batched, "threat")
     assert "kill you tomorrow" in transcript.text.lower() and transcript.language == "en"
     assert transcribe(batched, "silence").segments == ()
+
+
+def test_a_video_s_audio_track_is_transcribed(runner: SpeechRunner) -> None:
+    audio = decode_for_speech((FIXTURES / "threat_video.mp4").read_bytes(), max_s=1800)
+    transcript = runner.transcribe(audio)
+    assert "kill you tomorrow" in transcript.text.lower()
+    assert transcript.duration_s == pytest.approx(2.8, abs=0.2)  # the WAV fixture, AAC-coded

@@ -18,7 +18,7 @@ from shared.wire import pack_array
 from workers.app import app
 from workers.handoff import decode_message, send_next, wait_for_gpu_room
 from workers.moderation import detect_and_join, new_join_token
-from workers.preprocess import fetch_blob, prepare_query, prepare_upload_and_media
+from workers.preprocess import AUDIO_TRACK, fetch_blob, prepare_query, prepare_upload_and_media
 from workers.resources import Resources
 from workers.stage import advance, run_stage
 
@@ -49,8 +49,12 @@ def _preprocess(task: Task, resources: Resources, event: UploadEvent) -> None:
         preprocessor=preprocessor_for(settings.model),
     )
     detect = settings.moderation.enabled and bool(resources.moderation.detectors.for_modality(prepared.modality))
-    # Audio is transcribed on the speech queue meanwhile; its transcript joins like detectors do.
-    speech = settings.speech.enabled and prepared.modality is Modality.AUDIO
+    # Audio, and a video's audio track, is transcribed on the speech queue meanwhile; the
+    # transcript joins like detectors do. (A video whose track was left out — none, or over
+    # the audio limit — is not transcribed.)
+    speech = settings.speech.enabled and (
+        prepared.modality is Modality.AUDIO or (prepared.modality is Modality.VIDEO and AUDIO_TRACK in prepared.parts)
+    )
     if detect or speech:
         parts = (EMBEDDED_PART, *((DETECTORS_PART,) if detect else ()), *((SPEECH_PART,) if speech else ()))
         prepared = dataclasses.replace(prepared, join_token=new_join_token(), join_parts=parts)

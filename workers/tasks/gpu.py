@@ -57,6 +57,7 @@ def _embed(task: Task, resources: Resources, prepared: PreparedUpload) -> None:
         checkpoint=runner.checkpoint,
         facts=prepared.facts,
         join_token=prepared.join_token,
+        join_parts=prepared.join_parts,  # which halves the join waits for (detectors, speech)
         parts=parts,
     )
     # Status before the hand-on: once the next stage's message is out, that stage may write
