@@ -40,7 +40,7 @@ from shared.objects.keys import validate_key
 from shared.queue import QueueName, TaskName, make_celery, upload_headers
 from shared.quotas import QuotaGate
 from shared.redis_client import RedisUnavailable
-from shared.replication import wait_for_replicas
+from shared.replication import NotReplicated, wait_for_replicas
 from shared.speech.search import explain_hits
 from shared.status import RunStart, StatusRecord, StatusStore
 from shared.tenant_inflight import TenantInflight
@@ -196,8 +196,9 @@ class Client(Connections):
                 metadata=dict(metadata or {}),
             )
             start = self._send(event)
-        except BaseException:
-            self.quotas.refund(reservation)
+        except BaseException as exc:
+            if not (isinstance(exc, NotReplicated) and exc.run_started):
+                self.quotas.refund(reservation)
             raise
         if not start.started:
             self.quotas.refund(reservation)
@@ -238,8 +239,9 @@ class Client(Connections):
         reservation = self.quotas.reserve(event.tenant, event_size(event))
         try:
             start = self._send(event)
-        except BaseException:
-            self.quotas.refund(reservation)
+        except BaseException as exc:
+            if not (isinstance(exc, NotReplicated) and exc.run_started):
+                self.quotas.refund(reservation)
             raise
         if not start.started:  # a repeat of a run in flight: nothing new was accepted
             self.quotas.refund(reservation)
@@ -254,7 +256,11 @@ class Client(Connections):
         # comes the stall sweeper sends it. The message itself needs no WAIT: should a failover
         # drop it, the replicated record is what the sweeper re-drives from.
         opts = self.settings.redis
-        wait_for_replicas(self.redis, self.settings.queue_prefix, opts.wait_replicas, opts.wait_timeout_ms)
+        try:
+            wait_for_replicas(self.redis, self.settings.queue_prefix, opts.wait_replicas, opts.wait_timeout_ms)
+        except NotReplicated as exc:
+            exc.run_started = start.started  # the run stands: so does its quota reservation
+            raise
         if start.started:
             self.tenant_inflight.started(event.tenant, event.id, int(time.time() * 1000))
             self.send_to_pipeline(event)

@@ -18,6 +18,13 @@ from shared.redis_client import RedisUnavailable, translate_redis_errors
 MARKER_TTL_MS = 60_000
 
 
+class NotReplicated(RedisUnavailable):
+    """Fewer replicas than asked acknowledged a write in time; `run_started` says whether the
+    submission had already recorded a new run (which stands on the primary)."""
+
+    run_started = False
+
+
 def marker_key(prefix: str) -> str:
     return f"{prefix}:replication:marker"
 
@@ -25,8 +32,8 @@ def marker_key(prefix: str) -> str:
 def wait_for_replicas(client: redis.Redis, prefix: str, replicas: int, timeout_ms: int) -> int:
     """Block until every write finished before this call is on `replicas` replicas, or
     `timeout_ms` passed; returns how many replicas have them. Raises `RedisUnavailable` when
-    fewer than `replicas` acknowledged in time (the writes stand on the primary, but a
-    failover now could lose them: the caller must not confirm them). `replicas` <= 0 returns
+    fewer than `replicas` acknowledged in time (`NotReplicated`: the writes stand on the
+    primary, but a failover now could lose them: the caller must not confirm them). `replicas` <= 0 returns
     at once, without a command."""
     if replicas <= 0:
         return 0
@@ -36,7 +43,7 @@ def wait_for_replicas(client: redis.Redis, prefix: str, replicas: int, timeout_m
         pipe.wait(replicas, timeout_ms)
         _, acked = pipe.execute()
     if int(acked) < replicas:
-        raise RedisUnavailable(
+        raise NotReplicated(
             f"only {acked} of {replicas} Redis replicas acknowledged the write within {timeout_ms} ms "
             "(OMNIBIND_REDIS__WAIT_REPLICAS); it is not confirmed"
         )

@@ -14,6 +14,7 @@ from producers.client import Client
 from shared.config import Settings
 from shared.events import Modality, UploadEvent, UploadStatus
 from shared.redis_client import RedisUnavailable
+from shared.replication import NotReplicated
 from tests.support.sentinel import SentinelGroup
 
 pytestmark = pytest.mark.integration
@@ -68,3 +69,25 @@ def test_without_wait_replicas_nothing_waits(sentinel_group: SentinelGroup, tmp_
 
 def client_event(client: Client, upload_id: str) -> UploadEvent:
     return UploadEvent(id=upload_id, text="hello", modality=Modality.TEXT, source=client.source)
+
+
+def test_a_refused_confirmation_keeps_its_quota_reservation_the_run_stands(
+    sentinel_group: SentinelGroup, tmp_path: Path
+) -> None:
+    (replica,) = sentinel_group.replicas()
+    settings = Settings(
+        redis_url=sentinel_group.url,
+        data_dir=tmp_path / "data",
+        redis={"wait_replicas": 1, "wait_timeout_ms": 1000},
+        quotas={"uploads_per_day": 10},
+    )
+    with Client(settings, source="test") as client:
+        os.kill(replica.process.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(NotReplicated):
+                client.submit_text("hello", upload_id="u-4", tenant="acme")
+        finally:
+            os.kill(replica.process.pid, signal.SIGCONT)
+        assert client.quotas.usage("acme")[0] == 1  # refunded before: a run no quota counted
+        client.submit_text("hello", upload_id="u-4", tenant="acme")  # the retry joins the run
+        assert client.quotas.usage("acme")[0] == 1
