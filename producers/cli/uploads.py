@@ -301,7 +301,6 @@ def _hit_doc(hit: SearchHit) -> dict[str, Any]:
         "object": ref.model_dump(exclude_none=True) if ref else None,
         "flagged": record.moderation.flagged,
         "model": record.model,
-        "matched": hit.part,
         **({"detail": hit.detail} if hit.detail else {}),
     }
 

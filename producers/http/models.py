@@ -79,6 +79,11 @@ class Hit(BaseModel):
     part: str = Field(
         "main", description="the upload's vector that matched: main, or a part such as a video's audio_track"
     )
+    detail: str | None = Field(
+        None,
+        description="why that part matched, in words: for the transcript, the passage and its times "
+        '(transcript: said "..." at 0:03-0:09)',
+    )
 
     @classmethod
     def of(cls, hit: SearchHit) -> Hit:
@@ -96,6 +101,7 @@ class Hit(BaseModel):
             model=record.model,
             indexed_at=record.indexed_at,
             part=hit.part,
+            detail=hit.detail or None,
         )
 
 

@@ -142,7 +142,7 @@ def test_spoken_words_are_transcribed_moderated_searched_explained_and_rescored(
     found = omnibind(["search", passage, "-k", "3", "--json"], running)
     assert found.returncode == 0, found.stderr
     top = json.loads(found.stdout)[0]
-    assert top["upload_id"] == ids["refund"] and top["matched"] == "transcript"
+    assert top["upload_id"] == ids["refund"] and top["part"] == "transcript"
     assert (
         top["detail"].startswith('transcript: said "')
         and "refund" in top["detail"].lower()
