@@ -17,7 +17,7 @@ from producers.stack import Stack
 from shared.config import Settings
 from shared.errors import CheckpointError
 
-DEMO_QUERIES = ("a red circle", "a dog barking")
+DEMO_QUERIES = ("a red circle", "a dog barking", "our refund policy")
 TINY_BANNER = (
     "NOTE: --model tiny uses a tiny ImageBind with RANDOM weights (imagebind-tiny-random).\n"
     "      The pipeline is real; the similarity scores below are meaningless."
@@ -101,11 +101,17 @@ def _ingest_and_search(settings: Settings, *, timeout_s: float) -> int:
         for path, reason in summary.failures():
             click.echo(f"  FAILED {path.name}: {reason}")
         by_id = {s.upload_id: s.path.name for s in submitted}
+        for upload_id, record in finished.items():  # what the speech stage heard
+            spoken = record.extra.get("transcript")
+            if isinstance(spoken, dict) and spoken.get("text"):
+                click.echo(f'  {by_id.get(upload_id, upload_id)} says ({spoken.get("language")}): "{spoken["text"]}"')
         for query in DEMO_QUERIES:
             click.echo(f'\nsearch "{query}":')
             for hit in client.search(text=query, k=5):
                 name = by_id.get(hit.record.upload_id, hit.record.upload_id)
                 click.echo(f"  {hit.score:7.4f}  {hit.record.modality.value:<6} {name}  [{hit.record.model}]")
+                if hit.detail:
+                    click.echo(f"           matched {hit.detail}")
     ok = counts["indexed"] == len(files)
     click.echo("\ndemo finished" + ("" if ok else " with failures"))
     return 0 if ok else 1

@@ -96,12 +96,29 @@ def spoken_video(path: Path, speech: np.ndarray, *, fps: int = 10) -> None:
             out.mux(packet)
 
 
+def flac(path: Path, samples: np.ndarray) -> None:
+    """16 kHz mono FLAC (the demo's spoken sample, producers/samples/refund-policy.flac)."""
+    with av.open(str(path), "w", format="flac") as out:
+        stream = out.add_stream("flac", rate=RATE)
+        stream.layout = "mono"
+        for start in range(0, samples.size, 4096):
+            chunk = np.ascontiguousarray(samples[start : start + 4096].astype(np.int16)[None, :])
+            frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout="mono")
+            frame.sample_rate = RATE
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     silence = np.zeros(RATE // 2, dtype=np.int16)
     for name, (voice, words) in SPOKEN.items():
         write_wav(OUT / f"{name}.wav", np.concatenate([silence, speak(voice, words), silence]))
     write_wav(OUT / "silence.wav", np.zeros(3 * RATE, dtype=np.int16))
+    demo = OUT.parents[2] / "producers" / "samples" / "refund-policy.flac"
+    flac(demo, np.concatenate([silence, speak(*SPOKEN["refund"]), silence]))
     threat = speak(*SPOKEN["threat"])
     spoken_video(OUT / "threat_video.mp4", np.concatenate([silence, threat, silence]))
     write_wav(OUT / "tones.wav", tones(4.0))

@@ -30,9 +30,11 @@ def test_demo_with_the_tiny_model_runs_the_whole_pipeline_offline(tmp_path: Path
     result = run_demo(["--model", "tiny", "--data-dir", str(tmp_path / "demo")], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "RANDOM weights" in result.stdout
-    assert "indexed 10 of 10 sample files, failed 0" in result.stdout
+    assert "indexed 11 of 11 sample files, failed 0" in result.stdout
     assert 'search "a red circle":' in result.stdout
     assert "imagebind-tiny-random" in result.stdout
+    # the spoken sample, transcribed by the offline Whisper
+    assert 'refund-policy.flac says (en): "Our refund policy is simple' in result.stdout
     assert not list((tmp_path / "demo").glob("redis/*.pid")), "redis stopped after the demo"
 
 
@@ -41,7 +43,7 @@ def test_demo_with_the_tiny_pe_av_model_runs_the_whole_pipeline_offline(tmp_path
     result = run_demo(["--model", "pe-av-tiny", "--data-dir", str(tmp_path / "demo")], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "RANDOM weights" in result.stdout and "tiny PE-AV" in result.stdout
-    assert "indexed 10 of 10 sample files, failed 0" in result.stdout
+    assert "indexed 11 of 11 sample files, failed 0" in result.stdout
     assert 'search "a red circle":' in result.stdout
     assert "pe-av-tiny-random" in result.stdout
 
