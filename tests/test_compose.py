@@ -52,6 +52,7 @@ def test_the_production_stack_has_every_service(compose: dict[str, Any]) -> None
         "cpu-worker",
         "gpu-worker",
         "index-worker",
+        "speech-worker",
         "api",
         "metrics",
         "flower",
@@ -80,7 +81,7 @@ def test_every_omnibind_variable_in_compose_is_a_real_setting(compose: dict[str,
 
 def test_worker_commands_are_real_cli_commands(compose: dict[str, Any]) -> None:
     services = omnibind_services(compose)
-    assert {"cpu-worker", "gpu-worker", "index-worker"} <= services.keys()
+    assert {"cpu-worker", "gpu-worker", "index-worker", "speech-worker"} <= services.keys()
     for name, svc in services.items():
         for args in (svc["command"], svc["healthcheck"]["test"][2:]):
             command = cli.get_command(click.Context(cli), args[0])
