@@ -114,4 +114,9 @@ def _ingest_and_search(settings: Settings, *, timeout_s: float) -> int:
                     click.echo(f"           matched {hit.detail}")
     ok = counts["indexed"] == len(files)
     click.echo("\ndemo finished" + ("" if ok else " with failures"))
+    api = settings.api
+    click.echo(
+        f"review console: http://{api.host}:{api.port}/console "
+        "(serve it with `omnibind up` and `omnibind serve`; docs/console.md)"
+    )
     return 0 if ok else 1

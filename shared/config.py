@@ -96,8 +96,9 @@ class ModelSettings(BaseModel):
         "random weights of either family for offline smoke runs (docs/model.md)",
     )
     checkpoint: Path | None = Field(
-        None, description="local checkpoint: an ImageBind file, or a PE-AV directory (config.json, "
-        "model.safetensors, tokenizer.json); skips the download"
+        None,
+        description="local checkpoint: an ImageBind file, or a PE-AV directory (config.json, "
+        "model.safetensors, tokenizer.json); skips the download",
     )
     revision: str | None = Field(
         None, description="PE-AV: the hub revision (commit) to download; unset = main, then pinned by SHA-256"
@@ -443,6 +444,9 @@ class ApiSettings(BaseModel):
     )
     search_timeout_s: float = Field(30.0, gt=0, description="longest wait for a query embedding from the workers")
     metrics_public: bool = Field(False, description="serve /metrics without an API key")
+    console_idle_s: float = Field(
+        1800.0, gt=0, description="a review console session ends after this long without a request"
+    )
 
 
 class TenantQuota(BaseModel):

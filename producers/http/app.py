@@ -22,10 +22,13 @@ from producers.client import Client
 from producers.http import browse, dead, health, media, review, search, uploads
 from producers.http.admin import router as admin_router
 from producers.http.auth import ApiKeys, KeyResolver
+from producers.http.console import routes as console
+from producers.http.docs import install_swagger_docs
 from producers.http.errors import install_error_handlers
 from producers.http.limits import BodyLimits, BodySizeLimit
 from producers.http.metrics import RequestMetrics, build_registry, metrics_router
 from producers.http.models import TextSearch
+from producers.http.sessions import SessionStore
 from producers.http.state import ApiState
 from shared.api_keys import ApiKeyStore
 from shared.config import Settings, get_settings
@@ -62,9 +65,13 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
         if owned:
             client.close()
 
-    app = FastAPI(title=TITLE, version=API_VERSION, description=DESCRIPTION, lifespan=lifespan)
+    # /docs is served from local assets (swagger_docs): it works offline, no CDN.
+    app = FastAPI(
+        title=TITLE, version=API_VERSION, description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.omnibind = ApiState(settings=settings, client=client, api_keys=keys, registry=registry)
     app.state.key_resolver = resolver
+    app.state.sessions = SessionStore(lambda: client.redis, settings.queue_prefix, idle_s=settings.api.console_idle_s)
     install_error_handlers(app, retry_after_s=settings.backpressure.retry_after_s)
     app.include_router(health.router)
     app.include_router(browse.router)  # GET /v1/uploads: before uploads' /uploads/{id} routes
@@ -75,6 +82,9 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
     app.include_router(search.router)
     app.include_router(admin_router)
     app.include_router(metrics_router(public=settings.api.metrics_public))
+    app.include_router(console.router)
+    app.mount("/console/static", console.STATIC, name="console-static")
+    install_swagger_docs(app)
     # add_middleware wraps: the last added runs first.
     app.add_middleware(BodySizeLimit, limits=BodyLimits.from_settings(settings))
     app.add_middleware(RequestMetrics, metrics=http_metrics)

@@ -13,6 +13,10 @@ are accepted:
   every configured key, so neither the time taken nor the order of the keys tells
   anything about a key.
 
+The review console (`producers.http.console`) authenticates with a session cookie
+instead (`producers.http.sessions`): the key it was opened with is checked again on every
+request, and every state change must carry the session's CSRF token.
+
 With neither a static key configured nor a managed key in Redis, authentication is off
 and every request acts as an operator (`omnibind serve` refuses that unless bound to
 loopback). Each route names the role it needs (`authorize`): a key without it gets 403.
@@ -34,6 +38,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import SecretStr
 
 from producers.http.errors import ApiError
+from producers.http.sessions import COOKIE, CSRF_HEADER, SessionStore
 from shared.api_keys import ApiKeyStore, KeyScope, Role, StoredKey, digest_of, key_id_of
 from shared.errors import TransientError
 
@@ -125,6 +130,29 @@ class KeyResolver:
         self._touch(key_id)
         return stored.scope()
 
+    def sign_in(self, candidate: str) -> tuple[str, str, KeyScope] | None:
+        """What a console session keeps of `candidate` (kind and reference, never the key)
+        and its scope; None when it is no valid key."""
+        scope = self.resolve(candidate)
+        if scope is None:
+            return None
+        key_id = key_id_of(candidate)
+        if key_id is not None:
+            return "managed", key_id, scope
+        return "static", digest_of(candidate).hex(), scope
+
+    def resolve_session(self, kind: str, ref: str) -> KeyScope | None:
+        """The scope of a console session's key now: None once it was revoked (managed) or
+        removed from the configuration (static)."""
+        if kind == "static":
+            digest = bytes.fromhex(ref)
+            return KeyScope.operator() if any(hmac.compare_digest(digest, d) for d in self._static.digests) else None
+        stored = self._lookup(ref)
+        if stored is None:
+            return None
+        self._touch(ref)
+        return stored.scope()
+
     def _lookup(self, key_id: str) -> StoredKey | None:
         now = self._clock()
         with self._lock:
@@ -173,9 +201,13 @@ def authorize(role: Role) -> Callable[..., KeyScope]:
         if not resolver.enabled():
             return KeyScope.operator()
         candidate = presented_key(bearer, header_key)
-        if candidate is None:
+        scope: KeyScope | None
+        if candidate is None and request.cookies.get(COOKIE):
+            scope = session_scope(request, resolver)
+        elif candidate is None:
             raise _unauthorized("an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
-        scope = resolver.resolve(candidate)
+        else:
+            scope = resolver.resolve(candidate)
         if scope is None:
             raise _unauthorized("invalid API key")
         if role not in scope.roles:
@@ -184,6 +216,23 @@ def authorize(role: Role) -> Callable[..., KeyScope]:
 
     dependency.__name__ = f"authorize_{role.value}"
     return dependency
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def session_scope(request: Request, resolver: KeyResolver) -> KeyScope:
+    """The scope of the console session named by the request's cookie. Raises 401
+    ``session_expired`` for an unknown or expired session (or a revoked key), 403
+    ``csrf_failed`` for a state change without the session's CSRF token."""
+    sessions: SessionStore = request.app.state.sessions
+    session = sessions.get(request.cookies[COOKIE])
+    scope = None if session is None else resolver.resolve_session(session.kind, session.ref)
+    if session is None or scope is None:
+        raise ApiError(401, "session_expired", "the console session ended: sign in again")
+    if request.method not in SAFE_METHODS and not session.csrf_matches(request.headers.get(CSRF_HEADER)):
+        raise ApiError(403, "csrf_failed", f"a state change from the console needs the {CSRF_HEADER} header")
+    return scope
 
 
 def _unauthorized(message: str) -> ApiError:

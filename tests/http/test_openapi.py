@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 from producers.http.openapi import DOCUMENT, published_openapi, render
@@ -40,3 +41,14 @@ def test_the_served_document_is_the_published_one(start_api: Callable[..., Runni
     upload_body = served["paths"]["/v1/uploads"]["post"]["requestBody"]["content"]
     assert set(upload_body) == {"application/json", "multipart/form-data"}
     assert {"HTTPBearer", "APIKeyHeader"} <= set(served["components"]["securitySchemes"])
+
+
+def test_the_interactive_docs_load_their_assets_from_this_server(start_api: Callable[..., RunningApi]) -> None:
+    api = start_api()
+    with api.http(key=None) as http:
+        page = http.get("/docs")
+        assets = re.findall(r"""(?:href|src)=['"]([^'"]+)['"]""", page.text)
+        fetched = {asset: http.get(asset).status_code for asset in assets}
+    assert page.status_code == 200 and assets
+    assert all(asset.startswith("/") for asset in assets), assets  # nothing from a CDN
+    assert set(fetched.values()) == {200}, fetched

@@ -1,0 +1,350 @@
+"""The review console in a real browser: Playwright driving Debian's chromium against the
+API (uvicorn) in front of a real pipeline (redis-server, cpu/gpu/index Celery workers with
+the tiny model, LanceDB, the local object store).
+
+Uploads are flagged deterministically by listing their bytes in the blocklist first (the
+random model's own scores are kept under the review band by the calm policy). With
+``OMNIBIND_CONSOLE_SCREENSHOTS=DIR`` the tests save a screenshot of each page to DIR
+(docs/console/ holds the ones docs/console.md shows).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from producers.client import Client
+from producers.stack import Stack
+from shared.api_keys import ApiKeyStore, Role
+from shared.events import Modality
+from shared.moderation.blocklist import Blocklist, BlocklistEntry, entry_id_for
+from shared.moderation.log import DecisionLog
+from shared.vectors.records import tenants
+from tests.http.conftest import API_KEY
+from tests.http.test_review_api import calm_policy, png, wait_finished
+from tests.support.api_server import ApiServer, start_api_server
+from tests.support.stack import stack_settings
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+WAV = (ROOT / "producers" / "samples" / "tone-440hz.wav").read_bytes()
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+HOSTILE_TEXT = b'<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2"> a hostile caption'
+HOSTILE_NAME = "<img src=x onerror=window.__xss=3>.txt"
+ROLES = frozenset({Role.INGEST, Role.READ, Role.SEARCH, Role.MODERATE})
+
+
+def chromium_path() -> str:
+    """Debian's chromium (`make browser` installs it), or skip — fail under CI=true."""
+    for candidate in (os.environ.get("OMNIBIND_CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    found = shutil.which("chromium")
+    if found:
+        return found
+    reason = "no chromium: run `make browser` (apt-get install chromium) for the console's browser tests"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@dataclass
+class Console:
+    stack: Stack
+    client: Client
+    server: ApiServer
+    acme: str
+    beta: str
+    acme_key_id: str
+    shots: Path | None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def upload(self, key: str, name: str, data: bytes, upload_id: str) -> dict[str, Any]:
+        with httpx.Client(base_url=self.url, headers={"X-API-Key": key}, timeout=120.0) as http:
+            reply = http.post("/v1/uploads", files={"file": (name, data)}, data={"id": upload_id})
+            assert reply.status_code == 202, reply.text
+            return wait_finished(http, reply.json()["id"])
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Console]:
+    root = tmp_path_factory.mktemp("console")
+    configured = stack_settings(
+        root,
+        model_cache,
+        api={"keys": SecretStr(API_KEY), "search_timeout_s": 60},
+        moderation={"policy": calm_policy(root / "policy.toml")},
+    )
+    stack = Stack(configured, log_dir=root).start(ready_timeout_s=180)
+    try:
+        connected = configured.model_copy(update={"redis_url": SecretStr(stack.redis_url or "")})
+        server = start_api_server(connected)
+        client = Client(connected, source="test")
+        store = ApiKeyStore(client.redis, connected.queue_prefix)
+        acme_stored, acme = store.create(tenants("acme"), ROLES)
+        shots = os.environ.get("OMNIBIND_CONSOLE_SCREENSHOTS")
+        running = Console(
+            stack,
+            client,
+            server,
+            acme=acme,
+            beta=store.create(tenants("beta"), ROLES)[1],
+            acme_key_id=acme_stored.key_id,
+            shots=Path(shots) if shots else None,
+        )
+        try:
+            _seed(running)
+            yield running
+        finally:
+            server.stop()
+            client.close()
+    finally:
+        stack.stop()
+
+
+def _seed(console: Console) -> None:
+    """acme: four flagged images, a flagged hostile text file, a flagged audio file, a clean
+    image and a broken one (failed); beta: one flagged image of its own."""
+    blocklist = Blocklist(console.client.redis, console.client.settings.queue_prefix)
+    flagged = [png(n) for n in range(4)] + [HOSTILE_TEXT, WAV, png(200)]
+    for data, category in zip(
+        flagged, ["violence", "weapons", "violence", "gore", "harassment", "violence", "hate_symbols"], strict=True
+    ):
+        sha = hashlib.sha256(data).hexdigest()
+        blocklist.add(BlocklistEntry(id=entry_id_for(sha), category=category, sha256=sha, modality=Modality.IMAGE))
+    uploads = [
+        (console.acme, "clean.png", png(100), "clean"),
+        (console.acme, "broken.png", png(9)[:120], "broken"),
+        (console.acme, "tone.wav", WAV, "tone"),
+        (console.acme, HOSTILE_NAME, HOSTILE_TEXT, "hostile"),
+        *[(console.acme, f"photo-{n}.png", png(n), f"photo-{n}") for n in range(4)],
+        (console.beta, "beta.png", png(200), "beta-photo"),
+    ]
+    for key, name, data, upload_id in uploads:
+        console.upload(key, name, data, upload_id)
+
+
+@pytest.fixture
+def browser(console: Console) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium_path()
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def signed_in(browser: Any, console: Console, key: str) -> Any:
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    page.on("dialog", lambda dialog: pytest.fail(f"a dialog opened: {dialog.message}"))
+    page.goto(f"{console.url}/console")
+    assert page.url.endswith("/console/login")
+    page.fill("#key", key)
+    page.click("#sign-in")
+    page.wait_for_url("**/console/review")
+    return page
+
+
+def shot(console: Console, page: Any, name: str) -> None:
+    if console.shots is not None:
+        console.shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(console.shots / f"{name}.png"), full_page=False)
+
+
+def cards(page: Any) -> list[str]:
+    page.wait_for_selector("article.card, p.empty")
+    return [str(card.get_attribute("data-id")) for card in page.query_selector_all("article.card")]
+
+
+def wait_until(condition: Any, what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def test_sign_in_sets_an_httponly_strict_cookie_and_bad_keys_are_refused(browser: Any, console: Console) -> None:
+    page = browser.new_page()
+    page.goto(f"{console.url}/console/login")
+    shot(console, page, "login")
+    page.fill("#key", "not-a-key")
+    page.click("#sign-in")
+    assert "That key is not valid." in page.inner_text("main")
+    page = signed_in(browser, console, console.acme)
+    (cookie,) = [c for c in page.context.cookies() if c["name"] == "omnibind_session"]
+    assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
+    assert page.evaluate("document.cookie") == ""  # the script cannot read it
+    csp = page.request.get(f"{console.url}/console/review").headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    # A state change with the cookie but without the session's CSRF token is refused.
+    forged = page.request.post(f"{console.url}/v1/uploads/clean/decision", data={"action": "approve"})
+    assert forged.status == 403 and forged.json()["reason"] == "csrf_failed"
+
+
+def test_the_queue_shows_thumbnails_of_real_uploads_and_inert_hostile_text(browser: Any, console: Console) -> None:
+    page = signed_in(browser, console, console.acme)
+    shown = cards(page)
+    assert {"acme:photo-0", "acme:photo-3", "acme:hostile", "acme:tone"} <= set(shown)
+    assert "acme:clean" not in shown and "acme:broken" not in shown
+    assert shown.index("acme:photo-3") < shown.index("acme:photo-0")  # newest first
+    thumb = page.wait_for_selector('article.card[data-id="acme:photo-0"] img.thumb')
+    wait_until(lambda: thumb.evaluate("img => img.complete && img.naturalWidth > 0"), "the thumbnail did not load")
+    assert thumb.evaluate("img => img.naturalWidth") == 240  # a 240x120 picture: within 256, not enlarged
+    assert page.query_selector('article.card[data-id="acme:tone"] audio') is not None
+    hostile = page.query_selector('article.card[data-id="acme:hostile"]')
+    wait_until(lambda: "hostile caption" in hostile.inner_text(), "the text excerpt did not load")
+    assert "<script>window.__xss = 1</script>" in hostile.inner_text()  # shown as text, not run
+    assert hostile.query_selector("script, img[src='x']") is None
+    page.wait_for_selector('article.card[data-id="acme:photo-0"] ul.signals li')
+    assert "blocklist" in page.inner_text('article.card[data-id="acme:photo-0"] ul.signals')
+    shot(console, page, "review-queue")
+    page.goto(f"{console.url}/console/uploads/acme:hostile")
+    page.wait_for_selector("#decision p")
+    assert page.evaluate("window.__xss") is None
+
+
+def test_approve_and_block_round_trip_into_the_decision_log_and_blocklist(browser: Any, console: Console) -> None:
+    page = signed_in(browser, console, console.acme)
+    cards(page)
+    page.click('article.card[data-id="acme:photo-1"] button[data-act="approve"]')
+    page.wait_for_selector('article.card.decided-approve[data-id="acme:photo-1"]')
+    page.click('article.card[data-id="acme:photo-2"] button[data-act="block"]')
+    page.wait_for_selector('article.card.decided-block[data-id="acme:photo-2"]')
+    log = DecisionLog(console.client.redis, console.client.settings.queue_prefix)
+    approved = log.newest(upload_id="acme:photo-1")[0]
+    blocked = log.newest(upload_id="acme:photo-2")[0]
+    assert (approved.source, approved.reviewer, approved.decision.flagged) == (
+        "human",
+        f"key:{console.acme_key_id}",
+        False,
+    )
+    assert (blocked.source, blocked.decision.action.value, blocked.decision.categories[0]) == (
+        "human",
+        "block",
+        "violence",
+    )
+    vector = console.client.vectors.get("acme:photo-2")
+    assert vector is not None and vector.sha256 is not None
+    entry = Blocklist(console.client.redis, console.client.settings.queue_prefix).get(entry_id_for(vector.sha256))
+    assert entry is not None and entry.category == "violence" and entry.checkpoint == vector.checkpoint
+    page.reload()
+    assert not {"acme:photo-1", "acme:photo-2"} & set(cards(page))  # decided: out of the queue
+
+
+def test_keyboard_triage_moves_with_j_k_and_decides_with_a_b_e(browser: Any, console: Console) -> None:
+    page = signed_in(browser, console, console.acme)
+    shown = cards(page)
+    current = lambda: page.get_attribute("article.card.current", "data-id")  # noqa: E731
+    assert current() == shown[0]
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    page.keyboard.press("k")
+    assert current() == shown[1]
+    page.keyboard.press("e")
+    page.wait_for_selector(f'article.card.decided-escalate[data-id="{shown[1]}"]')
+    assert current() == shown[2]  # moved on to the next card
+    page.keyboard.press("x")
+    assert page.inner_text("#selected-count") == "1 selected"
+    page.keyboard.press("a")  # acts on the selection
+    page.wait_for_selector(f'article.card.decided-approve[data-id="{shown[2]}"]')
+    log = DecisionLog(console.client.redis, console.client.settings.queue_prefix)
+    assert log.newest(upload_id=shown[1])[0].decision.action.value == "review"  # escalated: stays in review
+    assert log.newest(upload_id=shown[2])[0].decision.flagged is False
+
+
+def test_search_by_text_and_by_a_dropped_image(browser: Any, console: Console) -> None:
+    page = signed_in(browser, console, console.acme)
+    page.goto(f"{console.url}/console/search")
+    page.fill("#search-text", "a photo")
+    page.click("#search-form button[type=submit]")
+    page.wait_for_selector("#results a.tile")
+    by_text = [t.get_attribute("data-id") for t in page.query_selector_all("#results a.tile")]
+    assert by_text and all(str(i).startswith("acme:") for i in by_text)
+    data = base64.b64encode(png(3)).decode()
+    page.evaluate("document.getElementById('results').replaceChildren()")  # only the drop's hits from here
+    page.evaluate(
+        """data => {
+          const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+          const transfer = new DataTransfer();
+          transfer.items.add(new File([bytes], "query.png", {type: "image/png"}));
+          document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true}));
+        }""",
+        data,
+    )
+    # (wait_for_function evaluates a string in the page: the console's CSP forbids that)
+    top = page.wait_for_selector('#results a.tile[data-id="acme:photo-3"]')
+    # The same picture; the tiny random model puts every noise picture near it too.
+    assert float(top.query_selector(".score").inner_text()) > 0.999
+    hits = [t.get_attribute("data-id") for t in page.query_selector_all("#results a.tile")]
+    assert all(str(i).startswith("acme:") for i in hits)
+    wait_until(lambda: top.query_selector("img").evaluate("i => i.naturalWidth > 0"), "no thumbnail in the results")
+    shot(console, page, "search")
+    top.click()
+    page.wait_for_url("**/console/uploads/acme%3Aphoto-3")
+    page.wait_for_selector("#timeline li.status-indexed")
+    page.wait_for_selector("table.signals-table tr.band-block")
+    page.wait_for_selector("#similar a.tile")
+    shot(console, page, "upload")
+
+
+def test_a_failed_upload_shows_its_reason_and_can_be_retried(browser: Any, console: Console) -> None:
+    page = signed_in(browser, console, console.acme)
+    page.goto(f"{console.url}/console/uploads/broken")
+    page.wait_for_selector("#failure p.error")
+    assert "corrupt_image" in page.inner_text("#failure")
+    shot(console, page, "upload-failed")
+    page.click("#retry")
+    deadline = time.monotonic() + 120
+    while (record := console.client.status("acme:broken")) is None or record.run < 2 or not record.terminal:
+        assert time.monotonic() < deadline, "the retry did not run"
+        time.sleep(0.2)
+
+
+def test_a_second_tenants_key_sees_none_of_the_firsts_uploads(browser: Any, console: Console) -> None:
+    page = signed_in(browser, console, console.beta)
+    assert cards(page) == ["beta:beta-photo"]
+    page.goto(f"{console.url}/console/search")
+    page.fill("#search-text", "a photo")
+    page.click("#search-form button[type=submit]")
+    page.wait_for_selector("#results a.tile")
+    assert {t.get_attribute("data-id") for t in page.query_selector_all("#results a.tile")} == {"beta:beta-photo"}
+    page.goto(f"{console.url}/console/uploads/acme:photo-0")
+    wait_until(lambda: "upload_not_found" in page.inner_text("#upload-title"), "no 404 on another tenant's upload")
+    assert page.query_selector("#media img") is None
+    thumb = page.request.get(f"{console.url}/v1/uploads/acme:photo-0/thumbnail")
+    assert thumb.status == 404
+
+
+def test_signing_out_ends_the_session(browser: Any, console: Console) -> None:
+    page = signed_in(browser, console, console.acme)
+    page.click("form.logout button")
+    page.wait_for_url("**/console/login")
+    assert page.request.get(f"{console.url}/v1/review").status == 401
+    page.goto(f"{console.url}/console/review")
+    assert page.url.endswith("/console/login")
