@@ -206,9 +206,11 @@ class Embedder:
         if parsed is Modality.VIDEO:
             video_shape = (3, config.video_frames, config.image_size, config.image_size)
             clips, counts = flatten_videos(inputs, video_shape)
-            on_device = self._to_device(clips)
-            if on_device.dtype == torch.uint16:
-                on_device = normalize_video(on_device)  # (N, 3, T, S, S) float32
+            if clips.dtype == torch.uint16:
+                # Copied as int16 bits (uint16 has gaps in torch's CUDA kernels), normalised there.
+                on_device = normalize_video(self._to_device(clips.view(torch.int16)))  # (N, 3, T, S, S) float32
+            else:
+                on_device = self._to_device(clips)
             return Prepared(parsed, on_device, counts)
         clip_shape = (1, config.audio_mel_bins, config.audio_frames)
         clips, counts = flatten_clips(inputs, clip_shape)

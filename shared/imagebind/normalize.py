@@ -25,9 +25,14 @@ def normalize_image(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def normalize_video(fixed: torch.Tensor) -> torch.Tensor:
-    """uint16 fixed-point clips (..., 3, T, H, W) from `shared.imagebind.video` -> float32
+    """uint16 fixed-point clips (..., 3, T, H, W) from `shared.imagebind.video` (or the same
+    bits viewed as int16) -> float32
     CLIP-normalised, on the tensor's own device: x / 65535 is the reference's pixel / 255
     after its float interpolation (to within 7.6e-6), then (x - mean) / std per channel."""
+    if fixed.dtype in (torch.uint16, torch.int16):
+        # uint16 has only "limited support" in torch (CUDA kernels among the gaps): read the
+        # bits as int16 (`prepare` sends them so), widen, and mask back to 0..65535.
+        fixed = fixed.view(torch.int16).to(torch.int32).bitwise_and(FIXED_POINT_MAX)
     x = fixed.to(torch.float32).div(FIXED_POINT_MAX)
     mean = torch.tensor(CLIP_MEAN, dtype=torch.float32, device=x.device).view(3, 1, 1, 1)
     std = torch.tensor(CLIP_STD, dtype=torch.float32, device=x.device).view(3, 1, 1, 1)

@@ -100,3 +100,17 @@ def test_embedder_refuses_malformed_video_input(tmp_path: Path, bad: np.ndarray)
     with pytest.raises(PermanentError) as caught:
         embedder.embed({Modality.VIDEO: bad})
     assert caught.value.reason == "invalid_model_input"
+
+
+def test_fixed_point_clips_normalise_the_same_from_their_int16_bits() -> None:
+    fixed = (
+        torch.from_numpy(np.array([0, 1, 32767, 32768, 65534, 65535], dtype=np.uint16))
+        .view(1, 6, 1, 1)
+        .repeat(3, 1, 1, 1)
+    )
+    direct = (
+        fixed.to(torch.int32).to(torch.float32) / 65535
+        - torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(3, 1, 1, 1)
+    ) / torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1, 1)
+    torch.testing.assert_close(normalize_video(fixed), direct, rtol=0, atol=1e-6)
+    torch.testing.assert_close(normalize_video(fixed.view(torch.int16)), direct, rtol=0, atol=1e-6)
