@@ -3,8 +3,9 @@
 - **Only what is needed is decoded.** The caller names frame indices (ImageBind: 10 frames,
   two per clip); for each, the container is sought to the nearest keyframe at or before the
   frame's time and decoded forward to it, so the cost is bounded by the keyframe interval,
-  not the file's length. Frames close after the previous one (the second frame of a 2 s
-  clip) are reached by decoding on, without a seek.
+  not the file's length. A frame is reached by decoding on from the previous one unless
+  the container's index shows a keyframe in between (then a seek skips more); without an
+  index, frames within `FORWARD_DECODE_S` are decoded on to.
 - **Frame index -> time** is ``i / fps`` (``fps`` = the stream's average rate, as decord
   reports it to the reference): exact for constant frame rate. For variable frame rate the
   reference takes the i-th *stored* frame, we the frame shown at i / fps, which is what the
@@ -39,6 +40,8 @@ __all__ = ["VIDEO_CONTAINERS", "DecodedFrames", "VideoInfo", "VideoLimits", "dec
 # A frame this close after the last decoded one is reached by decoding on rather than
 # seeking (covers the second frame of a 2 s clip).
 FORWARD_DECODE_S = 2.5
+# Index entries walked back looking for a keyframe before giving up on the index.
+MAX_INDEX_WALK = 10_000
 # How far the last frame of a stream may lie before a wanted time before the file counts as
 # shorter than its header says (frames are shown until the next one: a frame a little
 # before the wanted time *is* the frame at that time).
@@ -240,7 +243,7 @@ class _FrameReader:
             self._frames is None
             or current is None
             or target_s < current[1] - half_frame
-            or target_s - current[1] > FORWARD_DECODE_S
+            or self._seek_pays(current[1], target_s)
         ):
             self._seek(target_s)
             current = None
@@ -262,6 +265,40 @@ class _FrameReader:
             )
         self._current = current
         return current
+
+    def _seek_pays(self, current_s: float, target_s: float) -> bool:
+        """Whether seeking reaches `target_s` with less decoding than going on from
+        `current_s`: when a keyframe lies between them (the container's index says; MP4 has
+        every sample, Matroska its cues). Without an index: when the target is more than
+        `FORWARD_DECODE_S` ahead."""
+        keyframe_s = self._keyframe_at_or_before(target_s)
+        if keyframe_s is None:
+            return target_s - current_s > FORWARD_DECODE_S
+        return keyframe_s > current_s + 0.5 / self._info.fps
+
+    def _keyframe_at_or_before(self, target_s: float) -> float | None:
+        """Time of the last indexed keyframe at or before `target_s` (decode timestamps, a
+        frame or two before the shown ones: good enough to choose), None without an index.
+        A binary search plus a walk back over at most one keyframe interval: no pass over
+        the index of a long file."""
+        entries = self._stream.index_entries
+        count = len(entries)
+        if count == 0:
+            return None
+        ticks = (target_s + self._start_s) / self._time_base
+        low, high = 0, count
+        while low < high:  # the first entry after `ticks`
+            middle = (low + high) // 2
+            if entries[middle].timestamp <= ticks:
+                low = middle + 1
+            else:
+                high = middle
+        index, walked = low - 1, 0
+        while index >= 0 and not entries[index].is_keyframe and walked < MAX_INDEX_WALK:
+            index, walked = index - 1, walked + 1
+        if index < 0 or walked >= MAX_INDEX_WALK:
+            return None
+        return float(entries[index].timestamp * self._time_base - self._start_s)
 
     def _seek(self, target_s: float) -> None:
         offset = int((target_s + self._start_s) / self._time_base)

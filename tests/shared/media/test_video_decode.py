@@ -182,3 +182,13 @@ def test_corrupt_keyframes_never_crash() -> None:
         assert exc.reason.startswith(("corrupt", "truncated", "empty"))
     else:
         assert all(frame.dtype == np.uint8 for frame in decoded.frames.values())
+
+
+def test_a_keyframe_between_two_wanted_frames_is_sought_to_instead_of_decoding_on() -> None:
+    data = video_bytes(
+        seconds=4, fps=10, gop=5, options={"x264-params": "keyint=5:min-keyint=5:scenecut=0"}
+    )  # a keyframe every 0.5 s
+    decoded = decode_frames(data, format="mp4", limits=LIMITS, pick=lambda info: [0, 19])
+    assert abs(_level(decoded.frames[19]) - frame_level(19)) <= 3
+    # frame 0, then a seek to the keyframe at frame 15 and 15..19: not all 20
+    assert decoded.decoded <= 8
