@@ -80,6 +80,8 @@ class PreparedUpload:
     join_token: str | None = None
     join_parts: tuple[str, ...] = DEFAULT_JOIN_PARTS
     parts: dict[str, tuple[Modality, np.ndarray]] = field(default_factory=dict)
+    # A video's sampled frames as image inputs with their times (s), for moderation only.
+    frames: tuple[tuple[float, np.ndarray], ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -94,6 +96,7 @@ class PreparedUpload:
                 name: {"modality": modality.value, "array": pack_array(array)}
                 for name, (modality, array) in self.parts.items()
             },
+            "frames": [{"t": t, "array": pack_array(array)} for t, array in self.frames],
         }
 
     @classmethod
@@ -110,6 +113,7 @@ class PreparedUpload:
                 str(name): (Modality(part["modality"]), unpack_array(part["array"]))
                 for name, part in (doc.get("parts") or {}).items()
             },
+            frames=tuple((float(f["t"]), unpack_array(f["array"])) for f in doc.get("frames") or ()),
         )
 
 
@@ -216,6 +220,9 @@ class EmbeddedUpload:
     join_parts: tuple[str, ...] = DEFAULT_JOIN_PARTS
     speech: SpeechPart | None = None
     parts: dict[str, tuple[Modality, np.ndarray]] = field(default_factory=dict)
+    # A video's sampled frames embedded as images, with their times (s): moderation scores
+    # each (the worst frame wins); not stored.
+    frame_vectors: tuple[tuple[float, np.ndarray], ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -234,6 +241,9 @@ class EmbeddedUpload:
                 name: {"modality": modality.value, "vector": pack_array(np.asarray(vector, dtype=np.float32))}
                 for name, (modality, vector) in self.parts.items()
             },
+            "frame_vectors": [
+                {"t": t, "vector": pack_array(np.asarray(vector, dtype=np.float32))} for t, vector in self.frame_vectors
+            ],
         }
 
     @classmethod
@@ -254,6 +264,7 @@ class EmbeddedUpload:
                 str(name): (Modality(part["modality"]), unpack_array(part["vector"]))
                 for name, part in (doc.get("parts") or {}).items()
             },
+            frame_vectors=tuple((float(f["t"]), unpack_array(f["vector"])) for f in doc.get("frame_vectors") or ()),
         )
 
 

@@ -262,6 +262,8 @@ def moderate_embedded(runtime: ModerationRuntime, embedded: EmbeddedUpload) -> M
         speech=embedded.speech,
         # a video's sound: sound events by the audio prompts, on the audio track's vector
         parts=embedded.parts,
+        # a video's sampled frames, each scored: the worst one wins, with its time
+        frames=embedded.frame_vectors,
     )
     runtime.decisions.append(embedded.event.id, decision)
     return decision

@@ -16,6 +16,7 @@ import logging
 from typing import Literal
 
 import numpy as np
+from PIL import Image
 
 from shared.config import LimitSettings
 from shared.errors import LimitExceeded, PermanentError, UnsupportedMedia
@@ -103,7 +104,8 @@ def prepare_upload_and_media(
     array, media, parts = _decode(sniffed, modality, data, limits, audio_mode, preprocessor)
     if modality is Modality.VIDEO and media.notes:
         facts = dataclasses.replace(facts, notes=facts.notes + media.notes)
-    return PreparedUpload(event, modality, array, facts, parts=parts), media
+    frames = _frames_as_images(media, limits, preprocessor) if modality is Modality.VIDEO else ()
+    return PreparedUpload(event, modality, array, facts, parts=parts, frames=frames), media
 
 
 def prepare_query(
@@ -175,6 +177,16 @@ def _decode(
         return wire, DecodedMedia(Modality.AUDIO), {}
     text = decode_text(data, max_chars=limits.max_text_chars)
     return preprocessor.text(text), DecodedMedia(Modality.TEXT, text=text), {}
+
+
+def _frames_as_images(
+    media: DecodedMedia, limits: LimitSettings, preprocessor: Preprocessor
+) -> tuple[tuple[float, np.ndarray], ...]:
+    """A video's sampled frames as image inputs (150 KB each, at most 10), for moderation:
+    each is embedded as an image and scored on its own, so the worst frame wins."""
+    return tuple(
+        (time_s, preprocessor.image(Image.fromarray(rgb), max_pixels=limits.max_pixels)) for time_s, rgb in media.frames
+    )
 
 
 def _decode_video(

@@ -94,10 +94,13 @@ class Moderator:
         notes: Sequence[str] = (),
         speech: SpeechPart | None = None,
         parts: Mapping[str, tuple[Modality, np.ndarray]] | None = None,
+        frames: Sequence[tuple[float, np.ndarray]] = (),
     ) -> Moderation:
         """The decision for one upload. `parts`: further vectors of the upload by part name
         with their modality (a video's ``audio_track``), each scored with that modality's
-        prompts and thresholds; their signals say which part in `detail`. Raises
+        prompts and thresholds; their signals say which part in `detail`. `frames`: a
+        video's sampled frames embedded as images, with their times: per category the worst
+        frame gives one image signal whose `detail` names its time. Raises
         `PromptsUnavailable` (transient) when the policy's prompt embeddings for `checkpoint`
         are not in Redis yet; they were requested from the GPU workers, so a retry a little
         later succeeds."""
@@ -109,6 +112,7 @@ class Moderator:
             sha256=sha256, vector=vector, checkpoint=checkpoint, max_distance=self.policy.blocklist.max_distance
         )
         extra: list[ModerationSignal] = self._part_signals(parts or {}, checkpoint)
+        extra += self._frame_signals(frames, checkpoint)
         if speech is not None:
             extra += self._speech_signals(speech, checkpoint)
             notes = [*notes, *transcript_notes(speech.transcript)]
@@ -121,6 +125,20 @@ class Moderator:
             extra_signals=extra,
         )
         return decide(self.policy, evidence, model=model, checkpoint=checkpoint)
+
+    def _frame_signals(self, frames: Sequence[tuple[float, np.ndarray]], checkpoint: str) -> list[ModerationSignal]:
+        """Per category, the image zero-shot signal of the frame that scores highest."""
+        groups = self.prompt_groups(checkpoint).get(Modality.IMAGE) if frames else None
+        if groups is None:
+            return []
+        scored = [(time_s, zero_shot_scores(groups, vector)) for time_s, vector in frames]
+        signals = []
+        for name in groups.categories:
+            time_s, scores = max(scored, key=lambda item: item[1][name])
+            thresholds = self.policy.categories[name].thresholds_for(Modality.IMAGE)
+            detail = f"frame at {time_s:.1f} s"
+            signals.append(make_signal(name, "zeroshot", Modality.IMAGE.value, scores[name], thresholds, detail=detail))
+        return signals
 
     def _part_signals(
         self, parts: Mapping[str, tuple[Modality, np.ndarray]], checkpoint: str

@@ -143,3 +143,15 @@ def test_a_video_query_is_its_frames() -> None:
 
     modality, array = prepare_query(Query(Modality.AUTO, data=video_bytes(seconds=2, fps=10, audio_streams=1)), LIMITS)
     assert modality is Modality.VIDEO and array.shape == (15, 3, 2, 224, 224)
+
+
+def test_a_video_carries_its_sampled_frames_as_images_for_moderation() -> None:
+    from shared.messages import PreparedUpload
+    from tests.support.media import video_bytes
+
+    prepared = prepare_upload(_event("clip.mp4"), video_bytes(seconds=10, fps=10), LIMITS)
+    assert [round(t, 1) for t, _ in prepared.frames] == [0.0, 1.9, 2.0, 3.9, 4.0, 5.9, 6.0, 7.9, 8.0, 9.9]
+    assert all(image.dtype == np.uint8 and image.shape == (3, 224, 224) for _, image in prepared.frames)
+    again = PreparedUpload.from_wire(prepared.to_wire())
+    assert [t for t, _ in again.frames] == [t for t, _ in prepared.frames]
+    np.testing.assert_array_equal(again.frames[3][1], prepared.frames[3][1])

@@ -42,11 +42,14 @@ def _embed(task: Task, resources: Resources, prepared: PreparedUpload) -> None:
         # The parts (a video's audio track) are submitted at once, so they batch with other
         # uploads' items of their modality while the main input runs.
         pending = {name: runner.submit(modality, array) for name, (modality, array) in prepared.parts.items()}
+        # A video's sampled frames, as images, for moderation (batched with image uploads).
+        frames = [(time_s, runner.submit(Modality.IMAGE, image)) for time_s, image in prepared.frames]
         vector = runner.embed(prepared.modality, prepared.array, timeout_s=timeout_s)
         parts = {
             name: (prepared.parts[name][0], runner.wait(future, timeout_s=timeout_s))
             for name, future in pending.items()
         }
+        frame_vectors = tuple((time_s, runner.wait(future, timeout_s=timeout_s)) for time_s, future in frames)
     except TimeoutError as exc:
         raise EmbedTimeout("no embedding within the task time limit") from exc
     embedded = EmbeddedUpload(
@@ -59,6 +62,7 @@ def _embed(task: Task, resources: Resources, prepared: PreparedUpload) -> None:
         join_token=prepared.join_token,
         join_parts=prepared.join_parts,  # which halves the join waits for (detectors, speech)
         parts=parts,
+        frame_vectors=frame_vectors,
     )
     # Status before the hand-on: once the next stage's message is out, that stage may write
     # its own (later) status first, and this one would be refused as a step backwards —

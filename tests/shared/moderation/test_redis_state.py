@@ -185,3 +185,29 @@ def test_a_videos_audio_track_is_scored_with_the_audio_prompts_and_named_in_its_
     assert track[0].band is not Band.ALLOW and "violence" in decision.categories
     frames = [s for s in decision.signals if s.source == "zeroshot" and s.detail == ""]
     assert frames and all(s.name == "image" and s.band is Band.ALLOW for s in frames)
+
+
+def test_the_worst_sampled_frame_of_a_video_fires_with_its_time(client: redis.Redis) -> None:
+    requests: list[PromptRequest] = []
+    moderator = moderator_for(client, requests)
+    with pytest.raises(PromptsUnavailable):
+        moderator.moderate(
+            modality=Modality.VIDEO, vector=unit(np.ones(32)), sha256=None, model="tiny", checkpoint="ck"
+        )
+    prompts = list(requests[0].prompts)
+    embeddings = prompt_embeddings(moderator.policy.version, "ck", prompts)
+    PromptStore(client).put(embeddings)
+    safe = embeddings.matrix[prompts.index("safe image")]
+    violent = embeddings.matrix[prompts.index("violent image")]
+    frames = [(0.0, safe), (1.9, safe), (7.5, violent), (9.9, safe)]
+    # the mean of the frames is mostly safe; the one violent second still fires
+    decision = moderator.moderate(
+        modality=Modality.VIDEO, vector=safe, sha256=None, model="tiny", checkpoint="ck", frames=frames
+    )
+    worst = [s for s in decision.signals if s.detail.startswith("frame at")]
+    assert [(s.category, s.detail) for s in worst] == [("violence", "frame at 7.5 s")]
+    assert worst[0].band is not Band.ALLOW and "violence" in decision.categories
+    calm = moderator.moderate(
+        modality=Modality.VIDEO, vector=safe, sha256=None, model="tiny", checkpoint="ck", frames=[(0.0, safe)]
+    )
+    assert not calm.flagged
