@@ -192,3 +192,23 @@ def test_a_keyframe_between_two_wanted_frames_is_sought_to_instead_of_decoding_o
     assert abs(_level(decoded.frames[19]) - frame_level(19)) <= 3
     # frame 0, then a seek to the keyframe at frame 15 and 15..19: not all 20
     assert decoded.decoded <= 8
+
+
+def _with_header_duration(data: bytes, box: bytes, seconds: float) -> bytes:
+    """`data` (an MP4) whose `box` (mvhd or mdhd, version 0) claims `seconds`."""
+    at = data.index(box) + 4  # version/flags, creation, modification, timescale, duration
+    assert data[at] == 0, "version 0 header expected"
+    timescale = int.from_bytes(data[at + 12 : at + 16], "big")
+    claimed = int(seconds * timescale).to_bytes(4, "big")
+    return data[: at + 16] + claimed + data[at + 20 :]
+
+
+def test_a_ten_hour_header_over_one_second_of_frames_costs_one_second() -> None:
+    # FFmpeg takes an MP4's duration from its sample tables, not the header boxes: the lie
+    # changes nothing (no 10-hour clip placement, no seek past the data)
+    data = video_bytes(seconds=1, fps=10)
+    for box in (b"mvhd", b"mdhd"):
+        data = _with_header_duration(data, box, 10 * 3600)
+    decoded = decode_frames(data, format="mp4", limits=LIMITS, pick=_first_and_last)
+    assert decoded.info.duration_s == pytest.approx(1.0) and decoded.decoded <= 10
+    assert abs(_level(decoded.frames[9]) - frame_level(9)) <= 3
