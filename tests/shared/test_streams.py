@@ -112,8 +112,10 @@ def test_results_stream_entry_format_is_the_documented_one(store: StatusStore, r
         "categories",
         "error_reason",
         "error",
+        "transcript",
         "at",
     }
+    assert doc["transcript"] is None  # only audio (and video sound) has one
     assert doc["at"] == fields["at"] and doc["at"].endswith("Z")
 
 
