@@ -10,6 +10,7 @@ import click
 from producers.cli.base import handle_errors, main, settings_of
 from producers.client import Client
 from producers.moderation import add_to_blocklist, labelled_files, rescore, score_labelled
+from producers.reviewed import reviewed_examples
 from shared.audit import Action, AuditLog, cli_actor
 from shared.config import Settings
 from shared.events import Moderation
@@ -206,7 +207,9 @@ def rescore_command(
 
 
 @main.command()
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("directory", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--reviewed", is_flag=True, help="label with moderators' decisions instead of a folder")
+@click.option("--tenant", default=None, help="with --reviewed: only this tenant's reviewed uploads")
 @click.option("--policy", "policy_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
 @click.option("--thresholds", default=None, help="comma-separated candidates (default 0.05, 0.10 ... 0.95)")
 @click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True)
@@ -215,20 +218,29 @@ def rescore_command(
 @handle_errors
 def calibrate(
     ctx: click.Context,
-    directory: Path,
+    directory: Path | None,
+    reviewed: bool,
+    tenant: str | None,
     policy_path: Path | None,
     thresholds: str | None,
     timeout_s: float,
     as_json: bool,
 ) -> None:
     """Per-category precision/recall of the zero-shot scores at candidate thresholds, on a
-    labelled folder: DIRECTORY/<category>/... and DIRECTORY/safe/... (needs running workers)."""
+    labelled folder: DIRECTORY/<category>/... and DIRECTORY/safe/... (needs running workers);
+    or, with --reviewed, on the uploads moderators approved (safe) or blocked (a positive of
+    the category) in the console or the API: their stored scores, nothing embedded again."""
+    if (directory is None) == (not reviewed):
+        raise click.UsageError("give a DIRECTORY or --reviewed (not both)")
     settings = settings_of(ctx)
     policy = _policy(settings, policy_path)
     cuts = [float(t) for t in thresholds.split(",")] if thresholds else list(DEFAULT_THRESHOLDS)
-    files = labelled_files(directory, policy)
     with Client(settings, source="cli") as client:
-        scored, skipped = score_labelled(client, policy, files, timeout_s=timeout_s)
+        if directory is not None:
+            scored, skipped = score_labelled(client, policy, labelled_files(directory, policy), timeout_s=timeout_s)
+        else:
+            scored, skipped = reviewed_examples(client, lambda t: tenant is None or t == tenant), []
+            click.echo(f"{len(scored)} reviewed uploads", err=True)
     curves = precision_recall(scored, cuts)
     if as_json:
         click.echo(json.dumps([_curve_doc(c, policy) for c in curves], indent=2))

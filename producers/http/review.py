@@ -16,8 +16,10 @@ from producers.http.lookup import find_upload, reviewer_of
 from producers.http.state import ApiState, State
 from producers.http.uploads import UploadId
 from producers.review import NotReviewable, decide
+from producers.reviewed import reviewed_examples
 from shared.api_keys import KeyScope, Role
 from shared.events import Frozen, Moderation
+from shared.moderation.calibration import SAFE_LABEL, ThresholdStats, precision_recall
 from shared.moderation.log import DecisionEntry, DecisionLog
 from shared.moderation.policy import load_policy
 from shared.moderation.review import MAX_NOTE_CHARS, HumanReview, ReviewAction, review_of
@@ -121,3 +123,72 @@ def _decide(state: ApiState, caller: KeyScope, upload_id: str, body: DecisionReq
     except NotReviewable as exc:
         raise ApiError(409, exc.reason, exc.message) from exc
     return DecisionOutcome(upload_id=status.upload_id, review=decided.review, moderation=decided.moderation)
+
+
+class ThresholdAccuracy(Frozen):
+    threshold: float
+    precision: float | None = Field(description="of the uploads at or over it, the share moderators blocked in it")
+    recall: float | None = Field(description="of the uploads blocked in the category, the share at or over it")
+
+
+class CategoryAccuracy(Frozen):
+    category: str
+    modality: str
+    positives: int = Field(description="reviewed uploads blocked in this category")
+    negatives: int = Field(description="other reviewed uploads of the modality (approved, or blocked in another)")
+    review: ThresholdAccuracy = Field(description="at the policy's review threshold")
+    block: ThresholdAccuracy = Field(description="at the policy's block threshold")
+
+
+class Accuracy(Frozen):
+    reviewed: int = Field(description="approved or blocked uploads the numbers come from")
+    categories: list[CategoryAccuracy]
+
+
+@router.get(
+    "/review/accuracy",
+    response_model=Accuracy,
+    summary="Precision and recall from moderators' decisions",
+    responses=error_responses(401, 403, 500, 503),
+)
+async def accuracy(state: State, caller: Annotated[KeyScope, Depends(authorize(Role.MODERATE))]) -> Accuracy:
+    """Per category and modality, the precision and recall of the policy's current review
+    and block thresholds on the zero-shot scores, with the key's reviewed uploads as the
+    labels: approved = safe, blocked = positive of its category (escalated ones left out).
+    The same labelled set `omnibind calibrate --reviewed` uses."""
+    return await run_in_threadpool(_accuracy, state, caller)
+
+
+def _accuracy(state: ApiState, caller: KeyScope) -> Accuracy:
+    examples = reviewed_examples(state.client, caller.covers)
+    policy = load_policy(policy_path(state, caller.single_tenant))
+    rows = []
+    for category in sorted({e.label for e in examples} - {SAFE_LABEL}):
+        if category not in policy.categories:
+            continue
+        for modality in sorted({e.modality for e in examples}, key=lambda m: m.value):
+            current = policy.categories[category].thresholds_for(modality)
+            curves = [
+                c
+                for c in precision_recall(examples, (current.review, current.block))
+                if c.category == category and c.modality is modality
+            ]
+            if not curves:
+                continue
+            curve = curves[0]
+            points = {p.threshold: p for p in curve.points}
+            rows.append(
+                CategoryAccuracy(
+                    category=category,
+                    modality=modality.value,
+                    positives=curve.positives,
+                    negatives=curve.negatives,
+                    review=_at(points[current.review]),
+                    block=_at(points[current.block]),
+                )
+            )
+    return Accuracy(reviewed=len(examples), categories=rows)
+
+
+def _at(point: ThresholdStats) -> ThresholdAccuracy:
+    return ThresholdAccuracy(threshold=point.threshold, precision=point.precision, recall=point.recall)

@@ -255,6 +255,12 @@ def test_approve_and_block_round_trip_into_the_decision_log_and_blocklist(browse
     assert entry is not None and entry.category == "violence" and entry.checkpoint == vector.checkpoint
     page.reload()
     assert not {"acme:photo-1", "acme:photo-2"} & set(cards(page))  # decided: out of the queue
+    # The decisions are labels: precision/recall of the policy per category (photo-2 blocked
+    # under violence; photo-1 approved).
+    row = page.wait_for_selector('#accuracy tr[data-category="violence"]')
+    assert row.inner_text().split("\t")[:4] == ["violence", "image", "1", "1"]
+    row.scroll_into_view_if_needed()
+    shot(console, page, "review-accuracy")
 
 
 def test_keyboard_triage_moves_with_j_k_and_decides_with_a_b_e(browser: Any, console: Console) -> None:

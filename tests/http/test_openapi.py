@@ -31,6 +31,7 @@ def test_the_served_document_is_the_published_one(start_api: Callable[..., Runni
         "/v1/uploads/{upload_id}/media",
         "/v1/uploads/{upload_id}/thumbnail",
         "/v1/review",
+        "/v1/review/accuracy",
         "/v1/dead-letters",
         "/v1/dead-letters/{entry_id}/retry",
         "/v1/search",

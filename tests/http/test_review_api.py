@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -26,9 +27,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 from pydantic import SecretStr
 
+from producers.cli import main as cli
 from producers.client import Client
 from producers.stack import Stack
 from shared.api_keys import ApiKeyStore, Role
@@ -366,3 +369,40 @@ def test_a_decision_on_a_failed_upload_is_refused_with_409(review: Review) -> No
         reply = http.post("/v1/uploads/broken-2/decision", json={"action": "approve"})
     assert reply.status_code == 409 and reply.json()["reason"] == "not_indexed"
     assert json.loads(json.dumps(reply.json()))["message"]
+
+
+def test_moderators_decisions_give_precision_and_recall_per_category(
+    review: Review, flagged: dict[str, dict[str, Any]]
+) -> None:
+    """After the decisions above: bad-1 approved (safe), clean blocked as sexual, bad-2
+    escalated (left out). Scores under the calm policy's thresholds: nothing predicted."""
+    with review.as_(review.acme) as http:
+        accuracy = http.get("/v1/review/accuracy").json()
+    with review.as_(review.beta) as http:
+        assert http.get("/v1/review/accuracy").json() == {"reviewed": 0, "categories": []}
+    with review.as_(review.acme_reader) as http:
+        assert http.get("/v1/review/accuracy").status_code == 403
+    assert accuracy["reviewed"] >= 2
+    sexual = next(row for row in accuracy["categories"] if row["category"] == "sexual")
+    assert sexual["modality"] == "image" and sexual["positives"] == 1 and sexual["negatives"] >= 1
+    assert sexual["review"]["threshold"] == 0.98 and sexual["review"]["recall"] == 0.0
+    assert sexual["review"]["precision"] is None  # no score reaches 0.98: nothing predicted
+
+    settings = review.client.settings
+    env = {
+        "OMNIBIND_REDIS_URL": settings.redis_url.get_secret_value() if settings.redis_url else "",
+        "OMNIBIND_DATA_DIR": str(settings.data_dir),
+        "OMNIBIND_MODEL__NAME": "tiny",
+        "OMNIBIND_MODERATION__POLICY": str(settings.moderation.policy),
+    }
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        result = CliRunner().invoke(cli, ["calibrate", "--reviewed", "--tenant", "acme", "--json"], env=env)
+    finally:  # the command configures the root logger
+        root.setLevel(level)
+        root.handlers[:] = handlers
+    assert result.exit_code == 0, result.output
+    curves = {(c["category"], c["modality"]): c for c in json.loads(result.stdout)}
+    assert curves[("sexual", "image")]["positives"] == 1
+    assert [p["threshold"] for p in curves[("sexual", "image")]["points"]][:2] == [0.05, 0.1]

@@ -175,6 +175,21 @@ function setupReview() {
     event.preventDefault();
   });
   loadQueue(false).catch((e) => toast(e.message));
+  loadAccuracy().catch(() => {});
+}
+
+const pct = (value) => (value === null || value === undefined ? "–" : (100 * value).toFixed(0) + "%");
+
+async function loadAccuracy() {
+  const result = await api("/v1/review/accuracy");
+  const table = document.getElementById("accuracy");
+  table.replaceChildren(el("tr", {}, ...["category", "modality", "blocked", "other", "review at", "precision", "recall", "block at", "precision", "recall"].map((h) => el("th", { text: h }))));
+  for (const row of result.categories) {
+    table.append(el("tr", { "data-category": row.category }, ...[row.category, row.modality, row.positives, row.negatives,
+      row.review.threshold, pct(row.review.precision), pct(row.review.recall),
+      row.block.threshold, pct(row.block.precision), pct(row.block.recall)].map((v) => el("td", { text: String(v) }))));
+  }
+  if (!result.categories.length) table.append(el("tr", {}, el("td", { text: `No blocked uploads among ${result.reviewed} reviewed yet.` })));
 }
 
 // -- search ------------------------------------------------------------------------------
