@@ -118,7 +118,7 @@ def test_readiness_fails_while_the_gpu_worker_cannot_load_its_model(
     with httpx.Client(base_url=serve_api(connected).url, timeout=30) as http:
         ready = http.get("/readyz")
     assert ready.status_code == 503
-    assert ready.json()["workers"] == {"cpu": 1, "gpu": 0, "index": 1}
+    assert ready.json()["workers"] == {"cpu": 1, "gpu": 0, "index": 1, "speech": 0}
 
 
 def test_up_with_a_broken_checkpoint_exits_with_the_message_instead_of_saying_up(
