@@ -115,7 +115,7 @@ def server_pid(port: int) -> int | None:
 
 
 def test_up_runs_exactly_one_worker_process_tree_per_kind(up: Up) -> None:
-    assert worker_trees(up.children()) == {"cpu": 1, "gpu": 1, "index": 1}
+    assert worker_trees(up.children()) == {"cpu": 1, "gpu": 1, "index": 1, "speech": 1}
     assert up.output.count("started gpu worker") == 1, up.output
 
 
