@@ -4,7 +4,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 # On a CUDA machine this pulls PyPI's CUDA build; machines with a local CPU wheel get that one.
-TORCH_SPEC ?= torch==2.13.0
+# torchvision (timm needs it for PE-AV) is installed with it, at the release built for that
+# torch: left to the resolver, the newest torchvision would replace torch with a newer one.
+TORCH_SPEC ?= torch==2.13.0 torchvision==0.28.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
@@ -14,7 +16,7 @@ ARGS ?=
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 

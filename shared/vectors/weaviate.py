@@ -11,9 +11,10 @@
 - **Extra vectors of a record** (`VectorRecord.parts`) are named vectors ``part_<name>``
   beside "default", added to the collection when a record first brings that name
   (`weaviate_schema.vector_config`; a concurrent add by another worker is accepted). A
-  search runs one ``near_vector`` per named vector (the collection's list is read again for
-  every search, so parts another process added are searched) and keeps each upload's best
-  (`best_per_upload`).
+  search runs one ``near_vector`` per named vector and keeps each upload's best
+  (`best_per_upload`). The list of named vectors is read again when it is older than
+  `parts_refresh_s`, so a part another process added is searched within seconds; reading it
+  for every search cost about as much as the search itself.
 - **Idempotent.** Object uuid = `record_uuid(upload_id)`; a batch write with an existing
   uuid replaces that object, so a redelivered index task overwrites instead of duplicating.
   Every per-object error of a batch is checked and raised with the failing upload ids.
@@ -38,6 +39,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -215,6 +217,7 @@ class WeaviateVectorStore:
         dimension: int | None = None,
         timeouts: WeaviateTimeouts | None = None,
         batch_size: int = 256,
+        parts_refresh_s: float = 5.0,
     ) -> None:
         if not _COLLECTION_NAME.match(collection):
             raise ConfigError(
@@ -233,6 +236,8 @@ class WeaviateVectorStore:
         self._client_obj: WeaviateClient | None = None
         self._collection_ready = False
         self._parts: frozenset[str] = frozenset()  # part vectors the collection is known to have
+        self._parts_read_at = float("-inf")  # monotonic time `_parts` was read from the server
+        self.parts_refresh_s = parts_refresh_s
 
     @classmethod
     def from_settings(cls, settings: Settings, *, dimension: int | None = None) -> WeaviateVectorStore:
@@ -328,7 +333,7 @@ class WeaviateVectorStore:
             if collection is not None:
                 targets = [MAIN_PART] if filters.parts is None or MAIN_PART in filters.parts else []
                 targets += sorted(
-                    name for name in self._current_parts() if filters.parts is None or name in filters.parts
+                    name for name in self._recent_parts() if filters.parts is None or name in filters.parts
                 )
                 for part in targets:
                     hits += self._search(collection, vector, k, filters, part)
@@ -437,6 +442,7 @@ class WeaviateVectorStore:
                 self._parts = part_vectors(config)
             else:
                 self._parts = frozenset()
+            self._parts_read_at = time.monotonic()
             self._collection_ready = True
         return client.collections.use(self._name)
 
@@ -501,6 +507,13 @@ class WeaviateVectorStore:
         """The part vectors the collection has now (read again: another process may have added one)."""
         config = self._read_config(self._client())
         self._parts = frozenset() if config is None else part_vectors(config)
+        self._parts_read_at = time.monotonic()
+        return self._parts
+
+    def _recent_parts(self) -> frozenset[str]:
+        """The part vectors as read at most `parts_refresh_s` ago."""
+        if time.monotonic() - self._parts_read_at >= self.parts_refresh_s:
+            return self._current_parts()
         return self._parts
 
     def _ensure_part_vectors(self, wanted: set[str]) -> None:

@@ -21,8 +21,9 @@ from shared.vectors.records import (
     tenants,
 )
 from shared.vectors.store import VectorStore
+from tests.support.weaviate_server import WeaviateAddress
 
-from .conftest import StoreFactory, unit_vector
+from .conftest import StoreFactory, drop_weaviate_collections, unit_vector, weaviate_store
 
 RecordFactory = Callable[..., VectorRecord]
 EVERYONE = SearchFilters(scope=ALL_TENANTS)
@@ -105,6 +106,9 @@ def test_rewriting_a_record_without_a_part_removes_it(store: VectorStore, make_r
 
 def test_a_part_added_by_another_handle_is_searched(make_store: StoreFactory, make_record: RecordFactory) -> None:
     reader, writer = make_store(name="shared"), make_store(name="shared")
+    if hasattr(reader, "parts_refresh_s"):
+        # Weaviate's handle re-reads its list of named vectors every few seconds; here, at once.
+        reader.parts_refresh_s = 0.0
     writer.upsert([make_record("first")])
     assert reader.search(unit_vector("first"), k=1, filters=EVERYONE)[0].part == MAIN_PART
     writer.upsert([make_record("clip", parts={"transcript": unit_vector("words")})])
@@ -146,3 +150,24 @@ def test_filters_refuse_an_empty_or_misnamed_parts_set() -> None:
         SearchFilters(scope=ALL_TENANTS, parts=frozenset())
     with pytest.raises(ValueError):
         SearchFilters(scope=ALL_TENANTS, parts=frozenset({"Bad Name"}))
+
+
+def test_weaviate_rereads_its_named_vectors_only_when_the_list_is_stale(weaviate: WeaviateAddress) -> None:
+    reader = weaviate_store(weaviate, "PartsCacheT", None, parts_refresh_s=3600.0)
+    writer = weaviate_store(weaviate, "PartsCacheT", None)
+    try:
+        writer.upsert([VectorRecord(upload_id="first", vector=unit_vector("first"), modality=Modality.IMAGE)])
+        assert reader.search(unit_vector("first"), k=1, filters=EVERYONE)[0].part == MAIN_PART
+        words = unit_vector("words")
+        writer.upsert(
+            [VectorRecord("clip", unit_vector("clip"), Modality.AUDIO, parts={"transcript": words})]
+        )
+        # Within the refresh interval the reader does not know the new named vector yet ...
+        assert {hit.part for hit in reader.search(words, k=2, filters=EVERYONE)} == {MAIN_PART}
+        # ... and once its list is stale, it searches it.
+        reader.parts_refresh_s = 0.0
+        assert reader.search(words, k=1, filters=EVERYONE)[0].part == "transcript"
+    finally:
+        reader.close()
+        writer.close()
+        drop_weaviate_collections(weaviate, "PartsCacheT")
