@@ -8,9 +8,10 @@ indexed upload). The CI-sized version is tests/robustness/test_chaos.py.
     PYTHONPATH=$PWD .venv/bin/python bench/chaos.py --shape production --uploads 600 --minio-down 30
     PYTHONPATH=$PWD .venv/bin/python bench/chaos.py --uploads 1000 --delete-every 5 --refuse-every-kills 3
 
-``--delete-every N`` deletes every N-th upload right after submitting it (while its run is in
-flight: the delete waits for it); the accounting then wants no vector record of a deleted
-upload and no deletion pending or dead-lettered. ``--refuse-every-kills K`` makes Redis refuse
+``--delete-every N`` deletes about one upload in N (chosen by a hash of its id, so across
+kinds) right after submitting it (while its run is in flight: the delete waits for it); the
+accounting then wants no vector record of a deleted upload and no deletion pending or
+dead-lettered. ``--refuse-every-kills K`` makes Redis refuse
 writes for ``--refuse-s`` seconds after every K-th kill, alternating ``min-replicas-to-write
 1`` (every write refused, BRPOP included: NOREPLICAS) and ``maxmemory 1`` under noeviction
 (OOM); producers retry, workers must ride it out (the run counts workers that exited).
@@ -230,7 +231,7 @@ def main() -> None:
         "--shape", choices=["embedded", "production"], default="embedded", help="which stack to torment"
     )
     parser.add_argument("--minio-down", type=float, default=30.0, help="production: seconds MinIO stays stopped")
-    parser.add_argument("--delete-every", type=int, default=0, help="delete every n-th upload while in flight")
+    parser.add_argument("--delete-every", type=int, default=0, help="delete ~1 upload in n while in flight")
     parser.add_argument("--refuse-every-kills", type=int, default=0, help="Redis refuses writes after every k-th kill")
     parser.add_argument("--refuse-s", type=float, default=2.0, help="seconds each refusal lasts")
     args = parser.parse_args()

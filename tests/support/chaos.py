@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 import wave
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -188,7 +189,9 @@ class Submitter(threading.Thread):
         self.uploads = list(uploads)
         self.interval_s = 1.0 / rate_per_s
         self.retry_for_s = retry_for_s
-        self.delete_every = delete_every  # delete every n-th upload right after submitting it (0: none)
+        # Delete about one upload in `delete_every` right after submitting it (0: none), chosen
+        # by a hash of its id: every n-th would pick one kind only (`synthetic_upload` cycles by 5).
+        self.delete_every = delete_every
         self.submitted: list[str] = []
         self.deleted: list[str] = []
         self.retried_submissions = 0
@@ -197,12 +200,12 @@ class Submitter(threading.Thread):
     def run(self) -> None:
         try:
             next_at = time.monotonic()
-            for n, upload in enumerate(self.uploads, 1):
+            for upload in self.uploads:
                 time.sleep(max(0.0, next_at - time.monotonic()))
                 next_at += self.interval_s
                 self._with_retries(lambda: submit(self.client, upload))  # noqa: B023 - called at once
                 self.submitted.append(upload.upload_id)
-                if self.delete_every and n % self.delete_every == 0:
+                if self.delete_every and zlib.crc32(upload.upload_id.encode()) % self.delete_every == 0:
                     # Deleted while its run is in flight: the delete waits for the run to end.
                     request = DeleteRequest(upload_id=upload.upload_id, reason="chaos")
                     self._with_retries(lambda: self.client.delete(request))  # noqa: B023 - called at once
