@@ -15,7 +15,7 @@ Entry formats for non-Python consumers: docs/redis.md.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -303,6 +303,14 @@ class DeliveryCounter:
         with translate_redis_errors(f"reading deliveries of upload {upload_id}"):
             value: Any = self._redis.hget(self.keys.deliveries(upload_id), str(stage))
         return int(value) if value is not None else 0
+
+    def forget(self, upload_id: str, fields: Iterable[str]) -> None:
+        """Forget the counts named `fields` (stages, or other counters kept in the hash)."""
+        names = list(fields)
+        if not names:
+            return
+        with translate_redis_errors(f"resetting deliveries of upload {upload_id}"):
+            self._redis.hdel(self.keys.deliveries(upload_id), *names)
 
     def reset_deliveries(self, upload_id: str, stage: Stage | str | None = None) -> None:
         """Forget the count of `stage` (all stages when None), e.g. before a manual retry."""

@@ -157,6 +157,7 @@ def _start_stall_sweeper(**_: Any) -> None:
         interval_s=worker.sweep_interval_s,
         send_delete=lambda request, token: send_delete(app, request, token),
         redriver=redriver,
+        max_resends=worker.max_deliveries,
     ).start()
 
 

@@ -47,14 +47,31 @@ class PoisonMessage(PermanentError):
     reason = "poison_message"
 
 
-def run_stage(task: Task, resources: Resources, stage: Stage, event: UploadEvent, work: Callable[[], Any]) -> None:
+# Settles a permanent failure some other way than failing the upload (the speech stage: its
+# part of the join, carrying the error); may raise `OmnibindError` when it cannot.
+Absorb = Callable[[OmnibindError], None]
+
+
+def run_stage(
+    task: Task,
+    resources: Resources,
+    stage: Stage,
+    event: UploadEvent,
+    work: Callable[[], Any],
+    *,
+    absorb: Absorb | None = None,
+) -> None:
     """Run `work` for `event` at `stage` and settle the outcome (see module docstring).
-    Log lines inside carry the stage; its duration and outcome go to the metrics."""
+    Log lines inside carry the stage; its duration and outcome go to the metrics. With
+    `absorb`, a permanent failure (poison message and time limit included) is handed to it
+    instead of failing the upload."""
     with stage_context(stage.value):
-        _run_stage(task, resources, stage, event, work)
+        _run_stage(task, resources, stage, event, work, absorb)
 
 
-def _run_stage(task: Task, resources: Resources, stage: Stage, event: UploadEvent, work: Callable[[], Any]) -> None:
+def _run_stage(
+    task: Task, resources: Resources, stage: Stage, event: UploadEvent, work: Callable[[], Any], absorb: Absorb | None
+) -> None:
     settings = resources.settings.worker
     try:
         starts = resources.deliveries.count_delivery(event.id, stage)
@@ -68,6 +85,7 @@ def _run_stage(task: Task, resources: Resources, stage: Stage, event: UploadEven
             event,
             PoisonMessage(f"{stage} was delivered {starts} times without finishing (worker crashed each time)"),
             starts,
+            absorb,
         )
         return
     started_s = time.monotonic()
@@ -78,14 +96,15 @@ def _run_stage(task: Task, resources: Resources, stage: Stage, event: UploadEven
     except Retry:
         raise
     except PermanentError as exc:
-        give_up(resources, stage, event, exc, starts)
+        give_up(resources, stage, event, exc, starts, absorb)
     except TransientError as exc:
-        retry_or_give_up(task, resources, stage, event, exc, starts)
+        retry_or_give_up(task, resources, stage, event, exc, starts, absorb)
     except SoftTimeLimitExceeded:
-        give_up(resources, stage, event, LimitExceeded(f"{stage} exceeded its time limit", reason="time_limit"), starts)
+        limit = LimitExceeded(f"{stage} exceeded its time limit", reason="time_limit")
+        give_up(resources, stage, event, limit, starts, absorb)
     except Exception as exc:
         log.exception("%s failed unexpectedly", stage)
-        give_up(resources, stage, event, InternalError(f"{type(exc).__name__}: {exc}"), starts)
+        give_up(resources, stage, event, InternalError(f"{type(exc).__name__}: {exc}"), starts, absorb)
     finally:
         # Retries leave through task.retry's exception, so the outcome is recorded here.
         duration_s = time.monotonic() - started_s
@@ -114,12 +133,18 @@ def retry_budget(task: Task, retry_for_s: float) -> tuple[int, float]:
 
 
 def retry_or_give_up(
-    task: Task, resources: Resources, stage: Stage, event: UploadEvent, exc: TransientError, attempts: int
+    task: Task,
+    resources: Resources,
+    stage: Stage,
+    event: UploadEvent,
+    exc: TransientError,
+    attempts: int,
+    absorb: Absorb | None = None,
 ) -> None:
     settings = resources.settings.worker
     since_ms, left_s = retry_budget(task, settings.retry_for_s)
     if left_s <= 0 or task.request.retries >= settings.max_retries:
-        give_up(resources, stage, event, exc, attempts)
+        give_up(resources, stage, event, exc, attempts, absorb)
         return None
     # The last retry runs at the deadline rather than past it.
     wait_s = full_jitter_s(task.request.retries + 1, settings.retry_backoff_s, settings.retry_backoff_max_s)
@@ -152,11 +177,22 @@ def retry_or_give_up(
         raise Reject(f"cannot schedule retry: {publish_error}", requeue=True) from publish_error
 
 
-def give_up(resources: Resources, stage: Stage, event: UploadEvent, exc: OmnibindError, attempts: int) -> None:
+def give_up(
+    resources: Resources,
+    stage: Stage,
+    event: UploadEvent,
+    exc: OmnibindError,
+    attempts: int,
+    absorb: Absorb | None = None,
+) -> None:
     """Record the failure (status -> failed, result event, dead letter: one atomic step)
-    exactly once; a stale redelivery of a stage the run went past records nothing."""
+    exactly once; a stale redelivery of a stage the run went past records nothing. With
+    `absorb`, the failure is handed to it instead (see `run_stage`)."""
     log.warning("%s failed permanently: %s: %s", stage, exc.reason, exc.message)
     try:
+        if absorb is not None:
+            absorb(exc)
+            return
         if resources.status.fail(event.id, stage, exc, dead_letter=event.model_dump_json(), attempts=attempts):
             resources.metrics.failed(stage, exc.reason)
     except OmnibindError as record_error:

@@ -22,8 +22,15 @@ exist:
 
 If neither, the upload goes to the first stage again with the event its status record keeps
 while the run is in flight. Stages are idempotent, so a message wrongly thought lost costs a
-repeated run, never a second record; a resend counts as a delivery, so an upload that keeps
-disappearing still ends dead-lettered after ``max_deliveries``.
+repeated run, never a second record. The resent run starts a new join (a new token: every
+part of `shared.moderation.join` is made again, so one that was never delivered — an audio
+upload at ``embedded`` whose transcript never joined — is produced this time), and its
+stages count their deliveries afresh: a resend is not a crash of the stage it reaches
+(counted as one, every resend of an upload already past ``preprocessed`` made the first
+stage a "poison message" whose failure the status refused as stale, so it stayed where it
+was, resent every `stall_timeout_s` for ever). The sweeper counts its own resends
+(``resent`` in the upload's deliveries hash) and after `max_resends` fails the upload at
+the stage it stalled before (``stalled``, with its dead letter) instead of sending it again.
 
 Deletions are swept the same way: a pending deletion (`shared.deletions`, recorded before
 its message is sent and forgotten once it is done or dead-lettered) without progress for
@@ -54,6 +61,7 @@ from shared.errors import OmnibindError, PermanentError
 from shared.events import DeleteRequest, Stage, UploadEvent, UploadStatus
 from shared.queue import SENT_MS_HEADER, UPLOAD_HEADER, QueueName
 from shared.status import StatusStore
+from shared.streams import DeliveryCounter
 from workers.redrive import Redriver
 
 log = logging.getLogger(__name__)
@@ -75,6 +83,16 @@ class LostMessage(PermanentError):
     written before events were kept)."""
 
     reason = "message_lost"
+
+
+class Stalled(PermanentError):
+    """An upload made no progress though the sweeper sent it again `max_resends` times."""
+
+    reason = "stalled"
+
+
+RESENT_FIELD = "resent"  # the sweeper's resends, in the upload's deliveries hash
+STAGE_FIELDS = tuple(stage.value for stage in Stage)  # the stages' own delivery counts there
 
 
 @dataclass(frozen=True)
@@ -155,6 +173,7 @@ class StallSweeper:
         clock_skew_s: float = CLOCK_SKEW_S,
         send_delete: Callable[[DeleteRequest, str], None] | None = None,
         redriver: Redriver | None = None,
+        max_resends: int = 5,
     ) -> None:
         self._redis = client
         self._status = status
@@ -165,6 +184,8 @@ class StallSweeper:
         self._prefix = prefix
         self.stall_timeout_s = stall_timeout_s
         self.interval_s = interval_s
+        self.max_resends = max_resends
+        self._deliveries = DeliveryCounter(client, prefix)
         self._skew_ms = int(clock_skew_s * 1000)
         self._lock_key = f"{prefix}:sweeper"
         self._me = f"{socket.gethostname()}:{os.getpid()}"
@@ -236,11 +257,24 @@ class StallSweeper:
             stage = NEXT_STAGE.get(record.status, Stage.PREPROCESS)
             self._status.fail(upload_id, stage, LostMessage(f"the message of upload {upload_id} was lost at {stage}"))
             return False
+        resends = self._deliveries.count_delivery(upload_id, RESENT_FIELD)
+        if resends > self.max_resends:
+            stage = NEXT_STAGE.get(record.status, Stage.PREPROCESS)
+            stalled = Stalled(
+                f"no progress past {record.status.value} though sent again {resends - 1} times (no message was left)"
+            )
+            log.warning("upload %s: %s; failing it", upload_id, stalled.message)
+            self._status.fail(upload_id, stage, stalled, dead_letter=event.model_dump_json(), attempts=resends)
+            return False
         log.warning(
-            "upload %s made no progress since it was %s and no message for it exists: sending it again",
+            "upload %s made no progress since it was %s and no message for it exists: sending it again (%d of %d)",
             upload_id,
             record.status.value,
+            resends,
+            self.max_resends,
         )
+        # A new run, not a redelivery: its stages start counting again (module docstring).
+        self._deliveries.forget(upload_id, STAGE_FIELDS)
         # Progress first: this upload is not looked at again before stall_timeout_s.
         with contextlib.suppress(OmnibindError):
             self._status.touch(upload_id)

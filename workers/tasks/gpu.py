@@ -19,6 +19,7 @@ from workers.moderation import embed_and_join, speech_and_join, store_prompt_emb
 from workers.moderation import embed_prompts as embed_texts
 from workers.resources import Resources
 from workers.stage import advance, run_stage
+from workers.tasks.speech import join_failed_transcript
 
 
 class EmbedTimeout(TransientError):
@@ -85,7 +86,14 @@ def embed_transcript(self: Task, doc: Any) -> None:
     if request is None or request.part is None:
         return
     with upload_context(request.event.id):
-        run_stage(self, resources, Stage.SPEECH, request.event, lambda: _embed_transcript(self, resources, request))
+        run_stage(
+            self,
+            resources,
+            Stage.SPEECH,
+            request.event,
+            lambda: _embed_transcript(self, resources, request),
+            absorb=lambda exc: join_failed_transcript(self, resources, request, exc),
+        )
 
 
 def _embed_transcript(task: Task, resources: Resources, request: SpeechRequest) -> None:

@@ -4,7 +4,8 @@ The CPU stage sends an audio upload to the GPU queue and here at once; the trans
 on to the GPU queue (``omnibind.embed_transcript``: its passages embedded as text), and meets
 the upload's embedding in `shared.moderation.join` as the ``speech`` part. A transcript that
 cannot be made (undecodable track, no model) is recorded as the part's error, never as a
-failed upload: the upload still has its ImageBind embedding.
+failed upload: the upload still has its ImageBind embedding; so is a speech task that
+fails for good (`join_failed_transcript`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from celery import Task
 
-from shared.errors import CheckpointError, ConfigError, CorruptMedia, LimitExceeded, UnsupportedMedia
+from shared.errors import CheckpointError, ConfigError, CorruptMedia, LimitExceeded, OmnibindError, UnsupportedMedia
 from shared.events import Modality, Stage
 from shared.logs import upload_context
 from shared.media.speech_audio import decode_for_speech
@@ -39,7 +40,26 @@ def transcribe(self: Task, doc: Any) -> None:
     if request is None:
         return
     with upload_context(request.event.id):
-        run_stage(self, resources, Stage.SPEECH, request.event, lambda: _transcribe(self, resources, request))
+        run_stage(
+            self,
+            resources,
+            Stage.SPEECH,
+            request.event,
+            lambda: _transcribe(self, resources, request),
+            absorb=lambda exc: join_failed_transcript(self, resources, request, exc),
+        )
+
+
+def join_failed_transcript(task: Task, resources: Resources, request: SpeechRequest, exc: OmnibindError) -> None:
+    """A speech task that failed for good (poison, time limit, error past its retries) still
+    delivers its part of the join — a transcript carrying the error — and hands the upload on
+    when the other parts are there. Failing the upload instead would be refused once its
+    embedding moved it to ``embedded`` (a stage the run went past), and the join would wait
+    for this part forever: the upload stuck at ``embedded``, re-sent by the sweeper for ever."""
+    part = SpeechPart(Transcript(error=f"{exc.reason}: {exc.message}"))
+    joined = speech_and_join(resources.moderation, request, part)
+    if joined is not None:
+        send_next(task, TaskName.INDEX, joined.to_wire(), request.event.id)
 
 
 def _transcribe(task: Task, resources: Resources, request: SpeechRequest) -> None:
