@@ -312,7 +312,8 @@ def _cases() -> list[HostileCase]:
         HostileCase("mp3_frames_of_noise", _mp3_garbage(), "corrupt_audio"),
         HostileCase("flac_header_then_noise", _flac_garbage(), "empty_audio"),
         HostileCase("ogg_garbage", _ogg_garbage(), "corrupt_audio"),
-        HostileCase("video_only_mp4", video_only_mp4(), "no_audio_stream"),
+        # A silent MP4 is a video upload now (indexed); claimed as audio, it has no sound to embed.
+        HostileCase("video_only_mp4_as_audio", video_only_mp4(), "no_audio_stream", modality=Modality.AUDIO),
     ]
 
 
