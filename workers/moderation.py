@@ -200,6 +200,12 @@ def new_join_token() -> str:
     return uuid.uuid4().hex
 
 
+def open_join(runtime: ModerationRuntime, prepared: PreparedUpload) -> None:
+    """Record which parts `prepared`'s join waits for, before any of them can arrive."""
+    assert prepared.join_token is not None
+    runtime.join.open(prepared.event.id, prepared.join_token, prepared.join_parts)
+
+
 def detect_and_join(runtime: ModerationRuntime, prepared: PreparedUpload, media: DecodedMedia) -> EmbeddedUpload | None:
     """Run the enabled detectors on `media` and store their results as this upload's
     detectors part; returns the embedded upload with the results attached when the

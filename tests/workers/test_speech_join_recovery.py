@@ -166,3 +166,23 @@ def test_an_upload_the_sweeper_resent_too_often_is_failed_with_a_reason(
     record = resources.status.get("speech-gone")
     assert record is not None and record.status is UploadStatus.FAILED and record.error_reason == "stalled"
     assert resources.dead_letters.length() == 1
+
+
+def test_a_half_whose_message_names_other_parts_still_completes_the_join_the_cpu_stage_opened(
+    settings: Settings, resources: Resources, handed_on: list[tuple[str, dict[str, Any]]]
+) -> None:
+    # The stuck uploads of the SIGTERM run: the transcript first, then an embedding whose
+    # message named the default parts (detectors, embedded), as the GPU half did before
+    # cf391b4 and as a message of another version could. The run's own list decides.
+    submit_wav(settings, "speech-other-list")
+    event = resources.status.pending_event("speech-other-list")
+    assert event is not None
+    cpu.preprocess.run(event.model_dump(mode="json"))
+    deliver(handed_on, TaskName.TRANSCRIBE)
+    found = next(i for i, (name, _) in enumerate(handed_on) if name == TaskName.EMBED)
+    _, payload = handed_on.pop(found)
+    assert payload["join_parts"] == ["embedded", "speech"]
+    TASKS[TaskName.EMBED].run({**payload, "join_parts": ["detectors", "embedded"]})
+    deliver(handed_on, TaskName.INDEX)  # before: the join waited for detectors for ever
+    record = resources.status.get("speech-other-list")
+    assert record is not None and record.status is UploadStatus.INDEXED

@@ -17,7 +17,7 @@ from shared.queue import TaskName
 from shared.wire import pack_array
 from workers.app import app
 from workers.handoff import decode_message, send_next, wait_for_gpu_room
-from workers.moderation import detect_and_join, new_join_token
+from workers.moderation import detect_and_join, new_join_token, open_join
 from workers.preprocess import AUDIO_TRACK, fetch_blob, prepare_query, prepare_upload_and_media
 from workers.resources import Resources
 from workers.stage import advance, run_stage
@@ -58,6 +58,7 @@ def _preprocess(task: Task, resources: Resources, event: UploadEvent) -> None:
     if detect or speech:
         parts = (EMBEDDED_PART, *((DETECTORS_PART,) if detect else ()), *((SPEECH_PART,) if speech else ()))
         prepared = dataclasses.replace(prepared, join_token=new_join_token(), join_parts=parts)
+        open_join(resources.moderation, prepared)
     # Status first (see workers/tasks/gpu.py: a later stage must not overtake this write),
     # then embedding, detectors meanwhile: both halves meet in shared.moderation.join.
     advance(resources, Stage.PREPROCESS, event, modality=prepared.modality, object_ref=event.object)

@@ -9,7 +9,7 @@ import redis
 
 from shared.events import Band, Modality
 from shared.moderation.blocklist import Blocklist, BlocklistCache, BlocklistEntry, entry_id_for
-from shared.moderation.join import DETECTORS_PART, EMBEDDED_PART, DetectorGuard, Join
+from shared.moderation.join import DETECTORS_PART, EMBEDDED_PART, SPEECH_PART, DetectorGuard, Join
 from shared.moderation.log import DecisionLog
 from shared.moderation.moderator import Moderator
 from shared.moderation.policy import parse_policy
@@ -126,6 +126,20 @@ def test_join_completes_once_both_parts_are_there_and_again_on_redelivery(client
     assert join.put("u1", "t1", DETECTORS_PART, "D") == {EMBEDDED_PART: "E", DETECTORS_PART: "D"}
     assert join.put("u1", "t1", EMBEDDED_PART, "E") == {EMBEDDED_PART: "E", DETECTORS_PART: "D"}
     assert 0 < client.ttl("omnibind:moderation:join:u1:t1") <= 60
+
+
+def test_a_join_goes_by_the_parts_its_run_opened_it_with_not_by_each_message_s_list(client: redis.Redis) -> None:
+    join = Join(client, ttl_s=60)
+    join.open("u2", "t1", (EMBEDDED_PART, SPEECH_PART))
+    join.open("u2", "t1", (EMBEDDED_PART, DETECTORS_PART))  # only the first list counts
+    assert join.put("u2", "t1", SPEECH_PART, "S", (EMBEDDED_PART, SPEECH_PART)) is None
+    # a message naming other parts (the default list) completes it all the same
+    assert join.put("u2", "t1", EMBEDDED_PART, "E", (DETECTORS_PART, EMBEDDED_PART)) == {
+        EMBEDDED_PART: "E",
+        SPEECH_PART: "S",
+    }
+    join.open("u2", "t2", (EMBEDDED_PART, DETECTORS_PART, SPEECH_PART))
+    assert join.put("u2", "t2", EMBEDDED_PART, "E", (EMBEDDED_PART,)) is None  # nor hands on too early
 
 
 def test_detector_guard_counts_only_runs_that_never_returned(client: redis.Redis) -> None:
