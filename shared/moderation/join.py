@@ -8,10 +8,10 @@ expected part is there now, return them all. Which parts are expected is recorde
 run by the CPU stage before it sends anything (`Join.open`); the list each message carries
 is only the fallback for a hash without it. Whoever completes the set hands the upload
 on. A redelivered part completes it again and hands it on twice, which is harmless (the
-index write is an idempotent upsert, the status only moves forward). Join hashes expire
-after `ttl_s`: one whose other part never comes (its upload failed elsewhere) is just
-dropped, and the upload is not stuck on it: the failure was recorded by the stage that
-failed.
+index write is an idempotent upsert, the status only moves forward). The index stage drops
+the hash once the upload is indexed (`forget`); the others expire after `ttl_s`: one whose
+other part never comes (its upload failed elsewhere) is just dropped, and the upload is not
+stuck on it: the failure was recorded by the stage that failed.
 
 Detectors that kill their worker (a native crash) would be redelivered forever and leave
 the embedding waiting: `DetectorGuard` counts detector runs that never returned, and the
@@ -93,6 +93,13 @@ class Join:
         parts = {_text(reply[i]): _text(reply[i + 1]) for i in range(0, len(reply), 2)}
         parts.pop(EXPECTED_FIELD, None)
         return parts
+
+    def forget(self, upload_id: str, token: str) -> None:
+        """Drop the join hash of a run that ended: its parts are in the record now. A part
+        redelivered later makes a new hash that only waits out `ttl_s` (the index stage
+        writes nothing for an upload that has ended)."""
+        with translate_redis_errors(f"dropping the join of upload {upload_id}"):
+            self._redis.delete(self.keys.join(upload_id, token))
 
 
 def _text(value: Any) -> str:

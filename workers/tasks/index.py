@@ -68,6 +68,8 @@ def _index(resources: Resources, embedded: EmbeddedUpload) -> None:
     )
     if indexed:  # once per run: a redelivered index task finds the record indexed already
         resources.metrics.indexed(record.modality, record.moderation)
+    if embedded.join_token is not None:
+        _forget_join(resources, embedded.event.id, embedded.join_token)
     ref = record.object
     log.info(
         "indexed %s %s (%s bytes) from %s",
@@ -76,6 +78,14 @@ def _index(resources: Resources, embedded: EmbeddedUpload) -> None:
         record.size,
         f"{ref.bucket}/{ref.key}" if ref else "inline text",
     )
+
+
+def _forget_join(resources: Resources, upload_id: str, token: str) -> None:
+    """Drop the run's join hash (Redis memory); left to its TTL when Redis refuses now."""
+    try:
+        resources.moderation.join.forget(upload_id, token)
+    except TransientError as exc:
+        log.warning("index: the join hash stays until it expires: %s", exc)
 
 
 def record_moderation(resources: Resources, event: UploadEvent, moderation: Moderation) -> None:
