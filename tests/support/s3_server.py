@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -77,9 +78,25 @@ class S3Server:
         }
 
 
+# Below Linux's ephemeral range (32768-60999 by default): the OS never hands these out as the
+# source port of an outgoing connection, so a server restarted on its old port after kill -9
+# cannot find it taken by some client's connection (a Weaviate restarted in the production
+# chaos test once died with "bind: address already in use" on its gRPC port).
+_SERVER_PORTS = range(20000, 32768)
+_pick = random.Random()
+
+
 def free_loopback_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A TCP port on 127.0.0.1 that nothing listens on right now, outside the ephemeral range."""
+    for _ in range(200):
+        port = _pick.choice(_SERVER_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # all tried were busy: let the OS pick
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
 
