@@ -26,7 +26,7 @@ from shared.media.image import decode_image
 from shared.media.screening import check_declared_modality, check_not_polyglot, explain_unsupported
 from shared.media.sniff import Sniffed, sniff
 from shared.media.text import check_text_length, decode_text
-from shared.media.video import VIDEO_CONTAINERS, VideoLimits, has_video_stream
+from shared.media.video import VIDEO_CONTAINERS, VideoLimits, container_stream_kinds
 from shared.messages import MediaFacts, PreparedUpload, Query
 from shared.models.preprocessing import ImageBindPreprocessor, Preprocessor
 from shared.moderation.detectors import DecodedMedia
@@ -137,8 +137,18 @@ def _content_modality(wanted: Modality, sniffed: Sniffed, data: bytes, preproces
     family embeds no video: then its sound, as before videos were embedded)."""
     content = sniffed.modality
     video_ok = isinstance(preprocessor, ImageBindPreprocessor) and wanted is not Modality.AUDIO
-    if video_ok and sniffed.format in VIDEO_CONTAINERS and has_video_stream(data, sniffed.format):
-        content = Modality.VIDEO
+    if video_ok and sniffed.format in VIDEO_CONTAINERS:
+        # A container FFmpeg cannot open fails here, with a video reason (a cut MP4 is far
+        # more often a video than audio; the audio path would call it corrupt_audio).
+        kinds = container_stream_kinds(data, sniffed.format)
+        if "video" in kinds:
+            content = Modality.VIDEO
+        elif "audio" not in kinds:
+            raise UnsupportedMedia(
+                f"the {sniffed.format} file holds no video or audio stream "
+                f"(streams: {', '.join(sorted(kinds)) or 'none'})",
+                reason="no_media_stream",
+            )
     if wanted not in (Modality.AUTO, content):
         raise ModalityMismatch(
             f"declared modality {wanted.value} but the content is {sniffed.format} ({content.value})"

@@ -36,7 +36,15 @@ import numpy as np
 from shared.errors import CorruptMedia, LimitExceeded, UnsupportedMedia
 from shared.media.sniff import FORMATS, VIDEO_CONTAINERS
 
-__all__ = ["VIDEO_CONTAINERS", "DecodedFrames", "VideoInfo", "VideoLimits", "decode_frames", "has_video_stream"]
+__all__ = [
+    "VIDEO_CONTAINERS",
+    "DecodedFrames",
+    "VideoInfo",
+    "VideoLimits",
+    "container_stream_kinds",
+    "decode_frames",
+    "has_video_stream",
+]
 # A frame this close after the last decoded one is reached by decoding on rather than
 # seeking (covers the second frame of a 2 s clip).
 FORWARD_DECODE_S = 2.5
@@ -103,6 +111,37 @@ def has_video_stream(data: bytes, format: str) -> bool:
             return _video_stream(container) is not None
     except CorruptMedia:
         return False
+
+
+# ISO base media major brands that declare an audio-only file (iTunes audio, audio books,
+# Flash audio): such a file that FFmpeg cannot open is reported as audio.
+_AUDIO_BRANDS = frozenset({b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "})
+
+
+def container_stream_kinds(data: bytes, format: str) -> frozenset[str]:
+    """The kinds of stream a container holds: ``video`` (not counting cover pictures),
+    ``audio``, ``subtitle``, ``data``, ``attachment``.
+
+    Raises `CorruptMedia` when FFmpeg cannot open it, with a video reason unless the file
+    says it is audio only (an MP4 whose major brand is an audio brand: ``corrupt_audio``):
+    ``truncated_video`` for an MP4 without its index (the ``moov`` atom, written last by
+    most encoders, so a cut upload loses it), ``corrupt_video`` otherwise.
+    """
+    try:
+        with _open(data, format) as container:
+            kinds: set[str] = {stream.type for stream in container.streams if stream.type != "video"}
+            if _video_stream(container) is not None:
+                kinds.add("video")
+            return frozenset(kinds)
+    except CorruptMedia as exc:
+        if format == "mp4" and data[8:12] in _AUDIO_BRANDS:
+            raise CorruptMedia(exc.message, reason="corrupt_audio") from exc
+        if format == "mp4" and data and b"moov" not in data:
+            raise CorruptMedia(
+                f"{exc.message} (the index, the moov atom, is missing: the file was cut before its end)",
+                reason="truncated_video",
+            ) from exc
+        raise
 
 
 def decode_frames(

@@ -84,3 +84,19 @@ def video_bytes(  # noqa: C901 - one flat recipe with its options
             for packet in track.encode():
                 out.mux(packet)
     return buf.getvalue()
+
+
+def subtitle_only_mkv() -> bytes:
+    """A Matroska file whose only stream is an ASS subtitle (one line), made with PyAV."""
+    from fractions import Fraction
+
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="matroska") as out:
+        stream = out.add_stream("ass")
+        stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+        packet = av.Packet(b"0,0,Default,,0,0,0,,hello")
+        packet.stream, packet.pts, packet.dts, packet.duration = stream, 0, 0, 1000
+        out.mux(packet)
+    return buf.getvalue()

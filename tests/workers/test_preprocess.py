@@ -155,3 +155,32 @@ def test_a_video_carries_its_sampled_frames_as_images_for_moderation() -> None:
     again = PreparedUpload.from_wire(prepared.to_wire())
     assert [t for t, _ in again.frames] == [t for t, _ in prepared.frames]
     np.testing.assert_array_equal(again.frames[3][1], prepared.frames[3][1])
+
+
+def test_an_mp4_cut_before_its_moov_atom_fails_as_a_truncated_video() -> None:
+    from tests.support.media import video_bytes
+
+    data = video_bytes(seconds=3, fps=10, audio_streams=1)  # moov written last (no faststart)
+    cut = data[: data.index(b"moov") - 4]
+    with pytest.raises(PermanentError) as caught:
+        prepare_upload(_event("cut.mp4"), cut, LIMITS)
+    assert caught.value.reason == "truncated_video" and "moov" in caught.value.message
+    # the same cut of an audio file (its major brand says M4A) stays an audio failure
+    m4a = (SAMPLES / "clip_44100_1s_aac.m4a").read_bytes()
+    assert m4a[8:12] == b"M4A " and m4a.index(b"moov") > m4a.index(b"mdat")
+    with pytest.raises(PermanentError) as caught:
+        prepare_upload(_event("cut.m4a"), m4a[: m4a.index(b"moov") - 4], LIMITS)
+    assert caught.value.reason == "corrupt_audio"
+
+
+def test_a_subtitle_only_container_fails_with_a_clear_reason() -> None:
+    from tests.support.media import subtitle_only_mkv
+
+    data = subtitle_only_mkv()
+    with pytest.raises(UnsupportedMedia) as caught:
+        prepare_upload(_event("subs.mkv"), data, LIMITS)
+    assert caught.value.reason == "no_media_stream" and "subtitle" in caught.value.message
+    # asked for its sound, it has none
+    with pytest.raises(UnsupportedMedia) as caught:
+        prepare_upload(_event("subs.mkv", modality=Modality.AUDIO), data, LIMITS)
+    assert caught.value.reason == "no_audio_stream" and "subtitle" in caught.value.message
