@@ -9,7 +9,12 @@ Everything omnibind keeps of the tenant goes, in phases (`PHASES`):
 3. ``objects``: the objects those records referenced in the uploads bucket, then whatever
    is left there under ``acme:`` (every version);
 4. ``dead_letters``, ``decisions``, ``results``, ``webhook_deliveries``: stream entries of
-   the tenant's uploads (a dead letter also when its event names the tenant).
+   the tenant's uploads (a dead letter also when its event names the tenant);
+5. ``pending_deletions``: deletions of the tenant's uploads not yet carried out (their
+   vector records are gone already) with their delivery counters;
+6. ``joins``: moderation join hashes of the tenant's uploads (`shared.moderation.join`);
+7. ``quotas``: the tenant's daily quota counters (`shared.quotas`), its unfinished-uploads
+   bookkeeping (`shared.tenant_inflight`).
 
 Objects in other buckets (a platform's own, mapped by ``OMNIBIND_BRIDGE__OBJECT_TENANTS``)
 are the platform's and left alone.
@@ -40,7 +45,7 @@ from typing import Any
 from producers.client import Client
 from shared.audit import Action, AuditLog, AuditSink
 from shared.errors import ObjectNotFound, OmnibindError
-from shared.events import ObjectRef, utcnow
+from shared.events import DeleteRequest, ObjectRef, utcnow
 from shared.json_limits import loads_bounded
 from shared.redis_client import translate_redis_errors
 from shared.redis_keys import RedisKeys
@@ -49,7 +54,18 @@ from shared.tenancy import namespace, tenant_of_id
 
 log = logging.getLogger(__name__)
 
-PHASES = ("statuses", "vectors", "objects", "dead_letters", "decisions", "results", "webhook_deliveries")
+PHASES = (
+    "statuses",
+    "vectors",
+    "objects",
+    "dead_letters",
+    "decisions",
+    "results",
+    "webhook_deliveries",
+    "pending_deletions",
+    "joins",
+    "quotas",
+)
 LOCK_TTL_S = 30  # a killed purge's lock lapses after this; every batch renews it
 DEFAULT_BATCH = 500
 
@@ -356,6 +372,55 @@ class TenantPurge:
     def _purge_webhook_deliveries(self, cursor: str) -> None:
         self._purge_stream("webhook_deliveries", self._keys.webhook_deliveries, cursor)
 
+    def _purge_pending_deletions(self, cursor: str) -> None:
+        keys = self._keys
+        position = int(cursor or 0)
+        while True:
+            with translate_redis_errors("scanning pending deletions"):
+                page: Any = self._redis.hscan(keys.deletions, position, count=self._batch)
+            position, found = page
+            doomed = [_text(token) for token, request in found.items() if self._owns_id(_request_upload_id(request))]
+            removed = 0
+            if doomed:
+                with translate_redis_errors("forgetting pending deletions"):
+                    pipe = self._redis.pipeline(transaction=True)
+                    pipe.hdel(keys.deletions, *doomed)
+                    pipe.zrem(keys.deletions_inflight, *doomed)
+                    pipe.delete(*(keys.deletion_deliveries(token) for token in doomed))
+                    removed = int(pipe.execute()[0])
+            self._save(phase="pending_deletions", cursor=str(position), removed=removed)
+            if position == 0:
+                return
+
+    def _purge_joins(self, cursor: str) -> None:
+        # Keys are {prefix}:moderation:join:<upload id>:<token>; the token has no ':'.
+        head = self._keys.join("", "")[:-1]
+        self._purge_keys("joins", (f"{head}*",), cursor, lambda key: self._owns_id(key[len(head) :].rpartition(":")[0]))
+
+    def _purge_quotas(self, cursor: str) -> None:
+        # Tenant names hold no glob characters nor ':' (shared.tenancy): the patterns are exact.
+        keys = self._keys
+        patterns = (keys.quota(self.tenant, "*"), *keys.tenant_state(self.tenant))
+        self._purge_keys("quotas", patterns, cursor, lambda _key: True)
+
+    def _purge_keys(self, phase: str, patterns: tuple[str, ...], cursor: str, mine: Callable[[str], bool]) -> None:
+        """Delete the keys matching `patterns` that `mine` accepts, a SCAN batch at a time.
+        The cursor is ``<pattern index>:<scan cursor>``."""
+        index, _, position_text = (cursor or "0:0").partition(":")
+        for number in range(int(index), len(patterns)):
+            position = int(position_text) if number == int(index) else 0
+            while True:
+                with translate_redis_errors(f"scanning {patterns[number]}"):
+                    position, found = self._redis.scan(position, match=patterns[number], count=self._batch)
+                doomed = [key for key in map(_text, found) if mine(key)]
+                removed = 0
+                if doomed:
+                    with translate_redis_errors(f"deleting {patterns[number]}"):
+                        removed = int(self._redis.delete(*doomed))
+                self._save(phase=phase, cursor=f"{number}:{position}", removed=removed)
+                if position == 0:
+                    break
+
     def _purge_stream(self, phase: str, key: str, cursor: str, *, dead_letter: bool = False) -> None:
         lower = f"({cursor}" if cursor else "-"
         while True:
@@ -388,6 +453,13 @@ def _event_tenant(event_json: str) -> str | None:
         return None
     tenant = data.get("tenant") if isinstance(data, dict) else None
     return tenant if isinstance(tenant, str) else None
+
+
+def _request_upload_id(request_json: str | bytes) -> str:
+    try:
+        return DeleteRequest.model_validate_json(request_json).upload_id
+    except ValueError:  # unreadable: not the tenant's to judge
+        return ""
 
 
 def _before(key: str) -> str:

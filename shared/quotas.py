@@ -25,6 +25,7 @@ import redis
 from shared.config import QuotaSettings, Settings
 from shared.errors import Busy
 from shared.redis_client import translate_redis_errors
+from shared.redis_keys import RedisKeys
 
 _KEY_TTL_S = 2 * 86400
 # KEYS[1] = the day's counter; ARGV = max uploads, max bytes (0 = none), bytes to add, ttl.
@@ -80,7 +81,7 @@ class QuotaGate:
         return cls(client, settings.queue_prefix, settings.quotas)
 
     def key(self, tenant: str, now: datetime) -> str:
-        return f"{self._prefix}:quota:{tenant}:{now.astimezone(UTC).date().isoformat()}"
+        return RedisKeys(self._prefix).quota(tenant, now.astimezone(UTC).date().isoformat())
 
     def reserve(self, tenant: str | None, size_bytes: int, *, now: datetime | None = None) -> Reservation | None:
         """Count one upload of `size_bytes` for `tenant` today; None when nothing is counted

@@ -59,6 +59,18 @@ class RedisKeys:
         """Hash: progress of the purge of one tenant (`producers.purge`)."""
         return f"{self.prefix}:purge:{tenant}"
 
+    def quota(self, tenant: str, day: str) -> str:
+        """Hash (uploads, bytes): one tenant's use of one UTC day, ``YYYY-MM-DD`` (`shared.quotas`)."""
+        return f"{self.prefix}:quota:{tenant}:{day}"
+
+    def tenant_inflight(self, tenant: str) -> str:
+        """Sorted set: a tenant's started upload ids by start time (`shared.tenant_inflight`)."""
+        return f"{self.prefix}:tenant_inflight:{tenant}"
+
+    def tenant_state(self, tenant: str) -> tuple[str, ...]:
+        """Every key of per-tenant bookkeeping besides quotas (what a purge removes)."""
+        return (self.tenant_inflight(tenant),)
+
     @property
     def webhook_deliveries(self) -> str:
         """Stream: one entry per finished webhook delivery (delivered or failed)."""

@@ -17,6 +17,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from shared.errors import ConfigError
+
+if TYPE_CHECKING:  # shared.config imports this module (valid_tenant)
+    from shared.config import Settings
 
 SEPARATOR = ":"
 # Same rule as `shared.api_keys.TENANT_PATTERN` (kept here so config-level code can check
@@ -98,3 +104,13 @@ class ObjectTenants:
             if location.holds(bucket, key):
                 return location.tenant
         return None
+
+
+def object_tenants(settings: Settings) -> ObjectTenants:
+    """Who owns which objects, from settings: the uploads bucket's ``<tenant>:`` namespaces
+    and ``OMNIBIND_BRIDGE__OBJECT_TENANTS``. The bridge and the HTTP API decide alike.
+    Raises `ConfigError`."""
+    try:
+        return ObjectTenants.parse(settings.objects.bucket, settings.bridge.object_tenants)
+    except ValueError as exc:
+        raise ConfigError(f"invalid OMNIBIND_BRIDGE__OBJECT_TENANTS: {exc}") from exc

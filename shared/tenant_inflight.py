@@ -49,7 +49,7 @@ class TenantInflight:
         return cls(client, settings.queue_prefix, bp.max_inflight_per_tenant, bp.retry_after_s)
 
     def key(self, tenant: str) -> str:
-        return f"{self._keys.prefix}:tenant_inflight:{tenant}"
+        return self._keys.tenant_inflight(tenant)
 
     def check(self, tenant: str | None) -> None:
         """Return if `tenant` may start another upload; raise `TenantBusy` if not (never

@@ -26,7 +26,7 @@ from shared.objects.factory import open_object_store
 from shared.redis_client import redis_client, resolve_redis_url
 from shared.redis_keys import RedisKeys
 from shared.streams import DeadLetterStream
-from shared.tenancy import ObjectTenants
+from shared.tenancy import object_tenants
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +98,6 @@ def build_consumers(
             )
         )
     return consumers
-
-
-def object_tenants(settings: Settings) -> ObjectTenants:
-    """Who owns which objects (`shared.tenancy`), from settings. Raises `ConfigError`."""
-    try:
-        return ObjectTenants.parse(settings.objects.bucket, settings.bridge.object_tenants)
-    except ValueError as exc:
-        raise ConfigError(f"invalid OMNIBIND_BRIDGE__OBJECT_TENANTS: {exc}") from exc
 
 
 def subscribe_configured_bucket(settings: Settings, stop: threading.Event) -> None:

@@ -33,6 +33,7 @@ from producers.http.state import ApiState
 from shared.api_keys import ApiKeyStore
 from shared.config import Settings, get_settings
 from shared.events import UploadEvent
+from shared.tenancy import object_tenants
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,9 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
     app = FastAPI(
         title=TITLE, version=API_VERSION, description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None
     )
-    app.state.omnibind = ApiState(settings=settings, client=client, api_keys=keys, registry=registry)
+    app.state.omnibind = ApiState(
+        settings=settings, client=client, api_keys=keys, registry=registry, object_owners=object_tenants(settings)
+    )
     app.state.key_resolver = resolver
     app.state.sessions = SessionStore(lambda: client.redis, settings.queue_prefix, idle_s=settings.api.console_idle_s)
     install_error_handlers(app, retry_after_s=settings.backpressure.retry_after_s)

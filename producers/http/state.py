@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from producers.client import Client
 from producers.http.auth import ApiKeys
 from shared.config import Settings
+from shared.tenancy import ObjectTenants
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class ApiState:
     client: Client
     api_keys: ApiKeys
     registry: CollectorRegistry
+    object_owners: ObjectTenants  # who owns the objects an upload may reference
 
 
 def api_state(request: Request) -> ApiState:

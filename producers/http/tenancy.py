@@ -9,9 +9,12 @@ id ``acme:<id>`` (the id as given, unless it already starts with ``acme:``). Eve
 downstream is keyed by that qualified id: the status record, the vector record's uuid, the
 object key ``acme:<id>/<file name>``, dead letters, results. So one tenant's id can never
 name another tenant's upload or object, and a key reading an id outside its tenants gets
-the same 404 as for a missing one (the record's tenant is checked as well). Objects an
-event references must lie in the uploads bucket under the tenant's prefix ``acme:``.
-Operator keys (``*``) act as before: ids are qualified only when a tenant is named.
+the same 404 as for a missing one (the record's tenant is checked as well). An object an
+event references must belong to the tenant exactly as the bridge decides it
+(`shared.tenancy.ObjectTenants`): the uploads bucket under the tenant's prefix ``acme:``, or
+a location ``OMNIBIND_BRIDGE__OBJECT_TENANTS`` gives the tenant. Operator keys (``*``) act
+as before: ids are qualified only when a tenant is named, and an operator naming no tenant
+may reference any object.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from shared.api_keys import KeyScope, check_tenant
 from shared.errors import ObjectNotFound, PermanentError
 from shared.events import ObjectRef
 from shared.status import StatusRecord
-from shared.tenancy import SEPARATOR, qualify
+from shared.tenancy import SEPARATOR, ObjectTenants, qualify
 from shared.vectors.records import TenantScope, tenants
 
 __all__ = ["SEPARATOR", "check_object_ref", "id_to_read", "qualify", "search_scope", "submission_tenant", "visible"]
@@ -69,12 +72,13 @@ def visible(caller: KeyScope, record: StatusRecord | None) -> StatusRecord | Non
     return record
 
 
-def check_object_ref(caller: KeyScope, tenant: str | None, ref: ObjectRef, uploads_bucket: str) -> None:
-    """Refuse a reference to an object the tenant does not own: anything outside the uploads
-    bucket or the tenant's ``<tenant>:`` key prefix. Answered exactly like a missing object
-    (`ObjectNotFound`), so the refusal tells nothing about other tenants' objects."""
-    if caller.all_tenants:
+def check_object_ref(caller: KeyScope, tenant: str | None, ref: ObjectRef, owners: ObjectTenants) -> None:
+    """Refuse a reference to an object the tenant does not own (`owners.owner`, the rule the
+    bridge applies). An operator naming no tenant may reference any object; one naming a
+    tenant, that tenant's objects and those of no tenant. Answered exactly like a missing
+    object (`ObjectNotFound`), so the refusal tells nothing about other tenants' objects."""
+    if caller.all_tenants and tenant is None:
         return
-    owned = tenant is not None and ref.bucket == uploads_bucket and ref.key.startswith(f"{tenant}{SEPARATOR}")
-    if not owned:
+    owner = owners.owner(ref.bucket, ref.key)
+    if owner != tenant and not (caller.all_tenants and owner is None):
         raise ObjectNotFound(f"object {ref.bucket}/{ref.key} does not exist")

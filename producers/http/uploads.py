@@ -128,7 +128,7 @@ def _enqueue_event(state: ApiState, caller: KeyScope, event: UploadEvent) -> Run
     if event.text is not None:
         check_text_length(event.text, max_chars=limits.max_text_chars)
     if event.object is not None:
-        check_object_ref(caller, event.tenant, event.object, state.settings.objects.bucket)
+        check_object_ref(caller, event.tenant, event.object, state.object_owners)
         # Fail fast on a reference to nothing (the worker would fail it a moment later).
         stored = state.client.objects.stat(event.object)
         if stored.size is not None and stored.size > limits.max_bytes:

@@ -123,6 +123,37 @@ def test_indexing_another_tenants_object_by_its_key_is_refused_like_a_missing_ob
         assert two_tenants.api.client.status(name) is None
 
 
+def test_objects_of_mapped_locations_belong_to_their_tenant_as_in_the_bridge(
+    start_api: Callable[..., RunningApi],
+) -> None:
+    """OMNIBIND_BRIDGE__OBJECT_TENANTS decides for the API as for the bridge: beta's key may
+    index beta's platform objects, acme's key never (answered like a missing object)."""
+    api = start_api(bridge={"object_tenants": {"platform/beta/": "beta", "platform/acme/": "acme"}})
+    store = ApiKeyStore(api.client.redis, api.settings.queue_prefix)
+    acme, beta = (store.create(tenants(name), USER_ROLES)[1] for name in ("acme", "beta"))
+    for key in ("beta/cat.png", "acme/dog.png", "nobody/x.png"):
+        api.client.objects.put("platform", key, PNG)
+
+    def post(key: str, upload_id: str, object_key: str, **extra: str) -> httpx.Response:
+        with api.http(key=key) as http:
+            return http.post(
+                "/v1/uploads", json={"id": upload_id, "object": {"bucket": "platform", "key": object_key}, **extra}
+            )
+
+    own = post(beta, "cat", "beta/cat.png")
+    stolen = post(acme, "cat", "beta/cat.png")
+    unowned = post(acme, "x", "nobody/x.png")
+    assert own.status_code == 202 and own.json()["id"] == "beta:cat", own.text
+    for reply in (stolen, unowned):
+        assert reply.status_code == 422 and reply.json()["reason"] == "object_not_found", reply.text
+    assert api.client.status("acme:cat") is None and api.client.status("acme:x") is None
+    record = api.client.status("beta:cat")
+    assert record is not None and record.tenant == "beta"
+    # An operator acting for a tenant is held to the same rule; naming none, it may name any object.
+    assert post(API_KEY, "op-cat", "beta/cat.png", tenant="acme").status_code == 422
+    assert post(API_KEY, "op-any", "beta/cat.png").status_code == 202
+
+
 def test_a_body_tenant_the_key_does_not_cover_is_refused_with_403(two_tenants: Tenants) -> None:
     with two_tenants.as_(two_tenants.beta) as http:
         replies = [

@@ -22,10 +22,13 @@ import redis
 from producers.client import Client
 from producers.purge import PHASES, PurgeRunning, TenantPurge, read_progress
 from shared.audit import Action, AuditLog
-from shared.config import Settings
-from shared.events import Modality, Moderation, UploadEvent
+from shared.config import QuotaSettings, Settings
+from shared.events import DeleteRequest, Modality, Moderation, UploadEvent
 from shared.moderation.log import DecisionLog
+from shared.quotas import QuotaGate
+from shared.redis_keys import RedisKeys
 from shared.streams import DeadLetterStream
+from shared.tenant_inflight import TenantInflight
 from shared.vectors.records import SearchFilters, VectorRecord, tenants
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,7 +80,43 @@ def seed_tenant(client: Client, tenant: str, *, legacy: bool = False) -> list[st
     )
     client.objects.put(bucket, f"{tenant}:orphan/file.txt", b"an object whose record expired")
     client.vectors.upsert(records)
+    seed_bookkeeping(client, tenant, ids)
     return ids
+
+
+def seed_bookkeeping(client: Client, tenant: str, ids: list[str]) -> None:
+    """What the pipeline keeps of a tenant besides records: a pending deletion of each of its
+    first 3 uploads (with delivery counters), a moderation join hash of each, its quota
+    counters and its unfinished-uploads set."""
+    keys = RedisKeys(client.settings.queue_prefix)
+    for upload_id in ids[:3]:
+        client.deletions.record(DeleteRequest(upload_id=upload_id, reason="test"))
+    for token in client.redis.hkeys(keys.deletions):
+        client.redis.hset(keys.deletion_deliveries(token), "0", 1)
+    for n, upload_id in enumerate(ids):
+        client.redis.hset(keys.join(upload_id, f"tok{n}"), "_expected", "embedded")
+    QuotaGate(client.redis, client.settings.queue_prefix, QuotaSettings(uploads_per_day=1000)).reserve(tenant, 10)
+    TenantInflight(client.redis, client.settings.queue_prefix, 5, 1).started(tenant, ids[0], 1)
+
+
+def bookkeeping_left(client: Client, tenant: str, ids: set[str]) -> dict[str, int]:
+    keys = RedisKeys(client.settings.queue_prefix)
+    pending: Any = client.redis.hgetall(keys.deletions)
+    # Tokens are hashes of the request: the tenant's are those whose request names its upload.
+    all_tokens: Any = client.redis.zrange(keys.deletions_inflight, 0, -1)
+    tokens = {token for token, doc in pending.items() if DeleteRequest.model_validate_json(doc).upload_id in ids}
+    beside = {token for token in all_tokens if token not in pending}  # left without their request
+    return {
+        "pending_deletions": len(tokens),
+        "deletion_tokens": len(tokens & set(all_tokens)) + len(beside),
+        "deliveries": sum(bool(client.redis.exists(keys.deletion_deliveries(t))) for t in tokens | beside),
+        "joins": sum(
+            key.split(":moderation:join:")[1].rpartition(":")[0] in ids
+            for key in client.redis.scan_iter(match=keys.join("*", "*"))
+        ),
+        "quotas": len(list(client.redis.scan_iter(match=keys.quota(tenant, "*"))))
+        + int(client.redis.exists(keys.tenant_inflight(tenant))),
+    }
 
 
 @pytest.fixture
@@ -106,6 +145,7 @@ def what_is_left(seeded: Seeded, tenant: str) -> dict[str, int]:
         "decisions": sum(upload_id in mine for upload_id in stream_ids(conn, "omnibind:decisions")),
         "results": sum(upload_id in mine for upload_id in stream_ids(conn, "omnibind:results")),
         "webhook_deliveries": sum(upload_id in mine for upload_id in stream_ids(conn, "omnibind:webhooks:deliveries")),
+        **bookkeeping_left(client, tenant, mine),
     }
 
 
@@ -117,7 +157,13 @@ BEFORE = {
     "decisions": PER_TENANT,
     "results": PER_TENANT,
     "webhook_deliveries": PER_TENANT,
+    "pending_deletions": 3,
+    "deletion_tokens": 3,
+    "deliveries": 3,
+    "joins": PER_TENANT,
+    "quotas": 2,
 }
+GONE = dict.fromkeys(BEFORE, 0)
 
 
 def test_a_purge_removes_one_tenant_everywhere_and_leaves_the_other_untouched(seeded: Seeded) -> None:
@@ -126,12 +172,16 @@ def test_a_purge_removes_one_tenant_everywhere_and_leaves_the_other_untouched(se
     assert what_is_left(seeded, "acme") == {k: v + (0 if k == "objects" else 1) for k, v in BEFORE.items()} | {
         "objects": PER_TENANT + 2,
         "dead_letters": PER_TENANT // 3 + 2,
+        "pending_deletions": 3,
+        "deletion_tokens": 3,
+        "deliveries": 3,
+        "quotas": 2,
     }
     counts_before = seeded.client.statuses.counts()
 
     final = TenantPurge(seeded.client, "acme", actor="cli:test", batch_size=5).run()
 
-    assert what_is_left(seeded, "acme") == dict.fromkeys(BEFORE, 0)
+    assert what_is_left(seeded, "acme") == GONE
     assert what_is_left(seeded, "beta") == beta_before, "the other tenant keeps everything"
     assert final.state == "done" and final.counts == {
         "statuses": PER_TENANT + 1,
@@ -141,6 +191,9 @@ def test_a_purge_removes_one_tenant_everywhere_and_leaves_the_other_untouched(se
         "decisions": PER_TENANT + 1,
         "results": PER_TENANT + 1,
         "webhook_deliveries": PER_TENANT + 1,
+        "pending_deletions": 3,
+        "joins": PER_TENANT + 1,
+        "quotas": 2,
     }
     assert sum(seeded.client.statuses.counts().values()) == sum(counts_before.values()) - (PER_TENANT + 1)
     assert seeded.client.redis.zcard("omnibind:recent") == PER_TENANT, "only beta's uploads are listed"
@@ -190,5 +243,5 @@ def test_a_purge_killed_midway_continues_where_it_stopped_when_run_again(seeded:
 
     assert final.state == "done" and final.runs == 2
     assert final.counts["statuses"] == PER_TENANT + 1, "every record counted once across both runs"
-    assert what_is_left(seeded, "acme") == dict.fromkeys(BEFORE, 0)
+    assert what_is_left(seeded, "acme") == GONE
     assert what_is_left(seeded, "beta") == beta_before

@@ -19,7 +19,7 @@ from minio import Minio
 
 from producers.bridge.list_consumer import MinioEventsConsumer
 from producers.bridge.minio_events import minio_upload_id
-from producers.bridge.service import build_consumers, object_tenants, raw_redis, subscribe_configured_bucket
+from producers.bridge.service import build_consumers, raw_redis, subscribe_configured_bucket
 from producers.bridge.stream_consumer import IngestStreamConsumer
 from producers.client import Client
 from producers.dead_letters import Outcome, retry_dead_letter
@@ -27,7 +27,7 @@ from shared.config import Settings, load_settings
 from shared.errors import ConfigError
 from shared.events import DeleteRequest, ObjectRef, UploadStatus
 from shared.streams import DeadLetter, DeadLetterStream
-from shared.tenancy import ObjectTenants, qualify, tenant_of_id
+from shared.tenancy import ObjectTenants, object_tenants, qualify, tenant_of_id
 from tests.producers.bridge.conftest import queued_tasks
 from tests.support.minio_server import MinioServer
 from tests.support.redis_server import RedisServers
