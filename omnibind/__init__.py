@@ -19,7 +19,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from omnibind.aio import AsyncClient
-from producers.client import Client, QueryEmbedding, QueryFailed
+from producers.client import Client, QueryEmbedding, QueryFailed, SubmitOptions
 from shared.config import Settings, get_settings
 from shared.errors import (
     Busy,
@@ -87,6 +87,7 @@ __all__ = [
     "Settings",
     "StatusRecord",
     "StorageUnavailable",
+    "SubmitOptions",
     "TransientError",
     "UnsupportedMedia",
     "UploadEvent",

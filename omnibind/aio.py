@@ -12,13 +12,13 @@ import asyncio
 import os
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 
-from producers.client import Client
+from producers.client import Client, SubmitOptions
 from shared.config import Settings
-from shared.events import DeleteRequest, Modality, ObjectRef, UploadEvent
+from shared.events import DeleteRequest, ObjectRef, UploadEvent
 from shared.status import StatusRecord
 from shared.vectors.records import SearchFilters, SearchHit
 
@@ -38,28 +38,9 @@ class AsyncClient:
     async def aclose(self) -> None:
         await asyncio.to_thread(self.sync.close)
 
-    async def submit(
-        self,
-        item: str | os.PathLike[str] | bytes | ObjectRef,
-        *,
-        modality: Modality = Modality.AUTO,
-        upload_id: str | None = None,
-        tenant: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        filename: str | None = None,
-        content_type: str | None = None,
-    ) -> str:
+    async def submit(self, item: str | os.PathLike[str] | bytes | ObjectRef, **options: Unpack[SubmitOptions]) -> str:
         """`Client.submit`: store (unless an `ObjectRef`), record as queued, send; the id."""
-        return await asyncio.to_thread(
-            self.sync.submit,
-            item,
-            modality=modality,
-            upload_id=upload_id,
-            tenant=tenant,
-            metadata=metadata,
-            filename=filename,
-            content_type=content_type,
-        )
+        return await asyncio.to_thread(lambda: self.sync.submit(item, **options))
 
     async def submit_text(
         self,

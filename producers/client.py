@@ -18,10 +18,11 @@ import dataclasses
 import mimetypes
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import TracebackType
+from typing import TypedDict, Unpack
 
 import numpy as np
 from celery import Celery
@@ -47,6 +48,17 @@ from shared.tenant_inflight import TenantInflight
 from shared.vectors.records import ALL_TENANTS, SearchFilters, SearchHit
 from shared.vectors.store import VectorStore
 from shared.wire import unpack_array
+
+
+class SubmitOptions(TypedDict, total=False):
+    """What `Client.submit` takes besides the item (`Client.submit_run` documents each)."""
+
+    modality: Modality
+    upload_id: str | None
+    tenant: str | None
+    metadata: Mapping[str, str] | None
+    filename: str | None
+    content_type: str | None
 
 
 class QueryFailed(TransientError):
@@ -132,33 +144,16 @@ class Client(Connections):
 
     # -- submitting ----------------------------------------------------------------------
 
-    def submit(
-        self,
-        item: str | os.PathLike[str] | bytes | ObjectRef,
-        *,
-        modality: Modality = Modality.AUTO,
-        upload_id: str | None = None,
-        tenant: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        filename: str | None = None,
-        content_type: str | None = None,
-    ) -> str:
+    def submit(self, item: str | os.PathLike[str] | bytes | ObjectRef, **options: Unpack[SubmitOptions]) -> str:
         """Hand one upload to omnibind and return its id.
 
         `item`: a file path (stored in the object store), bytes (stored), or an `ObjectRef`
-        to an object already in the store (not copied). Raises `PermanentError` for an
-        invalid upload, `Busy` when the pipeline applies backpressure (checked before
-        anything is stored), `TransientError` when Redis or storage is unavailable.
+        to an object already in the store (not copied); `options` as `submit_run` takes them.
+        Raises `PermanentError` for an invalid upload, `Busy` when the pipeline applies
+        backpressure (checked before anything is stored), `TransientError` when Redis or
+        storage is unavailable.
         """
-        return self.submit_run(
-            item,
-            modality=modality,
-            upload_id=upload_id,
-            tenant=tenant,
-            metadata=metadata,
-            filename=filename,
-            content_type=content_type,
-        ).upload_id
+        return self.submit_run(item, **options).upload_id
 
     def submit_run(
         self,
@@ -179,10 +174,9 @@ class Client(Connections):
         if unfinished is not None and not unfinished.terminal:
             # Not even stored: the blob of the run in flight must not change under it.
             return RunStart(upload_id, False, unfinished.run, unfinished.status)
-        # Checked before the blob is stored: an upload refused for its tenant costs nothing.
-        self.tenant_inflight.check(tenant)
-        reservation = self.quotas.reserve(tenant, _item_size(item))
-        try:
+        # Admitted before the blob is stored: an upload refused for its tenant costs nothing.
+
+        def store_and_send() -> RunStart:
             if isinstance(item, ObjectRef):
                 ref = item
             else:
@@ -195,14 +189,9 @@ class Client(Connections):
                 tenant=tenant,
                 metadata=dict(metadata or {}),
             )
-            start = self._send(event)
-        except BaseException as exc:
-            if not (isinstance(exc, NotReplicated) and exc.run_started):
-                self.quotas.refund(reservation)
-            raise
-        if not start.started:
-            self.quotas.refund(reservation)
-        return start
+            return self._send(event)
+
+        return self._admitted(tenant, _item_size(item), store_and_send)
 
     def submit_text(
         self,
@@ -235,15 +224,20 @@ class Client(Connections):
         this id is unfinished (or this very submission was recorded already) and nothing was
         sent — one run, one message, one result, however many submit it at once."""
         check_backpressure(self.redis, self.settings)
-        self.tenant_inflight.check(event.tenant)
-        reservation = self.quotas.reserve(event.tenant, event_size(event))
+        return self._admitted(event.tenant, event_size(event), lambda: self._send(event))
+
+    def _admitted(self, tenant: str | None, size: int, send: Callable[[], RunStart]) -> RunStart:
+        """Run `send` within the tenant's in-flight limit and quota: the reservation is given
+        back unless a run started (a repeat of a run in flight is accepted nothing new)."""
+        self.tenant_inflight.check(tenant)
+        reservation = self.quotas.reserve(tenant, size)
         try:
-            start = self._send(event)
+            start = send()
         except BaseException as exc:
             if not (isinstance(exc, NotReplicated) and exc.run_started):
                 self.quotas.refund(reservation)
             raise
-        if not start.started:  # a repeat of a run in flight: nothing new was accepted
+        if not start.started:
             self.quotas.refund(reservation)
         return start
 
