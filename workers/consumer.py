@@ -21,7 +21,7 @@ from typing import Any
 
 from celery.worker.consumer import Consumer as CeleryConsumer
 
-from shared.broker_transport import UNDECODABLE_HEADER
+from shared.broker_envelopes import UNDECODABLE_HEADER
 from shared.errors import OmnibindError
 from shared.queue import UPLOAD_HEADER
 from shared.streams import DeadLetterStream

@@ -5,14 +5,8 @@ import json
 
 import redis
 
-from shared.broker_transport import (
-    READ_BACKOFF_MAX_S,
-    UNDECODABLE_HEADER,
-    UNDECODABLE_TYPE,
-    ReadRefusals,
-    checked_pop,
-    envelope_problem,
-)
+from shared.broker_envelopes import UNDECODABLE_HEADER, UNDECODABLE_TYPE, checked_pop, envelope_problem
+from shared.broker_transport import READ_BACKOFF_MAX_S, ReadRefusals
 from shared.redis_refusals import ADVICE, operator_advice, refusal_code
 
 GOOD = json.dumps(
