@@ -1,7 +1,8 @@
 """Does the embedded vector store stay in shape under a long stream of small writes?
 
 One process upserts ``--records`` new records through `LanceDBVectorStore.upsert` in
-batches of 1-8 (uniformly drawn: what the index worker's 50 ms batching makes), exactly
+batches of 1-8 (uniformly drawn: what the index worker's 50 ms batching makes; ``--batch-max 1``:
+one record per write, the index worker at a trickle), exactly
 as `workers/indexer.py` calls it, with the store's own opportunistic compaction. Every
 ``--every`` writes it records the process's RSS, the table's versions (``_versions``),
 data files and bytes on disk, the search latency (p50/p95 of ``--queries`` k=10 searches)
@@ -44,7 +45,7 @@ from shared.vectors.records import ALL_TENANTS, SearchFilters  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def on_disk(path: Path, table: str = "uploads") -> dict[str, int]:
+def on_disk(path: Path, table: str = "uploads") -> dict[str, float]:
     """Versions, data files and bytes of the table directory."""
     root = path / f"{table}.lance"
     total = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
@@ -108,7 +109,7 @@ def soak(path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     longest_write_ms = 0.0
     started = time.perf_counter()
     while written < args.records:
-        batch = records(min(int(rng.integers(1, 9)), args.records - written), args.dim, rng)
+        batch = records(min(int(rng.integers(1, args.batch_max + 1)), args.records - written), args.dim, rng)
         t0 = time.perf_counter()
         store.upsert(batch)
         longest_write_ms = max(longest_write_ms, (time.perf_counter() - t0) * 1000)
@@ -203,6 +204,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=100_000, help="records upserted in all")
     parser.add_argument("--dim", type=int, default=32, help="vector dimension (32 = the tiny model)")
     parser.add_argument("--every", type=int, default=1000, help="writes between samples")
+    parser.add_argument(
+        "--batch-max", type=int, default=8, help="records per write drawn from 1..this (1 = one record per upload)"
+    )
     parser.add_argument("--queries", type=int, default=40, help="searches per sample")
     parser.add_argument("--compact-every", type=int, default=100, help="the store's compact_every_writes")
     parser.add_argument("--cleanup-older-than-s", type=float, default=10.0)
@@ -242,13 +246,15 @@ def main() -> None:
         "settings": settings,
         "samples": samples,
     }
+    per_write = "1" if args.batch_max == 1 else f"1-{args.batch_max}"
     lines = [
         f"# LanceDB soak: {last['rows']:,} records in {last['writes']:,} small upserts ({args.label})",
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['ram_gb']} GB; load average at start "
         f"{info['load_avg_at_start']} (other sessions' work shared the cores); lancedb {info['lancedb']}.",
         f"Command: `{command}`",
-        f"Each write: `LanceDBVectorStore.upsert` of 1-8 new {args.dim}-d records (one process); compaction every "
+        f"Each write: `LanceDBVectorStore.upsert` of {per_write} new {args.dim}-d records (one process); "
+        "compaction every "
         f"{args.compact_every} writes at most once per {args.cleanup_older_than_s:g} s, versions older than that "
         f"deleted; caches: index {args.index_cache_mb} MB, metadata {args.metadata_cache_mb} MB.",
         "",
