@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.audit import UNKNOWN_ACTOR, Action, AuditLog, AuditSink
 from shared.redis_client import translate_redis_errors
+from shared.redis_replies import reply_text
 from shared.vectors.records import ALL_TENANTS, TenantScope
 
 KEY_PREFIX = "obk"
@@ -242,7 +243,7 @@ class ApiKeyStore:
         with translate_redis_errors("listing API keys"):
             raw_keys: Any = self._redis.hgetall(self._keys)
             raw_used: Any = self._redis.hgetall(self._last_used)
-        used = {_text(k): datetime.fromisoformat(_text(v)) for k, v in raw_used.items()}
+        used = {reply_text(k): datetime.fromisoformat(reply_text(v)) for k, v in raw_used.items()}
         infos = []
         for raw in raw_keys.values():
             stored = StoredKey.model_validate_json(raw)
@@ -256,7 +257,3 @@ class ApiKeyStore:
                 )
             )
         return sorted(infos, key=lambda info: (info.created_at, info.key_id))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

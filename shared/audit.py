@@ -33,6 +33,7 @@ from shared.config import Settings
 from shared.events import Frozen, utcnow
 from shared.redis_client import translate_redis_errors
 from shared.redis_keys import RedisKeys
+from shared.redis_replies import reply_text
 
 AUDIT_VERSION = "1"
 DEFAULT_MAXLEN = 1_000_000  # OMNIBIND_REDIS__AUDIT_MAXLEN's default
@@ -95,14 +96,10 @@ def key_actor(key_id: str | None) -> str:
     return f"key:{key_id}" if key_id else "key:static"
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def parse_entry(entry_id: str | bytes, fields: Mapping[Any, Any]) -> AuditEntry:
-    decoded = {_text(k): _text(v) for k, v in fields.items()}
+    decoded = {reply_text(k): reply_text(v) for k, v in fields.items()}
     return AuditEntry(
-        entry_id=_text(entry_id),
+        entry_id=reply_text(entry_id),
         action=decoded.get("action", "?"),
         actor=decoded.get("actor", "?"),
         target=decoded.get("target", ""),
@@ -145,7 +142,7 @@ class AuditLog:
         }
         with translate_redis_errors(f"recording {action} in the audit log"):
             entry_id: Any = self._redis.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
-        return _text(entry_id)
+        return reply_text(entry_id)
 
     def newest(
         self, *, limit: int = 50, action: str | None = None, tenant: str | None = None, actor: str | None = None
@@ -165,7 +162,7 @@ class AuditLog:
                         break
             if len(page) < _PAGE:
                 break
-            upper = f"({_text(page[-1][0])}"
+            upper = f"({reply_text(page[-1][0])}"
         return found
 
     def length(self) -> int:

@@ -40,6 +40,7 @@ from shared.redis_refusals import operator_advice, refusal_code
 
 log = logging.getLogger(__name__)
 
+
 def _refused(exc: redis.ResponseError) -> bool:
     return is_refusal(exc) or isinstance(exc, redis.exceptions.ExecAbortError)
 

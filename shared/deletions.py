@@ -35,6 +35,7 @@ from shared.events import DeleteRequest
 from shared.queue import SENT_MS_HEADER, QueueName, TaskName
 from shared.redis_client import RedisUnavailable, translate_redis_errors
 from shared.redis_keys import RedisKeys
+from shared.redis_replies import reply_text
 
 DELIVERIES_TTL_S = 7 * 86400  # a deletion settles within its retry budget; this only bounds a leak
 
@@ -64,10 +65,6 @@ def deletion_token(request: DeleteRequest) -> str:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class PendingDeletions:
@@ -142,7 +139,7 @@ class PendingDeletions:
             rows: Any = self._redis.zrangebyscore(
                 self.keys.deletions_inflight, "-inf", cutoff, start=0, num=limit, withscores=True
             )
-        return [(_text(member), int(score)) for member, score in rows]
+        return [(reply_text(member), int(score)) for member, score in rows]
 
     def count(self) -> int:
         with translate_redis_errors("counting pending deletions"):

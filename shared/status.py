@@ -20,28 +20,35 @@ lost can be sent again (`workers.sweeper`). Finished records expire after ``ttl_
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import redis
-from pydantic import Field, JsonValue
+from pydantic import JsonValue
 
 from shared.config import Settings
 from shared.errors import OmnibindError
-from shared.events import Frozen, Modality, ObjectRef, Result, Stage, UploadEvent, UploadStatus, utcnow
+from shared.events import Modality, ObjectRef, Stage, UploadEvent, UploadStatus, utcnow
 from shared.redis_client import translate_redis_errors
 from shared.redis_clock import server_time
-from shared.redis_keys import RedisKeys
-from shared.streams import ResultStream, dead_letter_fields
+from shared.redis_replies import reply_text
+from shared.status_reads import StatusReads
+from shared.status_record import EXTRA_PREFIX, RunStart, StatusRecord, parse_record
+from shared.streams import dead_letter_fields
+
+__all__ = [
+    "RESULT_STREAM_VERSION",
+    "RunStart",
+    "StatusReads",
+    "StatusRecord",
+    "StatusStore",
+    "parse_record",
+]
 
 RESULT_STREAM_VERSION = "1"  # the "v" field of results-stream entries (written by the script)
-EXTRA_PREFIX = "x:"
 MAX_ERROR_CHARS = 4000
-_POLL_S = 1.0
 _STAGE_PRODUCES = {
     Stage.PREPROCESS: UploadStatus.PREPROCESSED,
     Stage.EMBED: UploadStatus.EMBEDDED,
@@ -62,90 +69,6 @@ _STAGE_PRODUCES = {
 # returns {1 | 0, run number, status} (`RunStart`).
 # The one script every change goes through (kept as a .lua file so it reads as Lua).
 TRANSITION_LUA = (Path(__file__).parent / "status_transition.lua").read_text()
-
-
-class StatusRecord(Frozen):
-    """One upload's status as stored; `timestamps` holds when each status of the current
-    run was entered."""
-
-    upload_id: str
-    status: UploadStatus
-    run: int = 1
-    modality: Modality | None = None
-    source: str | None = None
-    tenant: str | None = None
-    object: ObjectRef | None = None
-    submitted_at: datetime | None = None
-    updated_at: datetime
-    timestamps: dict[UploadStatus, datetime] = Field(default_factory=dict)
-    flagged: bool | None = None
-    categories: tuple[str, ...] = ()
-    error_reason: str | None = None
-    error: str | None = None
-    failed_stage: Stage | None = None
-    extra: dict[str, JsonValue] = Field(default_factory=dict)
-
-    @property
-    def terminal(self) -> bool:
-        return self.status.terminal
-
-    def to_result(self) -> Result:
-        """The result event this record announces (meaningful once terminal)."""
-        return Result(
-            upload_id=self.upload_id,
-            status=self.status,
-            modality=self.modality,
-            object=self.object,
-            flagged=bool(self.flagged),
-            categories=self.categories,
-            error_reason=self.error_reason,
-            error=self.error,
-            transcript=transcript if isinstance(transcript := self.extra.get("transcript"), dict) else None,
-            at=self.timestamps.get(self.status, self.updated_at),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class RunStart:
-    """What a submission did (`StatusStore.start_run`): started run `run` of `upload_id`, or
-    found run `run` unfinished (in `status`) and changed nothing."""
-
-    upload_id: str
-    started: bool
-    run: int
-    status: UploadStatus
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def parse_record(raw: Mapping[str | bytes, str | bytes]) -> StatusRecord:
-    """Build a `StatusRecord` from a record hash as HGETALL returns it (str or bytes)."""
-    fields = {_text(k): _text(v) for k, v in raw.items()}
-    timestamps = {s: fields[f"{s.value}_at"] for s in UploadStatus if f"{s.value}_at" in fields}
-    extra = {k.removeprefix(EXTRA_PREFIX): json.loads(v) for k, v in fields.items() if k.startswith(EXTRA_PREFIX)}
-    flagged = fields.get("flagged")
-    return StatusRecord.model_validate(
-        {
-            "upload_id": fields["id"],
-            "status": fields["status"],
-            "run": int(fields.get("runs", "1")),
-            "modality": fields.get("modality"),
-            "source": fields.get("source"),
-            "tenant": fields.get("tenant"),
-            "object": json.loads(fields["object"]) if "object" in fields else None,
-            "submitted_at": fields.get("submitted_at"),
-            "updated_at": fields["updated_at"],
-            "timestamps": timestamps,
-            "flagged": None if flagged is None else flagged == "1",
-            "categories": json.loads(fields.get("categories", "[]")),
-            "error_reason": fields.get("error_reason"),
-            "error": fields.get("error"),
-            "failed_stage": fields.get("failed_stage"),
-            "extra": extra,
-        }
-    )
 
 
 # Progress of an upload still in flight, stamped by Redis' clock (see status_transition.lua).
@@ -186,8 +109,9 @@ def _extra_fields(extra: Mapping[str, JsonValue] | None) -> dict[str, str]:
     return {f"{EXTRA_PREFIX}{key}": json.dumps(value, separators=(",", ":")) for key, value in (extra or {}).items()}
 
 
-class StatusStore:
-    """Reads and moves upload status records (see the module docstring for the rules).
+class StatusStore(StatusReads):
+    """Moves upload status records (see the module docstring for the rules) and reads them
+    (`StatusReads`).
 
     Raises `RedisUnavailable` (transient) when Redis cannot be reached and `ConfigError`
     when it refuses our credentials.
@@ -203,15 +127,13 @@ class StatusStore:
         recent_max: int = 10_000,
         dead_maxlen: int = 100_000,
     ) -> None:
-        self._redis = client
-        self.keys = RedisKeys(prefix)
+        super().__init__(client, prefix)
         self.ttl_s = ttl_s
         self.results_maxlen = results_maxlen
         self.dead_maxlen = dead_maxlen
         self.recent_max = recent_max
         self._transition = client.register_script(TRANSITION_LUA)
         self._touch = client.register_script(TOUCH_LUA)
-        self._results = ResultStream(client, prefix)
 
     @classmethod
     def from_settings(cls, client: redis.Redis, settings: Settings) -> StatusStore:
@@ -242,7 +164,7 @@ class StatusStore:
             "create", UploadStatus.QUEUED, event.id, _event_fields(event), submitted_at=_iso(event.submitted_at)
         )
         started, run, status = reply
-        return RunStart(event.id, bool(started), int(run), UploadStatus(_text(status)))
+        return RunStart(event.id, bool(started), int(run), UploadStatus(reply_text(status)))
 
     def advance(
         self,
@@ -338,7 +260,7 @@ class StatusStore:
             rows: Any = self._redis.zrangebyscore(
                 self.keys.inflight, "-inf", cutoff, start=0, num=limit, withscores=True
             )
-        return [(_text(member), int(score)) for member, score in rows]
+        return [(reply_text(member), int(score)) for member, score in rows]
 
     def _run(
         self,
@@ -395,75 +317,6 @@ class StatusStore:
         with translate_redis_errors(f"moving upload {upload_id} to {status.value}"):
             return self._transition(keys=keys, args=args)
 
-    # -- reads ----------------------------------------------------------------------------
-
-    def get(self, upload_id: str) -> StatusRecord | None:
-        """The record of `upload_id`, or None if unknown or expired."""
-        with translate_redis_errors(f"reading the status of upload {upload_id}"):
-            raw: Any = self._redis.hgetall(self.keys.upload(upload_id))
-        return parse_record(raw) if raw else None
-
-    def counts(self) -> dict[UploadStatus, int]:
-        """Uploads per status (every status present, 0 when none)."""
-        with translate_redis_errors("reading status counts"):
-            raw: Any = self._redis.hgetall(self.keys.counts)
-        stored = {_text(k): int(v) for k, v in raw.items()}
-        return {status: stored.get(status.value, 0) for status in UploadStatus}
-
-    def recent(self, n: int = 20) -> list[StatusRecord]:
-        """Up to `n` most recently submitted uploads, newest first (expired ones skipped)."""
-        if n <= 0:
-            return []
-        with translate_redis_errors("listing recent uploads"):
-            members: Any = self._redis.zrevrange(self.keys.recent, 0, n - 1)
-            ids = [_text(member) for member in members]
-            pipe = self._redis.pipeline(transaction=False)
-            for upload_id in ids:
-                pipe.hgetall(self.keys.upload(upload_id))
-            raws = pipe.execute()
-        return [parse_record(raw) for raw in raws if raw]
-
-    def recent_page(self, *, before: tuple[int, str] | None = None, count: int = 200) -> list[tuple[int, StatusRecord]]:
-        """Up to `count` records of the recent index, newest submission first, each with its
-        score (epoch ms of its last submission), strictly after the position `before` (a
-        score and id from a previous page; None = from the newest). Expired records are
-        skipped, so a page may hold fewer than `count` while more follow: page on until a
-        page of the index comes back short (`recent_ids_page`)."""
-        return self.records_at(self.recent_ids_page(before=before, count=count))
-
-    def recent_ids_page(self, *, before: tuple[int, str] | None = None, count: int = 200) -> list[tuple[int, str]]:
-        """(score, id) of up to `count` entries of the recent index after `before`, newest
-        first. Ties of one millisecond are ordered by id, descending, as Redis orders them."""
-        upper = "+inf" if before is None else str(before[0])
-        with translate_redis_errors("listing recent uploads"):
-            # Fetch the cursor's tie group in full: entries of the cursor's score that come
-            # before (or are) the cursor's id were on earlier pages.
-            rows: Any = self._redis.zrevrangebyscore(
-                self.keys.recent, upper, "-inf", start=0, num=count + self._ties(before), withscores=True
-            )
-        page: list[tuple[int, str]] = []
-        for member, score in rows:
-            entry = (int(score), _text(member))
-            if before is not None and entry[0] == before[0] and entry[1] >= before[1]:
-                continue
-            page.append(entry)
-        return page[:count]
-
-    def _ties(self, before: tuple[int, str] | None) -> int:
-        if before is None:
-            return 0
-        with translate_redis_errors("listing recent uploads"):
-            return int(self._redis.zcount(self.keys.recent, before[0], before[0]))  # type: ignore[arg-type]
-
-    def records_at(self, entries: list[tuple[int, str]]) -> list[tuple[int, StatusRecord]]:
-        """The records of (score, id) entries, in order, expired ones left out."""
-        with translate_redis_errors("reading upload statuses"):
-            pipe = self._redis.pipeline(transaction=False)
-            for _, upload_id in entries:
-                pipe.hgetall(self.keys.upload(upload_id))
-            raws = pipe.execute()
-        return [(score, parse_record(raw)) for (score, _), raw in zip(entries, raws, strict=True) if raw]
-
     def forget(self, upload_id: str) -> bool:
         """Delete a finished upload's record (and its place in the recent index): ``DELETE
         /v1/uploads/{id}``. False when there is none, or its run is in flight (its stages
@@ -477,50 +330,3 @@ class StatusStore:
             pipe.zrem(self.keys.recent, upload_id)
             pipe.execute()
         return True
-
-    def wait_terminal(
-        self, upload_ids: Iterable[str], timeout_s: float, *, poll_s: float = _POLL_S
-    ) -> dict[str, StatusRecord]:
-        """Block until every id in `upload_ids` is finished or `timeout_s` passed.
-
-        Returns the finished records by id; ids missing from the result did not finish in
-        time (or are unknown). Listens on the results stream (XREAD BLOCK) and re-reads
-        the pending records every `poll_s`, so trimmed stream entries cannot hang it.
-        """
-        pending = set(upload_ids)
-        done: dict[str, StatusRecord] = {}
-        deadline = time.monotonic() + timeout_s
-        # Take the stream position before reading the records: a transition after the
-        # read is then guaranteed to come after this position.
-        last_id = self._results.last_id()
-        self._collect_finished(pending, pending, done)
-        next_poll = time.monotonic() + poll_s
-        while pending:
-            remaining_s = deadline - time.monotonic()
-            if remaining_s <= 0:
-                break
-            entries = self._results.read(last_id, count=1000, block_ms=max(1, int(min(remaining_s, poll_s) * 1000)))
-            last_id = entries[-1].entry_id if entries else last_id
-            announced = {e.result.upload_id for e in entries} & pending
-            if time.monotonic() >= next_poll:
-                announced = set(pending)
-                next_poll = time.monotonic() + poll_s
-            self._collect_finished(announced, pending, done)
-        return done
-
-    def _collect_finished(self, ids: set[str], pending: set[str], done: dict[str, StatusRecord]) -> None:
-        """Move the finished ones among `ids` from `pending` to `done`."""
-        if not ids:
-            return
-        ordered = sorted(ids)
-        with translate_redis_errors("reading upload statuses"):
-            pipe = self._redis.pipeline(transaction=False)
-            for upload_id in ordered:
-                pipe.hgetall(self.keys.upload(upload_id))
-            raws = pipe.execute()
-        for upload_id, raw in zip(ordered, raws, strict=True):
-            if raw:
-                record = parse_record(raw)
-                if record.terminal:
-                    done[upload_id] = record
-                    pending.discard(upload_id)

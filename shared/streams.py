@@ -28,17 +28,14 @@ from shared.events import Frozen, Result, Stage, utcnow
 from shared.json_limits import loads_bounded
 from shared.redis_client import translate_redis_errors
 from shared.redis_keys import RedisKeys
+from shared.redis_replies import reply_text
 
 DEAD_LETTER_VERSION = "1"
 MAX_MESSAGE_CHARS = 4000
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _decode(fields: Mapping[str | bytes, str | bytes]) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in fields.items()}
+    return {reply_text(k): reply_text(v) for k, v in fields.items()}
 
 
 def _stream_entries(reply: Any) -> list[tuple[Any, Any]]:
@@ -69,7 +66,7 @@ def parse_result_entry(entry_id: str | bytes, fields: Mapping[str | bytes, str |
     """Parse one results-stream entry (its ``result`` JSON document is authoritative)."""
     decoded = _decode(fields)
     return ResultEntry(
-        entry_id=_text(entry_id),
+        entry_id=reply_text(entry_id),
         run=int(decoded.get("run", "1")),
         result=Result.model_validate_json(decoded["result"]),
         event_type=decoded.get("type"),
@@ -90,7 +87,7 @@ class ResultStream:
         see only what comes next."""
         with translate_redis_errors("reading the results stream"):
             newest: Any = self._redis.xrevrange(self.key, count=1)
-        return _text(newest[0][0]) if newest else "0-0"
+        return reply_text(newest[0][0]) if newest else "0-0"
 
     def read(self, after_id: str = "0-0", *, count: int = 100, block_ms: int | None = None) -> list[ResultEntry]:
         """Up to `count` entries after `after_id` (oldest first), waiting up to `block_ms`
@@ -129,7 +126,7 @@ class ResultStream:
         entries = _stream_entries(reply)
         # A pending entry already trimmed from the stream comes back without fields: it can
         # never be handled, so acknowledge it instead of returning it.
-        trimmed = [_text(eid) for eid, fields in entries if not fields]
+        trimmed = [reply_text(eid) for eid, fields in entries if not fields]
         if trimmed:
             self.ack(group, *trimmed)
         return [parse_result_entry(eid, fields) for eid, fields in entries if fields]
@@ -162,7 +159,7 @@ class DeadLetter(Frozen):
 def parse_dead_letter(entry_id: str | bytes, fields: Mapping[str | bytes, str | bytes]) -> DeadLetter:
     decoded = _decode(fields)
     return DeadLetter(
-        entry_id=_text(entry_id),
+        entry_id=reply_text(entry_id),
         upload_id=decoded.get("upload_id") or None,
         stage=decoded["stage"],
         error_class=decoded["error_class"],
@@ -239,7 +236,7 @@ class DeadLetterStream:
         fields = dead_letter_fields(event_json, stage, error_class, reason, message, attempts, upload_id=upload_id)
         with translate_redis_errors("writing a dead letter"):
             entry_id = self._redis.xadd(self.key, fields, maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
-        return _text(entry_id)
+        return reply_text(entry_id)
 
     def entries(self, count: int = 100, *, start: str = "-", newest_first: bool = False) -> list[DeadLetter]:
         """Up to `count` dead letters from `start` (an entry id, inclusive), oldest first,

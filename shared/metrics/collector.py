@@ -26,6 +26,7 @@ from shared.metrics.catalog import COUNT, GAUGES, INF, RECORDED, SUM, Family, pa
 from shared.queue import QueueName
 from shared.redis_client import translate_redis_errors
 from shared.redis_keys import RedisKeys
+from shared.redis_replies import reply_text
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +88,6 @@ def _gauge(name: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, _GAUGE_HELP[name], labels=list(labels))
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class PipelineCollector(Collector):
     """The whole pipeline's metrics, read from Redis at each scrape."""
 
@@ -129,7 +126,7 @@ class PipelineCollector(Collector):
             workers = live_workers(self._redis, self._settings.queue_prefix)
         n = len(RECORDED)
         families = {
-            family.name: {_text(k): _text(v) for k, v in reply.items()}
+            family.name: {reply_text(k): reply_text(v) for k, v in reply.items()}
             for family, reply in zip(RECORDED, replies[:n], strict=True)
         }
         lengths = dict(zip(queues, replies[n : n + len(queues)], strict=True))
@@ -138,7 +135,7 @@ class PipelineCollector(Collector):
             "families": families,
             "queues": lengths,
             "unacked": unacked,
-            "counts": {_text(k): int(v) for k, v in counts.items()},
+            "counts": {reply_text(k): int(v) for k, v in counts.items()},
             "results": results,
             "dead": dead,
             "workers": Counter(str(beat.get("kind")) for beat in workers),

@@ -26,6 +26,7 @@ import redis
 
 from shared.redis_client import translate_redis_errors
 from shared.redis_keys import RedisKeys
+from shared.redis_replies import reply_text
 
 DETECTORS_PART = "detectors"
 EMBEDDED_PART = "embedded"
@@ -90,7 +91,7 @@ class Join:
             )
         if not reply:
             return None
-        parts = {_text(reply[i]): _text(reply[i + 1]) for i in range(0, len(reply), 2)}
+        parts = {reply_text(reply[i]): reply_text(reply[i + 1]) for i in range(0, len(reply), 2)}
         parts.pop(EXPECTED_FIELD, None)
         return parts
 
@@ -100,10 +101,6 @@ class Join:
         writes nothing for an upload that has ended)."""
         with translate_redis_errors(f"dropping the join of upload {upload_id}"):
             self._redis.delete(self.keys.join(upload_id, token))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class DetectorGuard:
