@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from shared.imagebind.config import TINY
+from shared.imagebind.model import ImageBindModel, build_model
+
 GOLDEN_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "golden" / "model"
 TINY_STATE_DICT = GOLDEN_DIR / "tiny_state_dict.pt"
 
@@ -30,6 +33,14 @@ def reference_tiny_state_dict() -> dict[str, torch.Tensor]:
     """The reference's tiny model weights (all six modalities, 169 keys)."""
     state: dict[str, torch.Tensor] = torch.load(TINY_STATE_DICT, map_location="cpu", weights_only=True)
     return state
+
+
+def tiny_vision_model() -> ImageBindModel:
+    """Our model in the tiny configuration, vision trunk only, with the reference's weights."""
+    model = build_model(TINY, ("vision",))
+    state = {k: v for k, v in reference_tiny_state_dict().items() if k.split(".")[1] == "vision"}
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
 
 
 @dataclass

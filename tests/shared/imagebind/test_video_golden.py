@@ -21,12 +21,11 @@ import pytest
 import torch
 
 from shared.imagebind.audio import preprocess_audio
-from shared.imagebind.config import TINY
-from shared.imagebind.model import ImageBindModel, build_model
+from shared.imagebind.model import ImageBindModel
 from shared.imagebind.normalize import normalize_video
 from shared.imagebind.video import frames_to_clips, preprocess_video
 from shared.media.video import VideoLimits
-from tests.shared.imagebind.model_support import reference_tiny_state_dict
+from tests.shared.imagebind.model_support import tiny_vision_model
 from tests.shared.imagebind.test_preprocess_video import FIXED_POINT_TOLERANCE, reference_transform
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
@@ -79,10 +78,7 @@ def _format(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def vision_model() -> ImageBindModel:
-    model = build_model(TINY, ("vision",))
-    state = {k: v for k, v in reference_tiny_state_dict().items() if k.split(".")[1] == "vision"}
-    model.load_state_dict(state, strict=True, assign=True)
-    return model.eval()
+    return tiny_vision_model()
 
 
 def test_every_sample_video_is_small_and_has_its_golden() -> None:

@@ -17,19 +17,16 @@ from shared.errors import PermanentError
 from shared.events import Modality
 from shared.imagebind.config import TINY
 from shared.imagebind.embed import Embedder
-from shared.imagebind.model import ImageBindModel, build_model
+from shared.imagebind.model import ImageBindModel
 from shared.imagebind.normalize import normalize_video
-from tests.shared.imagebind.model_support import TINY_STATE_DICT, reference_tiny_state_dict
+from tests.shared.imagebind.model_support import TINY_STATE_DICT, tiny_vision_model
 
 TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
 def vision_model() -> ImageBindModel:
-    model = build_model(TINY, ("vision",))
-    state = {k: v for k, v in reference_tiny_state_dict().items() if k.split(".")[1] == "vision"}
-    model.load_state_dict(state, strict=True, assign=True)
-    return model.eval()
+    return tiny_vision_model()
 
 
 def _clips(count: int, seed: int) -> torch.Tensor:
