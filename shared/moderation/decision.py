@@ -122,7 +122,9 @@ def _detector_signals(policy: Policy, results: Sequence[DetectorResult]) -> list
             if result is None:
                 continue
             label, score = max(((lbl, result.scores.get(lbl, 0.0)) for lbl in rule.labels), key=lambda p: p[1])
-            signals.append(make_signal(name, detector, label, score, rule))
+            # a video's frames: the worst frame's time says where to look
+            detail = f"frame at {result.at_s[label]:.1f} s" if label in result.at_s else ""
+            signals.append(make_signal(name, detector, label, score, rule, detail=detail))
     return signals
 
 

@@ -66,3 +66,14 @@ def test_blocklist_matches_block_with_the_entry_id_and_how_it_matched() -> None:
     details = {s.name: s.detail for s in decision.reasons}
     assert details["bl-exact"] == "same SHA-256 as the listed example"
     assert details["bl-near"] == "cosine distance 0.0300 <= 0.05"
+
+
+def test_a_detector_score_from_a_videos_frame_names_the_frames_time() -> None:
+    policy = parse_policy(DETECTING)
+    frames = DetectorResult("nudenet", {"FACE_FEMALE": 0.72, "FACE_MALE": 0.2}, at_s={"FACE_FEMALE": 5.9})
+    decision = decide(policy, Evidence(Modality.VIDEO, detectors=(frames,)))
+    (reason,) = decision.reasons
+    assert (reason.source, reason.name, reason.detail) == ("nudenet", "FACE_FEMALE", "frame at 5.9 s")
+    # an image's score has no time
+    image = decide(policy, Evidence(Modality.IMAGE, detectors=(DetectorResult("nudenet", {"FACE_FEMALE": 0.72}),)))
+    assert image.reasons[0].detail == ""

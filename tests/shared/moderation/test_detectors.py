@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 from PIL import Image
 
 from shared.errors import ConfigError
 from shared.events import Modality
-from shared.moderation.detectors import DecodedMedia, DetectorSet
+from shared.imagebind.video import preprocess_video
+from shared.media.video import VideoLimits
+from shared.moderation.detectors import DecodedMedia, DetectorResult, DetectorSet
 from shared.moderation.detectors.labels import NUDENET_LABELS
 from tests.shared.media.samples import SAMPLES
 
@@ -89,3 +94,49 @@ def test_nudenet_scores_equal_the_librarys_own_detector_on_the_same_pixels(detec
         for found in library.detect(np.ascontiguousarray(np.asarray(image)[:, :, ::-1])):
             theirs[found["class"]] = max(theirs.get(found["class"], 0.0), found["score"])
         assert ours.scores == pytest.approx(theirs)
+
+
+def _sampled_frames(data: bytes) -> DecodedMedia:
+    """A video's frames as ImageBind samples them, as the CPU stage hands them to detectors."""
+    decoded = preprocess_video(data, format="mp4", limits=VideoLimits(3600, 40_000_000, 240, 3000, 60)).frames
+    return DecodedMedia(Modality.VIDEO, frames=tuple((decoded.times_s[i], decoded.frames[i]) for i in decoded.frames))
+
+
+def _video_of(images: list[tuple[np.ndarray, int]], fps: int = 10) -> bytes:
+    """An H.264 MP4 showing each (RGB image, frame count) in turn."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        height, width = images[0][0].shape[:2]
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "18"}
+        for rgb, count in images:
+            for _ in range(count):
+                for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                    out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def test_nudenet_runs_on_a_videos_sampled_frames_and_the_worst_frame_wins_with_its_time(
+    detectors: DetectorSet,
+) -> None:
+    face = np.asarray(Image.open(FIXTURES / "astronaut_256.jpg").convert("RGB"))
+    landscape = np.asarray(Image.open(SAMPLES / "rgb_landscape_640x427.jpg").convert("RGB").resize((256, 256)))
+    # 10 s at 10 fps: the face only from 4.0 to 5.9 s (the third of ImageBind's 5 clips)
+    data = _video_of([(landscape, 40), (face, 20), (landscape, 40)])
+    media = _sampled_frames(data)
+    assert len(media.frames) == 10
+    assert detectors.for_modality(Modality.VIDEO) == ("nudenet",)
+    (result,) = detectors.run(media)
+    assert result.error is None and result.scores.get("FACE_FEMALE", 0.0) > 0.5
+    assert result.at_s["FACE_FEMALE"] in (4.0, 5.9)
+    assert set(result.at_s) == set(result.scores)
+    # the frame alone scores what the video reports for it
+    (alone,) = detectors.run(DecodedMedia(Modality.IMAGE, image=Image.fromarray(dict(media.frames)[4.0])))
+    assert result.scores["FACE_FEMALE"] >= alone.scores["FACE_FEMALE"]
+    assert DetectorResult.from_wire(result.to_wire()) == result
+    # a video of landscapes only: nothing
+    (quiet,) = detectors.run(_sampled_frames(_video_of([(landscape, 30)])))
+    assert all(score < 0.5 for score in quiet.scores.values()), quiet.scores
