@@ -2,19 +2,31 @@
 the tiny model, LanceDB): a video with sound becomes one record with its frames as the main
 vector and its sound as the ``audio_track`` part; a silent video has no part; an audio-only
 MP4 stays audio (the committed samples cover that); videos are queries (CLI ``search
---video``), the ``video`` modality filter works, and a damaged container fails with its reason."""
+--video``), the ``video`` modality filter works, and a damaged container fails with its reason.
+Videos also arrive through the bridge: an event on the Redis ingest stream naming an object,
+and a live MinIO's bucket notification for an object put into it."""
 
 from __future__ import annotations
 
+import io
 import json
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from minio import Minio
+from pydantic import SecretStr
 
-from shared.events import Modality
+from producers.bridge.minio_events import minio_upload_id
+from shared.events import Modality, UploadStatus
 from shared.vectors.records import ALL_TENANTS, MAIN_PART, SearchFilters
+from tests.integration.test_bridge import INGEST, QUICK_BRIDGE, omnibind_process, wait_until
 from tests.integration.test_pipeline import omnibind
 from tests.support.media import video_bytes
+from tests.support.minio_server import MinioServer
+from tests.support.redis_server import RedisServers
+from tests.support.stack import RunningStack
 
 pytestmark = pytest.mark.integration
 
@@ -59,3 +71,52 @@ def test_videos_are_indexed_with_their_sound_and_searchable_by_video(start_stack
         text="a red square", k=10, filters=SearchFilters(scope=ALL_TENANTS, modality=Modality.VIDEO)
     )
     assert {hit.record.modality for hit in only_videos} == {Modality.VIDEO} and len(only_videos) == 2
+
+
+def test_videos_from_the_redis_stream_and_minio_bucket_events_are_indexed_with_their_sound(
+    start_stack: Callable[..., RunningStack], redis_servers: RedisServers, tmp_path: Path
+) -> None:
+    redis = redis_servers.start()
+    minio = MinioServer(tmp_path / "minio", redis_address=f"127.0.0.1:{redis.port}").start()
+    try:
+        s3 = Minio(minio.endpoint, access_key=minio.access_key, secret_key=minio.secret_key, secure=False)
+        watched, direct = f"watched-{uuid.uuid4().hex[:8]}", f"direct-{uuid.uuid4().hex[:8]}"
+        s3.make_bucket(watched)
+        s3.make_bucket(direct)  # not subscribed: its object arrives by a stream event only
+        running = start_stack(
+            redis_url=SecretStr(redis.url),
+            objects=minio.object_settings(bucket=watched),
+            bridge={**QUICK_BRIDGE, "minio_notify_arn": minio.notify_arn},
+        )
+        streamed = video_bytes(seconds=3, fps=10, audio_streams=1)
+        s3.put_object(direct, "talk.mp4", io.BytesIO(streamed), len(streamed), content_type="video/mp4")
+        running.client.redis.xadd(
+            INGEST, {"event": json.dumps({"id": "cms-video-1", "object": {"bucket": direct, "key": "talk.mp4"}})}
+        )
+        with omnibind_process(["-m", "producers.cli", "bridge"], running, tmp_path / "bridge.log"):
+            # the bridge subscribes the watched bucket at start; then a platform puts a video
+            wait_until(
+                lambda: any(q.queue == minio.notify_arn for q in s3.get_bucket_notification(watched).queue_config_list),
+                60,
+                "the bridge to subscribe the bucket",
+            )
+            dropped = video_bytes(seconds=4, fps=10, codec="libvpx-vp9", container="webm", audio_streams=0)
+            with_sound = video_bytes(seconds=4, fps=10, audio_streams=1)
+            s3.put_object(watched, "clips/with-sound.mp4", io.BytesIO(with_sound), len(with_sound))
+            s3.put_object(watched, "clips/silent.webm", io.BytesIO(dropped), len(dropped))
+            from_minio = minio_upload_id(watched, "clips/with-sound.mp4")
+            silent = minio_upload_id(watched, "clips/silent.webm")
+            uploads = ["cms-video-1", from_minio, silent]
+            finished = running.client.wait(uploads, timeout_s=300)
+        assert {u: r.status for u, r in finished.items()} == dict.fromkeys(uploads, UploadStatus.INDEXED), (
+            tmp_path / "bridge.log"
+        ).read_text()
+        for upload_id, source in (("cms-video-1", None), (from_minio, "minio")):
+            record = running.client.vectors.get(upload_id)
+            assert record is not None and record.modality is Modality.VIDEO, upload_id
+            assert set(record.parts) == {"audio_track"}, upload_id
+            assert source is None or record.source == source
+        quiet = running.client.vectors.get(silent)
+        assert quiet is not None and quiet.modality is Modality.VIDEO and not quiet.parts
+    finally:
+        minio.stop()
