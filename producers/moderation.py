@@ -149,7 +149,7 @@ def rescore(
     `tenant` is None; with `write`, upsert the records whose decision changed and log every
     new decision (source ``rescore``)."""
     moderator = moderator_for(client, policy)
-    log = DecisionLog(client.redis, client.settings.queue_prefix, maxlen=client.settings.moderation.decisions_maxlen)
+    log = DecisionLog.from_settings(client.redis, client.settings)
     summary = RescoreSummary()
     ready: set[str] = set()
     chosen = (

@@ -70,11 +70,12 @@ LOCK_TTL_S = 30  # a killed purge's lock lapses after this; every batch renews i
 DEFAULT_BATCH = 500
 
 # Forget one status record as the status script would have kept it: the record, its
-# delivery counters, its index entries, and its status's count. Returns 1 if it existed.
+# delivery counters, its index entries, and its status's count; and the upload's index of
+# its decisions. Returns 1 if it existed.
 _FORGET_LUA = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[6])
 redis.call('HINCRBY', KEYS[3], status, -1)
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
@@ -319,6 +320,7 @@ class TenantPurge:
                         self._keys.counts,
                         self._keys.recent,
                         self._keys.inflight,
+                        self._keys.upload_decisions(record.upload_id),
                     ]
                     removed += int(forget(keys=keys, args=[record.upload_id]))  # type: ignore[arg-type]
             self._save(phase="statuses", cursor=str(position), removed=removed)
@@ -364,7 +366,7 @@ class TenantPurge:
         self._purge_stream("dead_letters", self._keys.dead, cursor, dead_letter=True)
 
     def _purge_decisions(self, cursor: str) -> None:
-        self._purge_stream("decisions", self._keys.decisions, cursor)
+        self._purge_stream("decisions", self._keys.decisions, cursor, indexed=True)
 
     def _purge_results(self, cursor: str) -> None:
         self._purge_stream("results", self._keys.results, cursor)
@@ -421,18 +423,26 @@ class TenantPurge:
                 if position == 0:
                     break
 
-    def _purge_stream(self, phase: str, key: str, cursor: str, *, dead_letter: bool = False) -> None:
+    def _purge_stream(
+        self, phase: str, key: str, cursor: str, *, dead_letter: bool = False, indexed: bool = False
+    ) -> None:
+        """Delete the tenant's entries of the stream `key`; `indexed`: the decision log,
+        whose uploads' indexes of their entries go too (those of records already expired)."""
         lower = f"({cursor}" if cursor else "-"
         while True:
             with translate_redis_errors(f"reading {key}"):
                 page: Any = self._redis.xrange(key, min=lower, count=self._batch)
             if not page:
                 return
-            doomed = [_text(entry_id) for entry_id, fields in page if self._entry_is_mine(fields, dead_letter)]
+            mine = [(_text(entry_id), fields) for entry_id, fields in page if self._entry_is_mine(fields, dead_letter)]
+            doomed = [entry_id for entry_id, _ in mine]
             removed = 0
             if doomed:
                 with translate_redis_errors(f"deleting from {key}"):
                     removed = int(self._redis.xdel(key, *doomed))
+                    if indexed:
+                        uploads = {_text(v) for _, fields in mine for k, v in fields.items() if _text(k) == "upload_id"}
+                        self._redis.delete(*(self._keys.upload_decisions(u) for u in uploads))
             last = _text(page[-1][0])
             self._save(phase=phase, cursor=last, removed=removed)
             if len(page) < self._batch:

@@ -53,6 +53,7 @@ def review_store(client: Client) -> ReviewStore:
         settings.queue_prefix,
         decisions_maxlen=settings.moderation.decisions_maxlen,
         results_maxlen=settings.redis.results_maxlen,
+        index_ttl_s=settings.redis.status_ttl_s,
     )
 
 

@@ -129,6 +129,11 @@ class RedisKeys:
         """Stream: the moderation decision log (one entry per decision, append-only)."""
         return f"{self.prefix}:decisions"
 
+    def upload_decisions(self, upload_id: str) -> str:
+        """List: the decision-log entry ids of one upload, newest first (written with each
+        entry, in the same script; `shared.moderation.log`)."""
+        return f"{self.prefix}:decisions:upload:{upload_id}"
+
     def prompts(self, policy_version: str, checkpoint: str) -> str:
         """String: the prompt embeddings of one policy version for one checkpoint (JSON)."""
         return f"{self.prefix}:moderation:prompts:{policy_version}:{checkpoint}"

@@ -120,7 +120,7 @@ class ModerationRuntime:
 
     @cached_property
     def decisions(self) -> DecisionLog:
-        return DecisionLog(self.redis, self.settings.queue_prefix, maxlen=self.settings.moderation.decisions_maxlen)
+        return DecisionLog.from_settings(self.redis, self.settings)
 
 
 def send_prompt_request(request: PromptRequest) -> None:

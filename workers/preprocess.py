@@ -26,7 +26,7 @@ from shared.media.image import decode_image
 from shared.media.screening import check_declared_modality, check_not_polyglot, explain_unsupported
 from shared.media.sniff import Sniffed, sniff
 from shared.media.text import check_text_length, decode_text
-from shared.media.video import VIDEO_CONTAINERS, VideoLimits, container_stream_kinds
+from shared.media.video import VIDEO_CONTAINERS, container_stream_kinds, video_limits
 from shared.messages import MediaFacts, PreparedUpload, Query
 from shared.models.preprocessing import ImageBindPreprocessor, Preprocessor
 from shared.moderation.detectors import DecodedMedia
@@ -154,16 +154,6 @@ def _content_modality(wanted: Modality, sniffed: Sniffed, data: bytes, preproces
             f"declared modality {wanted.value} but the content is {sniffed.format} ({content.value})"
         )
     return content
-
-
-def video_limits(limits: LimitSettings) -> VideoLimits:
-    return VideoLimits(
-        max_duration_s=limits.max_video_s,
-        max_pixels=limits.max_video_pixels,
-        max_fps=limits.max_video_fps,
-        max_frames_decoded=limits.max_video_frames_decoded,
-        decode_budget_s=limits.video_decode_budget_s,
-    )
 
 
 def _decode(

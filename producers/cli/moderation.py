@@ -26,7 +26,7 @@ def _policy(settings: Settings, path: Path | None) -> Policy:
 
 
 def _decision_log(client: Client) -> DecisionLog:
-    return DecisionLog(client.redis, client.settings.queue_prefix, maxlen=client.settings.moderation.decisions_maxlen)
+    return DecisionLog.from_settings(client.redis, client.settings)
 
 
 def _describe(decision: Moderation, indent: str = "  ") -> list[str]:

@@ -6,15 +6,17 @@ the API's origin. So the original is served only with the content type its bytes
 sniffed as (one of the accepted formats; never HTML, SVG or XML), ``X-Content-Type-Options:
 nosniff``, ``Content-Disposition: attachment`` and a CSP that allows nothing and sandboxes
 the response; text is served as ``text/plain; charset=utf-8``. A thumbnail is re-encoded
-from decoded pixels (`shared.media.image.decode_image`, with the pixel limit), so nothing of
-the upload's own bytes reaches the browser.
+from decoded pixels (`shared.media.image.decode_image`, with the pixel limit; for a video,
+its poster: the middle frame, decoded with PyAV under the video limits), so nothing of the
+upload's own bytes reaches the browser. A video that cannot be decoded answers its
+permanent error (422 ``corrupt_video``, 415 ``unsupported_codec``, 413 for a limit).
 """
 
 from __future__ import annotations
 
 import io
 import re
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query
@@ -27,9 +29,13 @@ from producers.http.lookup import find_upload
 from producers.http.state import ApiState, State
 from producers.http.uploads import UploadId
 from shared.api_keys import KeyScope, Role
+from shared.config import LimitSettings
 from shared.events import Modality
 from shared.media.sniff import sniff
 from shared.media.text import decode_text
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 router = APIRouter(prefix="/v1", tags=["uploads"])
 
@@ -78,13 +84,28 @@ def media_response(state: ApiState, caller: KeyScope, upload_id: str) -> Respons
     return Response(data, headers=safe_headers(mime, "attachment", filename))
 
 
-def thumbnail_response(state: ApiState, caller: KeyScope, upload_id: str, size: int) -> Response:
-    from shared.media.image import decode_image  # PIL and numpy: only for thumbnails
+def _picture(data: bytes, modality: Modality, format_name: str, limits: LimitSettings) -> Image.Image:
+    """The picture a thumbnail is made from: the decoded image, or a video's poster frame
+    (`shared.media.video.poster_frame`, seeking to the middle frame, under the video limits)."""
+    from PIL import Image  # PIL, numpy and PyAV: only for thumbnails
 
+    if modality is Modality.VIDEO:
+        from shared.media.video import poster_frame, video_limits
+
+        frame = poster_frame(data, format=format_name, limits=video_limits(limits))
+        return Image.fromarray(frame, mode="RGB")
+    from shared.media.image import decode_image
+
+    return decode_image(data, max_pixels=limits.max_pixels, format=format_name)
+
+
+def thumbnail_response(state: ApiState, caller: KeyScope, upload_id: str, size: int) -> Response:
     data, filename, modality, format_name = _original(state, caller, upload_id)
-    if modality is not Modality.IMAGE:
-        raise ApiError(404, "no_thumbnail", f"upload {upload_id} is {modality.value}: thumbnails are of images")
-    image = decode_image(data, max_pixels=state.settings.limits.max_pixels, format=format_name)
+    if modality not in (Modality.IMAGE, Modality.VIDEO):
+        raise ApiError(
+            404, "no_thumbnail", f"upload {upload_id} is {modality.value}: thumbnails are of images and videos"
+        )
+    image = _picture(data, modality, format_name, state.settings.limits)
     image.thumbnail((size, size))
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=82)
@@ -114,7 +135,7 @@ async def media(
 
 @router.get(
     "/uploads/{upload_id}/thumbnail",
-    summary="A thumbnail of an image upload",
+    summary="A thumbnail of an image upload, or a video's poster",
     response_class=Response,
     responses={
         200: {
@@ -130,6 +151,8 @@ async def thumbnail(
     caller: Annotated[KeyScope, Depends(authorize(Role.READ))],
     size: Annotated[int, Query(ge=MIN_SIZE, le=MAX_SIZE, description="longest side in pixels")] = 256,
 ) -> Response:
-    """A JPEG of at most `size` pixels a side, re-encoded here from the decoded image (the
-    upload's bytes never reach the browser). 404 ``no_thumbnail`` for audio, video and text."""
+    """A JPEG of at most `size` pixels a side, re-encoded here from the decoded image, or for
+    a video from its middle frame (the poster; the upload's bytes never reach the browser).
+    422/415/413 when the file cannot be decoded (as the pipeline would fail it). 404
+    ``no_thumbnail`` for audio and text."""
     return await run_in_threadpool(thumbnail_response, state, caller, upload_id, size)

@@ -78,7 +78,7 @@ def explain(
     status = find_upload(state, caller, upload_id)
     record = state.client.vectors.get(status.upload_id)
     settings = state.settings
-    log = DecisionLog(state.client.redis, settings.queue_prefix, maxlen=settings.moderation.decisions_maxlen)
+    log = DecisionLog.from_settings(state.client.redis, settings)
     return Explanation(
         upload_id=status.upload_id,
         moderation=record.moderation if record is not None else None,

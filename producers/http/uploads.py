@@ -26,6 +26,7 @@ from shared.json_limits import loads_bounded
 from shared.logs import upload_context
 from shared.media.sniff import sniff
 from shared.media.text import check_text_length
+from shared.moderation.log import DecisionLog
 from shared.status import RunStart, StatusRecord
 
 log = logging.getLogger(__name__)
@@ -229,4 +230,5 @@ def delete_upload(
     state.client.delete(DeleteRequest(upload_id=record.upload_id, reason="api", removed_at=datetime.now(UTC)))
     if not state.client.statuses.forget(record.upload_id):
         raise ApiError(409, "upload_in_flight", f"upload {record.upload_id} started a new run: delete it once it ended")
+    DecisionLog.from_settings(state.client.redis, state.settings).forget(record.upload_id)
     return UploadDeleted(id=record.upload_id, object_deleted=deleted)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from shared.config import LimitSettings
 from shared.errors import CorruptMedia, LimitExceeded, UnsupportedMedia
 from shared.media.sniff import FORMATS, VIDEO_CONTAINERS
 
@@ -44,6 +45,8 @@ __all__ = [
     "container_stream_kinds",
     "decode_frames",
     "has_video_stream",
+    "poster_frame",
+    "video_limits",
 ]
 # A frame this close after the last decoded one is reached by decoding on rather than
 # seeking (covers the second frame of a 2 s clip).
@@ -65,6 +68,17 @@ class VideoLimits:
     max_fps: float
     max_frames_decoded: int
     decode_budget_s: float
+
+
+def video_limits(limits: LimitSettings) -> VideoLimits:
+    """The deployment's video limits (``OMNIBIND_LIMITS__*VIDEO*``)."""
+    return VideoLimits(
+        max_duration_s=limits.max_video_s,
+        max_pixels=limits.max_video_pixels,
+        max_fps=limits.max_video_fps,
+        max_frames_decoded=limits.max_video_frames_decoded,
+        decode_budget_s=limits.video_decode_budget_s,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +184,13 @@ def decode_frames(
             frames[index] = rotate(frame.to_ndarray(format="rgb24"), round(frame.rotation))
             times[index] = shown_s
     return DecodedFrames(info, frames, times, reader.decoded)
+
+
+def poster_frame(data: bytes, *, format: str, limits: VideoLimits) -> np.ndarray:
+    """The frame a video's poster shows: the middle one (the first is often black or a
+    title), uint8 RGB rotated for display. Raises what `decode_frames` raises."""
+    decoded = decode_frames(data, format=format, limits=limits, pick=lambda info: [info.frame_count // 2])
+    return next(iter(decoded.frames.values()))
 
 
 def rotate(rgb: np.ndarray, rotation: int) -> np.ndarray:

@@ -5,7 +5,7 @@ writes the two Redis ones in one Lua script, so none can be seen without the oth
 
 - the status record: ``flagged``, ``categories`` and ``x:review`` (the `HumanReview`);
 - the decision log (``{prefix}:decisions``, source ``human``, with ``reviewer`` and the
-  decision as it stands after the review);
+  decision as it stands after the review), and the upload's index of its entries;
 - the results stream: an entry of type ``moderation.decided`` that the webhook dispatcher
   delivers like an upload result (to targets that list ``decided`` in their statuses).
 
@@ -27,7 +27,7 @@ import redis
 from pydantic import Field
 
 from shared.events import Band, Frozen, Moderation, Result, UploadStatus, utcnow
-from shared.moderation.log import decision_log_fields
+from shared.moderation.log import INDEX_LUA, PER_UPLOAD_MAX, decision_log_fields, flat_fields
 from shared.redis_client import translate_redis_errors
 from shared.redis_keys import RedisKeys
 
@@ -80,15 +80,19 @@ def reviewed_moderation(previous: Moderation, review: HumanReview) -> Moderation
     return previous.model_copy(update={"flagged": True, "action": Band.REVIEW, "notes": notes, "decided_at": review.at})
 
 
-# KEYS: 1 status record, 2 decision log, 3 results stream.
+# KEYS: 1 status record, 2 decision log, 3 results stream, 4 the upload's decision index.
 # ARGV: 1 review JSON, 2 flagged ("1"/"0"), 3 categories JSON, 4 decision-log maxlen,
 #       5 results maxlen, 6 the decision-log fields as a JSON list, 7 the result document
-#       without its status (the script adds the record's), 8 now (ISO-8601).
-_APPLY_LUA = """
+#       without its status (the script adds the record's), 8 now (ISO-8601),
+#       9 the index's TTL (ms, 0 = none), 10 the index's cap.
+_APPLY_LUA = (
+    INDEX_LUA
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'indexed' then return 0 end
 redis.call('HSET', KEYS[1], 'x:review', ARGV[1], 'flagged', ARGV[2], 'categories', ARGV[3], 'updated_at', ARGV[8])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(cjson.decode(ARGV[6])))
+local logged = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(cjson.decode(ARGV[6])))
+index_decision(KEYS[4], logged, tonumber(ARGV[9]), tonumber(ARGV[10]))
 local run = redis.call('HGET', KEYS[1], 'runs') or '1'
 local tenant = redis.call('HGET', KEYS[1], 'tenant')
 local doc = cjson.decode(ARGV[7])
@@ -99,6 +103,7 @@ if tenant then table.insert(entry, 'tenant'); table.insert(entry, tenant) end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(entry))
 return 1
 """
+)
 
 
 class ReviewStore:
@@ -111,10 +116,12 @@ class ReviewStore:
         *,
         decisions_maxlen: int = 50_000,
         results_maxlen: int = 100_000,
+        index_ttl_s: float = 0.0,
     ) -> None:
         self._redis = client
         self.keys = RedisKeys(prefix)
         self.decisions_maxlen = decisions_maxlen
+        self.index_ttl_s = index_ttl_s
         self.results_maxlen = results_maxlen
         self._apply = client.register_script(_APPLY_LUA)
 
@@ -129,11 +136,18 @@ class ReviewStore:
             json.dumps(list(decision.categories)),
             self.decisions_maxlen,
             self.results_maxlen,
-            json.dumps([item for pair in log_fields.items() for item in pair]),
+            json.dumps(flat_fields(log_fields)),
             doc,
             review.at.isoformat().replace("+00:00", "Z"),
+            int(self.index_ttl_s * 1000),
+            PER_UPLOAD_MAX,
         ]
-        keys = [self.keys.upload(upload_id), self.keys.decisions, self.keys.results]
+        keys = [
+            self.keys.upload(upload_id),
+            self.keys.decisions,
+            self.keys.results,
+            self.keys.upload_decisions(upload_id),
+        ]
         with translate_redis_errors(f"recording the review of upload {upload_id}"):
             return bool(self._apply(keys=keys, args=args))
 

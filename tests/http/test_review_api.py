@@ -45,6 +45,7 @@ from shared.streams import ResultStream
 from shared.vectors.records import tenants
 from tests.http.conftest import API_KEY
 from tests.support.api_server import ApiServer, start_api_server
+from tests.support.media import frame_level, video_bytes
 from tests.support.stack import stack_settings
 
 pytestmark = pytest.mark.integration
@@ -242,6 +243,9 @@ def test_approve_is_logged_with_who_and_when_and_changes_the_uploads_state(
     logged = DecisionLog(review.client.redis, review.client.settings.queue_prefix).newest(upload_id="acme:bad-1")[0]
     assert logged.source == "human" and logged.reviewer == f"key:{review.acme_key_id}"
     assert logged.decision.flagged is False and logged.decision.decided_at is not None
+    # The review script indexed its entry under the upload, beside the pipeline's.
+    indexed = review.client.redis.lrange("omnibind:decisions:upload:acme:bad-1", 0, -1)
+    assert len(indexed) == 2 and indexed[0] == logged.entry_id
     vector = review.client.vectors.get("acme:bad-1")
     assert vector is not None and vector.moderation.flagged is False
     audited = [
@@ -315,6 +319,36 @@ def test_media_is_served_inert_and_thumbnails_are_reencoded(review: Review, flag
             assert http.get(path).status_code == 404
 
 
+def test_a_video_gets_a_jpeg_poster_of_its_middle_frame_and_a_broken_one_a_clear_4xx(review: Review) -> None:
+    video = video_bytes(seconds=3, fps=10, width=96, height=48)  # 2:1, frame i grey at frame_level(i)
+    record = review.upload(review.acme, "clip.mp4", video, "clip")
+    assert record["status"] == "indexed" and record["modality"] == "video", record
+    with review.as_(review.acme) as http:
+        poster = http.get("/v1/uploads/clip/thumbnail", params={"size": 64})
+        media = http.get("/v1/uploads/clip/media")
+    assert poster.status_code == 200, poster.text
+    assert poster.headers["content-type"] == "image/jpeg" and poster.headers["x-content-type-options"] == "nosniff"
+    assert poster.content != video and poster.content[:3] == b"\xff\xd8\xff"  # re-encoded, not the upload
+    image = Image.open(io.BytesIO(poster.content))
+    assert image.format == "JPEG" and image.size == (64, 32)  # the 96x48 video's aspect ratio, within 64
+    # The middle frame (15 of 30): its grey level, not the first frame's (the white square
+    # in the top-left quarter left out).
+    level = float(np.asarray(image.convert("L"))[20:, 36:].mean())
+    assert abs(level - frame_level(15)) < 12 and abs(level - frame_level(0)) > 20
+    assert media.headers["content-type"] == "video/mp4" and media.content == video
+    # The stored file turns hostile (bytes that still sniff as MP4 but hold no video): a
+    # clear 4xx with its reason, never a 500 (and nothing of the file served inline).
+    ref = review.client.status("acme:clip").object  # type: ignore[union-attr]
+    assert ref is not None
+    review.client.objects.put(ref.bucket, ref.key, video[:32] + bytes(range(256)) * 40)
+    with review.as_(review.acme) as http:
+        broken = http.get("/v1/uploads/clip/thumbnail")
+    assert broken.status_code in (415, 422), broken.text
+    assert broken.json()["reason"] in ("corrupt_video", "unsupported_codec", "no_video_stream")
+    with review.as_(review.beta) as http:
+        assert http.get("/v1/uploads/acme:clip/thumbnail").status_code == 404
+
+
 def test_dead_letters_are_listed_and_retried_for_their_tenant_only(review: Review) -> None:
     broken = png(7)[:120]  # a PNG header, then nothing: sniffs fine, cannot decode
     record = review.upload(review.acme, "broken.png", broken, "broken")
@@ -344,6 +378,7 @@ def test_delete_removes_object_status_and_vector_for_its_tenant_only(review: Rev
     assert record["status"] == "indexed"
     ref = review.client.status("acme:gone").object  # type: ignore[union-attr]
     assert ref is not None
+    assert review.client.redis.exists("omnibind:decisions:upload:acme:gone")  # the pipeline's decision
     with review.as_(review.beta) as http:
         assert http.delete("/v1/uploads/acme:gone").status_code == 404
     assert review.client.objects.get(ref, max_bytes=10**6) == png(55)
@@ -354,6 +389,7 @@ def test_delete_removes_object_status_and_vector_for_its_tenant_only(review: Rev
         assert http.get("/v1/uploads/gone").status_code == 404
         assert http.get("/v1/uploads/gone/media").status_code == 404
         assert "acme:gone" not in ids(http.get("/v1/uploads").json())
+    assert not review.client.redis.exists("omnibind:decisions:upload:acme:gone")
     deadline = time.monotonic() + FINISH_TIMEOUT_S
     while review.client.vectors.get("acme:gone") is not None:
         assert time.monotonic() < deadline, "the vector record was not deleted"

@@ -146,6 +146,7 @@ def what_is_left(seeded: Seeded, tenant: str) -> dict[str, int]:
         "results": sum(upload_id in mine for upload_id in stream_ids(conn, "omnibind:results")),
         "webhook_deliveries": sum(upload_id in mine for upload_id in stream_ids(conn, "omnibind:webhooks:deliveries")),
         **bookkeeping_left(client, tenant, mine),
+        "decision_indexes": sum(bool(conn.exists(f"omnibind:decisions:upload:{upload_id}")) for upload_id in mine),
     }
 
 
@@ -162,6 +163,7 @@ BEFORE = {
     "deliveries": 3,
     "joins": PER_TENANT,
     "quotas": 2,
+    "decision_indexes": PER_TENANT,
 }
 GONE = dict.fromkeys(BEFORE, 0)
 

@@ -165,6 +165,31 @@ def test_decision_log_appends_and_lists_newest_flagged_first(client: redis.Redis
     assert log.length() == 3
 
 
+def test_one_uploads_decisions_are_read_from_its_index_not_by_scanning_the_log(client: redis.Redis) -> None:
+    from shared.moderation.decision import Evidence, decide
+
+    policy = parse_policy(BASE)
+    log = DecisionLog(client, index_ttl_s=3600)
+    first = log.append("mine", decide(policy, Evidence(Modality.TEXT, zero_shot={"violence": 0.9})))
+    calm = decide(policy, Evidence(Modality.TEXT, zero_shot={"violence": 0.1}))
+    for n in range(1200):  # 1,200 decisions of other uploads since
+        log.append(f"other-{n}", calm)
+    second = log.append("mine", calm, source="rescore")
+    client.config_resetstat()
+    found = log.newest(upload_id="mine", limit=20)
+    assert [(e.entry_id, e.source) for e in found] == [(second, "rescore"), (first, "pipeline")]
+    stats = client.info("commandstats")
+    # Its two entries read by id; the log itself never walked.
+    assert "cmdstat_xrevrange" not in stats and stats["cmdstat_xrange"]["calls"] == 2
+    assert 3500 < client.pttl("omnibind:decisions:upload:mine") / 1000 <= 3600
+    # An entry gone from the log (trimmed, purged) is skipped; forgetting drops the index.
+    client.xdel("omnibind:decisions", second)
+    assert [e.entry_id for e in log.newest(upload_id="mine")] == [first]
+    log.forget("mine")
+    assert not client.exists("omnibind:decisions:upload:mine") and log.newest(upload_id="mine") == []
+    assert [e.upload_id for e in log.newest(limit=1)] == ["other-1199"]  # the log itself stays
+
+
 def test_touch_restarts_the_ttl_of_cached_prompt_embeddings(client: redis.Redis) -> None:
     store = PromptStore(client, ttl_s=1000)
     assert not store.touch("v1", "ck")
