@@ -28,7 +28,7 @@ from producers.http.errors import install_error_handlers
 from producers.http.limits import BodyLimits, BodySizeLimit
 from producers.http.metrics import RequestMetrics, build_registry, metrics_router
 from producers.http.models import TextSearch
-from producers.http.sessions import SessionStore
+from producers.http.sessions import LOGIN_TTL_S, SessionStore
 from producers.http.state import ApiState
 from shared.api_keys import ApiKeyStore
 from shared.config import Settings, get_settings
@@ -75,6 +75,9 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
     )
     app.state.key_resolver = resolver
     app.state.sessions = SessionStore(lambda: client.redis, settings.queue_prefix, idle_s=settings.api.console_idle_s)
+    app.state.login_sessions = SessionStore(
+        lambda: client.redis, settings.queue_prefix, idle_s=LOGIN_TTL_S, name="login"
+    )
     install_error_handlers(app, retry_after_s=settings.backpressure.retry_after_s)
     app.include_router(health.router)
     app.include_router(browse.router)  # GET /v1/uploads: before uploads' /uploads/{id} routes

@@ -6,8 +6,17 @@ ends its sessions within `auth.KEY_CACHE_S`) or, for a static operator key, its 
 console sends back in ``X-CSRF-Token`` on every state change; a session expires after
 ``OMNIBIND_API__CONSOLE_IDLE_S`` without a request.
 
+Signing in is protected against login CSRF (another site signing the browser in under the
+attacker's key, so that what the moderator does lands in the attacker's account) as the
+OWASP CSRF cheat sheet recommends for login forms, with a *pre-session*: the sign-in page
+opens a short-lived session of its own (`LOGIN_COOKIE`, httpOnly, SameSite=Strict, only for
+``/console/login``) whose CSRF token the form carries; the sign-in POST needs both, and an
+``Origin`` header, when the browser sends one, naming this server. The pre-session ends at
+sign-in and the real session gets a new token (no session fixation).
+
 Redis: ``{prefix}:console:session:<sha256 of the token>`` (hash: kind, ref, csrf), with a
-TTL renewed on each use.
+TTL renewed on each use; pre-sessions under ``{prefix}:console:login:`` (kind ``login``),
+expiring after `LOGIN_TTL_S`.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ from shared.redis_client import translate_redis_errors
 
 COOKIE = "omnibind_session"
 CSRF_HEADER = "X-CSRF-Token"
+LOGIN_COOKIE = "omnibind_login"
+LOGIN_TTL_S = 900.0  # how long a sign-in form may stay open
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +53,9 @@ def _text(value: str | bytes) -> str:
 
 
 class SessionStore:
-    def __init__(self, client: Callable[[], redis.Redis], prefix: str, *, idle_s: float) -> None:
+    def __init__(self, client: Callable[[], redis.Redis], prefix: str, *, idle_s: float, name: str = "session") -> None:
         self._client = client  # called on use: building the app does no I/O
-        self._prefix = f"{prefix}:console:session:"
+        self._prefix = f"{prefix}:console:{name}:"  # name "login": the sign-in pre-sessions
         self.idle_s = idle_s
 
     def _key(self, token: str) -> str:

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.server
+import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +37,7 @@ from shared.vectors.records import tenants
 from tests.http.conftest import API_KEY
 from tests.http.test_review_api import calm_policy, png, wait_finished
 from tests.support.api_server import ApiServer, start_api_server
+from tests.support.media import video_bytes
 from tests.support.stack import stack_settings
 
 pytestmark = pytest.mark.integration
@@ -51,6 +55,12 @@ CHROMIUM_ARGS = [
 ]
 HOSTILE_TEXT = b'<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2"> a hostile caption'
 HOSTILE_NAME = "<img src=x onerror=window.__xss=3>.txt"
+# Words a speech model could be made to write (Whisper writes whatever text it hears).
+HOSTILE_SPEECH = '<script>window.__xss = 4</script><img src=x onerror="window.__xss = 5"> said the caller'
+SPEECH = ROOT / "tests" / "fixtures" / "speech"
+THREAT = (SPEECH / "threat.wav").read_bytes()  # espeak-ng: "... kill you tomorrow ..."
+CALM = (SPEECH / "calm.wav").read_bytes()
+CLIP = video_bytes(seconds=3, fps=10, width=96, height=48)  # 2:1
 ROLES = frozenset({Role.INGEST, Role.READ, Role.SEARCH, Role.MODERATE})
 
 
@@ -127,12 +137,12 @@ def console(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iter
 
 def _seed(console: Console) -> None:
     """acme: four flagged images, a flagged hostile text file, a flagged audio file, a clean
-    image and a broken one (failed); beta: one flagged image of its own."""
+    image and a broken one (failed), and (newest) two flagged recordings of speech (real
+    Whisper transcripts) and a flagged video; beta: one flagged image of its own."""
     blocklist = Blocklist(console.client.redis, console.client.settings.queue_prefix)
-    flagged = [png(n) for n in range(4)] + [HOSTILE_TEXT, WAV, png(200)]
-    for data, category in zip(
-        flagged, ["violence", "weapons", "violence", "gore", "harassment", "violence", "hate_symbols"], strict=True
-    ):
+    flagged = [png(n) for n in range(4)] + [HOSTILE_TEXT, WAV, png(200), CALM, THREAT, CLIP]
+    categories = ["violence", "weapons", "violence", "gore", "harassment", "violence", "hate_symbols"]
+    for data, category in zip(flagged, [*categories, "harassment", "violence", "violence"], strict=True):
         sha = hashlib.sha256(data).hexdigest()
         blocklist.add(BlocklistEntry(id=entry_id_for(sha), category=category, sha256=sha, modality=Modality.IMAGE))
     uploads = [
@@ -142,9 +152,28 @@ def _seed(console: Console) -> None:
         (console.acme, HOSTILE_NAME, HOSTILE_TEXT, "hostile"),
         *[(console.acme, f"photo-{n}.png", png(n), f"photo-{n}") for n in range(4)],
         (console.beta, "beta.png", png(200), "beta-photo"),
+        (console.acme, "call.wav", CALM, "said"),
+        (console.acme, "threat.wav", THREAT, "spoken"),
+        (console.acme, "clip.mp4", CLIP, "clip"),
     ]
     for key, name, data, upload_id in uploads:
         console.upload(key, name, data, upload_id)
+    _make_transcript_hostile(console, "acme:said")
+
+
+def _make_transcript_hostile(console: Console, upload_id: str) -> None:
+    """Whisper wrote the recording's transcript; its words become markup, as a hostile
+    recording (or a model that hears things) could make them: every segment's text and the
+    whole text (the status record's ``transcript``, as the index stage stores it)."""
+    key = f"{console.client.settings.queue_prefix}:upload:{upload_id}"
+    stored = console.client.redis.hget(key, "x:transcript")
+    assert stored is not None, f"{upload_id} has no transcript"
+    transcript = json.loads(stored)
+    assert transcript["segments"], transcript  # a real transcript to start from
+    for segment in transcript["segments"]:
+        segment["text"] = HOSTILE_SPEECH
+    transcript["text"] = " ".join(s["text"] for s in transcript["segments"])
+    console.client.redis.hset(key, "x:transcript", json.dumps(transcript))
 
 
 @pytest.fixture
@@ -223,10 +252,115 @@ def test_the_queue_shows_thumbnails_of_real_uploads_and_inert_hostile_text(brows
     assert hostile.query_selector("script, img[src='x']") is None
     page.wait_for_selector('article.card[data-id="acme:photo-0"] ul.signals li')
     assert "blocklist" in page.inner_text('article.card[data-id="acme:photo-0"] ul.signals')
-    shot(console, page, "review-queue")
     page.goto(f"{console.url}/console/uploads/acme:hostile")
     page.wait_for_selector("#decision p")
     assert page.evaluate("window.__xss") is None
+
+
+def test_a_video_card_shows_a_poster_the_server_made_with_a_player(browser: Any, console: Console) -> None:
+    page = signed_in(browser, console, console.acme)
+    cards(page)
+    video = page.wait_for_selector('article.card[data-id="acme:clip"] video')
+    poster = str(video.get_attribute("poster"))
+    assert poster == "/v1/uploads/acme%3Aclip/thumbnail?size=256"
+    assert video.get_attribute("src") == "/v1/uploads/acme%3Aclip/media" and video.get_attribute("controls") is not None
+    size = page.evaluate(
+        """src => new Promise(done => {
+          const image = new Image();
+          image.onload = () => done([image.naturalWidth, image.naturalHeight]);
+          image.onerror = () => done(null);
+          image.src = src;
+        })""",
+        poster,
+    )
+    assert size == [96, 48]  # the video's own size: within 256, not enlarged
+    reply = page.request.get(console.url + poster)
+    assert reply.headers["content-type"] == "image/jpeg" and reply.body()[:3] == b"\xff\xd8\xff"
+    assert page.request.get(f"{console.url}/v1/uploads/acme:clip/media").headers["content-type"] == "video/mp4"
+
+
+def test_cards_and_the_upload_page_show_transcripts_as_text(browser: Any, console: Console) -> None:
+    page = signed_in(browser, console, console.acme)
+    cards(page)
+    spoken = page.wait_for_selector('article.card[data-id="acme:spoken"] p.transcript')
+    assert "kill you tomorrow" in spoken.inner_text().lower()  # what Whisper heard in the fixture
+    said = page.wait_for_selector('article.card[data-id="acme:said"] p.transcript')
+    assert "<script>window.__xss = 4</script>" in said.inner_text()  # shown as text
+    assert page.query_selector("article.card script, article.card img[src='x']") is None
+    assert page.query_selector('article.card[data-id="acme:photo-0"] p.transcript') is None  # images say nothing
+    page.wait_for_selector('article.card[data-id="acme:clip"] video')
+    shot(console, page, "review-queue")
+    page.goto(f"{console.url}/console/uploads/acme:spoken")
+    first = page.wait_for_selector("#segments li")
+    assert first.query_selector(".at").inner_text().startswith("0:00")
+    assert "kill you tomorrow" in page.inner_text("#segments").lower()
+    assert "en" in page.inner_text("#transcript-meta") and "tiny.en" in page.inner_text("#transcript-meta")
+    page.wait_for_selector("#decision p")
+    shot(console, page, "upload-transcript")
+    page.goto(f"{console.url}/console/uploads/acme:said")
+    page.wait_for_selector("#segments li")
+    assert "<img src=x onerror=" in page.inner_text("#segments")
+    assert page.query_selector("#segments script, #segments img") is None
+    page.wait_for_selector("#decision p")
+    assert page.evaluate("window.__xss") is None
+
+
+class _AttackerSite(http.server.BaseHTTPRequestHandler):
+    """Another site's page: a form that signs the visitor in to the console with the
+    attacker's key, submitted as soon as it loads."""
+
+    page = b""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(self.page)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_sign_in_from_another_site_is_refused(browser: Any, console: Console) -> None:
+    form = (
+        f'<form method="post" action="{console.url}/console/login">'
+        f'<input name="key" value="{console.beta}"><input name="csrf" value="a guess"></form>'
+        "<script>document.forms[0].submit()</script>"
+    )
+    handler = type("Attacker", (_AttackerSite,), {"page": form.encode()})
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    try:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{console.url}/console/login")  # the moderator has the sign-in page open
+        # "localhost" is another site than the console's 127.0.0.1 (SameSite cookies stay home).
+        page.goto(f"http://localhost:{site.server_address[1]}/")
+        page.wait_for_url(f"{console.url}/console/login")
+        assert "did not come from this console" in page.inner_text("main")
+        assert not [c for c in context.cookies() if c["name"] == "omnibind_session"]
+        assert page.request.get(f"{console.url}/v1/review").status == 401
+    finally:
+        site.shutdown()
+        site.server_close()
+    # Without the sign-in page's pre-session (a script elsewhere), or with it but from
+    # another origin, a valid key is refused too.
+    with httpx.Client(base_url=console.url) as plain:
+        bare = plain.post("/console/login", data={"key": console.acme})
+        assert bare.status_code == 403 and "omnibind_session" not in bare.cookies
+        form_page = plain.get("/console/login")
+        token = form_page.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        foreign = plain.post(
+            "/console/login", data={"key": console.acme, "csrf": token}, headers={"Origin": "http://localhost:1"}
+        )
+        assert foreign.status_code == 403 and "omnibind_session" not in foreign.cookies
+        plain.get("/console/login")
+        replayed = plain.post("/console/login", data={"key": console.acme, "csrf": token})  # an old form's token
+        assert replayed.status_code == 403 and "omnibind_session" not in replayed.cookies
+        fresh = plain.get("/console/login")
+        token = fresh.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        own = plain.post("/console/login", data={"key": console.acme, "csrf": token}, headers={"Origin": console.url})
+        assert own.status_code == 303 and "omnibind_session" in own.cookies
 
 
 def test_approve_and_block_round_trip_into_the_decision_log_and_blocklist(browser: Any, console: Console) -> None:

@@ -12,7 +12,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from producers.http.auth import KeyResolver
-from producers.http.sessions import COOKIE, Session, SessionStore
+from producers.http.sessions import COOKIE, LOGIN_COOKIE, Session, SessionStore
 from shared.api_keys import KeyScope
 
 HERE = Path(__file__).parent
@@ -68,17 +68,67 @@ def console_root() -> Response:
     return RedirectResponse("/console/review", status_code=303, headers=secure_headers())
 
 
+def _login_form(request: Request, status_code: int = 200, error: str | None = None) -> Response:
+    """The sign-in page with a new pre-session (`producers.http.sessions`): its token in an
+    httpOnly, SameSite=Strict cookie only sent back to ``/console/login``, its CSRF token in
+    the form."""
+    pre_sessions: SessionStore = request.app.state.login_sessions
+    token, pre = pre_sessions.open("login", "")
+    response = render("login.html", status_code, page="login", error=error, csrf=pre.csrf)
+    # With no-referrer a browser sends "Origin: null" even to ourselves; same-origin keeps
+    # the form's origin checkable and still tells other sites nothing.
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.set_cookie(
+        LOGIN_COOKIE,
+        token,
+        max_age=int(pre_sessions.idle_s),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/console/login",
+    )
+    return response
+
+
+def _same_origin(request: Request) -> bool:
+    """False when the browser says the request comes from another origin (``Origin``;
+    ``null`` counts as another; a client that sends none is left to the pre-session's
+    token)."""
+    origin = request.headers.get("origin")
+    return origin is None or origin == f"{request.url.scheme}://{request.url.netloc}"
+
+
+def _login_allowed(request: Request, csrf: str) -> bool:
+    """The sign-in POST came from our own sign-in form: same origin, with the pre-session
+    cookie and that pre-session's CSRF token. The pre-session is used up either way."""
+    token = request.cookies.get(LOGIN_COOKIE)
+    if not token:
+        return False
+    pre_sessions: SessionStore = request.app.state.login_sessions
+    pre = pre_sessions.get(token)
+    pre_sessions.close(token)
+    return pre is not None and pre.kind == "login" and pre.csrf_matches(csrf) and _same_origin(request)
+
+
 @router.get("/login")
-def login_page() -> Response:
-    return render("login.html", page="login", error=None)
+def login_page(request: Request) -> Response:
+    return _login_form(request)
 
 
 @router.post("/login")
-async def login(request: Request, key: Annotated[str, Form(max_length=512)]) -> Response:
+async def login(
+    request: Request,
+    key: Annotated[str, Form(max_length=512)],
+    csrf: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    if not await run_in_threadpool(_login_allowed, request, csrf):
+        # Another site's form (login CSRF), or a sign-in page left open past LOGIN_TTL_S.
+        error = "This sign-in did not come from this console's own form (or it expired): try again."
+        return await run_in_threadpool(_login_form, request, 403, error)
     resolver: KeyResolver = request.app.state.key_resolver
     signed = await run_in_threadpool(resolver.sign_in, key.strip())
     if signed is None:
-        return render("login.html", 401, page="login", error="That key is not valid.")
+        return await run_in_threadpool(_login_form, request, 401, "That key is not valid.")
     kind, ref, _scope = signed
     sessions: SessionStore = request.app.state.sessions
     token, _ = await run_in_threadpool(sessions.open, kind, ref)
@@ -91,6 +141,7 @@ async def login(request: Request, key: Annotated[str, Form(max_length=512)]) -> 
         secure=request.url.scheme == "https",
         path="/",
     )
+    response.delete_cookie(LOGIN_COOKIE, path="/console/login")
     return response
 
 

@@ -46,7 +46,9 @@ function mediaOf(item, size) {
     return el("audio", { src: `/v1/uploads/${enc(id)}/media`, controls: true, preload: "none" });
   }
   if (item.modality === "video" && item.object) {
-    return el("video", { src: `/v1/uploads/${enc(id)}/media`, controls: true, preload: "metadata", class: "thumb" });
+    // The poster is a JPEG the server made from the middle frame; the player fetches the
+    // video itself only when played.
+    return el("video", { src: `/v1/uploads/${enc(id)}/media`, poster: `/v1/uploads/${enc(id)}/thumbnail?size=${size}`, controls: true, preload: "none", class: "thumb" });
   }
   if (item.modality !== "text") return el("p", { class: "meta", text: "(no preview)" });
   const excerpt = el("p", { class: "excerpt", text: item.object ? "…" : "(inline text: not stored)" });
@@ -56,6 +58,29 @@ function mediaOf(item, size) {
       .then((text) => { excerpt.textContent = text.length > 400 ? text.slice(0, 400) + "…" : text; });
   }
   return excerpt;
+}
+
+// "75.4" -> "1:15" (as the server quotes times)
+function clock(seconds) {
+  const whole = Math.floor(Number(seconds) || 0);
+  const h = Math.floor(whole / 3600), m = Math.floor((whole % 3600) / 60), s = whole % 60;
+  const mm = h ? String(m).padStart(2, "0") : String(m);
+  return (h ? h + ":" : "") + mm + ":" + String(s).padStart(2, "0");
+}
+
+function transcriptOf(record) {
+  return record && record.extra && typeof record.extra.transcript === "object" ? record.extra.transcript : null;
+}
+
+// What an audio or video upload says (the speech stage's transcript on its status record),
+// cut to `chars`; null when it has none.
+function transcriptExcerpt(record, chars) {
+  const transcript = transcriptOf(record);
+  if (!transcript) return null;
+  if (transcript.error) return el("p", { class: "transcript none", text: "no transcript: " + transcript.error });
+  const text = String(transcript.text || "").trim();
+  if (!text) return el("p", { class: "transcript none", text: "no speech found" });
+  return el("p", { class: "transcript", title: "what is said (transcript)", text: "said: " + (text.length > chars ? text.slice(0, chars) + "…" : text) });
 }
 
 function signalsOf(moderation) {
@@ -112,7 +137,7 @@ function addCard(item) {
     const action = event.target.dataset?.act;
     if (action) decide([item.upload_id], action);
   });
-  card.append(el("header", {}, check, title), mediaOf(item, 256), meta, cats, signals, actions);
+  card.append(...[el("header", {}, check, title), mediaOf(item, 256), transcriptExcerpt(item, 280), meta, cats, signals, actions].filter(Boolean));
   card.addEventListener("click", (event) => { if (event.target === card) { queue.current = queue.items.indexOf(item.upload_id); highlight(); } });
   document.getElementById("queue").append(card);
   queue.items.push(item.upload_id);
@@ -253,6 +278,7 @@ async function setupUpload() {
   let record;
   try { record = await api(`/v1/uploads/${enc(id)}`); } catch (error) { document.getElementById("upload-title").textContent = `${id}: ${error.message}`; return; }
   document.getElementById("media").append(mediaOf(record, 512));
+  showTranscript(record);
   const timeline = document.getElementById("timeline");
   for (const [status, at] of Object.entries(record.timestamps || {})) timeline.append(el("li", { class: "status-" + status, text: `${status} · ${at}` }));
   if (record.status === "failed") {
@@ -294,6 +320,21 @@ async function setupUpload() {
     decision.append(el("p", { text: "No moderation decision (not indexed)." }));
   }
   if (record.status === "indexed") similar(record).catch(() => {});
+}
+
+function showTranscript(record) {
+  const transcript = transcriptOf(record);
+  if (!transcript) return;
+  document.getElementById("transcript").hidden = false;
+  const facts = [transcript.language, transcript.model, transcript.confidence != null ? "confidence " + Number(transcript.confidence).toFixed(2) : null, ...(transcript.notes || [])];
+  document.getElementById("transcript-meta").textContent = facts.filter(Boolean).join(" · ");
+  const list = document.getElementById("segments");
+  if (transcript.error) list.append(el("li", { class: "none", text: "no transcript: " + transcript.error }));
+  else if (!(transcript.segments || []).length) list.append(el("li", { class: "none", text: "no speech found" }));
+  for (const segment of transcript.segments || []) {
+    list.append(el("li", {}, el("span", { class: "at", text: `${clock(segment.start_s)}–${clock(segment.end_s)}` }), el("span", { class: "said", text: String(segment.text || "") })));
+  }
+  if (transcript.segments_left_out) list.append(el("li", { class: "none", text: `… and ${transcript.segments_left_out} more segments` }));
 }
 
 async function similar(record) {
