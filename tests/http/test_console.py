@@ -61,6 +61,7 @@ SPEECH = ROOT / "tests" / "fixtures" / "speech"
 THREAT = (SPEECH / "threat.wav").read_bytes()  # espeak-ng: "... kill you tomorrow ..."
 CALM = (SPEECH / "calm.wav").read_bytes()
 CLIP = video_bytes(seconds=3, fps=10, width=96, height=48)  # 2:1
+BROKEN_CLIP = video_bytes(seconds=2, fps=10, width=64, height=48)  # its stored file turns hostile
 ROLES = frozenset({Role.INGEST, Role.READ, Role.SEARCH, Role.MODERATE})
 
 
@@ -140,9 +141,9 @@ def _seed(console: Console) -> None:
     image and a broken one (failed), and (newest) two flagged recordings of speech (real
     Whisper transcripts) and a flagged video; beta: one flagged image of its own."""
     blocklist = Blocklist(console.client.redis, console.client.settings.queue_prefix)
-    flagged = [png(n) for n in range(4)] + [HOSTILE_TEXT, WAV, png(200), CALM, THREAT, CLIP]
+    flagged = [png(n) for n in range(4)] + [HOSTILE_TEXT, WAV, png(200), CALM, THREAT, CLIP, BROKEN_CLIP]
     categories = ["violence", "weapons", "violence", "gore", "harassment", "violence", "hate_symbols"]
-    for data, category in zip(flagged, [*categories, "harassment", "violence", "violence"], strict=True):
+    for data, category in zip(flagged, [*categories, "harassment", "violence", "violence", "gore"], strict=True):
         sha = hashlib.sha256(data).hexdigest()
         blocklist.add(BlocklistEntry(id=entry_id_for(sha), category=category, sha256=sha, modality=Modality.IMAGE))
     uploads = [
@@ -154,11 +155,16 @@ def _seed(console: Console) -> None:
         (console.beta, "beta.png", png(200), "beta-photo"),
         (console.acme, "call.wav", CALM, "said"),
         (console.acme, "threat.wav", THREAT, "spoken"),
+        (console.acme, "broken-clip.mp4", BROKEN_CLIP, "broken-clip"),
         (console.acme, "clip.mp4", CLIP, "clip"),
     ]
     for key, name, data, upload_id in uploads:
         console.upload(key, name, data, upload_id)
     _make_transcript_hostile(console, "acme:said")
+    stored = console.client.status("acme:broken-clip")
+    assert stored is not None and stored.object is not None
+    # Bytes that still sniff as MP4 but hold no video: the poster cannot be made.
+    console.client.objects.put(stored.object.bucket, stored.object.key, BROKEN_CLIP[:32] + bytes(range(256)) * 40)
 
 
 def _make_transcript_hostile(console: Console, upload_id: str) -> None:
@@ -277,6 +283,10 @@ def test_a_video_card_shows_a_poster_the_server_made_with_a_player(browser: Any,
     reply = page.request.get(console.url + poster)
     assert reply.headers["content-type"] == "image/jpeg" and reply.body()[:3] == b"\xff\xd8\xff"
     assert page.request.get(f"{console.url}/v1/uploads/acme:clip/media").headers["content-type"] == "video/mp4"
+    # A video whose poster cannot be made: a placeholder, not an empty player.
+    placeholder = page.wait_for_selector('article.card[data-id="acme:broken-clip"] p.no-preview')
+    assert "cannot be decoded" in placeholder.inner_text()
+    assert page.query_selector('article.card[data-id="acme:broken-clip"] video') is None
 
 
 def test_cards_and_the_upload_page_show_transcripts_as_text(browser: Any, console: Console) -> None:
@@ -303,6 +313,15 @@ def test_cards_and_the_upload_page_show_transcripts_as_text(browser: Any, consol
     assert page.query_selector("#segments script, #segments img") is None
     page.wait_for_selector("#decision p")
     assert page.evaluate("window.__xss") is None
+    # A search by the words said finds the recording through its transcript, quoting them.
+    spoken_status = console.client.status("acme:spoken")
+    assert spoken_status is not None and isinstance(spoken_status.extra["transcript"], dict)
+    words = str(spoken_status.extra["transcript"]["text"])
+    page.goto(f"{console.url}/console/search")
+    page.fill("#search-text", words)
+    page.click("#search-form button[type=submit]")
+    tile = page.wait_for_selector('#results a.tile[data-id="acme:spoken"] .detail')
+    assert tile.inner_text().startswith("transcript: said") and "kill you tomorrow" in tile.inner_text().lower()
 
 
 class _AttackerSite(http.server.BaseHTTPRequestHandler):

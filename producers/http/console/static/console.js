@@ -47,8 +47,14 @@ function mediaOf(item, size) {
   }
   if (item.modality === "video" && item.object) {
     // The poster is a JPEG the server made from the middle frame; the player fetches the
-    // video itself only when played.
-    return el("video", { src: `/v1/uploads/${enc(id)}/media`, poster: `/v1/uploads/${enc(id)}/thumbnail?size=${size}`, controls: true, preload: "none", class: "thumb" });
+    // video itself only when played. A video the server cannot decode gets a placeholder
+    // (a poster that fails to load leaves a player with nothing to show).
+    const poster = `/v1/uploads/${enc(id)}/thumbnail?size=${size}`;
+    const player = el("video", { src: `/v1/uploads/${enc(id)}/media`, poster, controls: true, preload: "none", class: "thumb" });
+    const probe = new Image();
+    probe.onerror = () => player.replaceWith(el("p", { class: "meta no-preview", text: "(no preview: the video cannot be decoded)" }));
+    probe.src = poster;
+    return player;
   }
   if (item.modality !== "text") return el("p", { class: "meta", text: "(no preview)" });
   const excerpt = el("p", { class: "excerpt", text: item.object ? "…" : "(inline text: not stored)" });
@@ -228,6 +234,7 @@ function showHits(result) {
       mediaOf(hit, 192),
       el("span", { class: "score", text: hit.score.toFixed(3) }),
       el("span", { class: "meta", text: `${hit.modality}${hit.flagged ? " · flagged: " + hit.categories.join(", ") : ""}` }),
+      hit.detail ? el("span", { class: "detail", text: hit.detail }) : null,
       el("span", { class: "id", text: hit.upload_id }));
     grid.append(tile);
   }
