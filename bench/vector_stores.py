@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import statistics
 import sys
 import tempfile
@@ -110,7 +111,12 @@ def measure_store(
         store.upsert(batch)
         load_writes.append((time.perf_counter() - t0) * 1000)
         if (start // args.load_batch) % 50 == 0:
-            print(f"  {name}: {min(rows, start + args.load_batch):,}/{rows:,} loaded", flush=True)
+            print(
+                f"  {name}: {min(rows, start + args.load_batch):,}/{rows:,} loaded"
+                f" in {time.perf_counter() - started:.0f} s"
+                f" (longest upsert {max(load_writes):.0f} ms, load {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
     load_s = time.perf_counter() - started
     everything = SearchFilters(scope=ALL_TENANTS)
     assert store.count(everything) == rows, f"{name} holds {store.count(everything)} of {rows}"

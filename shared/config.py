@@ -167,6 +167,12 @@ class IndexSettings(BaseModel):
         ge=0,
         description="longest a record waits for company (at once when none is in sight: see docs/performance.md)",
     )
+    recycle_rss_mb: int = Field(
+        1024,
+        ge=0,
+        description="the index worker finishes its tasks and exits once its RSS passes this, and its supervisor "
+        "starts a fresh one (bounds lancedb's native growth: docs/vectors.md); 0 = never",
+    )
 
 
 class WorkerSettings(BaseModel):

@@ -33,7 +33,7 @@ from shared.heartbeat import Heartbeat
 from shared.logs import bind_upload_id, configure_logging
 from shared.queue import TaskName, celery_config
 from workers.handoff import publish
-from workers.memory_guard import start_memory_guard
+from workers.memory_guard import start_memory_guard, start_recycling
 from workers.redrive import OBJECTS, VECTORS, Redriver, object_probe, vector_probe
 from workers.resources import Resources, exit_if_start_fails, wait_for_vector_store
 from workers.sweeper import StallSweeper
@@ -121,6 +121,13 @@ def _start_heartbeat(**_: Any) -> None:
     kind = app.omnibind_settings.worker.kind or "any"
     app.heartbeat = Heartbeat(app.resources.redis, app.omnibind_settings.queue_prefix, kind, _runtime_details)
     app.heartbeat.start()
+
+
+@worker_ready.connect
+def _recycle_the_index_worker_past_its_memory_bound(**_: Any) -> None:
+    # After ready: Celery's SIGTERM handler (warm shutdown) is installed by then.
+    if app.omnibind_settings.worker.kind == "index":
+        start_recycling(app.omnibind_settings.index.recycle_rss_mb)
 
 
 @worker_ready.connect

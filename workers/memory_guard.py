@@ -10,6 +10,9 @@ Nothing is lost by that: the prefork parent sees its child die and requeues the 
 (``task_reject_on_worker_lost``), a fresh child takes its place, and an upload that kills its
 worker on every delivery is dead-lettered as a poison message after
 ``OMNIBIND_WORKER__MAX_DELIVERIES`` attempts (`workers.stage`). Other uploads keep flowing.
+
+The index worker gets a gentler bound (`start_recycling`): past ``OMNIBIND_INDEX__RECYCLE_RSS_MB``
+it shuts down warm and its supervisor starts a fresh one (lancedb grows natively per write).
 """
 
 from __future__ import annotations
@@ -80,3 +83,28 @@ def start_memory_guard(max_child_memory_mb: int) -> MemoryGuard | None:
     if max_child_memory_mb <= 0:
         return None
     return MemoryGuard(max_child_memory_mb * MIB).start()
+
+
+# How often the index worker looks at its RSS: its growth is slow (tens of MB per 1,000 writes).
+RECYCLE_INTERVAL_S = 5.0
+
+
+def _finish_and_exit(rss_bytes: int) -> None:
+    log.warning(
+        "pid %d uses %d MiB, over OMNIBIND_INDEX__RECYCLE_RSS_MB: recycling (finishing its tasks, then exiting; "
+        "the supervisor starts a fresh worker)",
+        os.getpid(),
+        rss_bytes // MIB,
+    )
+    # Celery's warm shutdown: stop consuming, let the running tasks finish and ack, exit 0.
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def start_recycling(recycle_rss_mb: int) -> MemoryGuard | None:
+    """The index worker's bound on lancedb's native growth (docs/vectors.md, "Memory"): past
+    `recycle_rss_mb` the process shuts down warm, as `omnibind up` or compose stop it, and
+    its supervisor (`Stack.restart_dead`, compose's ``restart: unless-stopped``) starts a
+    fresh one. Nothing is lost: messages not yet taken stay in the queue. None when 0."""
+    if recycle_rss_mb <= 0:
+        return None
+    return MemoryGuard(recycle_rss_mb * MIB, interval_s=RECYCLE_INTERVAL_S, on_exceeded=_finish_and_exit).start()
