@@ -1,7 +1,7 @@
 """The embedded stack behind `omnibind up` and `omnibind demo`: a redis-server on loopback
 (unless OMNIBIND_REDIS_URL points elsewhere) and cpu, gpu and index workers as child
-processes. Workers are started by command line (`celery -A workers.app worker ...`), so this
-module never imports worker code or torch.
+processes. Workers are started by command line (`celery -A workers.app worker ...`; a gpu
+worker from `workers.gpu_worker`), so this module never imports worker code or torch.
 
 Shutdown order matters: workers first (warm shutdown: running tasks finish, reserved messages
 go back to Redis), Redis last.
@@ -50,12 +50,12 @@ def default_kinds(settings: Settings) -> tuple[WorkerKind, ...]:
 # Must match workers.gpu.default_max_batch (64 on CUDA, 8 on CPU); decided here without
 # importing torch.
 AUTO_MAX_BATCH = {"cuda": 64, "cpu": 8}
-# Exit status of a worker whose configuration must be fixed (workers.resources.EXIT_CONFIG):
+# Exit status of a worker whose configuration must be fixed (workers.startup.EXIT_CONFIG):
 # restarting it as is would fail the same way.
 EXIT_CONFIG = 3
 # Waits before each attempt to restart an embedded redis-server that died (5 attempts, ~15 s).
 REDIS_RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
-# What a worker logs when its start-up fails (workers.resources.exit_if_start_fails).
+# What a worker logs when its start-up fails (workers.startup.exit_if_start_fails).
 START_FAILURE_MARK = "cannot start: "
 
 
@@ -111,7 +111,7 @@ def worker_argv(kind: WorkerKind, settings: Settings) -> list[str]:
     prefetch multiplier, bounds what the process reserves.
     """
     name = f"{kind}-{uuid.uuid4().hex[:8]}@%h"
-    argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", kind, "-n", name]
+    argv = [sys.executable, "-m", "celery", "-A", worker_app(kind), "worker", "-Q", kind, "-n", name]
     # Worker heartbeat events stay on (one small PUBLISH per worker every 2 s): without them
     # a monitor such as Flower shows every worker offline. Task events stay off unless a
     # monitor turns them on.
@@ -130,6 +130,12 @@ def worker_argv(kind: WorkerKind, settings: Settings) -> list[str]:
         # transcription (OMNIBIND_SPEECH__CPU_THREADS); more speech capacity = more workers.
         return [*argv, "--pool", "threads", "--concurrency", "1"]
     return [*argv, "--pool", "threads", "--concurrency", str(max(2, 2 * settings.index.max_batch))]
+
+
+def worker_app(kind: WorkerKind) -> str:
+    """The module `celery -A` starts a worker of `kind` from: the gpu worker's entry point
+    gives the app its model runner (torch); every other kind runs the app without it."""
+    return "workers.gpu_worker" if kind == "gpu" else "workers.app"
 
 
 def gpu_max_batch(settings: Settings) -> int:
@@ -184,7 +190,7 @@ class WorkerProcess:
 
     def exit_message(self) -> str:
         """Why the worker exited: the reason it logged when its start-up failed (see
-        `workers.resources.exit_if_start_fails`), else its last lines."""
+        `workers.startup.exit_if_start_fails`), else its last lines."""
         head = f"{self.kind} worker exited with code {self.process.returncode}"
         tail = self.log_tail()
         reasons = [_start_failure(line) for line in tail.splitlines() if START_FAILURE_MARK in line]

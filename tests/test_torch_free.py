@@ -1,7 +1,8 @@
 """Torch only where the model runs: producers (CLI, HTTP API, bridge, webhooks) and the cpu
 worker's processes never import torch (a cpu pool process went from ~340 to ~80 MB RSS
-without it; docs/performance.md). Only the gpu worker's runner loads it, built at start-up
-(`workers.resources.Resources.gpu`).
+without it; docs/performance.md). Only the gpu worker's runner loads it: its entry point
+(`celery -A workers.gpu_worker`) gives the app the runner, built at start-up
+(`workers.startup.start_worker`).
 
 Each check is a fresh interpreter (real subprocesses: sys.modules of this test process has
 torch long since); the static side of the same rule is the import-linter contracts in
@@ -75,6 +76,7 @@ MODEL_MODULES = {
     "shared.models.loader",
     "shared.models.perception",
     "workers.gpu",
+    "workers.gpu_worker",  # the gpu worker's entry point: the app with the model runner
 }
 
 

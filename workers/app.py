@@ -1,10 +1,11 @@
 """The Celery app every worker process runs (`celery -A workers.app worker ...`, started by
-`omnibind worker KIND` or `omnibind up`).
+`omnibind worker KIND` or `omnibind up`; a gpu worker's entry point is `workers.gpu_worker`,
+the same app given the model runner).
 
 Per-process set-up happens in signals, never at import (logging too: `setup_logging`):
-prefork children get fresh clients after fork (`worker_process_init`); a GPU worker
-(threads pool, one process per GPU) loads the model once before it starts consuming
-(`worker_init`), so no message waits in its prefetch buffer — aging towards the visibility timeout — while 4.8 GB load.
+prefork children get fresh clients after fork (`worker_process_init`); the worker's start-up
+(`workers.startup.start_worker`: the model, the policies, the vector store) runs once, in
+order, before it consumes (`worker_init`).
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ from shared.deletions import send_delete
 from shared.events import UploadEvent
 from shared.heartbeat import Heartbeat
 from shared.logs import bind_upload_id, configure_logging
-from shared.queue import TaskName, celery_config
+from shared.moderation.prompts import PromptRequest
+from shared.queue import QueueName, TaskName, celery_config
 from workers.handoff import publish
 from workers.memory_guard import start_memory_guard, start_recycling
 from workers.redrive import OBJECTS, VECTORS, Redriver, object_probe, vector_probe
-from workers.resources import Resources, exit_if_start_fails, wait_for_vector_store
+from workers.resources import GpuRunnerFactory, Resources
+from workers.startup import start_worker
 from workers.sweeper import StallSweeper
 
 log = logging.getLogger(__name__)
@@ -51,10 +54,25 @@ class OmnibindCelery(Celery):
     def __init__(self, settings: Settings) -> None:
         super().__init__("omnibind", include=TASK_MODULES)
         self.omnibind_settings = settings
-        self.resources = Resources(settings)
+        self.gpu_runner: GpuRunnerFactory | None = None  # given by workers.gpu_worker
+        self.resources = self.new_resources()
         self.heartbeat: Heartbeat | None = None
         self.sweeper: StallSweeper | None = None
         self.conf.update(celery_config(settings))
+
+    def new_resources(self) -> Resources:
+        """Fresh clients and runtimes for this process (at start, and in each forked child)."""
+        return Resources(self.omnibind_settings, gpu_runner=self.gpu_runner, request_prompts=self.request_prompts)
+
+    def use_gpu_runner(self, factory: GpuRunnerFactory) -> None:
+        """Make this a process that embeds: `Resources.gpu` is built by `factory`."""
+        self.gpu_runner = factory
+        self.resources = self.new_resources()
+
+    def request_prompts(self, request: PromptRequest) -> None:
+        """Ask a GPU worker to embed and cache a policy's prompts (the moderation runtime's
+        `request_prompts`)."""
+        self.send_task(TaskName.EMBED_PROMPTS, args=[request.to_wire()], queue=QueueName.GPU, ignore_result=True)
 
 
 def create_app(settings: Settings | None = None) -> OmnibindCelery:
@@ -79,41 +97,15 @@ def _fresh_resources_after_fork(**_: Any) -> None:
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(1)
-    app.resources = Resources(app.omnibind_settings)
+    app.resources = app.new_resources()
     # Pool processes decode untrusted uploads: bound their memory (see workers.memory_guard).
     start_memory_guard(app.omnibind_settings.worker.max_child_memory_mb)
 
 
 @worker_init.connect
-def _load_model_before_consuming(**_: Any) -> None:
-    if app.omnibind_settings.worker.kind == "gpu":
-        with exit_if_start_fails("gpu"):
-            runner = app.resources.gpu
-        log.info("gpu worker ready: %s, max batch %d", runner.model_name, runner.max_batch)
-
-
-@worker_init.connect
-def _load_speech_model_before_consuming(**_: Any) -> None:
-    if app.omnibind_settings.worker.kind == "speech":
-        with exit_if_start_fails("speech"):
-            runner = app.resources.speech
-        log.info("speech worker ready: %s on %s", runner.model_name, runner.device)
-
-
-@worker_init.connect
-def _check_moderation_before_consuming(**_: Any) -> None:
-    # Connected after the model loader: a GPU worker embeds the policy's prompts with it.
-    from workers.moderation import prepare_worker
-
-    prepare_worker(app, app.omnibind_settings.worker.kind)
-
-
-@worker_init.connect
-def _wait_for_vector_store_before_consuming(**_: Any) -> None:
-    # No heartbeat (worker_ready) until the store answers: readiness stays false meanwhile.
-    if app.omnibind_settings.worker.kind == "index":
-        with exit_if_start_fails("index"):
-            wait_for_vector_store(app.resources)
+def _start_up(**_: Any) -> None:
+    # No heartbeat (worker_ready) until this returns: readiness stays false meanwhile.
+    start_worker(app.resources, app.omnibind_settings.worker.kind)
 
 
 @worker_ready.connect

@@ -32,6 +32,7 @@ from shared.models.imagebind import ImageBindBackend
 from shared.models.loader import load_backend
 from shared.models.port import DEFAULT_HEAD, EmbeddingBackend
 from shared.models.preprocessing import ImageBindPreprocessor, Preprocessor, preprocessor_for
+from shared.moderation.prompt_embeddings import PromptEmbeddings, PromptRequest
 from workers.batcher import MicroBatcher
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,24 @@ class GpuRunner:
         result = future.result(timeout=timeout_s)
         assert isinstance(result, np.ndarray)  # per-item exceptions are raised by result()
         return result
+
+    def embed_texts(self, texts: Sequence[str], *, timeout_s: float) -> np.ndarray:
+        """Unit embeddings (len(texts), dim) of texts made here (a policy's prompts, a
+        transcript's passages): tokenized by the model's own preprocessing, then batched with
+        everything else like text uploads. Raises `TimeoutError` as `embed` does."""
+        futures = [self.submit(Modality.TEXT, self.preprocessor.text(text)) for text in texts]
+        return np.stack([np.asarray(self.wait(future, timeout_s=timeout_s), dtype=np.float32) for future in futures])
+
+    def embed_prompts(self, request: PromptRequest, *, timeout_s: float) -> PromptEmbeddings:
+        """The embeddings of a moderation policy's prompts by this model (cached in Redis by
+        the caller: `shared.moderation.prompts.PromptStore`)."""
+        return PromptEmbeddings(
+            policy_version=request.policy_version,
+            checkpoint=self.checkpoint,
+            model=self.model_name,
+            prompts=request.prompts,
+            matrix=self.embed_texts(request.prompts, timeout_s=timeout_s),
+        )
 
     def close(self) -> None:
         self.batcher.close()

@@ -7,8 +7,9 @@ never decoded) and no torch in the speech worker; measured here (bench/speech_rt
 docs/model.md) tiny.en transcribes at about 0.1 x real time on 2 cores. transformers'
 pipeline would add torch inference at fp32 on CPU and no VAD.
 
-Imported only by speech workers (`workers.resources.Resources.speech`): producers never
-import it, and nothing is loaded at import time.
+Built only in speech workers (`workers.resources.Resources.speech`, at start-up): faster-whisper
+is imported when the model loads, so the other workers, whose app imports this module too,
+never load it; producers never import it.
 """
 
 from __future__ import annotations

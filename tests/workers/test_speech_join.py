@@ -16,7 +16,8 @@ from shared.events import ObjectRef, UploadEvent
 from shared.messages import EmbeddedUpload, SpeechPart, SpeechRequest
 from shared.moderation.join import EMBEDDED_PART, SPEECH_PART
 from shared.speech.transcript import Transcript
-from workers.moderation import new_join_token, speech_and_join
+from workers.gpu import GpuRunner
+from workers.join import new_join_token, speech_and_join
 from workers.preprocess import prepare_upload_and_media
 from workers.resources import Resources
 from workers.tasks import gpu
@@ -26,7 +27,9 @@ SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "samples"
 
 @pytest.fixture
 def resources(make_settings: Callable[..., Settings], redis_url: str) -> Iterator[Resources]:
-    res = Resources(make_settings(redis_url=redis_url, moderation={"enabled": False}))
+    res = Resources(
+        make_settings(redis_url=redis_url, moderation={"enabled": False}), gpu_runner=GpuRunner.from_settings
+    )
     try:
         yield res
     finally:

@@ -24,6 +24,7 @@ from producers.client import Client
 from shared.config import Settings
 from shared.events import Stage, UploadStatus
 from shared.queue import TaskName
+from workers.gpu import GpuRunner
 from workers.resources import Resources
 from workers.sweeper import StallSweeper
 from workers.tasks import cpu, gpu, index, speech
@@ -46,7 +47,7 @@ def settings(make_settings: Callable[..., Settings], redis_url: str) -> Settings
 
 @pytest.fixture
 def resources(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Resources]:
-    res = Resources(settings)
+    res = Resources(settings, gpu_runner=GpuRunner.from_settings)
     monkeypatch.setattr(workers.app.app, "resources", res)  # what the task functions use
     try:
         yield res

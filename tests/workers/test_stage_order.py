@@ -16,6 +16,7 @@ import pytest
 
 from shared.config import Settings
 from shared.events import UploadEvent, UploadStatus
+from workers.gpu import GpuRunner
 from workers.preprocess import prepare_upload_and_media
 from workers.resources import Resources
 from workers.tasks import cpu, gpu
@@ -24,7 +25,7 @@ from workers.tasks import cpu, gpu
 @pytest.fixture
 def resources(make_settings: Callable[..., Settings], redis_url: str) -> Iterator[Resources]:
     settings = make_settings(redis_url=redis_url, moderation={"enabled": False})
-    res = Resources(settings)
+    res = Resources(settings, gpu_runner=GpuRunner.from_settings)
     try:
         yield res
     finally:

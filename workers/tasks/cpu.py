@@ -17,7 +17,7 @@ from shared.queue import TaskName
 from shared.wire import pack_array
 from workers.app import app
 from workers.handoff import decode_message, send_next, wait_for_gpu_room
-from workers.moderation import detect_and_join, new_join_token, open_join
+from workers.join import detect_and_join, new_join_token, open_join
 from workers.preprocess import AUDIO_TRACK, fetch_blob, prepare_query, prepare_upload_and_media
 from workers.resources import Resources
 from workers.stage import advance, run_stage

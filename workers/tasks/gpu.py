@@ -15,8 +15,7 @@ from shared.queue import TaskName
 from shared.wire import pack_array, unpack_array
 from workers.app import app
 from workers.handoff import decode_message, send_next
-from workers.moderation import embed_and_join, speech_and_join, store_prompt_embeddings
-from workers.moderation import embed_prompts as embed_texts
+from workers.join import embed_and_join, speech_and_join
 from workers.resources import Resources
 from workers.stage import advance, run_stage
 from workers.tasks.speech import join_failed_transcript
@@ -101,7 +100,7 @@ def _embed_transcript(task: Task, resources: Resources, request: SpeechRequest) 
     runner = resources.gpu
     texts = [passage.text for passage in request.part.transcript.passages]
     try:
-        vectors = embed_texts(runner, texts, timeout_s=resources.settings.worker.task_time_limit_s)
+        vectors = runner.embed_texts(texts, timeout_s=resources.settings.worker.task_time_limit_s)
     except TimeoutError as exc:
         raise EmbedTimeout("no transcript embedding within the task time limit") from exc
     part = SpeechPart(
@@ -138,10 +137,8 @@ def embed_prompts(request_doc: dict[str, Any]) -> dict[str, Any]:
     (asked for by index workers and `omnibind rescore` for a policy not cached yet)."""
     request = PromptRequest.from_wire(request_doc)
     resources = app.resources
-    store = PromptStore(resources.redis, resources.settings.queue_prefix)
-    embeddings = store_prompt_embeddings(
-        resources.gpu, store, request, timeout_s=resources.settings.worker.task_time_limit_s
-    )
+    embeddings = resources.gpu.embed_prompts(request, timeout_s=resources.settings.worker.task_time_limit_s)
+    PromptStore(resources.redis, resources.settings.queue_prefix).put(embeddings)
     return {
         "policy_version": embeddings.policy_version,
         "checkpoint": embeddings.checkpoint,

@@ -25,7 +25,7 @@ from shared.queue import TaskName
 from shared.speech.transcript import Transcript
 from workers.app import app
 from workers.handoff import decode_message, send_next
-from workers.moderation import speech_and_join
+from workers.join import speech_and_join
 from workers.preprocess import fetch_blob
 from workers.resources import Resources
 from workers.stage import run_stage
