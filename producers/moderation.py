@@ -63,6 +63,7 @@ def add_to_blocklist(
     exact_only: bool = False,
     timeout_s: float = 120.0,
     actor: str = UNKNOWN_ACTOR,
+    tenant: str | None = None,
 ) -> BlocklistEntry:
     """List `path` as a known-bad example of `category`: its SHA-256 always, its embedding
     unless `exact_only` (needs running workers). Raises `ConfigError` for a category the
@@ -77,7 +78,7 @@ def add_to_blocklist(
         modality, embedding = embed_file(client, data, timeout_s=timeout_s)
         vector, model, checkpoint = embedding.vector, embedding.model, embedding.checkpoint
     entry = BlocklistEntry(
-        id=entry_id_for(sha256),
+        id=entry_id_for(sha256, tenant),
         category=category,
         sha256=sha256,
         modality=modality,
@@ -85,6 +86,7 @@ def add_to_blocklist(
         note=note,
         model=model,
         checkpoint=checkpoint,
+        tenant=tenant,
     )
     return Blocklist(client.redis, client.settings.queue_prefix).add(entry, vector, actor=actor)
 
@@ -191,6 +193,7 @@ def _rescored(moderator: Moderator, record: VectorRecord) -> Moderation:
         speech=SpeechPart.from_record(record.transcript) if record.transcript else None,
         # A video's audio track, from its stored vector.
         parts=scored_parts(record.parts),
+        tenant=record.tenant,
     )
 
 

@@ -75,7 +75,7 @@ def blocklist_entry(record: VectorRecord, category: str, review: HumanReview) ->
     filename = record.object.key.rsplit("/", 1)[-1] if record.object is not None else None
     note = f"blocked in review of {record.upload_id} by {review.by}"
     return BlocklistEntry(
-        id=entry_id_for(record.sha256),
+        id=entry_id_for(record.sha256, record.tenant),
         category=category,
         sha256=record.sha256,
         modality=record.modality,
@@ -83,6 +83,8 @@ def blocklist_entry(record: VectorRecord, category: str, review: HumanReview) ->
         note=note + (f": {review.note}" if review.note else ""),
         model=record.model or None,
         checkpoint=record.checkpoint or None,
+        # A block is the upload's tenant's decision: it flags copies in that tenant's uploads only.
+        tenant=record.tenant,
     )
 
 

@@ -122,6 +122,7 @@ def moderate_embedded(runtime: ModerationRuntime, embedded: EmbeddedUpload) -> M
         parts=embedded.parts,
         # a video's sampled frames, each scored: the worst one wins, with its time
         frames=embedded.frame_vectors,
+        tenant=embedded.event.tenant,  # its tenant's blocklist (and the operator-wide one)
     )
     runtime.decisions.append(embedded.event.id, decision)
     return decision

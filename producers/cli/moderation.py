@@ -53,14 +53,22 @@ def blocklist() -> None:
 @click.option("--category", required=True, help="a category of the policy")
 @click.option("--note", default=None, help="why it is listed (shown with matches)")
 @click.option("--exact-only", is_flag=True, help="match identical bytes only (no embedding, no workers needed)")
+@click.option("--tenant", default=None, help="flag this tenant's uploads only (default: every upload, operator-wide)")
 @click.option("--timeout", "timeout_s", type=float, default=120.0, show_default=True)
 @click.pass_context
 @handle_errors
 def blocklist_add(
-    ctx: click.Context, file: Path, category: str, note: str | None, exact_only: bool, timeout_s: float
+    ctx: click.Context,
+    file: Path,
+    category: str,
+    note: str | None,
+    exact_only: bool,
+    tenant: str | None,
+    timeout_s: float,
 ) -> None:
     """List FILE (image, text or audio) as an example of CATEGORY. Its embedding is computed
-    by the running workers unless --exact-only."""
+    by the running workers unless --exact-only. Without --tenant the entry is operator-wide:
+    it flags every tenant's uploads; with it, only that tenant's."""
     settings = settings_of(ctx)
     with Client(settings, source="cli") as client:
         entry = add_to_blocklist(
@@ -72,6 +80,7 @@ def blocklist_add(
             exact_only=exact_only,
             timeout_s=timeout_s,
             actor=cli_actor(),
+            tenant=tenant,
         )
     how = "exact bytes only" if entry.checkpoint is None else f"bytes and embedding ({entry.model})"
     click.echo(f"{entry.id} {entry.category} {entry.modality.value} {file.name}: matches {how}")
@@ -90,7 +99,10 @@ def blocklist_list(ctx: click.Context, as_json: bool) -> None:
         return
     for e in entries:
         how = "exact" if e.checkpoint is None else "exact+embedding"
-        click.echo(f"{e.id}  {e.category:<14} {e.modality.value:<6} {how:<16} {e.filename or ''} {e.note or ''}")
+        scope = e.tenant or "*"
+        click.echo(
+            f"{e.id}  {scope:<12} {e.category:<14} {e.modality.value:<6} {how:<16} {e.filename or ''} {e.note or ''}"
+        )
     click.echo(f"{len(entries)} entries")
 
 

@@ -62,7 +62,7 @@ class Blocklist:
         with translate_redis_errors("adding a blocklist entry"):
             pipe = self._redis.pipeline(transaction=True)
             pipe.hset(keys.blocklist_entries, entry.id, entry.model_dump_json())
-            pipe.hset(keys.blocklist_sha256, entry.sha256, entry.id)
+            pipe.hset(keys.blocklist_sha256, _sha_field(entry), entry.id)
             if vector is not None:
                 pipe.hset(keys.blocklist_vectors, entry.id, _encode_vector(vector))
             else:
@@ -70,7 +70,7 @@ class Blocklist:
             pipe.incr(keys.blocklist_version)
             pipe.execute()
         detail = {"category": entry.category, "sha256": entry.sha256, "filename": entry.filename, "note": entry.note}
-        self._audit.record(Action.BLOCKLIST_ADD, actor=actor, target=entry.id, detail=detail)
+        self._audit.record(Action.BLOCKLIST_ADD, actor=actor, target=entry.id, tenant=entry.tenant, detail=detail)
         return entry
 
     def remove(self, entry_id: str, *, actor: str = UNKNOWN_ACTOR) -> bool:
@@ -83,11 +83,11 @@ class Blocklist:
             pipe = self._redis.pipeline(transaction=True)
             pipe.hdel(keys.blocklist_entries, entry_id)
             pipe.hdel(keys.blocklist_vectors, entry_id)
-            pipe.hdel(keys.blocklist_sha256, entry.sha256)
+            pipe.hdel(keys.blocklist_sha256, _sha_field(entry))
             pipe.incr(keys.blocklist_version)
             pipe.execute()
         detail = {"category": entry.category, "sha256": entry.sha256}
-        self._audit.record(Action.BLOCKLIST_REMOVE, actor=actor, target=entry_id, detail=detail)
+        self._audit.record(Action.BLOCKLIST_REMOVE, actor=actor, target=entry_id, tenant=entry.tenant, detail=detail)
         return True
 
     def get(self, entry_id: str) -> BlocklistEntry | None:
@@ -118,6 +118,12 @@ class Blocklist:
         entries = [BlocklistEntry.model_validate_json(doc) for doc in raw_entries]
         vectors = {entry_id: decode_vector(text) for entry_id, text in raw_vectors.items()}
         return int(version or 0), BlocklistIndex.build(entries, vectors)
+
+
+def _sha_field(entry: BlocklistEntry) -> str:
+    """The entry's field in ``blocklist:sha256``: the SHA-256, after ``<tenant>:`` in a
+    tenant's list (a tenant name holds no ':')."""
+    return entry.sha256 if entry.tenant is None else f"{entry.tenant}:{entry.sha256}"
 
 
 def _encode_vector(vector: np.ndarray) -> str:

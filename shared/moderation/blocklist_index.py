@@ -4,7 +4,7 @@ moderation decision can name a match without importing the Redis store
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -16,8 +16,10 @@ from shared.events import Frozen, Modality, utcnow
 ENTRY_ID_PREFIX = "bl-"
 
 
-def entry_id_for(sha256: str) -> str:
-    return ENTRY_ID_PREFIX + sha256[:16]
+def entry_id_for(sha256: str, tenant: str | None = None) -> str:
+    """The id of the entry of `sha256` in `tenant`'s blocklist (None: the operator-wide one):
+    one entry per file and list, so listing a file again updates it."""
+    return ENTRY_ID_PREFIX + (f"{tenant}-" if tenant is not None else "") + sha256[:16]
 
 
 class BlocklistEntry(Frozen):
@@ -29,6 +31,11 @@ class BlocklistEntry(Frozen):
     note: str | None = None
     model: str | None = None
     checkpoint: str | None = Field(None, description="checkpoint of the stored embedding; None = exact match only")
+    tenant: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",  # a tenant name (shared.tenancy)
+        description="the tenant whose uploads it flags (a block in its review); None = every upload (operators)",
+    )
     added_at: datetime = Field(default_factory=utcnow)
 
 
@@ -47,7 +54,7 @@ class BlocklistIndex:
     """An in-memory snapshot of the blocklist, matched without I/O."""
 
     entries: dict[str, BlocklistEntry] = field(default_factory=dict)
-    by_sha256: dict[str, str] = field(default_factory=dict)
+    by_sha256: dict[str, tuple[str, ...]] = field(default_factory=dict)  # one per list holding it
     # checkpoint -> (entry ids, (n, dim) unit float32 matrix)
     by_checkpoint: dict[str, tuple[tuple[str, ...], np.ndarray]] = field(default_factory=dict)
 
@@ -61,20 +68,29 @@ class BlocklistIndex:
                 grouped.setdefault(entry.checkpoint, []).append((entry.id, unit.astype(np.float32)))
         return cls(
             entries={e.id: e for e in entries},
-            by_sha256={e.sha256: e.id for e in entries},
+            by_sha256=_group_ids((e.sha256, e.id) for e in entries),
             by_checkpoint={
                 ckpt: (tuple(i for i, _ in rows), np.stack([v for _, v in rows])) for ckpt, rows in grouped.items()
             },
         )
 
     def match(
-        self, *, sha256: str | None, vector: np.ndarray | None, checkpoint: str | None, max_distance: float
+        self,
+        *,
+        sha256: str | None,
+        vector: np.ndarray | None,
+        checkpoint: str | None,
+        max_distance: float,
+        tenant: str | None = None,
     ) -> list[BlocklistMatch]:
-        """Every entry the upload matches, nearest first (an exact match first of all)."""
+        """Every entry an upload of `tenant` matches, nearest first (an exact match first of
+        all): entries of its tenant's list and of the operator-wide one (no tenant), never
+        another tenant's."""
         matches: dict[str, BlocklistMatch] = {}
-        if sha256 and sha256 in self.by_sha256:
-            entry = self.entries[self.by_sha256[sha256]]
-            matches[entry.id] = BlocklistMatch(entry.id, entry.category, 0.0, exact=True)
+        for entry_id in self.by_sha256.get(sha256 or "", ()):
+            entry = self.entries[entry_id]
+            if entry.tenant in (None, tenant):
+                matches[entry.id] = BlocklistMatch(entry.id, entry.category, 0.0, exact=True)
         listed = self.by_checkpoint.get(checkpoint or "")
         if listed is not None and vector is not None:
             ids, matrix = listed
@@ -83,10 +99,17 @@ class BlocklistIndex:
                 distances = 1.0 - matrix @ (v / max(float(np.linalg.norm(v)), 1e-12))  # cosine distance, (n,)
                 for i in np.flatnonzero(distances <= max_distance):
                     entry_id = ids[int(i)]
-                    if entry_id not in matches:
-                        entry = self.entries[entry_id]
+                    entry = self.entries[entry_id]
+                    if entry_id not in matches and entry.tenant in (None, tenant):
                         matches[entry_id] = BlocklistMatch(entry_id, entry.category, float(distances[i]), exact=False)
         return sorted(matches.values(), key=lambda m: (not m.exact, m.distance))
 
     def __len__(self) -> int:
         return len(self.entries)
+
+
+def _group_ids(pairs: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
+    grouped: dict[str, list[str]] = {}
+    for key, entry_id in pairs:
+        grouped.setdefault(key, []).append(entry_id)
+    return {key: tuple(ids) for key, ids in grouped.items()}

@@ -95,12 +95,14 @@ class Moderator:
         speech: SpeechPart | None = None,
         parts: Mapping[str, tuple[Modality, np.ndarray]] | None = None,
         frames: Sequence[tuple[float, np.ndarray]] = (),
+        tenant: str | None = None,
     ) -> Moderation:
         """The decision for one upload. `parts`: further vectors of the upload by part name
         with their modality (a video's ``audio_track``), each scored with that modality's
         prompts and thresholds; their signals say which part in `detail`. `frames`: a
         video's sampled frames embedded as images, with their times: per category the worst
-        frame gives one image signal whose `detail` names its time. Raises
+        frame gives one image signal whose `detail` names its time. `tenant`: the upload's,
+        whose blocklist applies besides the operator-wide one (never another tenant's). Raises
         `PromptsUnavailable` (transient) when the policy's prompt embeddings for `checkpoint`
         are not in Redis yet; they were requested from the GPU workers, so a retry a little
         later succeeds."""
@@ -109,12 +111,16 @@ class Moderator:
         groups = self.prompt_groups(checkpoint).get(modality)
         zero_shot = zero_shot_scores(groups, vector) if groups is not None else {}
         matches = self._blocklist.index().match(
-            sha256=sha256, vector=vector, checkpoint=checkpoint, max_distance=self.policy.blocklist.max_distance
+            sha256=sha256,
+            vector=vector,
+            checkpoint=checkpoint,
+            max_distance=self.policy.blocklist.max_distance,
+            tenant=tenant,
         )
         extra: list[ModerationSignal] = self._part_signals(parts or {}, checkpoint)
         extra += self._frame_signals(frames, checkpoint)
         if speech is not None:
-            extra += self._speech_signals(speech, checkpoint)
+            extra += self._speech_signals(speech, checkpoint, tenant)
             notes = [*notes, *transcript_notes(speech.transcript)]
         evidence = Evidence(
             modality=modality,
@@ -154,7 +160,7 @@ class Moderator:
                 signals.append(make_signal(name, "zeroshot", modality.value, score, thresholds, detail=part))
         return signals
 
-    def _speech_signals(self, speech: SpeechPart, checkpoint: str) -> list[ModerationSignal]:
+    def _speech_signals(self, speech: SpeechPart, checkpoint: str, tenant: str | None) -> list[ModerationSignal]:
         """Signals of the transcript's passages (`shared.moderation.speech`); zero-shot and the
         example blocklist only when the passages were embedded by `checkpoint`."""
         vectors = speech.vectors if speech.checkpoint == checkpoint else None
@@ -164,7 +170,11 @@ class Moderator:
             index = self._blocklist.index()
             blocklist = [
                 index.match(
-                    sha256=None, vector=row, checkpoint=checkpoint, max_distance=self.policy.blocklist.max_distance
+                    sha256=None,
+                    vector=row,
+                    checkpoint=checkpoint,
+                    max_distance=self.policy.blocklist.max_distance,
+                    tenant=tenant,
                 )
                 for row in vectors
             ]

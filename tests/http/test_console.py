@@ -404,7 +404,9 @@ def test_approve_and_block_round_trip_into_the_decision_log_and_blocklist(browse
     )
     vector = console.client.vectors.get("acme:photo-2")
     assert vector is not None and vector.sha256 is not None
-    entry = Blocklist(console.client.redis, console.client.settings.queue_prefix).get(entry_id_for(vector.sha256))
+    entry = Blocklist(console.client.redis, console.client.settings.queue_prefix).get(
+        entry_id_for(vector.sha256, "acme")
+    )
     assert entry is not None and entry.category == "violence" and entry.checkpoint == vector.checkpoint
     page.reload()
     assert not {"acme:photo-1", "acme:photo-2"} & set(cards(page))  # decided: out of the queue

@@ -285,6 +285,7 @@ def test_block_lists_the_upload_in_the_blocklist_under_the_category(
     vector = review.client.vectors.get("acme:clean")
     assert added is not None and vector is not None
     assert added.category == "sexual" and added.sha256 == vector.sha256 and added.checkpoint == vector.checkpoint
+    assert added.tenant == "acme", "a block lists the upload in its tenant's blocklist"
     assert escalated.status_code == 200 and queue["acme:bad-2"]["review_state"] == "escalated"
 
 

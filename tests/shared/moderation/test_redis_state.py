@@ -250,3 +250,43 @@ def test_the_worst_sampled_frame_of_a_video_fires_with_its_time(client: redis.Re
         modality=Modality.VIDEO, vector=safe, sha256=None, model="tiny", checkpoint="ck", frames=[(0.0, safe)]
     )
     assert not calm.flagged
+
+
+def test_a_block_in_one_tenant_flags_its_copies_and_never_another_tenants_identical_upload(
+    client: redis.Redis,
+) -> None:
+    """A console/HTTP block lists the upload in its tenant's blocklist (producers.review); an
+    operator's `omnibind blocklist add` without --tenant flags every tenant's uploads."""
+    from producers.review import blocklist_entry
+    from shared.moderation.review import HumanReview, ReviewAction
+    from shared.vectors.records import VectorRecord
+
+    moderator = moderator_for(client, [])
+    PromptStore(client).put(prompt_embeddings(moderator.policy.version, "ck", list(moderator.policy.prompt_texts())))
+    blocked = unit(np.arange(1, 33, dtype=np.float32))
+    record = VectorRecord(
+        upload_id="acme:bad", vector=blocked, modality=Modality.IMAGE, tenant="acme", sha256=SHA_A, checkpoint="ck"
+    )
+    entry = blocklist_entry(record, "violence", HumanReview(action=ReviewAction.BLOCK, by="key:k1"))
+    assert entry is not None and entry.tenant == "acme" and entry.id == entry_id_for(SHA_A, "acme")
+    blocklist = Blocklist(client)
+    blocklist.add(entry, blocked)
+    blocklist.add(BlocklistEntry(id=entry_id_for(SHA_B), category="spam", sha256=SHA_B, modality=Modality.IMAGE))
+
+    def blocklisted(tenant: str | None, sha256: str) -> list[str]:
+        decision = moderator.moderate(
+            modality=Modality.IMAGE, vector=blocked, sha256=sha256, model="tiny", checkpoint="ck", tenant=tenant
+        )
+        return sorted({s.category for s in decision.signals if s.source == "blocklist" and s.band is not Band.ALLOW})
+
+    assert blocklisted("acme", SHA_A) == ["violence"], "the same bytes, and the same embedding, in acme"
+    assert blocklisted("acme", "c" * 64) == ["violence"], "a near copy in acme (by embedding)"
+    assert blocklisted("beta", SHA_A) == [], "beta's identical upload: acme's block is acme's"
+    assert blocklisted(None, SHA_A) == [], "nor an upload without a tenant"
+    assert blocklisted("beta", SHA_B) == ["spam"], "the operator-wide list flags every tenant"
+    # The same file blocked in beta too is a second entry, not acme's overwritten.
+    blocklist.add(entry.model_copy(update={"id": entry_id_for(SHA_A, "beta"), "tenant": "beta"}), blocked)
+    assert {e.id for e in blocklist.entries()} == {entry_id_for(SHA_A, t) for t in ("acme", "beta")} | {
+        entry_id_for(SHA_B)
+    }
+    assert blocklisted("beta", SHA_A) == ["violence"]
