@@ -16,8 +16,9 @@ import uuid
 
 import msgpack
 
+from shared.media.decoded import DecodedMedia
 from shared.messages import EmbeddedUpload, PreparedUpload, SpeechPart, SpeechRequest
-from shared.moderation.detectors import DecodedMedia, DetectorResult
+from shared.moderation.detectors import DetectorResult
 from shared.moderation.join import DETECTORS_PART, EMBEDDED_PART, SPEECH_PART
 from workers.moderation import ModerationRuntime
 

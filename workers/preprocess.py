@@ -22,6 +22,7 @@ from shared.config import LimitSettings
 from shared.errors import LimitExceeded, PermanentError, UnsupportedMedia
 from shared.events import Modality, UploadEvent
 from shared.imagebind.video import preprocess_video
+from shared.media.decoded import DecodedMedia
 from shared.media.image import decode_image
 from shared.media.screening import check_declared_modality, check_not_polyglot, explain_unsupported
 from shared.media.sniff import Sniffed, sniff
@@ -29,7 +30,6 @@ from shared.media.text import check_text_length, decode_text
 from shared.media.video import VIDEO_CONTAINERS, container_stream_kinds, video_limits
 from shared.messages import MediaFacts, PreparedUpload, Query
 from shared.models.preprocessing import ImageBindPreprocessor, Preprocessor
-from shared.moderation.detectors import DecodedMedia
 from shared.objects.store import ObjectStore
 
 log = logging.getLogger(__name__)

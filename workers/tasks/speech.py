@@ -18,9 +18,9 @@ from celery import Task
 from shared.errors import CheckpointError, ConfigError, CorruptMedia, LimitExceeded, OmnibindError, UnsupportedMedia
 from shared.events import Modality, Stage
 from shared.logs import upload_context
+from shared.media.decoded import DecodedMedia
 from shared.media.speech_audio import decode_for_speech
 from shared.messages import SpeechPart, SpeechRequest
-from shared.moderation.detectors import DecodedMedia
 from shared.queue import TaskName
 from shared.speech.transcript import Transcript
 from workers.app import app

@@ -20,13 +20,11 @@ import importlib.util
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from shared.errors import ConfigError
 from shared.events import Modality
-
-if TYPE_CHECKING:
-    from PIL import Image
+from shared.media.decoded import DecodedMedia
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +34,6 @@ _REGISTRY: dict[str, tuple[str, str, Modality, str]] = {
     "profanity": ("shared.moderation.detectors.profanity", "ProfanityDetector", Modality.TEXT, "profanity_check"),
 }
 _PIP_NAMES = {"nudenet": "nudenet", "profanity_check": "alt-profanity-check"}
-
-
-@dataclass(frozen=True, slots=True)
-class DecodedMedia:
-    """What detectors look at: the decoded upload (RGB image or text; for a video its sampled
-    frames as (time in seconds, uint8 RGB array (H, W, 3)) and notes about what was left out)."""
-
-    modality: Modality
-    image: Image.Image | None = None
-    text: str | None = None
-    frames: tuple[tuple[float, Any], ...] = ()
-    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

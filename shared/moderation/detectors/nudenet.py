@@ -19,7 +19,7 @@ from importlib import resources
 import numpy as np
 from PIL import Image
 
-from shared.moderation.detectors import DecodedMedia
+from shared.media.decoded import DecodedMedia
 
 INPUT_PX = 320
 MAX_SIDE_PX = 2 * INPUT_PX

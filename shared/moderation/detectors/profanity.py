@@ -6,7 +6,7 @@ prompts are the second opinion)."""
 
 from __future__ import annotations
 
-from shared.moderation.detectors import DecodedMedia
+from shared.media.decoded import DecodedMedia
 
 
 class ProfanityDetector:

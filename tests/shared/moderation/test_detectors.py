@@ -15,8 +15,9 @@ from PIL import Image
 from shared.errors import ConfigError
 from shared.events import Modality
 from shared.imagebind.video import preprocess_video
+from shared.media.decoded import DecodedMedia
 from shared.media.video import VideoLimits
-from shared.moderation.detectors import DecodedMedia, DetectorResult, DetectorSet
+from shared.moderation.detectors import DetectorResult, DetectorSet
 from shared.moderation.detectors.labels import NUDENET_LABELS
 from tests.shared.media.samples import SAMPLES
 
