@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.machine import host_info  # noqa: E402
 from bench.report import write_report  # noqa: E402
-from shared.embedded_redis import EmbeddedRedis  # noqa: E402
+from producers.embedded_redis import EmbeddedRedis  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

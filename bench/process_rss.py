@@ -34,9 +34,9 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine import host_info
+from producers.embedded_redis import EmbeddedRedis, free_port
 from producers.stack import settings_env, worker_argv
 from shared.config import Settings
-from shared.embedded_redis import EmbeddedRedis, free_port
 from shared.heartbeat import live_workers
 from shared.redis_client import redis_client
 

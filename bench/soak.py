@@ -46,9 +46,9 @@ from bench.machine import host_info
 from bench.process_rss import answers, running, wait_for
 from bench.report import write_report
 from producers.client import Client
+from producers.embedded_redis import free_port
 from producers.stack import Stack
 from shared.config import Settings
-from shared.embedded_redis import free_port
 from shared.errors import Busy
 
 ROOT = Path(__file__).resolve().parents[1]

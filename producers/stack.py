@@ -28,12 +28,12 @@ from typing import IO, Any, Literal
 
 from pydantic import BaseModel, SecretStr
 
+from producers.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from producers.processes import die_with_parent, stop_process
 from shared.config import Settings
 from shared.cpus import available_cpus
-from shared.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from shared.errors import ConfigError
 from shared.heartbeat import live_workers
-from shared.processes import die_with_parent, stop_process
 from shared.redis_client import redis_client, resolve_redis_url
 
 log = logging.getLogger(__name__)

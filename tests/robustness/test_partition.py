@@ -15,8 +15,8 @@ import pytest
 from pydantic import SecretStr
 
 from producers.client import Client
+from producers.embedded_redis import free_port
 from producers.stack import Stack, WorkerProcess
-from shared.embedded_redis import free_port
 from tests.robustness.support import FAST_RECOVERY, wait_for
 from tests.support.chaos import Submitter, account, supervise_until_finished, synthetic_upload
 from tests.support.netns import Host, Network, start_redis_on

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import redis
 
+from producers.embedded_redis import AOF_REWRITE_MIN_BYTES, AOF_REWRITE_PERCENTAGE
 from shared.config import ModerationSettings, RedisSettings
-from shared.embedded_redis import AOF_REWRITE_MIN_BYTES, AOF_REWRITE_PERCENTAGE
 from shared.errors import CorruptMedia
 from shared.events import Modality, ObjectRef, Stage, UploadEvent, UploadStatus
 from shared.moderation.decision import Evidence, decide

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import redis
 
+from producers.embedded_redis import EmbeddedRedis
 from shared.config import Settings
-from shared.embedded_redis import EmbeddedRedis
 from shared.errors import ConfigError
 from shared.events import UploadEvent
 from shared.redis_client import (

@@ -28,8 +28,8 @@ import redis
 from PIL import Image
 
 from producers.client import Client
+from producers.embedded_redis import EmbeddedRedis
 from producers.stack import Stack, WorkerKind, WorkerProcess
-from shared.embedded_redis import EmbeddedRedis
 from shared.errors import TransientError
 from shared.events import DeleteRequest, UploadStatus
 from shared.status import StatusRecord

@@ -20,7 +20,7 @@ import psutil
 import pytest
 import redis
 
-from shared.embedded_redis import EmbeddedRedis
+from producers.embedded_redis import EmbeddedRedis
 
 
 class FullDiskRedis(EmbeddedRedis):

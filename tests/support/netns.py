@@ -121,8 +121,8 @@ def simulated_network() -> Iterator[Network]:
 def start_redis_on(address: str, directory: Path, port: int) -> subprocess.Popen[bytes]:
     """A redis-server (the bundled binary, the embedded server's durability settings)
     listening on `address` and loopback."""
-    from shared.embedded_redis import find_redis_server
-    from shared.processes import die_with_parent
+    from producers.embedded_redis import find_redis_server
+    from producers.processes import die_with_parent
 
     directory.mkdir(parents=True, exist_ok=True)
     conf = directory / "redis.conf"

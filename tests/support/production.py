@@ -24,10 +24,10 @@ from minio.versioningconfig import ENABLED, VersioningConfig
 from pydantic import SecretStr
 
 from producers.client import Client
+from producers.embedded_redis import EmbeddedRedis
+from producers.processes import stop_process
 from producers.stack import Stack
 from shared.config import Settings
-from shared.embedded_redis import EmbeddedRedis
-from shared.processes import stop_process
 from tests.support.api_server import ApiServer, start_api_server
 from tests.support.chaos import queue_lengths, unacked_by_queue
 from tests.support.minio_server import MinioServer

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.embedded_redis import EmbeddedRedis
+from producers.embedded_redis import EmbeddedRedis
 from shared.redis_client import redis_client
 
 

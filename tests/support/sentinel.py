@@ -19,8 +19,8 @@ from typing import Any, cast
 import pytest
 import redis
 
-from shared.embedded_redis import find_redis_server, free_port
-from shared.processes import die_with_parent
+from producers.embedded_redis import find_redis_server, free_port
+from producers.processes import die_with_parent
 
 HOST = "127.0.0.1"
 MASTER = "omnibind-main"

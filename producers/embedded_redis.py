@@ -38,9 +38,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from producers.processes import die_with_parent
 from shared.config import Settings
 from shared.errors import ConfigError
-from shared.processes import die_with_parent
 from shared.redis_client import build_url
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def render_config(*, data_dir: Path, port: int, password: str | None, maxmemory_
     """The redis.conf text for a loopback-only, AOF-durable, never-evicting server holding at
     most `maxmemory_mb` MB (0: no limit)."""
     lines = [
-        "# written by omnibind (shared/embedded_redis.py); rewritten at every start",
+        "# written by omnibind (producers/embedded_redis.py); rewritten at every start",
         "bind 127.0.0.1 -::1",  # loopback only; '-' = skip ::1 where IPv6 is off
         "protected-mode yes",
         f"port {port}",

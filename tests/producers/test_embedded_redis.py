@@ -13,8 +13,7 @@ import psutil
 import pytest
 import redis
 
-from shared.config import Settings
-from shared.embedded_redis import (
+from producers.embedded_redis import (
     DEFAULT_MAXMEMORY_MB,
     PID_NAME,
     EmbeddedRedis,
@@ -23,6 +22,7 @@ from shared.embedded_redis import (
     render_config,
     running_redis,
 )
+from shared.config import Settings
 from shared.events import UploadEvent
 from shared.redis_client import RedisUnavailable, redis_client
 from shared.status import StatusStore
@@ -167,7 +167,7 @@ def test_server_stops_when_the_process_that_started_it_dies(tmp_path: Path) -> N
         f"""
         import sys, time
         from pathlib import Path
-        from shared.embedded_redis import EmbeddedRedis
+        from producers.embedded_redis import EmbeddedRedis
         server = EmbeddedRedis(Path({str(tmp_path / "redis")!r}), port=0).start()
         print(server.pid, flush=True)
         time.sleep(600)
