@@ -210,9 +210,12 @@ def _decode_video(
     notes: tuple[str, ...] = ()
     if with_parts and video.frames.info.has_audio:
         try:
-            # The audio decoder does not seek yet: the audio limit bounds the track, and a
-            # longer one is left out rather than costing a long video its flat decode cost.
-            track = preprocessor.audio(data, max_duration_s=limits.max_audio_s, mode=audio_mode, format=sniffed.format)
+            # A long track is read by seeking to its 3 clips (reference mode): its cost stays
+            # flat like the frames'. In "full" mode it is decoded whole, within max_audio_s,
+            # and a longer one is left out (with a note) rather than decoding hours of sound.
+            track = preprocessor.audio_track(
+                data, max_duration_s=limits.max_audio_s, mode=audio_mode, format=sniffed.format
+            )
             parts[AUDIO_TRACK] = (Modality.AUDIO, track)
         except PermanentError as exc:
             # The frames are fine: the upload is indexed by them, and says why its sound is not.

@@ -27,6 +27,7 @@ from typing import Literal
 
 import numpy as np
 
+from shared.errors import CorruptMedia
 from shared.imagebind.constants import (
     AUDIO_CLIP_DURATION_S,
     AUDIO_CLIPS_PER_FILE,
@@ -38,13 +39,19 @@ from shared.imagebind.constants import (
 )
 from shared.imagebind.fbank import fbank, frame_geometry
 from shared.imagebind.resample import kernel_is_affordable, resample
-from shared.media.audio import DecodedAudio, decode_audio
+from shared.media.audio import AudioTrackInfo, DecodedAudio, decode_audio, decode_audio_windows
 
 AudioMode = Literal["reference", "full"]
 AUDIO_MODES: tuple[AudioMode, ...] = ("reference", "full")
 # Rate FFmpeg brings audio to first when our exact resampler would need too large a kernel
 # (rates whose ratio to 16 kHz does not reduce, e.g. 44 056 Hz).
 FALLBACK_RATE_HZ = 48_000
+# A video's audio track at least this long is read by seeking to its clips
+# (`preprocess_audio_track`); decoding a shorter one whole costs about the same.
+SEEK_MIN_S = 30.0
+# Decoded before and after each clip: covers the resampler's kernel (a few ms) and the
+# decoder's first frame after a seek (AAC: 64 ms).
+SEEK_MARGIN_S = 0.5
 
 
 def preprocess_audio(
@@ -108,10 +115,82 @@ def melspec_clips(
     out = np.empty((clips, 1, AUDIO_NUM_MEL_BINS, AUDIO_TARGET_FRAMES), dtype=np.float32)
     for k, (start, stop) in enumerate(clip_ranges(num_samples, clips)):
         # Reference mode: a view, de-meaned in place like the reference's waveform slice.
-        clip = rows[:, start:stop] if mode == "reference" else rows[:, start:stop].copy()
-        clip -= clip[-1].mean(dtype=np.float64).astype(np.float32)
-        out[k, 0] = normalize_melspec(melspec(clip[0]))
+        out[k, 0] = clip_features(rows[:, start:stop] if mode == "reference" else rows[:, start:stop].copy())
     return out
+
+
+def clip_features(clip: np.ndarray) -> np.ndarray:
+    """One clip's rows (channel 0[, mean over channels]) at 16 kHz -> normalised log-mel
+    (128, 204). De-means `clip` in place by the mean of its last row, as the reference does."""
+    clip -= clip[-1].mean(dtype=np.float64).astype(np.float32)
+    return normalize_melspec(melspec(clip[0]))
+
+
+def preprocess_audio_track(
+    data: bytes, *, format: str, max_duration_s: float, mode: AudioMode = "reference"
+) -> np.ndarray:
+    """A video's audio track -> normalised clips, as `preprocess_audio` would give them.
+
+    In reference mode a track of at least `SEEK_MIN_S` is read by seeking: only its 3 clips
+    (with `SEEK_MARGIN_S` on each side) are decoded, so cost does not grow with its length
+    and `max_duration_s` does not apply (the video's own limits do). The clips are placed
+    from the declared duration (exact for MP4/Matroska), resampled on the same sample grid
+    as the whole track would be, so they equal the whole-track result but for the decoder's
+    state at the margin. Shorter tracks, "full" mode, and rates FFmpeg must convert first
+    decode the whole track (`preprocess_audio`, with `max_duration_s`).
+    Raises what `shared.media.audio.decode_audio_windows` raises, and ``truncated_audio``
+    when a clip's samples are missing (a header longer than the data).
+    """
+    if mode == "reference":
+        track, windows = decode_audio_windows(data, format=format, windows=_clip_windows)
+        if windows:  # empty: not worth seeking (short, or a rate FFmpeg converts first)
+            return _windowed_clips(track, windows)
+    return preprocess_audio(data, max_duration_s=max_duration_s, mode=mode, format=format)
+
+
+def _clip_windows(track: AudioTrackInfo) -> list[tuple[int, int]]:
+    """Stream sample ranges to decode for the 3 reference clips, each starting on the
+    resampler's grid (a multiple of the reduced input rate, so that its output samples are
+    the whole track's), or none when seeking does not apply."""
+    rate = track.rate_hz
+    if track.samples < SEEK_MIN_S * rate or decode_rate_hz(rate) != rate:
+        return []
+    step, _ = _reduced_rates(rate)
+    margin = round(SEEK_MARGIN_S * rate)
+    windows = []
+    for start, stop in clip_ranges(_resampled_length(track), AUDIO_CLIPS_PER_FILE):
+        first = max(start * rate // AUDIO_SAMPLE_RATE_HZ - margin, 0) // step * step
+        windows.append((first, min(-(-stop * rate // AUDIO_SAMPLE_RATE_HZ) + margin, track.samples)))
+    return windows
+
+
+def _windowed_clips(track: AudioTrackInfo, windows: list[DecodedAudio]) -> np.ndarray:
+    rate = track.rate_hz
+    step, new = _reduced_rates(rate)
+    out = np.empty((AUDIO_CLIPS_PER_FILE, 1, AUDIO_NUM_MEL_BINS, AUDIO_TARGET_FRAMES), dtype=np.float32)
+    ranges = clip_ranges(_resampled_length(track), AUDIO_CLIPS_PER_FILE)
+    for k, ((start, stop), (first, _), window) in enumerate(zip(ranges, _clip_windows(track), windows, strict=True)):
+        rows = [window.channel0] if window.channel_mean is None else [window.channel0, window.channel_mean]
+        resampled = resample(np.stack(rows).astype(np.float32), rate, AUDIO_SAMPLE_RATE_HZ)
+        offset = first // step * new  # the window's first output sample in the whole track's
+        clip = resampled[:, start - offset : stop - offset]
+        if clip.shape[1] < stop - start:
+            raise CorruptMedia(
+                f"the audio track's headers promise {track.samples / rate:.2f} s but its samples end early",
+                reason="truncated_audio",
+            )
+        out[k, 0] = clip_features(np.ascontiguousarray(clip))
+    return out
+
+
+def _reduced_rates(rate_hz: int) -> tuple[int, int]:
+    gcd = math.gcd(rate_hz, AUDIO_SAMPLE_RATE_HZ)
+    return rate_hz // gcd, AUDIO_SAMPLE_RATE_HZ // gcd
+
+
+def _resampled_length(track: AudioTrackInfo) -> int:
+    """Samples of the whole track at 16 kHz (the resampler's output length)."""
+    return math.ceil(AUDIO_SAMPLE_RATE_HZ * track.samples / track.rate_hz)
 
 
 def full_mode_clip_count(duration_s: float) -> int:

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import av
@@ -34,6 +34,10 @@ DECLARED_DURATION_SLACK = 1.10
 _EXACT_DURATION_FORMATS = frozenset({"wav", "flac", "ogg", "mp4", "webm", "matroska"})
 _TRUNCATION_TOLERANCE = 0.02
 _TRUNCATION_TOLERANCE_S = 0.05
+# Windowed decoding (`decode_audio_windows`): a seek goes this much before the first sample
+# wanted, and the stream's decoded length is found by decoding this much before its end.
+_SEEK_EARLY_S = 0.25
+_TAIL_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -75,14 +79,7 @@ def decode_audio(
     """
     if format is None:
         format = sniff(data).format
-    info = FORMATS[format]
-    if info.modality is not Modality.AUDIO or info.ffmpeg_demuxer is None:
-        raise UnsupportedMedia(f"{format} content is not audio", reason="unsupported_format")
-    try:
-        container = av.open(io.BytesIO(data), mode="r", format=info.ffmpeg_demuxer)
-    except av.FFmpegError as exc:
-        raise CorruptMedia(f"cannot read the {format} container: {exc}", reason="corrupt_audio") from exc
-    with container:
+    with _open_audio(data, format) as container:
         stream = _audio_stream(container, format)
         declared_s = _declared_duration_s(container, stream)
         if declared_s is not None and declared_s > max_duration_s * DECLARED_DURATION_SLACK:
@@ -98,6 +95,17 @@ def decode_audio(
     if format in _EXACT_DURATION_FORMATS and exact_s is not None:
         check_not_truncated(decoded.duration_s, exact_s, format)
     return decoded
+
+
+def _open_audio(data: bytes, format: str) -> av.container.InputContainer:
+    """The container, opened with the sniffed format's demuxer (FFmpeg never probes)."""
+    info = FORMATS[format]
+    if info.modality is not Modality.AUDIO or info.ffmpeg_demuxer is None:
+        raise UnsupportedMedia(f"{format} content is not audio", reason="unsupported_format")
+    try:
+        return av.open(io.BytesIO(data), mode="r", format=info.ffmpeg_demuxer)
+    except av.FFmpegError as exc:
+        raise CorruptMedia(f"cannot read the {format} container: {exc}", reason="corrupt_audio") from exc
 
 
 def _audio_stream(container: av.container.InputContainer, format: str) -> av.audio.stream.AudioStream:
@@ -182,14 +190,23 @@ class _PcmCollector:
         self._first: list[np.ndarray] = []
         self._means: list[np.ndarray] = []
 
-    def add(self, frame: av.AudioFrame) -> None:
+    def add(self, frame: av.AudioFrame, keep: tuple[int, int] | None = None) -> None:
+        """Convert `frame` and keep its samples (only [keep[0], keep[1]) of them when given:
+        the output rate must then be the frame's own, so samples map one to one)."""
         if self._resampler is None:
             self._rate_hz = self._output_rate_hz(frame.sample_rate) if self._output_rate_hz else frame.sample_rate
             self._resampler = av.AudioResampler(format="fltp", rate=self._rate_hz)
             self._channels = frame.layout.nb_channels
             self._max_samples = int(self._max_duration_s * self._rate_hz)
-        for planar in self._resampler.resample(frame):
-            self._keep(planar.to_ndarray())
+        planes: list[np.ndarray] = [planar.to_ndarray() for planar in self._resampler.resample(frame)]
+        if keep is not None and planes:
+            planes = [np.concatenate(planes, axis=1)[:, keep[0] : keep[1]]]
+        for plane in planes:
+            self._keep(plane)
+
+    @property
+    def empty(self) -> bool:
+        return self._samples == 0
 
     def drain(self) -> None:
         if self._resampler is not None:
@@ -210,3 +227,104 @@ class _PcmCollector:
         channel0 = np.concatenate(self._first) if self._first else np.zeros(0, dtype=np.float32)
         channel_mean = np.concatenate(self._means) if self._means else None
         return DecodedAudio(channel0, channel_mean, self._rate_hz or fallback_rate_hz, self._channels)
+
+
+@dataclass(frozen=True)
+class AudioTrackInfo:
+    """The first audio stream as its headers declare it: `samples` = declared duration ×
+    rate (exact for MP4/Matroska, whose durations come from their sample tables)."""
+
+    rate_hz: int
+    channels: int
+    samples: int
+
+
+def decode_audio_windows(
+    data: bytes,
+    *,
+    format: str,
+    windows: Callable[[AudioTrackInfo], Sequence[tuple[int, int]]],
+) -> tuple[AudioTrackInfo, list[DecodedAudio]]:
+    """Decode only the sample ranges [start, stop) that `windows(info)` names (stream samples,
+    in the stream's own rate), seeking to each: the cost is the windows', not the track's.
+
+    Each window comes back trimmed to the exact samples (a frame's first sample is its
+    timestamp × rate), shorter only where the stream ends. A codec whose frames depend on the
+    one before (AAC's overlapping transform) decodes the first frame after a seek less
+    exactly: callers ask for a margin before what they need. Raises what `decode_audio`
+    raises (``corrupt_audio`` also when the container declares no duration or rate).
+    """
+    with _open_audio(data, format) as container:
+        stream = _audio_stream(container, format)
+        declared_s = _declared_duration_s(container, stream)
+        rate = int(stream.rate or 0)
+        if declared_s is None or rate <= 0:
+            raise CorruptMedia(f"the {format} audio stream declares no duration or rate", reason="corrupt_audio")
+        try:
+            track = AudioTrackInfo(rate, int(stream.channels or 1), _decoded_length(container, stream, declared_s))
+            decoded = [
+                _decode_window(container, stream, start, stop) if start > 0 else _decode_head(data, format, stop)
+                for start, stop in windows(track)
+            ]
+        except av.error.DecoderNotFoundError as exc:
+            message = f"no decoder for this {format} file's codec: {exc}"
+            raise UnsupportedMedia(message, reason="unsupported_codec") from exc
+        except (av.FFmpegError, ValueError) as exc:
+            raise CorruptMedia(f"cannot decode the {format} audio: {exc}", reason="corrupt_audio") from exc
+    return track, decoded
+
+
+def _decoded_length(
+    container: av.container.InputContainer, stream: av.audio.stream.AudioStream, declared_s: float
+) -> int:
+    """How many samples decoding the whole stream gives: the end of its last frame, found by
+    decoding its last seconds only (the declared duration can differ from what decodes by a
+    frame of encoder padding, and the clip placement depends on the exact length)."""
+    rate = int(stream.rate)
+    tail_start = max(round((declared_s - _TAIL_S) * rate), 0)
+    end = _decode_window(container, stream, tail_start, None).channel0.shape[0]
+    return tail_start + end
+
+
+def _decode_head(data: bytes, format: str, stop: int | None) -> DecodedAudio:
+    """Samples [0, stop) from a fresh container: a decoder flushed by a seek back to the start
+    does not give the first frame as a fresh one does (AAC: its first ~1000 samples differ)."""
+    with _open_audio(data, format) as container:
+        return _decode_window(container, container.streams.audio[0], 0, stop, seek=False)
+
+
+def _decode_window(
+    container: av.container.InputContainer,
+    stream: av.audio.stream.AudioStream,
+    start: int,
+    stop: int | None,
+    *,
+    seek: bool = True,
+) -> DecodedAudio:
+    """Samples [start, stop) of the stream (to its end for None), sample-exact."""
+    rate = int(stream.rate)
+    time_base = float(stream.time_base) if stream.time_base is not None else 1.0 / rate
+    offset = (stream.start_time or 0) * time_base
+    # Sought a little early: a demuxer may land on the packet just after the time asked for.
+    target_s = max(start / rate - _SEEK_EARLY_S, 0.0) + offset
+    if seek:
+        container.seek(int(target_s / time_base), stream=stream, backward=True, any_frame=False)
+    collector = _PcmCollector(((stop if stop is not None else start + _TAIL_S * 2 * rate) - start) / rate + 1.0, None)
+    position: int | None = None  # stream sample index of the next decoded sample
+    for frame in container.decode(stream):
+        if frame.pts is not None:
+            position = round(frame.pts * time_base * rate - offset * rate)
+        if position is None:
+            raise ValueError("audio frames without timestamps cannot be sought")
+        first, position = position, position + frame.samples
+        if position <= start:
+            continue
+        if first > start and collector.empty:
+            raise ValueError(f"seeking to sample {start} landed after it, at {first}")
+        collector.add(
+            frame, keep=(max(start - first, 0), frame.samples if stop is None else min(stop - first, frame.samples))
+        )
+        if stop is not None and position >= stop:
+            break
+    collector.drain()
+    return collector.result(fallback_rate_hz=rate)

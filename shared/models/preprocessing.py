@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from shared.config import ModelSettings
-from shared.imagebind.audio import preprocess_audio
+from shared.imagebind.audio import preprocess_audio, preprocess_audio_track
 from shared.imagebind.image import resize_and_center_crop
 from shared.imagebind.text import tokenize
 from shared.media.audio import decode_audio
@@ -53,6 +53,11 @@ class ImageBindPreprocessor:
 
     def audio(self, data: bytes, *, max_duration_s: float, mode: AudioMode, format: str | None) -> np.ndarray:
         clips = preprocess_audio(data, max_duration_s=max_duration_s, mode=mode, format=format)
+        return clips.astype(np.float16)
+
+    def audio_track(self, data: bytes, *, max_duration_s: float, mode: AudioMode, format: str) -> np.ndarray:
+        """A video's audio track: its clips read by seeking when long (`preprocess_audio_track`)."""
+        clips = preprocess_audio_track(data, max_duration_s=max_duration_s, mode=mode, format=format)
         return clips.astype(np.float16)
 
 

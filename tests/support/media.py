@@ -100,3 +100,35 @@ def subtitle_only_mkv() -> bytes:
         packet.stream, packet.pts, packet.dts, packet.duration = stream, 0, 0, 1000
         out.mux(packet)
     return buf.getvalue()
+
+
+def video_with_sound(*, seconds: float, rate_hz: int, layout: str = "mono", fps: int = 2) -> bytes:
+    """An MP4: a tiny H.264 picture at `fps` and an AAC track at `rate_hz` (a rising tone over
+    noise, the second channel a different signal), `seconds` long."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        audio = out.add_stream("aac", rate=rate_hz)
+        audio.layout = layout
+        for i in range(round(seconds * fps)):
+            pixels = np.full((32, 32, 3), frame_level(i), np.uint8)
+            for packet in video.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        total = int(seconds * rate_hz)
+        t = np.arange(total) / rate_hz
+        tone = 0.3 * np.sin(2 * np.pi * (200 + 20 * t) * t) + 0.05 * np.random.default_rng(0).normal(size=total)
+        channels = np.stack([tone, 0.5 * tone[::-1]][: 2 if layout == "stereo" else 1]).astype(np.float32)
+        for start in range(0, total, 1024):
+            chunk = np.ascontiguousarray(channels[:, start : start + 1024])
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+            frame.sample_rate = rate_hz
+            for packet in audio.encode(frame):
+                out.mux(packet)
+        for packet in audio.encode():
+            out.mux(packet)
+    return buf.getvalue()

@@ -184,3 +184,12 @@ def test_a_subtitle_only_container_fails_with_a_clear_reason() -> None:
     with pytest.raises(UnsupportedMedia) as caught:
         prepare_upload(_event("subs.mkv", modality=Modality.AUDIO), data, LIMITS)
     assert caught.value.reason == "no_audio_stream" and "subtitle" in caught.value.message
+
+
+def test_a_videos_sound_longer_than_the_audio_limit_is_embedded_by_seeking() -> None:
+    from tests.support.media import video_with_sound
+
+    data = video_with_sound(seconds=45, rate_hz=16000)
+    prepared = prepare_upload(_event("talk.mp4"), data, LimitSettings(max_audio_s=20))
+    assert prepared.modality is Modality.VIDEO and prepared.parts["audio_track"][1].shape == (3, 1, 128, 204)
+    assert not prepared.facts.notes

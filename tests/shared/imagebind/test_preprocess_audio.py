@@ -158,3 +158,34 @@ def test_fbank_frame_count_and_shape() -> None:
     assert fbank(np.zeros(32_000)).shape == (198, 128)
     with pytest.raises(ValueError):
         fbank(np.zeros(399))
+
+
+@pytest.mark.parametrize(("rate_hz", "layout"), [(16000, "mono"), (44100, "stereo"), (48000, "stereo")])
+def test_a_long_audio_track_read_by_seeking_equals_the_whole_track(rate_hz: int, layout: str) -> None:
+    from shared.imagebind.audio import SEEK_MIN_S, preprocess_audio_track
+    from tests.support.media import video_with_sound
+
+    data = video_with_sound(seconds=SEEK_MIN_S + 10, rate_hz=rate_hz, layout=layout)
+    whole = preprocess_audio(data, max_duration_s=3600, format="mp4")
+    sought = preprocess_audio_track(data, format="mp4", max_duration_s=3600)
+    # the same clips (placed from the decoded length, resampled on the whole track's grid)
+    np.testing.assert_allclose(sought, whole, rtol=0, atol=1e-6)
+
+
+def test_only_the_clip_windows_of_a_long_track_are_decoded_and_no_audio_limit_applies() -> None:
+    from shared.errors import LimitExceeded
+    from shared.imagebind.audio import SEEK_MARGIN_S, _clip_windows, preprocess_audio_track
+    from shared.media.audio import decode_audio_windows
+    from tests.support.media import video_with_sound
+
+    data = video_with_sound(seconds=600, rate_hz=16000)  # 10 minutes
+    track, windows = decode_audio_windows(data, format="mp4", windows=_clip_windows)
+    assert track.samples >= 600 * 16000
+    decoded = sum(window.channel0.shape[0] for window in windows)
+    assert len(windows) == 3 and decoded <= 3 * (2 + 2 * SEEK_MARGIN_S) * 16000
+    # the last clip ends at the end of the track (the official placement)
+    assert _clip_windows(track)[-1][1] == track.samples
+    clips = preprocess_audio_track(data, format="mp4", max_duration_s=60)
+    assert clips.shape == (3, 1, 128, 204) and np.isfinite(clips).all()
+    with pytest.raises(LimitExceeded):  # "full" mode still decodes it whole, within the limit
+        preprocess_audio_track(data, format="mp4", max_duration_s=60, mode="full")
