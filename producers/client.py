@@ -36,6 +36,7 @@ from shared.connections import Connections
 from shared.deletions import PendingDeletions, send_delete
 from shared.errors import InvalidKey, TransientError
 from shared.events import DeleteRequest, Modality, ObjectRef, UploadEvent, new_upload_id
+from shared.fair_queue import FairQueue
 from shared.messages import Query
 from shared.objects.keys import validate_key
 from shared.queue import QueueName, TaskName, make_celery, upload_headers
@@ -133,6 +134,10 @@ class Client(Connections):
     @property
     def tenant_inflight(self) -> TenantInflight:
         return self._once("tenant_inflight", lambda: TenantInflight.from_settings(self.redis, self.settings))
+
+    @property
+    def fair_queue(self) -> FairQueue:
+        return self._once("fair_queue", lambda: FairQueue.from_settings(self.redis, self.settings))
 
     @property
     def quotas(self) -> QuotaGate:
@@ -257,7 +262,12 @@ class Client(Connections):
             raise
         if start.started:
             self.tenant_inflight.started(event.tenant, event.id, int(time.time() * 1000))
-            self.send_to_pipeline(event)
+            if self.settings.fairness.enabled:
+                # Its tenant's turn comes from the dispatcher (shared.fair_queue). Should this
+                # push fail, the recorded run is sent by the stall sweeper, as a lost message.
+                self.fair_queue.push(event)
+            else:
+                self.send_to_pipeline(event)
         return start
 
     def delete(self, request: DeleteRequest) -> None:

@@ -14,7 +14,8 @@ Everything omnibind keeps of the tenant goes, in phases (`PHASES`):
    vector records are gone already) with their delivery counters;
 6. ``joins``: moderation join hashes of the tenant's uploads (`shared.moderation.join`);
 7. ``quotas``: the tenant's daily quota counters (`shared.quotas`), its unfinished-uploads
-   bookkeeping (`shared.tenant_inflight`).
+   bookkeeping (`shared.tenant_inflight`) and the uploads it has waiting in the fair queues
+   (`shared.fair_queue`: their status records went in the first phase).
 
 Objects in other buckets (a platform's own, mapped by ``OMNIBIND_BRIDGE__OBJECT_TENANTS``)
 are the platform's and left alone.
@@ -46,6 +47,7 @@ from producers.client import Client
 from shared.audit import Action, AuditLog, AuditSink
 from shared.errors import ObjectNotFound, OmnibindError
 from shared.events import DeleteRequest, ObjectRef, utcnow
+from shared.fair_queue import FairQueue
 from shared.json_limits import loads_bounded
 from shared.redis_client import translate_redis_errors
 from shared.redis_keys import RedisKeys
@@ -402,6 +404,10 @@ class TenantPurge:
     def _purge_quotas(self, cursor: str) -> None:
         # Tenant names hold no glob characters nor ':' (shared.tenancy): the patterns are exact.
         keys = self._keys
+        if not cursor:
+            waiting = FairQueue(self._redis, keys.prefix, self._client.settings.fairness).forget_tenant(self.tenant)
+            self._save(phase="quotas", cursor="0:0", removed=waiting)
+            cursor = "0:0"
         patterns = (keys.quota(self.tenant, "*"), *keys.tenant_state(self.tenant))
         self._purge_keys("quotas", patterns, cursor, lambda _key: True)
 

@@ -15,7 +15,10 @@ upload event), so a GPU slower than the CPUs would pile arrays up in Redis witho
 preprocessing (`gpu_queue_full`, `workers.tasks.cpu`); the uploads then wait as small events
 in the cpu queue, whose length producers check as above.
 
-Each check costs one LLEN (a single round trip, O(1)).
+With fair queues (``OMNIBIND_FAIRNESS__ENABLED``, `shared.fair_queue`) the uploads waiting
+in the tenants' lists count as waiting in the cpu queue: they are its backlog.
+
+Each check costs one LLEN (a single round trip, O(1)), and one HLEN with fair queues.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ def check_backpressure(client: redis.Redis, settings: Settings) -> None:
     if limit <= 0:
         return
     waiting = queue_length(client, settings.queue_prefix, QueueName.CPU)
+    if settings.fairness.enabled:  # the uploads waiting for their turn wait for the cpu queue
+        with translate_redis_errors("counting the uploads waiting in the fair queues"):
+            waiting += int(client.hlen(RedisKeys(settings.queue_prefix).fair_waiting))  # type: ignore[arg-type]  # sync client
     if waiting > limit:
         raise Busy(
             f"the pipeline is busy: {waiting} uploads wait in the cpu queue (limit {limit}); "

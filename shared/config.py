@@ -497,6 +497,36 @@ class BackpressureSettings(BaseModel):
     )
 
 
+class FairnessSettings(BaseModel):
+    """Fair queues between tenants in front of the cpu queue (`shared.fair_queue`)."""
+
+    enabled: bool = Field(
+        False,
+        description="accepted uploads wait in per-tenant queues that a dispatcher in the cpu workers "
+        "feeds to the pipeline in weighted round robin (off: straight into the cpu queue, FIFO)",
+    )
+    window: int = Field(
+        2,
+        ge=1,
+        description="dispatched uploads a tenant may have unfinished at once (x its weight); "
+        "more of its uploads wait their turn",
+    )
+    default_weight: int = Field(1, ge=1, description="a tenant's weight: uploads per pass, and windows it may fill")
+    weights: dict[str, int] = Field(default={}, description='per-tenant weights, JSON {"acme": 3}')
+    poll_s: float = Field(0.02, gt=0, description="how often a dispatcher with a full window looks again")
+    lock_ttl_s: float = Field(5.0, gt=0, description="a dead dispatcher's lock lapses after this; another takes over")
+    window_hold_s: float = Field(
+        600.0, gt=0, description="a dispatched upload leaves the window after this even if unfinished (lost message)"
+    )
+
+    @model_validator(mode="after")
+    def _valid_weights(self) -> FairnessSettings:
+        invalid = [name for name, weight in self.weights.items() if not valid_tenant(name) or weight < 1]
+        if invalid:
+            raise ValueError(f"invalid fairness weights for {invalid}: a tenant name and a weight >= 1")
+        return self
+
+
 class MetricsSettings(BaseModel):
     """Prometheus metrics: workers add to counters in Redis, exporters read them."""
 
@@ -542,6 +572,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     backpressure: BackpressureSettings = BackpressureSettings()
     quotas: QuotaSettings = QuotaSettings()
+    fairness: FairnessSettings = FairnessSettings()
     metrics: MetricsSettings = MetricsSettings()
     bridge: BridgeSettings = BridgeSettings()
     webhooks: WebhookSettings = WebhookSettings()

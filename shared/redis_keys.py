@@ -71,6 +71,42 @@ class RedisKeys:
         """Every key of per-tenant bookkeeping besides quotas (what a purge removes)."""
         return (self.tenant_inflight(tenant),)
 
+    # -- fair queues (shared.fair_queue) ------------------------------------------------
+
+    def fair_queue(self, tenant: str) -> str:
+        """List: a tenant's uploads waiting for their turn (event JSON, oldest at the tail)."""
+        return f"{self.prefix}:fair:queue:{tenant}"
+
+    @property
+    def fair_active(self) -> str:
+        """List: the tenants with uploads waiting, in the order they became so."""
+        return f"{self.prefix}:fair:active"
+
+    @property
+    def fair_waiting(self) -> str:
+        """Hash: upload id -> tenant of every upload waiting in a fair queue."""
+        return f"{self.prefix}:fair:waiting"
+
+    @property
+    def fair_dispatching(self) -> str:
+        """Hash: upload id -> event taken from a fair queue, not yet confirmed sent."""
+        return f"{self.prefix}:fair:dispatching"
+
+    @property
+    def fair_dispatched(self) -> str:
+        """Sorted set: dispatched uploads (the window) by dispatch time, epoch ms."""
+        return f"{self.prefix}:fair:dispatched"
+
+    @property
+    def fair_wake(self) -> str:
+        """List (at most one element): pushed by producers to wake an idle dispatcher."""
+        return f"{self.prefix}:fair:wake"
+
+    @property
+    def fair_lock(self) -> str:
+        """String: the active dispatcher's lock."""
+        return f"{self.prefix}:fair:lock"
+
     @property
     def webhook_deliveries(self) -> str:
         """Stream: one entry per finished webhook delivery (delivered or failed)."""

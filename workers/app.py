@@ -30,6 +30,7 @@ from celery.signals import (
 from shared.config import Settings, get_settings
 from shared.deletions import send_delete
 from shared.events import UploadEvent
+from shared.fair_queue import FairDispatcher, FairQueue
 from shared.heartbeat import Heartbeat
 from shared.logs import bind_upload_id, configure_logging
 from shared.moderation.prompts import PromptRequest
@@ -58,6 +59,7 @@ class OmnibindCelery(Celery):
         self.resources = self.new_resources()
         self.heartbeat: Heartbeat | None = None
         self.sweeper: StallSweeper | None = None
+        self.dispatcher: FairDispatcher | None = None
         self.conf.update(celery_config(settings))
 
     def new_resources(self) -> Resources:
@@ -157,7 +159,23 @@ def _start_stall_sweeper(**_: Any) -> None:
         send_delete=lambda request, token: send_delete(app, request, token),
         redriver=redriver,
         max_resends=worker.max_deliveries,
+        fair=FairQueue.from_settings(resources.redis, app.omnibind_settings)
+        if app.omnibind_settings.fairness.enabled
+        else None,
     ).start()
+
+
+@worker_ready.connect
+def _start_fair_dispatcher(**_: Any) -> None:
+    # Every cpu worker runs one; the lock lets one dispatch at a time (shared.fair_queue).
+    settings = app.omnibind_settings
+    if not settings.fairness.enabled or settings.worker.kind not in ("cpu", None):
+        return
+
+    def send(event: UploadEvent) -> None:
+        publish(app, TaskName.PREPROCESS, event.model_dump(mode="json"), event.id)
+
+    app.dispatcher = FairDispatcher(FairQueue.from_settings(app.resources.redis, settings), send).start()
 
 
 def _runtime_details() -> dict[str, object]:
@@ -175,6 +193,8 @@ def _runtime_details() -> dict[str, object]:
 def _release(**_: Any) -> None:
     if app.sweeper is not None:
         app.sweeper.stop()
+    if app.dispatcher is not None:
+        app.dispatcher.stop()
     if app.heartbeat is not None:
         app.heartbeat.stop()
     app.resources.close()

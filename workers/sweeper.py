@@ -32,6 +32,9 @@ was, resent every `stall_timeout_s` for ever). The sweeper counts its own resend
 (``resent`` in the upload's deliveries hash) and after `max_resends` fails the upload at
 the stage it stalled before (``stalled``, with its dead letter) instead of sending it again.
 
+Uploads waiting for their tenant's turn in the fair queues (`shared.fair_queue`) have no
+message on purpose: they are left alone, however long they wait (`fair`).
+
 Deletions are swept the same way: a pending deletion (`shared.deletions`, recorded before
 its message is sent and forgotten once it is done or dead-lettered) without progress for
 `stall_timeout_s`, whose message no worker holds (`DELETION_HEADER`) and no queue may still
@@ -59,6 +62,7 @@ import redis
 from shared.deletions import DELETION_HEADER, PendingDeletions
 from shared.errors import OmnibindError, PermanentError
 from shared.events import DeleteRequest, Stage, UploadEvent, UploadStatus
+from shared.fair_queue import FairQueue
 from shared.queue import SENT_MS_HEADER, UPLOAD_HEADER, QueueName
 from shared.status import StatusStore
 from shared.streams import DeliveryCounter
@@ -174,8 +178,10 @@ class StallSweeper:
         send_delete: Callable[[DeleteRequest, str], None] | None = None,
         redriver: Redriver | None = None,
         max_resends: int = 5,
+        fair: FairQueue | None = None,
     ) -> None:
         self._redis = client
+        self._fair = fair
         self._status = status
         self._send = send
         self._send_delete = send_delete
@@ -216,6 +222,9 @@ class StallSweeper:
         if not self._redis.set(self._lock_key, self._me, nx=True, px=lock_ms):
             return []
         stalled = self._status.stalled(self.stall_timeout_s, limit=MAX_PER_SWEEP)
+        if self._fair is not None and stalled:
+            waiting = self._fair.holds(upload_id for upload_id, _ in stalled)
+            stalled = [(upload_id, progress_ms) for upload_id, progress_ms in stalled if upload_id not in waiting]
         deletions = self._deletions.stalled(self.stall_timeout_s, limit=MAX_PER_SWEEP) if self._send_delete else []
         if not stalled and not deletions:
             return []

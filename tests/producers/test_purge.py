@@ -22,8 +22,9 @@ import redis
 from producers.client import Client
 from producers.purge import PHASES, PurgeRunning, TenantPurge, read_progress
 from shared.audit import Action, AuditLog
-from shared.config import QuotaSettings, Settings
+from shared.config import FairnessSettings, QuotaSettings, Settings
 from shared.events import DeleteRequest, Modality, Moderation, UploadEvent
+from shared.fair_queue import FairQueue
 from shared.moderation.log import DecisionLog
 from shared.quotas import QuotaGate
 from shared.redis_keys import RedisKeys
@@ -97,6 +98,9 @@ def seed_bookkeeping(client: Client, tenant: str, ids: list[str]) -> None:
         client.redis.hset(keys.join(upload_id, f"tok{n}"), "_expected", "embedded")
     QuotaGate(client.redis, client.settings.queue_prefix, QuotaSettings(uploads_per_day=1000)).reserve(tenant, 10)
     TenantInflight(client.redis, client.settings.queue_prefix, 5, 1).started(tenant, ids[0], 1)
+    FairQueue(client.redis, client.settings.queue_prefix, FairnessSettings()).push(
+        UploadEvent(id=ids[1], text="waiting for its turn", tenant=tenant)
+    )
 
 
 def bookkeeping_left(client: Client, tenant: str, ids: set[str]) -> dict[str, int]:
@@ -115,7 +119,9 @@ def bookkeeping_left(client: Client, tenant: str, ids: set[str]) -> dict[str, in
             for key in client.redis.scan_iter(match=keys.join("*", "*"))
         ),
         "quotas": len(list(client.redis.scan_iter(match=keys.quota(tenant, "*"))))
-        + int(client.redis.exists(keys.tenant_inflight(tenant))),
+        + int(client.redis.exists(keys.tenant_inflight(tenant)))
+        + int(client.redis.exists(keys.fair_queue(tenant)))
+        + sum(owner == tenant for owner in client.redis.hvals(keys.fair_waiting)),
     }
 
 
@@ -162,7 +168,7 @@ BEFORE = {
     "deletion_tokens": 3,
     "deliveries": 3,
     "joins": PER_TENANT,
-    "quotas": 2,
+    "quotas": 4,
     "decision_indexes": PER_TENANT,
 }
 GONE = dict.fromkeys(BEFORE, 0)
@@ -177,7 +183,7 @@ def test_a_purge_removes_one_tenant_everywhere_and_leaves_the_other_untouched(se
         "pending_deletions": 3,
         "deletion_tokens": 3,
         "deliveries": 3,
-        "quotas": 2,
+        "quotas": 4,
     }
     counts_before = seeded.client.statuses.counts()
 
@@ -195,7 +201,7 @@ def test_a_purge_removes_one_tenant_everywhere_and_leaves_the_other_untouched(se
         "webhook_deliveries": PER_TENANT + 1,
         "pending_deletions": 3,
         "joins": PER_TENANT + 1,
-        "quotas": 2,
+        "quotas": 3,  # its waiting upload, quota counter and unfinished set
     }
     assert sum(seeded.client.statuses.counts().values()) == sum(counts_before.values()) - (PER_TENANT + 1)
     assert seeded.client.redis.zcard("omnibind:recent") == PER_TENANT, "only beta's uploads are listed"
