@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from shared.events import Modality
+from tests.support.media import subtitle_only_mkv
 
 HOSTILE_LIMITS = {
     "max_bytes": 2 * 1024 * 1024,
@@ -107,6 +108,11 @@ def zip_bytes() -> bytes:
         archive.writestr("payload.html", "<script>alert(1)</script>")
         archive.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\n")
     return out.getvalue()
+
+
+def _cut_before_moov() -> bytes:
+    data = video_only_mp4()
+    return data[: data.index(b"moov") - 4]
 
 
 def video_only_mp4() -> bytes:
@@ -314,6 +320,9 @@ def _cases() -> list[HostileCase]:
         HostileCase("ogg_garbage", _ogg_garbage(), "corrupt_audio"),
         # A silent MP4 is a video upload now (indexed); claimed as audio, it has no sound to embed.
         HostileCase("video_only_mp4_as_audio", video_only_mp4(), "no_audio_stream", modality=Modality.AUDIO),
+        # A video upload cut before its index (moov atom, written last): a video reason.
+        HostileCase("mp4_cut_before_moov", _cut_before_moov(), "truncated_video"),
+        HostileCase("subtitle_only_matroska", subtitle_only_mkv(), "no_media_stream"),
     ]
 
 
