@@ -5,7 +5,6 @@ under a file lock so processes starting together download once. Standard library
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from shared.errors import CheckpointError
+from shared.file_locks import blocking_lock
 from shared.imagebind.fingerprint import CHUNK_BYTES
 
 log = logging.getLogger(__name__)
@@ -33,12 +33,8 @@ LOCAL_COPY_HINT = (
 def exclusive(lock_path: Path) -> Iterator[None]:
     """Hold an exclusive lock on `lock_path`: processes starting together download only once."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with blocking_lock(lock_path):
+        yield
 
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")

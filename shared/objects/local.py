@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -37,6 +36,7 @@ from typing import Any, BinaryIO
 
 from shared.errors import InvalidKey, LimitExceeded, ObjectNotFound, StorageUnavailable
 from shared.events import ObjectRef
+from shared.file_locks import blocking_lock
 from shared.objects.keys import (
     DEFAULT_CONTENT_TYPE,
     validate_bucket,
@@ -243,14 +243,11 @@ class LocalObjectStore:
         """
         stripe = zlib.crc32(f"{bucket}/{key}".encode()) % LOCK_STRIPES
         lock_dir = self._root / LOCK_DIR
-        with _os_errors("take a key lock"):
-            lock_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock_dir / f"{stripe:02d}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        with contextlib.ExitStack() as held:
+            with _os_errors("take a key lock"):
+                lock_dir.mkdir(parents=True, exist_ok=True)
+                held.enter_context(blocking_lock(lock_dir / f"{stripe:02d}.lock", shared=not exclusive))
             yield
-        finally:
-            os.close(fd)  # closing the last descriptor releases the lock
 
     @contextlib.contextmanager
     def _open(self, path: Path, ref: ObjectRef) -> Iterator[tuple[BinaryIO, os.stat_result]]:

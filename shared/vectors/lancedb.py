@@ -66,7 +66,7 @@ import numpy as np
 import pyarrow as pa
 
 from shared.errors import ConfigError, VectorStoreUnavailable
-from shared.vectors.filelock import LockTimeout, exclusive_lock
+from shared.file_locks import LockTimeout, exclusive_lock
 from shared.vectors.lancedb_maintenance import KEY_INDEX, Maintenance, OptimizeResult
 from shared.vectors.properties import PROPERTIES, Kind, properties_to_record, record_to_properties
 from shared.vectors.records import MAIN_PART, SearchFilters, SearchHit, VectorRecord, best_per_upload

@@ -47,7 +47,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from shared.vectors.filelock import LockTimeout, exclusive_lock, try_lock
+from shared.file_locks import LockTimeout, exclusive_lock, try_lock
 
 if TYPE_CHECKING:
     from lancedb.index import IndexConfig

@@ -14,8 +14,8 @@ import pytest
 
 from producers.bridge.enqueue import Ingestor
 from shared.events import DeleteRequest, UploadStatus
+from shared.file_locks import exclusive_lock
 from shared.redis_keys import RedisKeys
-from shared.vectors.filelock import exclusive_lock
 from tests.robustness.support import FAST_RECOVERY, wait_for
 from tests.support.chaos import queue_lengths, unacked_by_queue
 from tests.support.stack import RunningStack

@@ -16,7 +16,7 @@ import pytest
 
 from shared.errors import ConfigError, VectorStoreUnavailable
 from shared.events import Modality
-from shared.vectors.filelock import exclusive_lock
+from shared.file_locks import exclusive_lock
 from shared.vectors.lancedb import LanceDBVectorStore, arrow_schema, arrow_to_records, records_to_arrow
 from shared.vectors.records import ALL_TENANTS, SearchFilters, VectorRecord, tenants
 

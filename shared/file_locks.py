@@ -1,15 +1,23 @@
-"""An exclusive advisory lock on a file, shared by every process and thread on one host.
+"""File locks, shared by every process and thread on one host: the one home of omnibind's
+`flock(2)` use (the vector store's writers and maintenance, the local object store's key
+stripes, the checkpoint download).
 
-`flock(2)` locks belong to an open file description: each `exclusive_lock` call opens the
-file anew, so two threads of one process exclude each other just like two processes do,
-and the kernel drops the lock when its holder dies (no stale lock files after a crash).
-Works on local file systems and Docker volumes; NFS support depends on the client.
+`flock(2)` locks belong to an open file description: each call opens the file anew, so two
+threads of one process exclude each other just like two processes do, and the kernel drops
+the lock when its holder dies (no stale lock files after a crash or kill -9). Works on local
+file systems and Docker volumes; NFS support depends on the client.
+
+Why not the `filelock` package (installed through other dependencies): two of the uses need
+what it does not offer in this form — shared (reader) locks beside exclusive ones on a hot
+path (its `ReadWriteLock` is built on SQLite), and a held lock handed to a child process by
+passing it the descriptor (`try_lock`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -43,6 +51,19 @@ def exclusive_lock(path: Path, *, timeout_s: float, poll_s: float = 0.005) -> It
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def blocking_lock(path: Path, *, shared: bool = False) -> Iterator[None]:
+    """Hold a lock on `path` (created if missing) for the body of the `with`, waiting as long
+    as it takes: exclusive, or `shared` with other shared holders (readers that must not see
+    a writer's half-done work). Raises `OSError` when the file cannot be opened."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock
 
 
 def try_lock(path: Path) -> BinaryIO | None:
