@@ -173,7 +173,7 @@ class Client(Connections):
     ) -> RunStart:
         """`submit`, answering whether a run started or which run of `upload_id` is still
         unfinished: then nothing is stored or sent (a repeated submission is a no-op)."""
-        check_backpressure(self.redis, self.settings)
+        check_backpressure(self.redis, self.settings, tenant=tenant)
         upload_id = upload_id or new_upload_id()
         unfinished = self.statuses.get(upload_id)
         if unfinished is not None and not unfinished.terminal:
@@ -228,7 +228,7 @@ class Client(Connections):
         """`enqueue`, answering what happened: a new run started and was sent, or a run of
         this id is unfinished (or this very submission was recorded already) and nothing was
         sent — one run, one message, one result, however many submit it at once."""
-        check_backpressure(self.redis, self.settings)
+        check_backpressure(self.redis, self.settings, tenant=event.tenant)
         return self._admitted(event.tenant, event_size(event), lambda: self._send(event))
 
     def _admitted(self, tenant: str | None, size: int, send: Callable[[], RunStart]) -> RunStart:

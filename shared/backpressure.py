@@ -15,10 +15,13 @@ upload event), so a GPU slower than the CPUs would pile arrays up in Redis witho
 preprocessing (`gpu_queue_full`, `workers.tasks.cpu`); the uploads then wait as small events
 in the cpu queue, whose length producers check as above.
 
-With fair queues (``OMNIBIND_FAIRNESS__ENABLED``, `shared.fair_queue`) the uploads waiting
-in the tenants' lists count as waiting in the cpu queue: they are its backlog.
+With fair queues (``OMNIBIND_FAIRNESS__ENABLED``, `shared.fair_queue`) the backlog is per
+tenant: the cpu queue stays short (the dispatcher's windows), and the uploads waiting in the
+submitting tenant's own list count as waiting in it. So a tenant's flood past the limit is
+refused at its door while other tenants' uploads are still taken; Redis holds at most the
+limit of waiting events per tenant.
 
-Each check costs one LLEN (a single round trip, O(1)), and one HLEN with fair queues.
+Each check costs one LLEN (a single round trip, O(1)), two with fair queues.
 """
 
 from __future__ import annotations
@@ -29,9 +32,17 @@ import redis
 
 from shared.config import Settings
 from shared.errors import Busy
+from shared.fair_queue import NO_TENANT
 from shared.queue import QueueName
 from shared.redis_client import translate_redis_errors
 from shared.redis_keys import RedisKeys
+
+
+class Unknown:
+    """The tenant of a check that counts no fair queue (`check_backpressure`)."""
+
+
+UNKNOWN = Unknown()
 
 
 def queue_length(client: redis.Redis, prefix: str, queue: QueueName | str) -> int:
@@ -44,26 +55,35 @@ def queue_length(client: redis.Redis, prefix: str, queue: QueueName | str) -> in
     return int(length)
 
 
-def check_backpressure(client: redis.Redis, settings: Settings) -> None:
+def check_backpressure(client: redis.Redis, settings: Settings, *, tenant: str | Unknown | None = UNKNOWN) -> None:
     """Return if the pipeline takes new uploads now; raise `Busy` if it does not.
 
     Raises `Busy` (transient, reason ``busy``) while the cpu queue holds more than
     ``settings.backpressure.max_cpu_queue`` messages (never when that is 0), and
     `RedisUnavailable` when Redis cannot be reached. Callers tell their own callers to come
-    back after ``settings.backpressure.retry_after_s``.
+    back after ``settings.backpressure.retry_after_s``. `tenant`: whose upload it is (None: an
+    upload without a tenant); with fair queues its waiting uploads count too (left out:
+    only the cpu queue is counted, as for a search, or an upload whose tenant is not known
+    yet and is checked again once it is).
     """
     limit = settings.backpressure.max_cpu_queue
     if limit <= 0:
         return
     waiting = queue_length(client, settings.queue_prefix, QueueName.CPU)
-    if settings.fairness.enabled:  # the uploads waiting for their turn wait for the cpu queue
-        with translate_redis_errors("counting the uploads waiting in the fair queues"):
-            waiting += int(client.hlen(RedisKeys(settings.queue_prefix).fair_waiting))  # type: ignore[arg-type]  # sync client
+    if settings.fairness.enabled and not isinstance(tenant, Unknown):  # its own backlog
+        waiting += waiting_for_turn(client, settings.queue_prefix, tenant)
     if waiting > limit:
         raise Busy(
             f"the pipeline is busy: {waiting} uploads wait in the cpu queue (limit {limit}); "
             f"retry in {settings.backpressure.retry_after_s} s"
         )
+
+
+def waiting_for_turn(client: redis.Redis, prefix: str, tenant: str | None) -> int:
+    """Uploads of `tenant` waiting in its fair queue. Raises `RedisUnavailable`."""
+    with translate_redis_errors(f"counting the uploads of {tenant} waiting for their turn"):
+        length: Any = client.llen(RedisKeys(prefix).fair_queue(tenant if tenant is not None else NO_TENANT))
+    return int(length)
 
 
 def gpu_queue_full(client: redis.Redis, settings: Settings) -> str | None:

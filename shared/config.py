@@ -482,7 +482,10 @@ class BackpressureSettings(BaseModel):
     """When producers are told to slow down (`shared.backpressure`)."""
 
     max_cpu_queue: int = Field(
-        10_000, ge=0, description="refuse new uploads while more messages wait in the cpu queue (0 = never)"
+        10_000,
+        ge=0,
+        description="refuse new uploads while more messages wait in the cpu queue (0 = never); with fair "
+        "queues, a tenant's uploads while more of its own wait for their turn",
     )
     # A preprocessed image or audio clip rides the gpu queue inside its message (~0.2 MB):
     # 1,000 waiting is ~200 MB of Redis memory (docs/redis.md "Budget").

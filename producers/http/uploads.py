@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
@@ -19,7 +20,7 @@ from producers.http.models import UploadAccepted
 from producers.http.state import ApiState, State
 from producers.http.tenancy import check_object_ref, qualify, submission_tenant
 from shared.api_keys import TENANT_PATTERN, KeyScope, Role
-from shared.backpressure import check_backpressure
+from shared.backpressure import UNKNOWN, check_backpressure
 from shared.errors import LimitExceeded, ObjectNotFound, PermanentError
 from shared.events import UPLOAD_ID_PATTERN, DeleteRequest, Modality, UploadEvent, new_upload_id, parse_upload_event
 from shared.json_limits import loads_bounded
@@ -100,7 +101,9 @@ async def create_upload(
     while the pipeline applies backpressure."""
     kind = body_kind(request)
     # Refuse before reading the body: a busy pipeline should not cost an upload's transfer.
-    await run_in_threadpool(check_backpressure, state.client.redis, state.settings)
+    # The tenant of a key of one tenant is known already; any other is checked once it is.
+    tenant = caller.single_tenant if caller.single_tenant is not None else UNKNOWN
+    await run_in_threadpool(partial(check_backpressure, state.client.redis, state.settings, tenant=tenant))
     if kind == "json":
         event = _in_namespace(caller, parse_upload_event(await read_json(request)))
         start = await run_in_threadpool(_enqueue_event, state, caller, event)

@@ -22,7 +22,7 @@ import redis
 
 from producers.client import Client
 from shared.config import Settings
-from shared.errors import PermanentError
+from shared.errors import Busy, PermanentError
 from shared.events import Stage, UploadEvent
 from shared.fair_queue import FairDispatcher
 from shared.queue import UPLOAD_HEADER
@@ -188,3 +188,18 @@ def test_a_dispatcher_waits_out_redis_refusing_writes_and_then_sends_everything(
     finally:
         dispatcher.stop()
     assert sorted(cpu_queue_uploads(conn)) == sorted(ids)
+
+
+def test_a_tenants_flood_is_refused_at_its_own_backlog_while_others_are_still_taken(
+    make_settings: Callable[..., Settings], redis_url: str
+) -> None:
+    settings = make_settings(
+        redis_url=redis_url, fairness={"enabled": True}, backpressure={"max_cpu_queue": 5, "retry_after_s": 1}
+    )
+    with Client(settings, source="test") as client:
+        submit(client, "acme", 6)
+        with pytest.raises(Busy):
+            client.enqueue(UploadEvent(id="acme-flood", text="one too many", tenant="acme"))
+        assert submit(client, "beta", 3) == ["beta-0", "beta-1", "beta-2"], "beta's door is its own"
+        assert submit(client, None, 1) == ["none-0"]
+        assert client.fair_queue.waiting() == 10
