@@ -12,7 +12,7 @@ Everything omnibind keeps of the tenant goes, in phases (`PHASES`):
    the tenant's uploads (a dead letter also when its event names the tenant);
 5. ``pending_deletions``: deletions of the tenant's uploads not yet carried out (their
    vector records are gone already) with their delivery counters;
-6. ``joins``: moderation join hashes of the tenant's uploads (`shared.moderation.join`);
+6. ``joins``: moderation join hashes of the tenant's uploads (`workers.join_store`);
 7. ``quotas``: the tenant's daily quota counters (`shared.quotas`), its unfinished-uploads
    bookkeeping (`shared.tenant_inflight`) and the uploads it has waiting in the fair queues
    (`shared.fair_queue`: their status records went in the first phase).

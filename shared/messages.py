@@ -70,7 +70,7 @@ class PreparedUpload:
     part name, each embedded with its own modality into `VectorRecord.parts` (a video's
     ``audio_track``: audio clips). `join_token`: set when the CPU stage runs detectors on
     this upload meanwhile, or the speech stage transcribes it; the embedding then meets their
-    results through `shared.moderation.join`, which waits for every part named in `join_parts`.
+    results through `workers.join_store`, which waits for every part named in `join_parts`.
     """
 
     event: UploadEvent
@@ -206,7 +206,7 @@ class SpeechRequest:
 @dataclass(frozen=True, slots=True)
 class EmbeddedUpload:
     """GPU -> index: the unit-length embedding of one upload and the model that made it, plus
-    the CPU detectors' results when they ran (joined in by `shared.moderation.join`).
+    the CPU detectors' results when they ran (joined in by `workers.join_store`).
     `parts`: the unit-length embeddings of the upload's parts, by name, and their modality."""
 
     event: UploadEvent

@@ -3,7 +3,7 @@
 The CPU stage opens the join (`open_join`) and runs the detectors (`detect_and_join`), the
 GPU stage stores the embedding (`embed_and_join`), the speech stage its transcript
 (`speech_and_join`); each stores its part in the run's Redis hash
-(`shared.moderation.join.Join`), and whichever completes the set gets the upload back with
+(`workers.join_store.Join`), and whichever completes the set gets the upload back with
 every part attached, to hand on to the index stage.
 """
 
@@ -19,7 +19,7 @@ import msgpack
 from shared.media.decoded import DecodedMedia
 from shared.messages import EmbeddedUpload, PreparedUpload, SpeechPart, SpeechRequest
 from shared.moderation.detectors import DetectorResult
-from shared.moderation.join import DETECTORS_PART, EMBEDDED_PART, SPEECH_PART
+from workers.join_store import DETECTORS_PART, EMBEDDED_PART, SPEECH_PART
 from workers.moderation import ModerationRuntime
 
 

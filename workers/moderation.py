@@ -21,11 +21,11 @@ from shared.messages import EmbeddedUpload
 from shared.moderation.blocklist import Blocklist, BlocklistCache
 from shared.moderation.decision import describe_signal
 from shared.moderation.detectors import DetectorSet
-from shared.moderation.join import DetectorGuard, Join
 from shared.moderation.log import DecisionLog
 from shared.moderation.moderator import Moderator, RequestPrompts
 from shared.moderation.policy import Policy, load_policy
 from shared.moderation.prompts import PromptStore
+from workers.join_store import DetectorGuard, Join
 
 
 class ModerationRuntime:

@@ -23,7 +23,7 @@ exist:
 If neither, the upload goes to the first stage again with the event its status record keeps
 while the run is in flight. Stages are idempotent, so a message wrongly thought lost costs a
 repeated run, never a second record. The resent run starts a new join (a new token: every
-part of `shared.moderation.join` is made again, so one that was never delivered — an audio
+part of `workers.join_store` is made again, so one that was never delivered — an audio
 upload at ``embedded`` whose transcript never joined — is produced this time), and its
 stages count their deliveries afresh: a resend is not a crash of the stage it reaches
 (counted as one, every resend of an upload already past ``preprocessed`` made the first

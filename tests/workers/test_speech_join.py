@@ -14,10 +14,10 @@ import pytest
 from shared.config import Settings
 from shared.events import ObjectRef, UploadEvent
 from shared.messages import EmbeddedUpload, SpeechPart, SpeechRequest
-from shared.moderation.join import EMBEDDED_PART, SPEECH_PART
 from shared.speech.transcript import Transcript
 from workers.gpu import GpuRunner
 from workers.join import new_join_token, speech_and_join
+from workers.join_store import EMBEDDED_PART, SPEECH_PART
 from workers.preprocess import prepare_upload_and_media
 from workers.resources import Resources
 from workers.tasks import gpu

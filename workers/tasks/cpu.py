@@ -12,12 +12,12 @@ from shared.events import Modality, Stage, UploadEvent, parse_upload_event
 from shared.logs import upload_context
 from shared.messages import Query, SpeechRequest
 from shared.models.preprocessing import preprocessor_for
-from shared.moderation.join import DETECTORS_PART, EMBEDDED_PART, SPEECH_PART
 from shared.queue import TaskName
 from shared.wire import pack_array
 from workers.app import app
 from workers.handoff import decode_message, send_next, wait_for_gpu_room
 from workers.join import detect_and_join, new_join_token, open_join
+from workers.join_store import DETECTORS_PART, EMBEDDED_PART, SPEECH_PART
 from workers.preprocess import AUDIO_TRACK, fetch_blob, prepare_query, prepare_upload_and_media
 from workers.resources import Resources
 from workers.stage import advance, run_stage
@@ -60,7 +60,7 @@ def _preprocess(task: Task, resources: Resources, event: UploadEvent) -> None:
         prepared = dataclasses.replace(prepared, join_token=new_join_token(), join_parts=parts)
         open_join(resources.moderation, prepared)
     # Status first (see workers/tasks/gpu.py: a later stage must not overtake this write),
-    # then embedding, detectors meanwhile: both halves meet in shared.moderation.join.
+    # then embedding, detectors meanwhile: both halves meet in workers.join_store.
     advance(resources, Stage.PREPROCESS, event, modality=prepared.modality, object_ref=event.object)
     send_next(task, TaskName.EMBED, prepared.to_wire(), event.id)
     if speech:

@@ -2,7 +2,7 @@
 
 The CPU stage sends an audio upload to the GPU queue and here at once; the transcript goes
 on to the GPU queue (``omnibind.embed_transcript``: its passages embedded as text), and meets
-the upload's embedding in `shared.moderation.join` as the ``speech`` part. A transcript that
+the upload's embedding in `workers.join_store` as the ``speech`` part. A transcript that
 cannot be made (undecodable track, no model) is recorded as the part's error, never as a
 failed upload: the upload still has its ImageBind embedding; so is a speech task that
 fails for good (`join_failed_transcript`).

@@ -9,13 +9,13 @@ import redis
 
 from shared.events import Band, Modality
 from shared.moderation.blocklist import Blocklist, BlocklistCache, BlocklistEntry, entry_id_for
-from shared.moderation.join import DETECTORS_PART, EMBEDDED_PART, SPEECH_PART, DetectorGuard, Join
 from shared.moderation.log import DecisionLog
 from shared.moderation.moderator import Moderator
 from shared.moderation.policy import parse_policy
 from shared.moderation.prompts import PromptEmbeddings, PromptRequest, PromptStore, PromptsUnavailable
 from shared.redis_client import redis_client
 from tests.shared.moderation.policies import BASE
+from workers.join_store import DETECTORS_PART, EMBEDDED_PART, SPEECH_PART, DetectorGuard, Join
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64

@@ -1,4 +1,5 @@
-"""Where the CPU detectors' results meet the GPU embedding of the same upload.
+"""Where the CPU detectors' results meet the GPU embedding of the same upload: the Redis side
+of the join (the stages' steps are in `workers.join`; only workers use either).
 
 The CPU stage sends the upload to the GPU queue first, then runs the detectors, so both
 run at once. Each side stores its part in one hash per preprocess run (``{prefix}:
