@@ -55,6 +55,11 @@ class RedisKeys:
         """Stream: the audit log of admin actions (append-only, `shared.audit`)."""
         return f"{self.prefix}:audit"
 
+    def reindex(self, target: str, scope: str) -> str:
+        """Hash: progress of the re-embedding into index `target` of tenant `scope` ("*": all);
+        ``…:failed`` beside it, upload id -> why it failed (`shared.reindex`)."""
+        return f"{self.prefix}:reindex:{target}:{scope}"
+
     def purge(self, tenant: str) -> str:
         """Hash: progress of the purge of one tenant (`producers.purge`)."""
         return f"{self.prefix}:purge:{tenant}"

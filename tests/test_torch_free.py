@@ -77,6 +77,7 @@ MODEL_MODULES = {
     "shared.models.perception",
     "workers.gpu",
     "workers.gpu_worker",  # the gpu worker's entry point: the app with the model runner
+    "workers.reindex",  # `omnibind reindex` loads the new model in its own process
 }
 
 
