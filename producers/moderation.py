@@ -26,6 +26,7 @@ from shared.events import Modality, Moderation
 from shared.media.sniff import sniff
 from shared.media.text import decode_text
 from shared.messages import SpeechPart
+from shared.models.catalog import CATALOG, card_for
 from shared.moderation.blocklist import Blocklist, BlocklistCache, BlocklistEntry, entry_id_for
 from shared.moderation.calibration import SAFE_LABEL, LabelledScores
 from shared.moderation.detectors import DetectorResult
@@ -35,6 +36,7 @@ from shared.moderation.policy import Policy
 from shared.moderation.prompts import PromptRequest, PromptStore
 from shared.moderation.zeroshot import zero_shot_scores
 from shared.queue import QueueName, TaskName
+from shared.vectors.model_guard import stored_model
 from shared.vectors.records import VectorRecord
 
 RESCORE_BATCH = 256
@@ -112,6 +114,24 @@ def ensure_prompt_embeddings(client: Client, policy: Policy, checkpoint: str, *,
             f"the GPU workers run checkpoint {str(reply['checkpoint'])[:12]}, the vectors were made by "
             f"{checkpoint[:12]}: start a GPU worker with that checkpoint to score them"
         )
+
+
+def model_mismatch(held: str, model: str) -> ConfigError:
+    """The refusal to score `held`'s vectors (a record label) under `model`'s policy section."""
+    names = [card.name for card in CATALOG.values() if card.label == held]
+    fix = f"run it with --model {names[0]} (the model of the vectors)" if names else "run it with the vectors' model"
+    return ConfigError(
+        f"the stored vectors are of {held}, but the policy section is {model}'s ({card_for(model).label}): "
+        f"zero-shot scores of one model do not hold for another's thresholds. Either {fix}, or re-embed "
+        f"the uploads first (`omnibind reindex --model {model}`, then cut over) and score them then"
+    )
+
+
+def require_vectors_of(client: Client, model: str) -> None:
+    """Raise `ConfigError` unless the index holds `model`'s vectors (or none yet)."""
+    held = stored_model(client.vectors)
+    if held is not None and held != card_for(model).label:
+        raise model_mismatch(held, model)
 
 
 def moderator_for(client: Client, policy: Policy) -> Moderator:
@@ -244,10 +264,16 @@ def labelled_files(directory: Path, policy: Policy) -> list[tuple[str, Path]]:
 
 
 def score_labelled(
-    client: Client, policy: Policy, files: Sequence[tuple[str, Path]], *, timeout_s: float = 300.0
+    client: Client,
+    policy: Policy,
+    files: Sequence[tuple[str, Path]],
+    *,
+    timeout_s: float = 300.0,
+    model: str | None = None,
 ) -> tuple[list[LabelledScores], list[tuple[Path, str]]]:
     """Zero-shot scores of every labelled file (embedded by the workers, several at once),
-    and the files that could not be scored with why."""
+    and the files that could not be scored with why. With `model` (the policy section's),
+    raises `ConfigError` when the workers embed with another model."""
 
     def embed(item: tuple[str, Path]) -> tuple[str, Path, tuple[Modality, QueryEmbedding] | str]:
         label, path = item
@@ -265,6 +291,8 @@ def score_labelled(
                 skipped.append((path, outcome))
                 continue
             modality, embedding = outcome
+            if model is not None and embedding.model != card_for(model).label:
+                raise model_mismatch(embedding.model, model)
             ensure_prompt_embeddings(client, policy, embedding.checkpoint, timeout_s=timeout_s)
             groups = moderator.prompt_groups(embedding.checkpoint).get(modality)
             scores = zero_shot_scores(groups, embedding.vector) if groups is not None else {}

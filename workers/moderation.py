@@ -23,7 +23,7 @@ from shared.moderation.decision import describe_signal
 from shared.moderation.detectors import DetectorSet
 from shared.moderation.log import DecisionLog
 from shared.moderation.moderator import Moderator, RequestPrompts
-from shared.moderation.policy import Policy, load_policy
+from shared.moderation.policy import Policy, load_model_policy
 from shared.moderation.prompts import PromptStore
 from workers.join_store import DetectorGuard, Join
 
@@ -40,9 +40,11 @@ class ModerationRuntime:
         self.settings = settings
         self.redis = client
         self.request_prompts = request_prompts
-        self.policy: Policy = load_policy(settings.moderation.policy)
+        # Each resolved for this process's model: thresholds of another model's scores do not hold.
+        model = settings.model.name
+        self.policy: Policy = load_model_policy(settings.moderation.policy, model)
         self.tenant_policies: dict[str, Policy] = {
-            tenant: load_policy(path) for tenant, path in settings.moderation.tenant_policies.items()
+            tenant: load_model_policy(path, model) for tenant, path in settings.moderation.tenant_policies.items()
         }
         self._moderators: dict[str, Moderator] = {}
 

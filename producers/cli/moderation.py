@@ -9,11 +9,12 @@ import click
 
 from producers.cli.base import handle_errors, main, settings_of
 from producers.client import Client
-from producers.moderation import add_to_blocklist, labelled_files, rescore, score_labelled
+from producers.moderation import add_to_blocklist, labelled_files, require_vectors_of, rescore, score_labelled
 from producers.reviewed import reviewed_examples
 from shared.audit import Action, AuditLog, cli_actor
 from shared.config import Settings
 from shared.events import Moderation
+from shared.models.catalog import CATALOG
 from shared.moderation.blocklist import Blocklist
 from shared.moderation.calibration import DEFAULT_THRESHOLDS, CategoryCurve, precision_recall
 from shared.moderation.decision import describe_signal
@@ -21,8 +22,18 @@ from shared.moderation.log import DecisionEntry, DecisionLog
 from shared.moderation.policy import Policy, load_policy
 
 
-def _policy(settings: Settings, path: Path | None) -> Policy:
-    return load_policy(path or settings.moderation.policy)
+def _policy(settings: Settings, path: Path | None, model: str | None = None) -> Policy:
+    """The policy file's section for `model` (default: OMNIBIND_MODEL__NAME's)."""
+    return load_policy(path or settings.moderation.policy).for_model(model or settings.model.name)
+
+
+MODEL_OPTION = click.option(
+    "--model",
+    "model",
+    type=click.Choice(sorted(CATALOG)),
+    default=None,
+    help="whose policy section to apply; the stored vectors must be this model's (default: OMNIBIND_MODEL__NAME)",
+)
 
 
 def _decision_log(client: Client) -> DecisionLog:
@@ -187,19 +198,28 @@ def explain(ctx: click.Context, upload_id: str, history: bool, as_json: bool) ->
     help="only this tenant's uploads, under its policy (OMNIBIND_MODERATION__TENANT_POLICIES) unless --policy",
 )
 @click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True, help="for prompt embeddings")
+@MODEL_OPTION
 @click.pass_context
 @handle_errors
 def rescore_command(
-    ctx: click.Context, policy_path: Path | None, dry_run: bool, tenant: str | None, timeout_s: float
+    ctx: click.Context,
+    policy_path: Path | None,
+    dry_run: bool,
+    tenant: str | None,
+    timeout_s: float,
+    model: str | None,
 ) -> None:
     """Recompute moderation of the stored uploads from their stored vectors (no re-embedding;
     the GPU is only asked for the prompt embeddings of a policy it has not seen). Without
-    --tenant: every upload except those of tenants with a policy of their own."""
+    --tenant: every upload except those of tenants with a policy of their own. The policy
+    file's section for --model applies, and the stored vectors must be that model's."""
     settings = settings_of(ctx)
     tenant_policies = settings.moderation.tenant_policies
-    policy = _policy(settings, policy_path or (tenant_policies.get(tenant) if tenant else None))
+    model = model or settings.model.name
+    policy = _policy(settings, policy_path or (tenant_policies.get(tenant) if tenant else None), model)
     skip = frozenset() if tenant else frozenset(tenant_policies)
     with Client(settings, source="cli") as client:
+        require_vectors_of(client, model)
         summary = rescore(client, policy, write=not dry_run, timeout_s=timeout_s, tenant=tenant, skip_tenants=skip)
         if not dry_run:
             AuditLog.from_settings(client.redis, settings).record(
@@ -211,7 +231,8 @@ def rescore_command(
             )
     verb = "would change" if dry_run else "changed"
     click.echo(
-        f"policy {policy.name} {policy.version}: {summary.records} records, {verb} {summary.changed}; "
+        f"policy {policy.name} {policy.version} ({policy.model or 'default section'} for {model}): "
+        f"{summary.records} records, {verb} {summary.changed}; "
         f"flagged {summary.flagged_before} -> {summary.flagged_after}"
     )
     for category, count in sorted(summary.categories_after.items()):
@@ -226,6 +247,7 @@ def rescore_command(
 @click.option("--thresholds", default=None, help="comma-separated candidates (default 0.05, 0.10 ... 0.95)")
 @click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
+@MODEL_OPTION
 @click.pass_context
 @handle_errors
 def calibrate(
@@ -237,6 +259,7 @@ def calibrate(
     thresholds: str | None,
     timeout_s: float,
     as_json: bool,
+    model: str | None,
 ) -> None:
     """Per-category precision/recall of the zero-shot scores at candidate thresholds, on a
     labelled folder: DIRECTORY/<category>/... and DIRECTORY/safe/... (needs running workers);
@@ -245,12 +268,16 @@ def calibrate(
     if (directory is None) == (not reviewed):
         raise click.UsageError("give a DIRECTORY or --reviewed (not both)")
     settings = settings_of(ctx)
-    policy = _policy(settings, policy_path)
+    model = model or settings.model.name
+    policy = _policy(settings, policy_path, model)
     cuts = [float(t) for t in thresholds.split(",")] if thresholds else list(DEFAULT_THRESHOLDS)
     with Client(settings, source="cli") as client:
         if directory is not None:
-            scored, skipped = score_labelled(client, policy, labelled_files(directory, policy), timeout_s=timeout_s)
+            scored, skipped = score_labelled(
+                client, policy, labelled_files(directory, policy), timeout_s=timeout_s, model=model
+            )
         else:
+            require_vectors_of(client, model)  # the reviewed uploads' stored scores are the index's model's
             scored, skipped = reviewed_examples(client, lambda t: tenant is None or t == tenant), []
             click.echo(f"{len(scored)} reviewed uploads", err=True)
     curves = precision_recall(scored, cuts)

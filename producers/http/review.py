@@ -21,7 +21,7 @@ from shared.api_keys import KeyScope, Role
 from shared.events import Frozen, Moderation
 from shared.moderation.calibration import SAFE_LABEL, ThresholdStats, precision_recall
 from shared.moderation.log import DecisionEntry, DecisionLog
-from shared.moderation.policy import load_policy
+from shared.moderation.policy import load_model_policy
 from shared.moderation.review import MAX_NOTE_CHARS, HumanReview, ReviewAction, review_of
 
 router = APIRouter(prefix="/v1", tags=["review"])
@@ -119,7 +119,12 @@ def _decide(state: ApiState, caller: KeyScope, upload_id: str, body: DecisionReq
     status = find_upload(state, caller, upload_id)
     review = HumanReview(action=body.action, by=reviewer_of(caller), category=body.category, note=body.note)
     try:
-        decided = decide(state.client, status, review, load_policy(policy_path(state, status.tenant)))
+        decided = decide(
+            state.client,
+            status,
+            review,
+            load_model_policy(policy_path(state, status.tenant), state.settings.model.name),
+        )
     except NotReviewable as exc:
         raise ApiError(409, exc.reason, exc.message) from exc
     return DecisionOutcome(upload_id=status.upload_id, review=decided.review, moderation=decided.moderation)
@@ -161,7 +166,7 @@ async def accuracy(state: State, caller: Annotated[KeyScope, Depends(authorize(R
 
 def _accuracy(state: ApiState, caller: KeyScope) -> Accuracy:
     examples = reviewed_examples(state.client, caller.covers)
-    policy = load_policy(policy_path(state, caller.single_tenant))
+    policy = load_model_policy(policy_path(state, caller.single_tenant), state.settings.model.name)
     rows = []
     for category in sorted({e.label for e in examples} - {SAFE_LABEL}):
         if category not in policy.categories:

@@ -20,6 +20,17 @@ Schema (see ``default_policy.toml`` for a complete example)::
                          `shared.moderation.detectors.DETECTOR_LABELS`)
       phrases            match = [...], band = "review" | "block" (spoken phrases
                          in transcripts, `shared.moderation.speech`)
+    [models.MODEL]       a section for one model (an ``OMNIBIND_MODEL__NAME``: "huge",
+                         "pe-av-base"...), merged over the sections above for that model
+                         only: its own scoring, blocklist, contrast prompts and categories
+                         (``[models.pe-av-base.categories.violence] review = 0.4``)
+
+Zero-shot scores of two models do not compare (other spaces, other prompt similarities), so
+thresholds calibrated on one model do not hold for another. `Policy.for_model` resolves the
+policy a model's uploads are decided under: its section merged over the default sections,
+or the default sections alone for a model without one. The resolved policy names its model
+(`Policy.model`) and so has a version of its own; decisions, prompt embeddings, `omnibind
+calibrate` and `omnibind rescore` all go by it.
 """
 
 from __future__ import annotations
@@ -31,12 +42,13 @@ import tomllib
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.errors import ConfigError
 from shared.events import Band, Modality
+from shared.models.catalog import CATALOG
 from shared.moderation.detectors.labels import DETECTOR_LABELS
 
 DEFAULT_POLICY_RESOURCE = "default_policy.toml"
@@ -168,6 +180,9 @@ class BlocklistRule(_Strict):
     band: Literal["review", "block"] = "block"
 
 
+MODEL_SECTION_KEYS = frozenset({"description", "scoring", "blocklist", "contrast", "categories"})
+
+
 class Policy(_Strict):
     name: str = Field("custom", min_length=1, max_length=128)
     description: str = ""
@@ -175,6 +190,50 @@ class Policy(_Strict):
     blocklist: BlocklistRule = Field(default_factory=BlocklistRule)
     contrast: ModalityPrompts
     categories: dict[str, Category] = Field(min_length=1)
+    # The model this policy was resolved for (`for_model`) when the file has a section for
+    # it; None: the default sections, as written.
+    model: str | None = None
+    # Per-model sections as written (TOML tables), each validated merged over the defaults.
+    models: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, models: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, section in models.items():
+            if name not in CATALOG:
+                raise ValueError(f"unknown model {name!r}; sections may name {', '.join(sorted(CATALOG))}")
+            extra = sorted(set(section) - MODEL_SECTION_KEYS)
+            if extra:
+                raise ValueError(
+                    f"models.{name}: {extra} cannot differ per model; allowed: {sorted(MODEL_SECTION_KEYS)}"
+                )
+        return models
+
+    @model_validator(mode="after")
+    def _sections_valid(self) -> Policy:
+        for name in self.models:
+            self.for_model(name)  # raises ValueError naming the section's bad fields
+        return self
+
+    def for_model(self, model: str) -> Policy:
+        """The policy uploads embedded by `model` (an ``OMNIBIND_MODEL__NAME``) are decided
+        under: its ``[models.MODEL]`` section merged over the default sections, or this
+        policy itself when the file has no section for it. Raises `ValueError` naming the
+        invalid fields of a section."""
+        section = self.models.get(model)
+        if section is None or self.model is not None:
+            return self
+        base = self.model_dump(mode="json", exclude={"models", "model"})
+        try:
+            return Policy.model_validate({**_merged(base, section), "model": model})
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+            raise ValueError(f"models.{model}: {problems}") from None
+
+    def for_model_label(self, label: str) -> Policy:
+        """`for_model` of the model whose records carry `label` (``pe-av-tiny-random``)."""
+        names = [card.name for card in CATALOG.values() if card.label == label]
+        return self.for_model(names[0]) if names else self
 
     @field_validator("categories")
     @classmethod
@@ -201,7 +260,11 @@ class Policy(_Strict):
         return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()[:VERSION_CHARS]
 
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        # Left out while unset, so a policy without per-model sections keeps the version it
+        # had before sections existed (stored decisions name it).
+        unset = {name for name in ("model", "models") if not getattr(self, name)}
+        doc = self.model_dump(mode="json", exclude=unset)
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def prompt_texts(self) -> list[str]:
         """Every distinct prompt of the policy (all modalities, contrast included), in a fixed
@@ -217,6 +280,15 @@ class Policy(_Strict):
 
     def detectors_used(self) -> set[str]:
         return {name for category in self.categories.values() for name in category.detectors}
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` merged into `base`, tables key by key, anything else replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        held = out.get(key)
+        out[key] = _merged(held, value) if isinstance(held, dict) and isinstance(value, dict) else value
+    return out
 
 
 def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
@@ -251,3 +323,9 @@ def load_policy(path: Path | None = None) -> Policy:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read moderation policy {path} (OMNIBIND_MODERATION__POLICY): {exc}") from exc
     return parse_policy(text, source=str(path))
+
+
+def load_model_policy(path: Path | None, model: str) -> Policy:
+    """`load_policy(path)` resolved for `model` (`Policy.for_model`): what uploads embedded
+    by `model` are decided under."""
+    return load_policy(path).for_model(model)
