@@ -21,7 +21,6 @@ from PIL import Image
 from shared.config import LimitSettings
 from shared.errors import LimitExceeded, PermanentError, UnsupportedMedia
 from shared.events import Modality, UploadEvent
-from shared.imagebind.video import preprocess_video
 from shared.media.decoded import DecodedMedia
 from shared.media.image import decode_image
 from shared.media.screening import check_declared_modality, check_not_polyglot, explain_unsupported
@@ -36,6 +35,7 @@ log = logging.getLogger(__name__)
 
 AudioMode = Literal["reference", "full"]
 IMAGEBIND = ImageBindPreprocessor()
+MODERATED_FRAMES = 10  # a video's frames scored as images at most (ImageBind decodes 10)
 # The part name of a video's sound (`VectorRecord.parts`).
 AUDIO_TRACK = "audio_track"
 
@@ -133,10 +133,9 @@ def _sniff(data: bytes, declared: str | None = None) -> Sniffed:
 
 def _content_modality(wanted: Modality, sniffed: Sniffed, data: bytes, preprocessor: Preprocessor) -> Modality:
     """What the content is embedded as: `sniffed`'s modality, or video for a container with
-    a video stream (unless the caller asked for its sound only: ``audio``, or the model
-    family embeds no video: then its sound, as before videos were embedded)."""
+    a video stream (unless the caller asked for its sound only: ``audio``)."""
     content = sniffed.modality
-    video_ok = isinstance(preprocessor, ImageBindPreprocessor) and wanted is not Modality.AUDIO
+    video_ok = wanted is not Modality.AUDIO
     if video_ok and sniffed.format in VIDEO_CONTAINERS:
         # A container FFmpeg cannot open fails here, with a video reason (a cut MP4 is far
         # more often a video than audio; the audio path would call it corrupt_audio).
@@ -184,8 +183,11 @@ def _frames_as_images(
 ) -> tuple[tuple[float, np.ndarray], ...]:
     """A video's sampled frames as image inputs (150 KB each, at most 10), for moderation:
     each is embedded as an image and scored on its own, so the worst frame wins."""
+    frames = media.frames
+    if len(frames) > MODERATED_FRAMES:  # PE-AV decodes 16: moderate 10 of them, evenly spread
+        frames = tuple(frames[round(i * (len(frames) - 1) / (MODERATED_FRAMES - 1))] for i in range(MODERATED_FRAMES))
     return tuple(
-        (time_s, preprocessor.image(Image.fromarray(rgb), max_pixels=limits.max_pixels)) for time_s, rgb in media.frames
+        (time_s, preprocessor.image(Image.fromarray(rgb), max_pixels=limits.max_pixels)) for time_s, rgb in frames
     )
 
 
@@ -198,17 +200,13 @@ def _decode_video(
     *,
     with_parts: bool,
 ) -> tuple[np.ndarray, DecodedMedia, dict[str, tuple[Modality, np.ndarray]]]:
-    """ImageBind's 15 video clips, and the first audio track as the part ``audio_track``
-    (preprocessed as an audio upload of the family is)."""
-    if not isinstance(preprocessor, ImageBindPreprocessor):
-        raise UnsupportedMedia(
-            "this model family does not embed video; upload the sound with modality=audio",
-            reason="unsupported_modality",
-        )
-    video = preprocess_video(data, format=sniffed.format, limits=video_limits(limits))
+    """The family's video array (ImageBind: 15 clips; PE-AV: uniformly sampled frames), and the
+    first audio track as the part ``audio_track`` (preprocessed as an audio upload of the
+    family is)."""
+    array, decoded = preprocessor.video(data, format=sniffed.format, limits=video_limits(limits))
     parts: dict[str, tuple[Modality, np.ndarray]] = {}
     notes: tuple[str, ...] = ()
-    if with_parts and video.frames.info.has_audio:
+    if with_parts and decoded.info.has_audio:
         try:
             # A long track is read by seeking to its 3 clips (reference mode): its cost stays
             # flat like the frames'. In "full" mode it is decoded whole, within max_audio_s,
@@ -221,5 +219,5 @@ def _decode_video(
             # The frames are fine: the upload is indexed by them, and says why its sound is not.
             log.info("video indexed without its audio track: %s (%s)", exc.message, exc.reason)
             notes = (f"audio track not embedded: {exc.reason}: {exc.message}",)
-    frames = tuple((video.frames.times_s[i], video.frames.frames[i]) for i in sorted(video.frames.frames))
-    return video.clips, DecodedMedia(Modality.VIDEO, frames=frames, notes=notes), parts
+    frames = tuple((decoded.times_s[i], decoded.frames[i]) for i in sorted(decoded.frames))
+    return array, DecodedMedia(Modality.VIDEO, frames=frames, notes=notes), parts

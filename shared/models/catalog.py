@@ -21,7 +21,9 @@ class ModelCard:
     hub repository of the PE-AV weights (None: ImageBind's own download, or made locally).
     `wire_image_size` is the side of the square uint8 image the cpu stage sends (the gpu
     backend resizes to its tower's input when that differs); `audio_rate_hz` and
-    `max_audio_s` describe the waveform PE-AV takes; `text_tokens` the padded token count.
+    `max_audio_s` describe the waveform PE-AV takes; `text_tokens` the padded token count;
+    `video_frames` how many frames of a video PE-AV embeds (sampled uniformly over its length,
+    as transformers' `PeVideoVideoProcessor` samples a fixed number of frames).
     """
 
     name: str
@@ -34,6 +36,7 @@ class ModelCard:
     audio_rate_hz: int = 48_000
     max_audio_s: float = 30.0
     text_tokens: int = 64
+    video_frames: int = 16
     random: bool = False
 
 
@@ -56,6 +59,7 @@ CATALOG: dict[str, ModelCard] = {
             wire_image_size=32,
             max_audio_s=4.0,
             text_tokens=16,
+            video_frames=4,
             random=True,
         ),
     )

@@ -1,8 +1,9 @@
 """Perception Encoder Audio-Visual (PE-AV) behind the model port, on `transformers`'
 `PeAudioVideoModel` (its implementation, not a port of ours).
 
-Heads (docs/model.md): an image is a one-frame video -> the video head; audio -> the audio
-head; text -> the text-video head (``video``) or the text-audio head (``audio``). Video and
+Heads (docs/model.md): an image is a one-frame video -> the video head; a video (the card's
+`video_frames` frames, uint8 (F, 3, S, S) from the cpu stage) -> the video head; audio -> the
+audio head; text -> the text-video head (``video``) or the text-audio head (``audio``). Video and
 audio embeddings are one trained pair, so an image query searches audio with the same
 vector; a text query needs one vector per target (`heads_for_query`).
 
@@ -239,12 +240,14 @@ class PerceptionBackend:
 
     def heads_for_query(self, modality: Modality) -> Mapping[Modality, str]:
         if modality is Modality.TEXT:
-            return {Modality.IMAGE: VIDEO, Modality.TEXT: VIDEO, Modality.AUDIO: AUDIO}
+            return {Modality.IMAGE: VIDEO, Modality.TEXT: VIDEO, Modality.AUDIO: AUDIO, Modality.VIDEO: VIDEO}
         return dict.fromkeys(EMBEDDABLE, self.head_for_upload(modality))
 
     def batch_group(self, modality: Modality, head: str, array: np.ndarray) -> int:
         if modality is Modality.AUDIO:
             return int(array.shape[-1])  # waves are stacked: only equal lengths share a forward
+        if modality is Modality.VIDEO:
+            return int(array.shape[0])  # frames per video (one card: always the same)
         return 0
 
     # -- the three stages ------------------------------------------------------------------
@@ -255,13 +258,15 @@ class PerceptionBackend:
             images = to_cpu_tensor(inputs, "images")
             if images.ndim != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
                 raise bad_input(f"images must be uint8 (B, 3, S, S), got {images.dtype} {tuple(images.shape)}")
-            pixels = images.to(self.device).to(torch.float32) / 255.0
-            if pixels.shape[-1] != self.image_size or pixels.shape[-2] != self.image_size:
-                pixels = F.interpolate(
-                    pixels, size=(self.image_size, self.image_size), mode="bicubic", antialias=True
-                ).clamp_(0, 1)
-            frames = ((pixels - IMAGE_MEAN) / IMAGE_STD).unsqueeze(1)  # (B, 1 frame, 3, S, S)
-            return PePrepared(modality, VIDEO, frames.to(self.compute_dtype))
+            frames = self._frames(images).unsqueeze(1)  # (B, 1 frame, 3, S, S)
+            return PePrepared(modality, VIDEO, frames)
+        if modality is Modality.VIDEO:
+            videos = to_cpu_tensor(inputs, "videos")
+            if videos.ndim != 5 or videos.shape[2] != 3 or videos.dtype != torch.uint8 or videos.shape[1] == 0:
+                raise bad_input(f"videos must be uint8 (B, F, 3, S, S), got {videos.dtype} {tuple(videos.shape)}")
+            batch, count = int(videos.shape[0]), int(videos.shape[1])
+            frames = self._frames(videos.flatten(0, 1))  # (B * F, 3, S, S)
+            return PePrepared(modality, VIDEO, frames.unflatten(0, (batch, count)))  # (B, F, 3, S, S)
         if modality is Modality.TEXT:
             ids = to_cpu_tensor(inputs, "text tokens")
             if ids.ndim != 2 or ids.is_floating_point() or int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size:
@@ -275,10 +280,19 @@ class PerceptionBackend:
             return PePrepared(modality, AUDIO, wave.to(self.device).to(self.compute_dtype).unsqueeze(1))
         raise PermanentError(f"cannot embed modality {modality!r}", reason="invalid_model_input")
 
+    def _frames(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, s, s) -> normalised (N, 3, S, S) at the video tower's input size S."""
+        pixels = images.to(self.device).to(torch.float32) / 255.0
+        if pixels.shape[-1] != self.image_size or pixels.shape[-2] != self.image_size:
+            pixels = F.interpolate(
+                pixels, size=(self.image_size, self.image_size), mode="bicubic", antialias=True
+            ).clamp_(0, 1)
+        return ((pixels - IMAGE_MEAN) / IMAGE_STD).to(self.compute_dtype)
+
     def forward(self, prepared: PePrepared) -> torch.Tensor:
         model = self.model
         with torch.inference_mode():
-            if prepared.modality is Modality.IMAGE:
+            if prepared.modality in (Modality.IMAGE, Modality.VIDEO):
                 video = model.video_model.video_encoder(pixel_values_videos=prepared.tensor, return_dict=True)
                 return model.video_model.video_head(video.pooler_output)
             if prepared.modality is Modality.AUDIO:

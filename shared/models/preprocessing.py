@@ -4,11 +4,14 @@ The wire arrays stay compact (uint8 images, int32 tokens, float16 audio) and are
 family's gpu backend expects (`shared.models.port.EmbeddingBackend.prepare`):
 
 - imagebind: image uint8 (3, 224, 224), bicubic short-side resize + centre crop; text int32
-  (77,) CLIP BPE; audio float16 (clips, 1, 128, 204) fbank clips;
+  (77,) CLIP BPE; audio float16 (clips, 1, 128, 204) fbank clips; video uint16 (15, 3, 2, 224,
+  224) clips (`shared.imagebind.video`);
 - perception: image uint8 (3, S, S), the same crop at the catalogue's wire size S (normalised
   and resized to the tower's input on the gpu); text int32 (n,) by the model's tokenizer.json,
   padded; audio float16 (samples,) mono 48 kHz waveform, at most `max_audio_s`, reflect-padded
-  to whole 40 ms hops.
+  to whole 40 ms hops; video uint8 (F, 3, S, S): the card's `video_frames` frames sampled
+  uniformly over the video (frame i of n: int(i * (n - 1) / (F - 1)), as transformers'
+  `PeVideoVideoProcessor` samples), each cropped as an image.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from shared.config import ModelSettings
 from shared.imagebind.audio import preprocess_audio, preprocess_audio_track
 from shared.imagebind.image import resize_and_center_crop
 from shared.imagebind.text import tokenize
+from shared.imagebind.video import preprocess_video
 from shared.media.audio import decode_audio
+from shared.media.video import DecodedFrames, VideoInfo, VideoLimits, decode_frames
 from shared.models.catalog import ModelCard, card_for
 
 AudioMode = Literal["reference", "full"]
@@ -40,6 +45,15 @@ class Preprocessor(Protocol):
     def text(self, text: str) -> np.ndarray: ...
 
     def audio(self, data: bytes, *, max_duration_s: float, mode: AudioMode, format: str | None) -> np.ndarray: ...
+
+    def audio_track(self, data: bytes, *, max_duration_s: float, mode: AudioMode, format: str) -> np.ndarray:
+        """A video's first audio track, as this family embeds audio."""
+        ...
+
+    def video(self, data: bytes, *, format: str, limits: VideoLimits) -> tuple[np.ndarray, DecodedFrames]:
+        """The video's wire array and the frames decoded for it (kept for the detectors and
+        per-frame moderation). Raises what `shared.media.video.decode_frames` raises."""
+        ...
 
 
 class ImageBindPreprocessor:
@@ -59,6 +73,10 @@ class ImageBindPreprocessor:
         """A video's audio track: its clips read by seeking when long (`preprocess_audio_track`)."""
         clips = preprocess_audio_track(data, max_duration_s=max_duration_s, mode=mode, format=format)
         return clips.astype(np.float16)
+
+    def video(self, data: bytes, *, format: str, limits: VideoLimits) -> tuple[np.ndarray, DecodedFrames]:
+        prepared = preprocess_video(data, format=format, limits=limits)
+        return prepared.clips, prepared.frames
 
 
 @dataclass(frozen=True)
@@ -90,6 +108,36 @@ class PerceptionPreprocessor:
         mono = decoded.channel_mean if decoded.channel_mean is not None else decoded.channel0
         wave = np.asarray(mono, dtype=np.float32)[: int(self.card.max_audio_s * rate)]
         return pad_to_hop(wave, PE_AUDIO_HOP).astype(np.float16)
+
+    def audio_track(self, data: bytes, *, max_duration_s: float, mode: AudioMode, format: str) -> np.ndarray:
+        # The waveform of an audio upload: PE-AV reads at most `max_audio_s` of it in any case.
+        return self.audio(data, max_duration_s=max_duration_s, mode=mode, format=format)
+
+    def video(self, data: bytes, *, format: str, limits: VideoLimits) -> tuple[np.ndarray, DecodedFrames]:
+        count = self.card.video_frames
+
+        def pick(info: VideoInfo) -> list[int]:
+            return uniform_frames(info.frame_count, count)
+
+        decoded = decode_frames(data, format=format, limits=limits, pick=pick)
+        # A video shorter than `count` frames repeats some: every video has the same shape.
+        frames = [
+            resize_and_center_crop(
+                Image.fromarray(decoded.frames[index]),
+                max_resized_pixels=limits.max_pixels,
+                size=self.card.wire_image_size,
+            )
+            for index in uniform_frames(decoded.info.frame_count, count)
+        ]
+        return np.stack(frames), decoded  # (F, 3, S, S) uint8
+
+
+def uniform_frames(frame_count: int, count: int) -> list[int]:
+    """`count` frame indices spread evenly from the first frame to the last, as transformers'
+    `PeVideoVideoProcessor.sample_frames` picks them (int(i * (n - 1) / (count - 1)))."""
+    if count == 1:
+        return [0]
+    return [int(i * (frame_count - 1) / (count - 1)) for i in range(count)]
 
 
 def pad_token_id(tokenizer) -> int:  # type: ignore[no-untyped-def]

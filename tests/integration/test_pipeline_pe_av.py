@@ -51,7 +51,7 @@ def test_the_pipeline_indexes_every_modality_with_the_pe_av_family(start_stack, 
 
     query = client.embed_query_with_model(text="a dog barking")
     assert query.model == "pe-av-tiny-random" and query.targets is not None
-    assert set(query.targets) == {Modality.IMAGE, Modality.TEXT, Modality.AUDIO}
+    assert set(query.targets) == {Modality.IMAGE, Modality.TEXT, Modality.AUDIO, Modality.VIDEO}
     assert not (query.targets[Modality.AUDIO] == query.targets[Modality.IMAGE]).all(), "two heads"
 
     hits = client.search(text="a dog barking", k=100)

@@ -96,7 +96,7 @@ def test_every_modality_embeds_unit_length_the_same_alone_as_in_a_batch(
 
 def test_a_text_query_has_one_vector_per_target_head(backend: PerceptionBackend, settings: ModelSettings) -> None:
     heads = backend.heads_for_query(Modality.TEXT)
-    assert heads == {Modality.IMAGE: "video", Modality.TEXT: "video", Modality.AUDIO: "audio"}
+    assert heads == {Modality.IMAGE: "video", Modality.TEXT: "video", Modality.AUDIO: "audio", Modality.VIDEO: "video"}
     assert set(backend.heads_for_query(Modality.IMAGE).values()) == {"video"}, "video and audio are one pair"
     tokens = preprocessor_for(settings).text("a dog barking")
     for_audio = embed(backend, Modality.TEXT, [tokens], "audio")[0]
