@@ -23,15 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def omnibind_json(running: RunningStack, *args: str) -> list[dict[str, Any]]:
-    done = subprocess.run(
-        [sys.executable, "-m", "producers.cli", *args, "--json"],
-        env=running.cli_env(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = running.cli(*args, "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
 

@@ -59,18 +59,6 @@ def ingest(running: RunningStack, tmp_path: Path, names: dict[str, str]) -> tupl
     return owners, inline, doomed
 
 
-def cli(running: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "producers.cli", *args],
-        env=running.cli_env(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
 def reindex_cli(running: RunningStack, *args: str, **popen: object) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "producers.cli", "reindex", "--model", "pe-av-tiny", *args],
@@ -89,7 +77,7 @@ def test_reindex_killed_midway_resumes_and_every_upload_lands_once_with_its_tena
     owners, inline, doomed = ingest(running, tmp_path, names)
     total = len(owners) + 2
 
-    refused = cli(running, "rescore", "--model", "pe-av-tiny", "--dry-run")
+    refused = running.cli("rescore", "--model", "pe-av-tiny", "--dry-run")
     assert refused.returncode == 1 and "the stored vectors are of imagebind-tiny-random" in refused.stderr
     assert "omnibind reindex --model pe-av-tiny" in refused.stderr
 
@@ -133,7 +121,7 @@ def test_reindex_killed_midway_resumes_and_every_upload_lands_once_with_its_tena
     assert clip.modality is Modality.VIDEO and set(clip.parts) == {"audio_track"}, "PE-AV embeds the video itself"
     assert target.count(SearchFilters(scope=tenants("globex"))) == sum(t == "globex" for t in owners.values())
 
-    status = cli(running, "reindex", "--model", "pe-av-tiny", "--failures")
+    status = running.cli("reindex", "--model", "pe-av-tiny", "--failures")
     assert f"{doomed}\tobject_not_found" in status.stdout and f"{inline}\tno_object" in status.stdout
 
     again = reindex_cli(running, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -160,6 +148,6 @@ def test_reindex_killed_midway_resumes_and_every_upload_lands_once_with_its_tena
     by_video = new.client.search(video=VIDEO, k=1)
     assert names.get(by_video[0].record.upload_id) == "clip.mp4" and by_video[0].score == pytest.approx(1.0, abs=1e-4)
 
-    rescored = cli(new, "rescore", "--dry-run")  # the new model's section, on its own vectors
+    rescored = new.cli("rescore", "--dry-run")  # the new model's section, on its own vectors
     assert rescored.returncode == 0, rescored.stdout + rescored.stderr
     assert f"{len(owners)} records" in rescored.stdout and "for pe-av-tiny" in rescored.stdout

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from shared.config import Settings
 from tests.support.s3_server import free_loopback_port
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "samples"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -30,6 +33,18 @@ class RunningStack:
 
     def cli_env(self) -> dict[str, str]:
         return self.stack.child_env()
+
+    def cli(self, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+        """`omnibind ARGS` in a subprocess against this stack (from the repository root)."""
+        return subprocess.run(
+            [sys.executable, "-m", "producers.cli", *args],
+            env=self.cli_env(),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
 
 
 def stack_settings(root: Path, model_cache: Path, **overrides: Any) -> Settings:
