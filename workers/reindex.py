@@ -55,7 +55,6 @@ from shared.vectors.model_guard import check_one_model, stored_model
 from shared.vectors.records import VectorRecord
 from shared.vectors.store import VectorStore
 from workers.gpu import GpuRunner, Result
-from workers.moderation import embed_prompts
 from workers.preprocess import fetch_blob, prepare_upload
 from workers.records import build_record
 
@@ -198,7 +197,7 @@ class Reindexer:
             return None
         part = SpeechPart.from_record(source.transcript)
         texts = [passage.text for passage in part.transcript.passages]
-        vectors = embed_prompts(self.runner, texts, timeout_s=self.timeout_s) if texts else None
+        vectors = self.runner.embed_texts(texts, timeout_s=self.timeout_s) if texts else None
         return SpeechPart(part.transcript, vectors, self.runner.checkpoint, part.detector_scores)
 
 
