@@ -57,7 +57,9 @@ class VectorStoreSettings(BaseModel):
         None, ge=1, description="expected vector dimension; unset = fixed by the first write (1024 huge, 32 tiny)"
     )
     path: Path | None = Field(None, description="lancedb: directory (default DATA_DIR/vectors)")
-    table: str = Field("uploads", description="lancedb: table name")
+    table: str = Field(
+        "uploads", description="lancedb: table name (`omnibind reindex --model M` writes `<table>__<m>`)"
+    )
     compact_every_writes: int = Field(
         100, ge=0, description="lancedb: compact fragments after this many writes by one process (0 = never)"
     )
@@ -82,7 +84,10 @@ class VectorStoreSettings(BaseModel):
     grpc_port: int = Field(50051, description="weaviate: gRPC port")
     grpc_secure: bool | None = Field(None, description="weaviate: TLS for gRPC (default: same as `url`)")
     api_key: SecretStr | None = None
-    collection: str = Field("OmnibindUpload", description="weaviate: collection name")
+    collection: str = Field(
+        "OmnibindUpload",
+        description="weaviate: collection name (`omnibind reindex --model M` writes `<collection>_<M>`)",
+    )
     timeout_init_s: float = Field(5.0, gt=0, description="weaviate: start-up checks when connecting")
     timeout_query_s: float = Field(30.0, gt=0, description="weaviate: searches and reads")
     timeout_insert_s: float = Field(90.0, gt=0, description="weaviate: batch writes and deletes")
@@ -93,7 +98,8 @@ class ModelSettings(BaseModel):
         "huge",
         description="huge = ImageBind (weights CC BY-NC-SA 4.0, non-commercial); pe-av-small/base/large = "
         "Perception Encoder Audio-Visual (weights Apache-2.0, commercial use allowed); tiny / pe-av-tiny = "
-        "random weights of either family for offline smoke runs (docs/model.md)",
+        "random weights of either family for offline smoke runs (docs/model.md); on a deployment with an index, "
+        "change it with `omnibind reindex --model` (docs/operations.md, 'Switching models')",
     )
     checkpoint: Path | None = Field(
         None,
@@ -230,7 +236,11 @@ class WorkerSettings(BaseModel):
 
 class ModerationSettings(BaseModel):
     enabled: bool = Field(True, description="score uploads for moderation")
-    policy: Path | None = Field(None, description="policy file (default: the one shipped with omnibind)")
+    policy: Path | None = Field(
+        None,
+        description="policy file (default: the one shipped with omnibind); `[models.NAME]` sections hold "
+        "one model's thresholds (docs/moderation.md)",
+    )
     tenant_policies: dict[str, Path] = Field(
         default={}, description='per-tenant policy files, JSON {"acme": "/etc/omnibind/acme.toml"}; others use `policy`'
     )
