@@ -17,6 +17,8 @@ Results: bench/results/soak_<uploads>_<label>_<date>.{json,md}. A benchmark, not
 
     PYTHONPATH=$PWD .venv/bin/python bench/soak.py --uploads 100000 --every 5000
     PYTHONPATH=$PWD .venv/bin/python bench/soak.py --uploads 20000 --max-s 3000 --label capped
+
+SIGTERM or SIGINT stops the run at its next sample; the report is written all the same.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ import importlib.metadata
 import io
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -56,6 +60,8 @@ RESULTS = ROOT / "bench" / "results"
 WORDS = "dog cat car beach rain party sofa river mountain city night red green blue old small running".split()  # noqa: SIM905
 QUERIES = ["a dog on a beach", "a red car in the rain", "a cat asleep on a sofa", "a city at night"]
 MB = 2**20
+# Set by SIGTERM/SIGINT: the run stops at its next sample and still writes its report.
+STOP = threading.Event()
 
 
 # -- uploads ------------------------------------------------------------------------------------
@@ -196,8 +202,9 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                         samples.append(sample)
                         print(sample, flush=True)
                         last_done, last_t = done, time.perf_counter()
-                        if now - started > args.max_s:
-                            print(f"stopping after {args.max_s:g} s: {done:,} of {args.uploads:,} uploads", flush=True)
+                        if now - started > args.max_s or STOP.is_set():
+                            stopped = "a signal" if STOP.is_set() else f"the {args.max_s:g} s cap"
+                            print(f"stopping on {stopped}: {done:,} of {args.uploads:,} uploads", flush=True)
                             if pending:
                                 client.wait(pending, timeout_s=args.timeout)
                             break
@@ -239,7 +246,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines.append("")
     if last["uploads"] < report["settings"]["uploads"]:
         lines.append(
-            f"Stopped after {report['settings']['max_s']:g} s, before all {report['settings']['uploads']:,} uploads.\n"
+            f"Stopped (by a signal or after {report['settings']['max_s']:g} s) before all "
+            f"{report['settings']['uploads']:,} uploads.\n"
         )
     return "\n".join(lines)
 
@@ -256,6 +264,8 @@ def main() -> None:
     parser.add_argument("--label", default="tiny", help="names the result files")
     parser.add_argument("--data-dir", type=Path, default=None, help="where the stack's data lives (default: temp)")
     args = parser.parse_args()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: STOP.set())
     # The version without importing lancedb here: this process forks `omnibind serve`.
     info = {**host_info(), "lancedb": importlib.metadata.version("lancedb")}
     with tempfile.TemporaryDirectory(prefix="omnibind-soak-", dir=args.data_dir) as tmp:
