@@ -9,8 +9,9 @@ to an audio upload end to end.
    the voice-activity detector saves). `workers.speech.SpeechRunner`, the worker's own code.
    A model that is neither installed nor in the cache is reported as not available offline.
 2. End to end: the embedded stack (tiny random ImageBind, real Celery workers) with speech
-   enabled, then disabled; `--uploads` audio uploads (6.2 s of speech each) submitted one at
-   a time; latency from queued to indexed, from the status record's timestamps.
+   enabled, then disabled; `--uploads` audio uploads per `--lengths` (seconds of speech; 0 =
+   the 6.2 s fixture) submitted one at a time; latency from queued to indexed, from the status
+   record's timestamps.
 
 3. `--runtimes tiny.en,base`: faster-whisper against transformers' Whisper, the same real
    weights (the bundled CTranslate2 conversions turned back into transformers' form by
@@ -206,11 +207,28 @@ def size_rows(sizes: list[str], cache: Path, random_dir: Path, threads: int) -> 
     return {"tokens_per_window": lengths, "rows": rows}
 
 
-def end_to_end(uploads: int) -> dict[str, Any]:
+def spoken_wav(seconds: float) -> bytes:
+    """A 16 kHz WAV of `seconds` of speech: the refund sentence (6.2 s with its silences)
+    repeated, cut to length; 0 = the fixture itself."""
+    if not seconds:
+        return (SPEECH / "refund.wav").read_bytes()
+    clip = read_wav(SPEECH / "refund.wav")
+    samples = np.tile(clip, int(seconds * WHISPER_RATE_HZ) // clip.size + 1)[: int(seconds * WHISPER_RATE_HZ)]
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(WHISPER_RATE_HZ)
+        w.writeframes((samples * 32767).astype("<i2").tobytes())
+    return out.getvalue()
+
+
+def end_to_end(uploads: int, lengths: list[float]) -> dict[str, Any]:
+    """Queued -> indexed latency per clip length, speech on then off, one upload at a time."""
     from producers.client import Client
     from producers.stack import Stack
 
-    clip = (SPEECH / "refund.wav").read_bytes()
+    clips = {length: spoken_wav(length) for length in lengths}
     out: dict[str, Any] = {}
     for enabled in (True, False):
         with tempfile.TemporaryDirectory() as tmp:
@@ -222,25 +240,28 @@ def end_to_end(uploads: int) -> dict[str, Any]:
                 worker={"cpu_concurrency": 1},
                 speech={"enabled": enabled},
             )
-            latencies = []
             (root / "logs").mkdir()
             with Stack(settings, log_dir=root / "logs") as stack:
                 connected = settings.model_copy(update={"redis_url": SecretStr(stack.redis_url or "")})
                 with Client(connected, source="bench") as client:
-                    for i in range(uploads + 1):  # the first one warms every worker up
-                        upload_id = client.submit(io.BytesIO(clip).getvalue(), filename=f"clip{i}.wav")
-                        record = client.wait([upload_id], timeout_s=300)[upload_id]
-                        assert record.status is UploadStatus.INDEXED, record
-                        stamps = record.timestamps
-                        if i:
-                            latencies.append(
-                                (stamps[UploadStatus.INDEXED] - stamps[UploadStatus.QUEUED]).total_seconds()
-                            )
-            out["speech_on" if enabled else "speech_off"] = {
-                "latencies_s": [round(x, 3) for x in latencies],
-                "median_s": round(statistics.median(latencies), 3),
-            }
-    out["added_median_s"] = round(out["speech_on"]["median_s"] - out["speech_off"]["median_s"], 3)
+                    for n, (length, clip) in enumerate(clips.items()):
+                        latencies = []
+                        for i in range(uploads + (n == 0)):  # the very first one warms every worker up
+                            upload_id = client.submit(clip, filename=f"clip{length}_{i}.wav")
+                            record = client.wait([upload_id], timeout_s=600)[upload_id]
+                            assert record.status is UploadStatus.INDEXED, record
+                            stamps = record.timestamps
+                            if i or n:
+                                latencies.append(
+                                    (stamps[UploadStatus.INDEXED] - stamps[UploadStatus.QUEUED]).total_seconds()
+                                )
+                        key = "6.2" if not length else f"{length:g}"
+                        out.setdefault(key, {})["speech_on" if enabled else "speech_off"] = {
+                            "latencies_s": [round(x, 3) for x in latencies],
+                            "median_s": round(statistics.median(latencies), 3),
+                        }
+    for row in out.values():
+        row["added_median_s"] = round(row["speech_on"]["median_s"] - row["speech_off"]["median_s"], 3)
     return out
 
 
@@ -250,13 +271,16 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Machine: {report['host']['cpu']}, {report['host']['cores']} cores, load at start "
         f"{report['host']['load_avg_at_start']} (shared with other jobs).",
-        "",
-        "RTF = wall seconds per second of audio (1 thread pool of CTranslate2 over all cores), "
-        "on 60 s of espeak-ng speech, silence and tones; VAD on.",
-        "",
-        "| model | compute | beam | load s | speech RTF | silence RTF | tones RTF | words | RSS added MB |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    if report["rtf"]:
+        lines += [
+            "",
+            "RTF = wall seconds per second of audio (1 thread pool of CTranslate2 over all cores), "
+            "on 60 s of espeak-ng speech, silence and tones; VAD on.",
+            "",
+            "| model | compute | beam | load s | speech RTF | silence RTF | tones RTF | words | RSS added MB |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
     for row in report["rtf"]:
         if "error" in row:
             lines.append(
@@ -312,13 +336,18 @@ def markdown(report: dict[str, Any]) -> str:
     if e2e:
         lines += [
             "",
-            f"End to end (embedded stack, tiny ImageBind, one 6.2 s spoken WAV at a time, {report['uploads']} "
-            "uploads, queued -> indexed):",
+            f"## End to end (embedded stack, tiny ImageBind, real workers, one spoken WAV at a time, "
+            f"{report['uploads']} uploads per length, queued -> indexed)",
             "",
-            f"- speech on: median {e2e['speech_on']['median_s']} s ({e2e['speech_on']['latencies_s']})",
-            f"- speech off: median {e2e['speech_off']['median_s']} s ({e2e['speech_off']['latencies_s']})",
-            f"- added by the speech stage: {e2e['added_median_s']} s per upload",
+            "| speech s | speech on: median s | speech off: median s | added by the speech stage s "
+            "| on: runs | off: runs |",
+            "|---:|---:|---:|---:|---|---|",
         ]
+        for length, row in e2e.items():
+            lines.append(
+                f"| {length} | {row['speech_on']['median_s']} | {row['speech_off']['median_s']} | "
+                f"{row['added_median_s']} | {row['speech_on']['latencies_s']} | {row['speech_off']['latencies_s']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -326,6 +355,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="tiny.en", help="comma-separated Whisper models ('' = skip)")
     parser.add_argument("--uploads", type=int, default=6, help="uploads per end-to-end run (0 = skip)")
+    parser.add_argument(
+        "--lengths", default="0", help="seconds of speech per end-to-end upload, comma-separated (0 = 6.2 s fixture)"
+    )
     parser.add_argument("--runtimes", default="", help="bundled models to run through both runtimes, e.g. tiny.en,base")
     parser.add_argument("--sizes", default="", help="random-weight sizes, e.g. tiny,base,small,medium,large-v3")
     parser.add_argument("--repeats", type=int, default=2, help="rounds of the runtime comparison")
@@ -348,7 +380,7 @@ def main() -> None:
         if args.sizes:
             report["sizes"] = size_rows(args.sizes.split(","), Path(cache), args.random_dir, args.threads)
     if args.uploads:
-        report["end_to_end"] = end_to_end(args.uploads)
+        report["end_to_end"] = end_to_end(args.uploads, [float(x) for x in args.lengths.split(",")])
     write_report(RESULTS_DIR / f"speech_rtf_{report['date']}", report, markdown(report))
 
 

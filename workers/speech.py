@@ -2,8 +2,8 @@
 process, and one upload's audio -> `Transcript`.
 
 Why faster-whisper and not transformers' Whisper: measured side by side on the same weights
-and audio (bench/speech_rtf.py --runtimes, docs/model.md), faster-whisper's int8 ran 12-16x
-faster than transformers' float32 on CPU in a quarter of the memory, with Silero VAD built in
+and audio (bench/speech_rtf.py --runtimes, docs/model.md), faster-whisper's int8 ran 5-8x
+faster than transformers' Whisper on CPU in a quarter of the memory, with Silero VAD built in
 (silence and music are never decoded) and no torch in the speech worker.
 
 Built only in speech workers (`workers.resources.Resources.speech`, at start-up): faster-whisper
