@@ -4,7 +4,8 @@ vector and its sound as the ``audio_track`` part; a silent video has no part; an
 MP4 stays audio (the committed samples cover that); videos are queries (CLI ``search
 --video``), the ``video`` modality filter works, and a damaged container fails with its reason.
 Videos also arrive through the bridge: an event on the Redis ingest stream naming an object,
-and a live MinIO's bucket notification for an object put into it."""
+and a live MinIO's bucket notification for an object put into it — and so does speech there
+(a spoken WAV by each surface is transcribed by the real offline Whisper)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from tests.support.redis_server import RedisServers
 from tests.support.stack import RunningStack
 
 pytestmark = pytest.mark.integration
+
+SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
 
 
 def test_videos_are_indexed_with_their_sound_and_searchable_by_video(start_stack, tmp_path: Path) -> None:
@@ -73,7 +76,7 @@ def test_videos_are_indexed_with_their_sound_and_searchable_by_video(start_stack
     assert {hit.record.modality for hit in only_videos} == {Modality.VIDEO} and len(only_videos) == 2
 
 
-def test_videos_from_the_redis_stream_and_minio_bucket_events_are_indexed_with_their_sound(
+def test_videos_and_speech_from_the_redis_stream_and_minio_bucket_events_are_indexed_with_their_sound(
     start_stack: Callable[..., RunningStack], redis_servers: RedisServers, tmp_path: Path
 ) -> None:
     redis = redis_servers.start()
@@ -90,9 +93,11 @@ def test_videos_from_the_redis_stream_and_minio_bucket_events_are_indexed_with_t
         )
         streamed = video_bytes(seconds=3, fps=10, audio_streams=1)
         s3.put_object(direct, "talk.mp4", io.BytesIO(streamed), len(streamed), content_type="video/mp4")
-        running.client.redis.xadd(
-            INGEST, {"event": json.dumps({"id": "cms-video-1", "object": {"bucket": direct, "key": "talk.mp4"}})}
-        )
+        threat = (SPEECH / "threat.wav").read_bytes()
+        s3.put_object(direct, "voice/threat.wav", io.BytesIO(threat), len(threat), content_type="audio/wav")
+        for upload_id, key in (("cms-video-1", "talk.mp4"), ("cms-speech-1", "voice/threat.wav")):
+            event = {"id": upload_id, "object": {"bucket": direct, "key": key}}
+            running.client.redis.xadd(INGEST, {"event": json.dumps(event)})
         with omnibind_process(["-m", "producers.cli", "bridge"], running, tmp_path / "bridge.log"):
             # the bridge subscribes the watched bucket at start; then a platform puts a video
             wait_until(
@@ -104,9 +109,12 @@ def test_videos_from_the_redis_stream_and_minio_bucket_events_are_indexed_with_t
             with_sound = video_bytes(seconds=4, fps=10, audio_streams=1)
             s3.put_object(watched, "clips/with-sound.mp4", io.BytesIO(with_sound), len(with_sound))
             s3.put_object(watched, "clips/silent.webm", io.BytesIO(dropped), len(dropped))
+            scam = (SPEECH / "scam.wav").read_bytes()
+            s3.put_object(watched, "voice/scam.wav", io.BytesIO(scam), len(scam))
             from_minio = minio_upload_id(watched, "clips/with-sound.mp4")
             silent = minio_upload_id(watched, "clips/silent.webm")
-            uploads = ["cms-video-1", from_minio, silent]
+            spoken = minio_upload_id(watched, "voice/scam.wav")
+            uploads = ["cms-video-1", from_minio, silent, "cms-speech-1", spoken]
             finished = running.client.wait(uploads, timeout_s=300)
         assert {u: r.status for u, r in finished.items()} == dict.fromkeys(uploads, UploadStatus.INDEXED), (
             tmp_path / "bridge.log"
@@ -118,5 +126,11 @@ def test_videos_from_the_redis_stream_and_minio_bucket_events_are_indexed_with_t
             assert source is None or record.source == source
         quiet = running.client.vectors.get(silent)
         assert quiet is not None and quiet.modality is Modality.VIDEO and not quiet.parts
+        # Speech by either surface: transcribed, its transcript a vector part of the record.
+        for upload_id, words in (("cms-speech-1", "kill you tomorrow"), (spoken, "gift card")):
+            transcript = finished[upload_id].extra.get("transcript")
+            assert isinstance(transcript, dict) and words in str(transcript["text"]).lower(), transcript
+            record = running.client.vectors.get(upload_id)
+            assert record is not None and record.modality is Modality.AUDIO and "transcript" in record.parts
     finally:
         minio.stop()
