@@ -6,7 +6,7 @@ to an audio upload end to end.
 1. Real-time factor (wall seconds per second of audio; lower is faster) of faster-whisper,
    per model and CTranslate2 compute type, beam 1 (the default) and 5, on ~60 s of espeak-ng
    speech (the committed fixtures, concatenated), and on 60 s of silence and of tones (what
-   the voice-activity detector saves). `workers.speech.SpeechRunner`, the worker's own code.
+   the voice-activity detector saves). `workers.whisper.WhisperRunner`, the worker's own code.
    A model that is neither installed nor in the cache is reported as not available offline.
 2. End to end: the embedded stack (tiny random ImageBind, real Celery workers) with speech
    enabled, then disabled; `--uploads` audio uploads per `--lengths` (seconds of speech; 0 =
@@ -80,7 +80,7 @@ def tones_minute() -> np.ndarray:
 
 
 def rtf_rows(models: list[str], cache: Path) -> list[dict[str, Any]]:
-    from workers.speech import SpeechRunner
+    from workers.whisper import WhisperRunner
 
     inputs = {
         "speech": speech_minute(),
@@ -99,7 +99,7 @@ def rtf_rows(models: list[str], cache: Path) -> list[dict[str, Any]]:
                 rss_before = process.memory_info().rss
                 started = time.perf_counter()
                 try:
-                    runner = SpeechRunner.from_settings(settings)
+                    runner = WhisperRunner.from_settings(settings)
                 except ConfigError as exc:
                     rows.append({"model": model, "compute": compute, "beam": beam, "error": str(exc)[:200]})
                     break

@@ -1,7 +1,8 @@
 """The embedded stack behind `omnibind up` and `omnibind demo`: a redis-server on loopback
-(unless OMNIBIND_REDIS_URL points elsewhere) and cpu, gpu and index workers as child
-processes. Workers are started by command line (`celery -A workers.app worker ...`; a gpu
-worker from `workers.gpu_worker`), so this module never imports worker code or torch.
+(unless OMNIBIND_REDIS_URL points elsewhere) and cpu, gpu, index and speech workers as child
+processes. Workers are started by command line (`celery -A workers.app worker ...`; gpu and
+speech workers from their entry points, `WORKER_APPS`), so this module never imports worker
+code, torch or faster-whisper.
 
 Shutdown order matters: workers first (warm shutdown: running tasks finish, reserved messages
 go back to Redis), Redis last.
@@ -132,10 +133,14 @@ def worker_argv(kind: WorkerKind, settings: Settings) -> list[str]:
     return [*argv, "--pool", "threads", "--concurrency", str(max(2, 2 * settings.index.max_batch))]
 
 
+WORKER_APPS: dict[WorkerKind, str] = {"gpu": "workers.gpu_worker", "speech": "workers.speech_worker"}
+
+
 def worker_app(kind: WorkerKind) -> str:
-    """The module `celery -A` starts a worker of `kind` from: the gpu worker's entry point
-    gives the app its model runner (torch); every other kind runs the app without it."""
-    return "workers.gpu_worker" if kind == "gpu" else "workers.app"
+    """The module `celery -A` starts a worker of `kind` from: the gpu and speech workers' entry
+    points give the app its model runner (torch; faster-whisper); the other kinds run the app
+    without either."""
+    return WORKER_APPS.get(kind, "workers.app")
 
 
 def gpu_max_batch(settings: Settings) -> int:

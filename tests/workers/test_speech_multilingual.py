@@ -12,7 +12,8 @@ import pytest
 from shared.config import Settings, SpeechSettings
 from shared.media.speech_audio import decode_for_speech
 from shared.speech.transcript import Transcript
-from workers.speech import SpeechRunner, resolve_model
+from workers.speech import resolve_model
+from workers.whisper import WhisperRunner
 from workers.whisper_bundled import BASE_PACKAGES, bundled_model_dir
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
@@ -21,14 +22,14 @@ for _package in BASE_PACKAGES:
 
 
 @pytest.fixture(scope="module")
-def runner(tmp_path_factory: pytest.TempPathFactory) -> SpeechRunner:
+def runner(tmp_path_factory: pytest.TempPathFactory) -> WhisperRunner:
     settings = Settings(
         model={"cache_dir": tmp_path_factory.mktemp("cache")}, speech={"model": "base", "cpu_threads": 2}
     )
-    return SpeechRunner.from_settings(settings)
+    return WhisperRunner.from_settings(settings)
 
 
-def transcribe(runner: SpeechRunner, name: str) -> Transcript:
+def transcribe(runner: WhisperRunner, name: str) -> Transcript:
     return runner.transcribe(decode_for_speech((FIXTURES / f"{name}.wav").read_bytes(), max_s=1800))
 
 
@@ -58,7 +59,7 @@ def test_base_is_joined_once_from_its_two_packages_into_the_cache(tmp_path: Path
     ],
 )
 def test_non_english_speech_is_detected_and_transcribed_in_its_language(
-    runner: SpeechRunner, name: str, language: str, words: tuple[str, ...]
+    runner: WhisperRunner, name: str, language: str, words: tuple[str, ...]
 ) -> None:
     transcript = transcribe(runner, name)
     assert transcript.model == "faster-whisper/base"
@@ -70,7 +71,7 @@ def test_non_english_speech_is_detected_and_transcribed_in_its_language(
     assert transcript.segments and transcript.segments[0].start_s < transcript.segments[-1].end_s
 
 
-def test_english_speech_is_still_english_with_the_multilingual_model(runner: SpeechRunner) -> None:
+def test_english_speech_is_still_english_with_the_multilingual_model(runner: WhisperRunner) -> None:
     transcript = transcribe(runner, "threat")
     assert transcript.language == "en" and (transcript.language_probability or 0) > 0.5
     assert "kill you tomorrow" in transcript.text.lower()
