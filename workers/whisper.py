@@ -95,11 +95,14 @@ class WhisperRunner:
             )
         else:
             segments_iter, info = self._model.transcribe(audio.samples, **kwargs)
+        decoded = [s for s in segments_iter if s.text.strip()]  # decoding happens while iterating
         segments = tuple(
             Segment(round(s.start, 2), round(s.end, 2), s.text.strip(), segment_confidence(s.avg_logprob))
-            for s in segments_iter  # decoding happens while iterating
-            if s.text.strip()
+            for s in decoded
         )
+        # Whisper re-decodes a segment by sampling (temperature > 0) when greedy decoding failed
+        # its own checks (repetition, low log-probability): its words are a guess either way.
+        sampled = sum(1 for s in decoded if (getattr(s, "temperature", 0.0) or 0.0) > 0)
         notes: list[str] = []
         cap_s = speech.max_minutes * 60
         if audio.duration_s > audio.decoded_s + 0.5:
@@ -121,10 +124,16 @@ class WhisperRunner:
             passages=passages(segments, max_words=speech.passage_words),
         )
         confidence = transcript.confidence
-        if confidence is not None and confidence < LOW_CONFIDENCE:
+        low = confidence is not None and confidence < LOW_CONFIDENCE
+        if low or sampled:
             english_only = self.resolved.name.endswith(".en")
+            why = (
+                f"low transcript confidence {confidence:.2f}"
+                if low and confidence is not None
+                else f"Whisper's greedy decoding failed its checks on {sampled} of {len(decoded)} segments"
+            )
             notes.append(
-                f"low transcript confidence {confidence:.2f}: the words may not be what was said"
+                f"{why}: the words may not be what was said"
                 + (" (the model is English-only; the speech may be in another language)" if english_only else "")
             )
         return dataclasses.replace(transcript, notes=tuple(notes))

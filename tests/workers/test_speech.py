@@ -78,9 +78,14 @@ def test_silence_and_music_cost_nothing_and_say_so(runner: WhisperRunner, name: 
 
 
 def test_non_english_speech_with_an_english_only_model_is_reported_as_unreliable(runner: WhisperRunner) -> None:
+    # Greedy decoding of French by tiny.en fails Whisper's own checks; the fallback samples, so the
+    # words and their confidence vary from run to run ("Thank you very much…" at 0.47 once):
+    # either the confidence is low or the fallback is reported, and the note names the cause.
     transcript = transcribe(runner, "french")
-    assert transcript.confidence is not None and transcript.confidence < 0.45
-    assert any("English-only" in note for note in transcript.notes)
+    assert transcript.confidence is not None
+    unreliable = [note for note in transcript.notes if "the words may not be what was said" in note]
+    assert len(unreliable) == 1 and "English-only" in unreliable[0], transcript.notes
+    assert transcript.confidence < 0.45 or "greedy decoding failed its checks" in unreliable[0]
 
 
 def test_a_corrupt_track_is_a_media_error_not_a_crash() -> None:
