@@ -4,17 +4,14 @@
   an HNSW index and cosine distance; omnibind sends the (unit-length) ImageBind vectors.
   It is created with explicit properties (`weaviate_schema`); an existing one is checked
   against them when first used (`ConfigError` naming what differs), and properties it
-  lacks are added. Auto-schema is never relied upon: every write first reads the schema and
-  re-creates a collection deleted meanwhile. Two workers creating it at once is fine: the
-  loser sees "already exists" and checks and uses the winner's. Reads of a deleted
+  lacks are added (`weaviate_collection`). Auto-schema is never relied upon: every write
+  first reads the schema and re-creates a collection deleted meanwhile. Reads of a deleted
   collection find nothing.
 - **Extra vectors of a record** (`VectorRecord.parts`) are named vectors ``part_<name>``
   beside "default", added to the collection when a record first brings that name
-  (`weaviate_schema.vector_config`; a concurrent add by another worker is accepted). A
-  search runs one ``near_vector`` per named vector and keeps each upload's best
-  (`best_per_upload`). The list of named vectors is read again when it is older than
-  `parts_refresh_s`, so a part another process added is searched within seconds; reading it
-  for every search cost about as much as the search itself.
+  (`weaviate_collection`). A search runs one ``near_vector`` per named vector and keeps each
+  upload's best (`best_per_upload`), from a list of named vectors at most
+  `parts_refresh_s` old.
 - **Idempotent.** Object uuid = `record_uuid(upload_id)`; a batch write with an existing
   uuid replaces that object, so a redelivered index task overwrites instead of duplicating.
   Every per-object error of a batch is checked and raised with the failing upload ids.
@@ -39,7 +36,6 @@ import logging
 import os
 import re
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -49,12 +45,13 @@ import numpy as np
 from pydantic import SecretStr
 from weaviate.classes.data import DataObject
 from weaviate.classes.query import Filter, MetadataQuery
-from weaviate.exceptions import UnexpectedStatusCodeError, WeaviateBaseError, WeaviateInsertManyAllFailedError
+from weaviate.exceptions import WeaviateBaseError, WeaviateInsertManyAllFailedError
 
 from shared.errors import ConfigError, VectorStoreUnavailable
 from shared.vectors.properties import PROPERTY_NAMES, properties_to_record, record_to_properties
 from shared.vectors.records import MAIN_PART, SearchFilters, SearchHit, VectorRecord, best_per_upload, record_uuid
 from shared.vectors.validation import query_vector, records_dimension, unique_by_upload_id
+from shared.vectors.weaviate_collection import WeaviateCollection
 from shared.vectors.weaviate_errors import (
     CLASS_MISSING,
     CLIENT_ERRORS,
@@ -65,20 +62,11 @@ from shared.vectors.weaviate_errors import (
     failures_error,
     translate_error,
 )
-from shared.vectors.weaviate_schema import (
-    PART_PREFIX,
-    VECTOR_NAME,
-    collection_config,
-    missing_properties,
-    part_vectors,
-    schema_differences,
-    vector_config,
-)
+from shared.vectors.weaviate_schema import PART_PREFIX, VECTOR_NAME
 
 if TYPE_CHECKING:
     from weaviate import WeaviateClient
     from weaviate.collections import Collection
-    from weaviate.collections.classes.config import CollectionConfig
     from weaviate.collections.classes.filters import _Filters
 
     from shared.config import Settings
@@ -234,10 +222,9 @@ class WeaviateVectorStore:
         self._guard = threading.Lock()
         self._pid: int | None = None
         self._client_obj: WeaviateClient | None = None
-        self._collection_ready = False
-        self._parts: frozenset[str] = frozenset()  # part vectors the collection is known to have
-        self._parts_read_at = float("-inf")  # monotonic time `_parts` was read from the server
-        self.parts_refresh_s = parts_refresh_s
+        self._schema = WeaviateCollection(
+            collection, self._client, describe=self._describe(), parts_refresh_s=parts_refresh_s
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, *, dimension: int | None = None) -> WeaviateVectorStore:
@@ -265,6 +252,15 @@ class WeaviateVectorStore:
     def collection_name(self) -> str:
         return self._name
 
+    @property
+    def parts_refresh_s(self) -> float:
+        """How old the list of part vectors a search uses may be (`WeaviateCollection`)."""
+        return self._schema.parts_refresh_s
+
+    @parts_refresh_s.setter
+    def parts_refresh_s(self, seconds: float) -> None:
+        self._schema.parts_refresh_s = seconds
+
     # -- the VectorStore port --------------------------------------------------------
 
     def upsert(self, records: Sequence[VectorRecord]) -> None:
@@ -282,7 +278,7 @@ class WeaviateVectorStore:
         collection = self._collection(create=True)
         assert collection is not None
         dim = records_dimension(batch, self._store_dimension(collection), store=self._describe(), hint=COLLECTION_HINT)
-        self._ensure_part_vectors({name for record in batch for name in record.parts})
+        self._schema.ensure_part_vectors({name for record in batch for name in record.parts})
         for start in range(0, len(batch), self._batch_size):
             if start:
                 collection = self._collection(create=True)
@@ -333,7 +329,7 @@ class WeaviateVectorStore:
             if collection is not None:
                 targets = [MAIN_PART] if filters.parts is None or MAIN_PART in filters.parts else []
                 targets += sorted(
-                    name for name in self._recent_parts() if filters.parts is None or name in filters.parts
+                    name for name in self._schema.recent_parts() if filters.parts is None or name in filters.parts
                 )
                 for part in targets:
                     hits += self._search(collection, vector, k, filters, part)
@@ -370,7 +366,7 @@ class WeaviateVectorStore:
             client, owner = self._client_obj, self._pid
             self._client_obj = None
             self._pid = None
-            self._collection_ready = False
+            self._schema.ready = False
         if client is not None and owner == os.getpid():
             with contextlib.suppress(WeaviateBaseError, OSError):
                 client.close()
@@ -382,7 +378,7 @@ class WeaviateVectorStore:
             if self._client_obj is None or self._pid != os.getpid():
                 self._client_obj = self._connect()
                 self._pid = os.getpid()
-                self._collection_ready = False
+                self._schema.ready = False
             return self._client_obj
 
     def _connect(self) -> WeaviateClient:
@@ -430,109 +426,15 @@ class WeaviateVectorStore:
         """The collection, its schema checked, created first if `create`; None if it does not
         exist. Reads check the schema once per client; writes every time (see `upsert`)."""
         client = self._client()
-        if create or not self._collection_ready:
-            config = self._read_config(client)
-            if config is None:
-                self._collection_ready = False
-                if not create:
-                    return None
-                config = self._create_collection(client)
-            if config is not None:
-                self._check_schema(client, config)
-                self._parts = part_vectors(config)
-            else:
-                self._parts = frozenset()
-            self._parts_read_at = time.monotonic()
-            self._collection_ready = True
+        if not self._schema.prepare(create=create, on_create=self._forget_dimension):
+            return None
         return client.collections.use(self._name)
 
-    def _read_config(self, client: WeaviateClient) -> CollectionConfig | None:
-        """The collection's configuration as the server has it; None if there is no such collection."""
-        try:
-            return client.collections.export_config(self._name)
-        except UnexpectedStatusCodeError as exc:
-            if exc.status_code == 404:
-                return None
-            raise translate_error(exc, f"read the schema of {self._name}") from exc
-        except CLIENT_ERRORS as exc:
-            raise translate_error(exc, f"read the schema of {self._name}") from exc
-
-    def _create_collection(self, client: WeaviateClient) -> CollectionConfig | None:
-        """Create the collection; returns the configuration to check when another worker won the
-        race and created it first, None when this one created it (its schema is ours)."""
+    def _forget_dimension(self) -> None:
+        """Before (re-)creating the collection: whatever is stored from now on is new."""
         if self._dimension_checked:
             log.warning("Weaviate collection %s has disappeared (deleted?); re-creating it", self._name)
-            self._dimension_checked = False  # whatever is stored from now on is new
-        try:
-            client.collections.create(**collection_config(self._name))
-        except UnexpectedStatusCodeError as exc:
-            # Another worker created it between our check and our create: use theirs, if it fits.
-            if exc.status_code == 422 and "already exists" in str(exc):
-                log.info("collection %s was created concurrently by another worker", self._name)
-                return self._read_config(client)
-            raise translate_error(exc, f"create collection {self._name}") from exc
-        except CLIENT_ERRORS as exc:
-            raise translate_error(exc, f"create collection {self._name}") from exc
-        log.info("created Weaviate collection %s (self-provided vectors, HNSW, cosine)", self._name)
-        return None
-
-    def _check_schema(self, client: WeaviateClient, config: CollectionConfig) -> None:
-        """Refuse a collection omnibind cannot use (`ConfigError`); add properties it lacks."""
-        differences = schema_differences(config)
-        if differences:
-            raise ConfigError(
-                f"{self._describe()} does not have omnibind's schema: {'; '.join(differences)}. Another program "
-                f"(or Weaviate's auto-schema) created it: {COLLECTION_HINT}, or delete this one"
-            )
-        collection = client.collections.use(self._name)
-        raced = False
-        for prop in missing_properties(config):
-            try:
-                collection.config.add_property(prop)
-            except CLIENT_ERRORS as exc:
-                # Another worker may have added it first: the client then says "already exists",
-                # the server "conflict for property ...: already in use".
-                now = self._read_config(client)
-                if now is None or prop.name in {missing.name for missing in missing_properties(now)}:
-                    raise translate_error(exc, f"add property {prop.name} to {self._name}") from exc
-                raced = True
-                continue
-            log.info("added property %s to Weaviate collection %s", prop.name, self._name)
-        if raced:  # check what the other worker added
-            now = self._read_config(client)
-            if now is not None:
-                self._check_schema(client, now)
-
-    def _current_parts(self) -> frozenset[str]:
-        """The part vectors the collection has now (read again: another process may have added one)."""
-        config = self._read_config(self._client())
-        self._parts = frozenset() if config is None else part_vectors(config)
-        self._parts_read_at = time.monotonic()
-        return self._parts
-
-    def _recent_parts(self) -> frozenset[str]:
-        """The part vectors as read at most `parts_refresh_s` ago."""
-        if time.monotonic() - self._parts_read_at >= self.parts_refresh_s:
-            return self._current_parts()
-        return self._parts
-
-    def _ensure_part_vectors(self, wanted: set[str]) -> None:
-        """Add the named vectors of the parts in `wanted` that the collection lacks."""
-        if wanted <= self._parts:
-            return
-        client = self._client()
-        collection = client.collections.use(self._name)
-        for name in sorted(wanted - self._current_parts()):
-            try:
-                collection.config.add_vector(vector_config=vector_config(PART_PREFIX + name))
-            except CLIENT_ERRORS as exc:
-                # Another worker may have added it first; anything else is a real failure
-                # (servers before 1.31 cannot add a named vector to a collection at all).
-                if name not in self._current_parts():
-                    raise translate_error(exc, f"add vector {PART_PREFIX + name} to {self._name}") from exc
-                continue
-            log.info("added named vector %s to Weaviate collection %s", PART_PREFIX + name, self._name)
-        self._current_parts()
+            self._dimension_checked = False
 
     def _write(self, collection: Collection[Any, Any], chunk: Sequence[VectorRecord]) -> None:
         upload_ids = [record.upload_id for record in chunk]
@@ -593,7 +495,7 @@ class WeaviateVectorStore:
             yield
         except CLIENT_ERRORS as exc:
             if CLASS_MISSING.search(str(exc)):
-                self._collection_ready = False
+                self._schema.ready = False
                 raise CollectionGone(f"{self._describe()} does not exist (deleted?): {action} found nothing") from exc
             raise translate_error(exc, f"{action} ({self._name})") from exc
 
