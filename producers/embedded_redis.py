@@ -27,7 +27,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -39,6 +38,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from producers.processes import die_with_parent
+from shared.backoff import poll
 from shared.config import Settings
 from shared.errors import ConfigError
 from shared.redis_client import build_url
@@ -319,7 +319,6 @@ class EmbeddedRedis:
         it would answer PING too, so compare the pid it reports)."""
         process = self._process
         assert process is not None
-        deadline = time.monotonic() + self.start_timeout_s
         probe = redis.Redis(
             host=HOST,
             port=self.port,
@@ -328,18 +327,20 @@ class EmbeddedRedis:
             socket_connect_timeout=1.0,
             retry=_NO_RETRY,
         )
+
+        def answered() -> bool | None:
+            if process.poll() is not None:
+                self._fail_start(f"redis-server exited with status {process.returncode}")
+            # Refused, loading, or another server's auth error: not ready (yet).
+            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+                if int(probe.info("server")["process_id"]) == process.pid:
+                    return True
+            return None
+
         try:
-            while True:
-                if process.poll() is not None:
-                    self._fail_start(f"redis-server exited with status {process.returncode}")
-                # Refused, loading, or another server's auth error: not ready (yet).
-                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
-                    if int(probe.info("server")["process_id"]) == process.pid:
-                        return
-                if time.monotonic() > deadline:
-                    self.kill()
-                    self._fail_start(f"redis-server did not answer within {self.start_timeout_s:.0f} s")
-                time.sleep(0.02)
+            if poll(answered, timeout_s=self.start_timeout_s, interval_s=0.02) is None:
+                self.kill()
+                self._fail_start(f"redis-server did not answer within {self.start_timeout_s:.0f} s")
         finally:
             probe.close()
 

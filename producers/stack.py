@@ -31,6 +31,7 @@ from pydantic import BaseModel, SecretStr
 
 from producers.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from producers.processes import die_with_parent, stop_process
+from shared.backoff import poll
 from shared.config import Settings
 from shared.cpus import available_cpus
 from shared.errors import ConfigError
@@ -346,18 +347,19 @@ class Stack:
         """Block until `workers` (default: all) heartbeat; raise `StackError` with the log tail
         of a worker that exits or stays silent."""
         waiting = list(workers if workers is not None else self.workers)
-        deadline = time.monotonic() + timeout_s
-        while waiting:
-            for worker in list(waiting):
+
+        def all_ready() -> bool | None:
+            nonlocal waiting
+            for worker in waiting:
                 if worker.process.poll() is not None:
                     raise StackError(worker.exit_message())
             ready = self.live_pids()
             waiting = [w for w in waiting if w.process.pid not in ready]
-            if waiting and time.monotonic() > deadline:
-                names = ", ".join(f"{w.kind} (pid {w.process.pid})" for w in waiting)
-                raise StackError(f"workers not ready after {timeout_s:.0f} s: {names}\n{waiting[0].log_tail()}")
-            if waiting:
-                time.sleep(0.2)
+            return None if waiting else True
+
+        if waiting and poll(all_ready, timeout_s=timeout_s, interval_s=0.2) is None:
+            names = ", ".join(f"{w.kind} (pid {w.process.pid})" for w in waiting)
+            raise StackError(f"workers not ready after {timeout_s:.0f} s: {names}\n{waiting[0].log_tail()}")
 
     def kill(self, worker: WorkerProcess, sig: int = signal.SIGKILL) -> None:
         """Signal one worker: SIGTERM to its main process only (a warm shutdown, which stops

@@ -18,11 +18,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import random
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from shared.backoff import poll
 
 
 class LockTimeout(Exception):
@@ -36,17 +36,18 @@ def exclusive_lock(path: Path, *, timeout_s: float, poll_s: float = 0.005) -> It
     Polls with jitter rather than blocking so that the wait is bounded; raises
     `LockTimeout` after `timeout_s`.
     """
-    deadline = time.monotonic() + timeout_s
     with open(path, "a+b") as handle:
-        while True:
+
+        def locked() -> bool | None:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
             except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(f"{path} stayed locked for more than {timeout_s:g} s") from None
-                # Jitter keeps waiting writers from waking in lockstep.
-                time.sleep(poll_s * (1.0 + 3.0 * random.random()))
+                return None
+            return True
+
+        # Jitter keeps waiting writers from waking in lockstep.
+        if poll(locked, timeout_s=timeout_s, interval_s=poll_s, jitter=3.0) is None:
+            raise LockTimeout(f"{path} stayed locked for more than {timeout_s:g} s")
         try:
             yield
         finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -12,6 +11,7 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
+from shared.backoff import poll
 from shared.backpressure import gpu_queue_full
 from shared.errors import Busy, InvalidEvent, OmnibindError
 from shared.events import Stage
@@ -33,11 +33,16 @@ def wait_for_gpu_room(resources: Resources) -> None:
     time limit, then raises `Busy` (transient: the stage retries with backoff, and a GPU
     stalled past ``retry_for_s`` ends as a ``busy`` dead letter, which the sweeper re-drives)."""
     settings = resources.settings
-    deadline = time.monotonic() + settings.worker.task_time_limit_s * GPU_ROOM_WAIT_FRACTION
-    while (full := gpu_queue_full(resources.redis, settings)) is not None:
-        if time.monotonic() >= deadline:
-            raise Busy(f"holding off preprocessing: {full}")
-        time.sleep(GPU_ROOM_POLL_S)
+    full: str | None = None
+
+    def room() -> bool | None:
+        nonlocal full
+        full = gpu_queue_full(resources.redis, settings)
+        return True if full is None else None
+
+    timeout_s = settings.worker.task_time_limit_s * GPU_ROOM_WAIT_FRACTION
+    if poll(room, timeout_s=timeout_s, interval_s=GPU_ROOM_POLL_S) is None:
+        raise Busy(f"holding off preprocessing: {full}")
 
 
 def send_next(task: Task, name: TaskName, payload: dict[str, Any], upload_id: str) -> None:
