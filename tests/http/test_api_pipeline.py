@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from prometheus_client.parser import text_string_to_metric_families
-from pydantic import SecretStr
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -38,15 +36,11 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from producers.client import Client
 from producers.http.openapi import published_openapi
-from producers.stack import Stack
 from shared.api_keys import ApiKeyStore, Role
-from shared.config import Settings
 from shared.vectors.records import tenants
 from tests.http.conftest import API_KEY
-from tests.support.api_server import ApiServer, start_api_server
-from tests.support.stack import stack_settings
+from tests.support.api_stack import ApiStack, api_stack, wait_finished
 
 pytestmark = pytest.mark.integration
 
@@ -54,62 +48,16 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "producers" / "samples"
 PNG = (SAMPLES / "red-circle.png").read_bytes()
 WAV = (SAMPLES / "tone-440hz.wav").read_bytes()
-FINISH_TIMEOUT_S = 180.0
-
-
-@dataclass
-class Pipeline:
-    stack: Stack
-    settings: Settings
-    server: ApiServer
-    client: Client
-    log_dir: Path
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120.0)
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Pipeline]:
+def pipeline(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[ApiStack]:
     root = tmp_path_factory.mktemp("api-pipeline")
-    configured = stack_settings(
-        root,
-        model_cache,
-        log_format="json",
-        api={"keys": SecretStr(API_KEY), "search_timeout_s": 60},
-        metrics={"flush_interval_s": 0.2},
-    )
-    log_dir = root / "logs"
-    log_dir.mkdir()
-    stack = Stack(configured, log_dir=log_dir).start(ready_timeout_s=180)
-    try:
-        connected = configured.model_copy(update={"redis_url": SecretStr(stack.redis_url or "")})
-        server = start_api_server(connected)
-        client = Client(connected, source="test")
-        try:
-            yield Pipeline(stack, connected, server, client, log_dir)
-        finally:
-            server.stop()
-            client.close()
-    finally:
-        stack.stop()
+    with api_stack(root, model_cache, API_KEY, log_format="json", metrics={"flush_interval_s": 0.2}) as running:
+        yield running
 
 
-def wait_finished(http: httpx.Client, upload_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + FINISH_TIMEOUT_S
-    while True:
-        record: dict[str, Any] = http.get(f"/v1/uploads/{upload_id}").json()
-        if record.get("status") in ("indexed", "failed"):
-            return record
-        assert time.monotonic() < deadline, f"{upload_id} did not finish: {record}"
-        time.sleep(0.2)
-
-
-def test_uploads_end_indexed_and_are_found_by_search(pipeline: Pipeline) -> None:
+def test_uploads_end_indexed_and_are_found_by_search(pipeline: ApiStack) -> None:
     with pipeline.http() as http:
         accepted = [
             http.post("/v1/uploads", files={"file": ("red-circle.png", PNG, "image/png")}, data={"id": "img-1"}),
@@ -141,7 +89,7 @@ def test_uploads_end_indexed_and_are_found_by_search(pipeline: Pipeline) -> None
     assert by_audio.json()["hits"][0]["upload_id"] == "acme:aud-1"
 
 
-def test_a_tenants_search_never_finds_another_tenants_uploads(pipeline: Pipeline) -> None:
+def test_a_tenants_search_never_finds_another_tenants_uploads(pipeline: ApiStack) -> None:
     store = ApiKeyStore(pipeline.client.redis, pipeline.settings.queue_prefix)
     roles = frozenset({Role.INGEST, Role.READ, Role.SEARCH})
     keys = {name: store.create(tenants(name), roles)[1] for name in ("north", "south")}
@@ -168,7 +116,7 @@ def test_a_tenants_search_never_finds_another_tenants_uploads(pipeline: Pipeline
     assert {"north:same-id", "south:same-id"} <= {hit["upload_id"] for hit in hits}
 
 
-def test_a_corrupt_upload_ends_failed_with_its_reason(pipeline: Pipeline) -> None:
+def test_a_corrupt_upload_ends_failed_with_its_reason(pipeline: ApiStack) -> None:
     truncated_png = PNG[:120]  # a PNG signature and header, then nothing: sniffs fine, cannot decode
     with pipeline.http() as http:
         reply = http.post("/v1/uploads", files={"file": ("broken.png", truncated_png)}, data={"id": "broken-1"})
@@ -228,7 +176,7 @@ def unmet_metric_expectations(samples: dict[tuple[str, tuple[tuple[str, str], ..
     ]
 
 
-def test_metrics_expose_the_pipeline_after_uploads(pipeline: Pipeline) -> None:
+def test_metrics_expose_the_pipeline_after_uploads(pipeline: ApiStack) -> None:
     # Every worker process adds its own counts to Redis every 0.2 s, each on its own clock,
     # so the numbers arrive in pieces: wait until all of them are there.
     deadline = time.monotonic() + 60
@@ -241,7 +189,7 @@ def test_metrics_expose_the_pipeline_after_uploads(pipeline: Pipeline) -> None:
     assert unmet == []
 
 
-def test_worker_log_lines_carry_the_upload_id(pipeline: Pipeline) -> None:
+def test_worker_log_lines_carry_the_upload_id(pipeline: ApiStack) -> None:
     json_lines = []
     for log in sorted(pipeline.log_dir.glob("*.log")):
         for line in log.read_text(errors="replace").splitlines():
@@ -285,7 +233,7 @@ def test_the_docs_have_curl_examples_for_every_endpoint() -> None:
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="no curl binary on this machine")
 @pytest.mark.parametrize("index", range(len(curl_examples())))
-def test_curl_examples_of_the_docs_run(pipeline: Pipeline, index: int) -> None:
+def test_curl_examples_of_the_docs_run(pipeline: ApiStack, index: int) -> None:
     block = curl_examples()[index]
     env = {
         **os.environ,
@@ -324,7 +272,7 @@ CHECKS = [
 
 @schema.parametrize()
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-def test_schemathesis_finds_no_server_error_and_no_schema_violation(case: Any, pipeline: Pipeline) -> None:
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(case: Any, pipeline: ApiStack) -> None:
     case.call_and_validate(
         base_url=pipeline.url, headers={"Authorization": f"Bearer {API_KEY}"}, checks=CHECKS, timeout=120
     )

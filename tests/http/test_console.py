@@ -25,20 +25,15 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
-from producers.client import Client
-from producers.stack import Stack
-from shared.api_keys import ApiKeyStore, Role
+from shared.api_keys import Role
 from shared.events import Modality
 from shared.moderation.blocklist import Blocklist, BlocklistEntry, entry_id_for
 from shared.moderation.log import DecisionLog
-from shared.vectors.records import tenants
 from tests.http.conftest import API_KEY
-from tests.http.test_review_api import calm_policy, png, wait_finished
-from tests.support.api_server import ApiServer, start_api_server
+from tests.http.test_review_api import calm_policy, png
+from tests.support.api_stack import ApiStack, api_stack
 from tests.support.media import video_bytes
-from tests.support.stack import stack_settings
 
 pytestmark = pytest.mark.integration
 
@@ -80,60 +75,28 @@ def chromium_path() -> str:
 
 
 @dataclass
-class Console:
-    stack: Stack
-    client: Client
-    server: ApiServer
-    acme: str
+class Console(ApiStack):
+    acme: str  # keys
     beta: str
     acme_key_id: str
     shots: Path | None
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def upload(self, key: str, name: str, data: bytes, upload_id: str) -> dict[str, Any]:
-        with httpx.Client(base_url=self.url, headers={"X-API-Key": key}, timeout=120.0) as http:
-            reply = http.post("/v1/uploads", files={"file": (name, data)}, data={"id": upload_id})
-            assert reply.status_code == 202, reply.text
-            return wait_finished(http, reply.json()["id"])
 
 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Console]:
     root = tmp_path_factory.mktemp("console")
-    configured = stack_settings(
-        root,
-        model_cache,
-        api={"keys": SecretStr(API_KEY), "search_timeout_s": 60},
-        moderation={"policy": calm_policy(root / "policy.toml")},
-    )
-    stack = Stack(configured, log_dir=root).start(ready_timeout_s=180)
-    try:
-        connected = configured.model_copy(update={"redis_url": SecretStr(stack.redis_url or "")})
-        server = start_api_server(connected)
-        client = Client(connected, source="test")
-        store = ApiKeyStore(client.redis, connected.queue_prefix)
-        acme_stored, acme = store.create(tenants("acme"), ROLES)
+    with api_stack(root, model_cache, API_KEY, moderation={"policy": calm_policy(root / "policy.toml")}) as running:
+        acme_key_id, acme = running.new_key("acme", ROLES)
         shots = os.environ.get("OMNIBIND_CONSOLE_SCREENSHOTS")
-        running = Console(
-            stack,
-            client,
-            server,
+        console = Console(
+            **running.as_fields(),
             acme=acme,
-            beta=store.create(tenants("beta"), ROLES)[1],
-            acme_key_id=acme_stored.key_id,
+            beta=running.new_key("beta", ROLES)[1],
+            acme_key_id=acme_key_id,
             shots=Path(shots) if shots else None,
         )
-        try:
-            _seed(running)
-            yield running
-        finally:
-            server.stop()
-            client.close()
-    finally:
-        stack.stop()
+        _seed(console)
+        yield console
 
 
 def _seed(console: Console) -> None:

@@ -24,17 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-from pydantic import SecretStr
 
 from producers.cli import main as cli
-from producers.client import Client
-from producers.stack import Stack
-from shared.api_keys import ApiKeyStore, Role
+from shared.api_keys import Role
 from shared.audit import AuditLog
 from shared.errors import ObjectNotFound
 from shared.events import Modality
@@ -42,18 +38,15 @@ from shared.moderation.blocklist import Blocklist, BlocklistEntry, entry_id_for
 from shared.moderation.log import DecisionLog
 from shared.moderation.policy import default_policy_text
 from shared.streams import ResultStream
-from shared.vectors.records import tenants
 from tests.http.conftest import API_KEY
-from tests.support.api_server import ApiServer, start_api_server
+from tests.support.api_stack import FINISH_TIMEOUT_S, ApiStack, api_stack, wait_finished
 from tests.support.media import frame_level, video_bytes
-from tests.support.stack import stack_settings
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "producers" / "samples"
 WAV = (SAMPLES / "tone-440hz.wav").read_bytes()
-FINISH_TIMEOUT_S = 180.0
 ROLES = frozenset({Role.INGEST, Role.READ, Role.SEARCH, Role.MODERATE})
 
 
@@ -75,71 +68,30 @@ def png(seed: int, size: int = 120) -> bytes:
 
 
 @dataclass
-class Review:
-    stack: Stack
-    client: Client
-    server: ApiServer
+class Review(ApiStack):
     acme: str  # keys
     beta: str
     acme_reader: str  # acme, read only
     acme_key_id: str
-
-    def as_(self, key: str) -> httpx.Client:
-        return httpx.Client(base_url=self.server.url, headers={"Authorization": f"Bearer {key}"}, timeout=120.0)
 
     def blocklist(self, data: bytes, category: str = "violence") -> None:
         sha = hashlib.sha256(data).hexdigest()
         entry = BlocklistEntry(id=entry_id_for(sha), category=category, sha256=sha, modality=Modality.IMAGE)
         Blocklist(self.client.redis, self.client.settings.queue_prefix).add(entry)
 
-    def upload(self, key: str, name: str, data: bytes, upload_id: str) -> dict[str, Any]:
-        with self.as_(key) as http:
-            reply = http.post("/v1/uploads", files={"file": (name, data)}, data={"id": upload_id})
-            assert reply.status_code == 202, reply.text
-            return wait_finished(http, reply.json()["id"])
-
-
-def wait_finished(http: httpx.Client, upload_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + FINISH_TIMEOUT_S
-    while True:
-        record: dict[str, Any] = http.get(f"/v1/uploads/{upload_id}").json()
-        if record.get("status") in ("indexed", "failed"):
-            return record
-        assert time.monotonic() < deadline, f"{upload_id} did not finish: {record}"
-        time.sleep(0.2)
-
 
 @pytest.fixture(scope="module")
 def review(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Review]:
     root = tmp_path_factory.mktemp("review-api")
-    configured = stack_settings(
-        root,
-        model_cache,
-        api={"keys": SecretStr(API_KEY), "search_timeout_s": 60},
-        moderation={"policy": calm_policy(root / "policy.toml")},
-    )
-    stack = Stack(configured, log_dir=root).start(ready_timeout_s=180)
-    try:
-        connected = configured.model_copy(update={"redis_url": SecretStr(stack.redis_url or "")})
-        server = start_api_server(connected)
-        client = Client(connected, source="test")
-        store = ApiKeyStore(client.redis, connected.queue_prefix)
-        acme_stored, acme = store.create(tenants("acme"), ROLES)
-        try:
-            yield Review(
-                stack,
-                client,
-                server,
-                acme=acme,
-                beta=store.create(tenants("beta"), ROLES)[1],
-                acme_reader=store.create(tenants("acme"), frozenset({Role.READ}))[1],
-                acme_key_id=acme_stored.key_id,
-            )
-        finally:
-            server.stop()
-            client.close()
-    finally:
-        stack.stop()
+    with api_stack(root, model_cache, API_KEY, moderation={"policy": calm_policy(root / "policy.toml")}) as running:
+        acme_key_id, acme = running.new_key("acme", ROLES)
+        yield Review(
+            **running.as_fields(),
+            acme=acme,
+            beta=running.new_key("beta", ROLES)[1],
+            acme_reader=running.new_key("acme", frozenset({Role.READ}))[1],
+            acme_key_id=acme_key_id,
+        )
 
 
 @pytest.fixture(scope="module")
