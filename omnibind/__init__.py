@@ -19,7 +19,8 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from omnibind.aio import AsyncClient
-from producers.client import Client, QueryEmbedding, QueryFailed, SubmitOptions
+from producers.client import Client, SubmitOptions
+from producers.query import QueryEmbedding, QueryFailed
 from shared.config import Settings, get_settings
 from shared.errors import (
     Busy,

@@ -14,41 +14,35 @@ workers for the query embedding).
 
 from __future__ import annotations
 
-import dataclasses
 import mimetypes
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import TypedDict, Unpack
 
 import numpy as np
 from celery import Celery
-from celery.exceptions import TimeoutError as CeleryTimeout
 from kombu.exceptions import OperationalError
 
 from producers.bridge.minio_events import UPLOAD_ID_METADATA
+from producers.query import QueryEmbedding, embed_query, query_of, search_embedding
 from shared.backpressure import check_backpressure
 from shared.config import Settings, get_settings
 from shared.connections import Connections
 from shared.deletions import PendingDeletions, send_delete
-from shared.errors import InvalidKey, TransientError
+from shared.errors import InvalidKey
 from shared.events import DeleteRequest, Modality, ObjectRef, UploadEvent, new_upload_id
 from shared.fair_queue import FairQueue
-from shared.messages import Query
 from shared.objects.keys import validate_key
 from shared.queue import QueueName, TaskName, make_celery, upload_headers
 from shared.quotas import QuotaGate
 from shared.redis_client import RedisUnavailable
 from shared.replication import NotReplicated, wait_for_replicas
-from shared.speech.search import explain_hits
 from shared.status import RunStart, StatusRecord, StatusStore
 from shared.tenant_inflight import TenantInflight
 from shared.vectors.records import ALL_TENANTS, SearchFilters, SearchHit
-from shared.vectors.store import VectorStore
-from shared.wire import unpack_array
 
 
 class SubmitOptions(TypedDict, total=False):
@@ -60,20 +54,6 @@ class SubmitOptions(TypedDict, total=False):
     metadata: Mapping[str, str] | None
     filename: str | None
     content_type: str | None
-
-
-class QueryFailed(TransientError):
-    reason = "query_failed"
-
-
-@dataclass(frozen=True, slots=True)
-class QueryEmbedding:
-    vector: np.ndarray  # (dim,) float32, unit length
-    model: str
-    checkpoint: str
-    # {record modality: vector} when the model searches some modalities with another vector
-    # (PE-AV text queries: text-audio head for audio, text-video head for the rest); else None.
-    targets: dict[Modality, np.ndarray] | None = None
 
 
 def object_key_for(upload_id: str, filename: str | None) -> str:
@@ -356,24 +336,7 @@ class Client(Connections):
     ) -> QueryEmbedding:
         """`embed_query`, plus the model and checkpoint that made the vector (the blocklist
         and calibration compare vectors of one checkpoint only)."""
-        query = _query(text, image, audio, video)
-        chain = self.celery.signature(TaskName.PREPARE_QUERY.value, args=[query.to_wire()], queue=QueueName.CPU) | (
-            self.celery.signature(TaskName.EMBED_QUERY.value, queue=QueueName.GPU)
-        )
-        result = chain.apply_async()
-        try:
-            reply = result.get(timeout=timeout_s)
-        except CeleryTimeout as exc:
-            raise QueryFailed(f"no query embedding within {timeout_s:.0f} s: are the workers running?") from exc
-        finally:
-            result.forget()
-        targets = reply.get("targets")
-        return QueryEmbedding(
-            unpack_array(reply["vector"]),
-            str(reply["model"]),
-            str(reply["checkpoint"]),
-            {Modality(name): unpack_array(packed) for name, packed in targets.items()} if targets else None,
-        )
+        return embed_query(self.celery, query_of(text, image, audio, video), timeout_s=timeout_s)
 
     def search(
         self,
@@ -394,30 +357,3 @@ class Client(Connections):
         `audio` query may be a video file too (its sound is used)."""
         query = self.embed_query_with_model(text=text, image=image, audio=audio, video=video, timeout_s=timeout_s)
         return search_embedding(self.vectors, query, k=k, filters=filters or SearchFilters(scope=ALL_TENANTS))
-
-
-def search_embedding(store: VectorStore, query: QueryEmbedding, *, k: int, filters: SearchFilters) -> list[SearchHit]:
-    """One search with the query's vector, or, when the model gives one vector per target
-    modality, one search per modality (each with its vector, restricted to that modality)
-    merged best first. Scores of different heads are cosines in different pairings: merged
-    as they are (docs/model.md, "What differs from ImageBind")."""
-    # A hit through a transcript says which words matched, and when (shared.speech.search).
-    if query.targets is None:
-        return explain_hits(store.search(query.vector, k=k, filters=filters), query.vector)
-    wanted = [filters.modality] if filters.modality is not None else list(query.targets)
-    hits: list[SearchHit] = []
-    for modality in wanted:
-        vector = query.targets.get(modality, query.vector)
-        hits.extend(store.search(vector, k=k, filters=dataclasses.replace(filters, modality=modality)))
-    return explain_hits(sorted(hits, key=lambda hit: hit.score, reverse=True)[:k], query.vector)
-
-
-def _query(text: str | None, image: bytes | None, audio: bytes | None, video: bytes | None = None) -> Query:
-    files = {Modality.IMAGE: image, Modality.AUDIO: audio, Modality.VIDEO: video}
-    given = [name for name, value in (("text", text), *((m.value, v) for m, v in files.items())) if value is not None]
-    if len(given) != 1:
-        raise ValueError(f"give exactly one of text, image, audio, video (got {given or 'none'})")
-    if text is not None:
-        return Query(Modality.TEXT, text=text)
-    modality, data = next((m, v) for m, v in files.items() if v is not None)
-    return Query(modality, data=data)

@@ -17,9 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from celery.exceptions import TimeoutError as CeleryTimeout
-
-from producers.client import Client, QueryEmbedding, QueryFailed
+from producers.client import Client
+from producers.query import QueryEmbedding, worker_reply
 from shared.audit import UNKNOWN_ACTOR
 from shared.errors import ConfigError, PermanentError
 from shared.events import Modality, Moderation
@@ -103,12 +102,7 @@ def ensure_prompt_embeddings(client: Client, policy: Policy, checkpoint: str, *,
         return
     request = PromptRequest(policy.version, tuple(prompts))
     result = client.celery.send_task(TaskName.EMBED_PROMPTS, args=[request.to_wire()], queue=QueueName.GPU)
-    try:
-        reply = result.get(timeout=timeout_s)
-    except CeleryTimeout as exc:
-        raise QueryFailed(f"no prompt embeddings within {timeout_s:.0f} s: are the GPU workers running?") from exc
-    finally:
-        result.forget()
+    reply = worker_reply(result, timeout_s=timeout_s, what="prompt embeddings", workers="GPU workers")
     if reply["checkpoint"] != checkpoint:
         raise ConfigError(
             f"the GPU workers run checkpoint {str(reply['checkpoint'])[:12]}, the vectors were made by "

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from producers.client import _query, object_key_for
+from producers.client import object_key_for
+from producers.query import query_of
 from shared.events import Modality
 from shared.objects.keys import validate_key
 
@@ -25,10 +26,10 @@ def test_blob_keys_keep_the_file_name_when_it_is_a_safe_key(filename: str | None
 
 
 def test_a_query_needs_exactly_one_input() -> None:
-    assert _query("a dog", None, None).modality is Modality.TEXT
-    assert _query(None, b"png", None).modality is Modality.IMAGE
-    assert _query(None, None, b"wav").modality is Modality.AUDIO
+    assert query_of("a dog", None, None).modality is Modality.TEXT
+    assert query_of(None, b"png", None).modality is Modality.IMAGE
+    assert query_of(None, None, b"wav").modality is Modality.AUDIO
     with pytest.raises(ValueError, match="exactly one"):
-        _query("a dog", b"png", None)
+        query_of("a dog", b"png", None)
     with pytest.raises(ValueError, match="exactly one"):
-        _query(None, None, None)
+        query_of(None, None, None)
