@@ -3,14 +3,19 @@
 Split from `shared.vectors.lancedb` (the store) because it runs on its own schedule and
 under its own lock. Why it looks the way it does (measured with bench/lancedb_soak.py):
 
-- **Old versions must go soon.** Every small write adds a table version and a data file,
-  and lancedb 0.40's `optimize` compacts *every* fragment below ~1M rows into one, i.e. it
-  rewrites the whole table each time. Versions kept for an hour therefore kept a full copy
-  of the table per compaction: 3,063 versions, 3,030 files and 282 MB after 3,000 writes
-  (13,800 rows of 32-d). Versions are now deleted once older than ``cleanup_older_than_s``
-  (seconds, not an hour), and compaction runs at most once per that window, so at most
-  two copies of the table (the current one and the one the newest old versions still
-  use) are on disk.
+- **Compaction rewrites only small fragments.** Every small write adds a table version and
+  a data file. lancedb 0.40's `optimize` compacts *every* fragment below ~1M rows into one,
+  i.e. it rewrites the whole table each time (1024-d: 4 GB per compaction at 1M rows), and
+  the copy it replaced stays on disk until the versions that use it are cleaned up: the
+  soak measured 2.2x the live data right after a compaction. So compaction goes through
+  Lance's own `compact_files` (pylance) with a target fragment size of
+  ``FRAGMENT_TARGET_BYTES`` (rows from the schema, `target_rows_per_fragment`): a fragment
+  that reached it is never rewritten again, only the small ones written since are merged,
+  and what a compaction duplicates on disk is bounded by that target, not by the table.
+- **Old versions must go soon.** Versions kept for an hour kept a copy of what each
+  compaction rewrote: 3,063 versions, 3,030 files and 282 MB after 3,000 writes (13,800
+  rows of 32-d). Versions are deleted once older than ``cleanup_older_than_s`` (seconds,
+  not an hour), and compaction runs at most once per that window.
 - **Compaction does not hold the writers' lock.** Lance commits optimistically: a
   compaction that loses a race with a write is refused at commit (and tried again later),
   a write that loses against a compaction re-runs its merge on the new version. Writes of
@@ -41,15 +46,18 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+import pyarrow as pa
+
 from shared.file_locks import LockTimeout, exclusive_lock, try_lock
 
 if TYPE_CHECKING:
+    from lance import LanceDataset
     from lancedb.index import IndexConfig
     from lancedb.table import Table
 
@@ -69,6 +77,12 @@ _INDEX_MAX_SEGMENTS = 16
 # A compaction whose commit a concurrent write preempted is simply run again.
 _RETRYABLE_CONFLICT = "Retryable commit conflict"
 _COMPACT_ATTEMPTS = 5
+# A compacted fragment's size: large enough that a search opens few files (1M rows of
+# 1024-d are ~260 fragments), small enough that what one compaction rewrites (and keeps
+# twice on disk until cleanup) is a small part of a large table.
+FRAGMENT_TARGET_BYTES = 16 * 2**20
+# Bytes a row's non-vector columns take, roughly (ids, tenant, kind, metadata JSON).
+_ROW_OVERHEAD_BYTES = 256
 # The directory that holds the `shared` package: the background compaction imports it.
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 # A background compaction needs only small caches: it reads each manifest once.
@@ -96,6 +110,7 @@ class Maintenance:
     ann_index_min_rows: int
     key_index_min_rows: int
     ann_partitions: int | None = None
+    fragment_target_bytes: int = FRAGMENT_TARGET_BYTES
 
     def compact_lock_path(self, directory: Path, table: str) -> Path:
         return directory / f"{table}.compact.lock"
@@ -151,6 +166,7 @@ class Maintenance:
         argv += ["--key-index-min-rows", str(self.key_index_min_rows)]
         if self.ann_partitions is not None:
             argv += ["--ann-partitions", str(self.ann_partitions)]
+        argv += ["--fragment-target-bytes", str(self.fragment_target_bytes)]
         return argv
 
     def run(self, table: Table) -> OptimizeResult:
@@ -163,24 +179,31 @@ class Maintenance:
         # Never 0: lancedb then also deletes the version a reader in another process
         # opened a moment ago.
         older_than = timedelta(seconds=max(self.cleanup_older_than_s, 0.001))
-        self._compact(table, older_than)
+        target_rows = target_rows_per_fragment(table.schema, self.fragment_target_bytes)
+        self._retried(table, "compaction", lambda ds: ds.optimize.compact_files(target_rows_per_fragment=target_rows))
+        # Rows written since the index was built join it as a delta segment.
+        self._retried(table, "index update", lambda ds: ds.optimize.optimize_indices())
+        table.checkout_latest()
+        table.to_lance().cleanup_old_versions(older_than=older_than)
         # Even when every compaction attempt lost to writers: a table without its vector
         # index would be scanned in full by every search.
         index_built = self._maintain_ann_index(table, rows, indices)
         return OptimizeResult(fragments_before, fragment_count(table), index_built, key_index_built)
 
-    def _compact(self, table: Table, older_than: timedelta) -> bool:
-        """`optimize`, tried again when a concurrent write preempted its commit (lance's
-        "Retryable commit conflict"); False if every attempt was preempted."""
+    @staticmethod
+    def _retried(table: Table, what: str, commit: Callable[[LanceDataset], object]) -> bool:
+        """Run `commit` again when a concurrent write preempted its commit (lance's
+        "Retryable commit conflict", which each attempt re-reads the newest version for);
+        False if every attempt was preempted."""
         for attempt in range(1, _COMPACT_ATTEMPTS + 1):
+            table.checkout_latest()
             try:
-                table.optimize(cleanup_older_than=older_than)
+                commit(table.to_lance())
                 return True
-            except RuntimeError as exc:
+            except (OSError, RuntimeError) as exc:
                 if _RETRYABLE_CONFLICT not in str(exc):
                     raise
-                log.info("compaction preempted by a concurrent write (attempt %d of %d)", attempt, _COMPACT_ATTEMPTS)
-                table.checkout_latest()
+                log.info("%s preempted by a concurrent write (attempt %d of %d)", what, attempt, _COMPACT_ATTEMPTS)
         return False
 
     def _ensure_key_index(self, table: Table, rows: int, indices: Sequence[IndexConfig]) -> bool:
@@ -219,6 +242,21 @@ class Maintenance:
         return True
 
 
+def row_bytes(schema: pa.Schema) -> int:
+    """About how many bytes a row of `schema` takes: its fixed-size vector columns (float32)
+    plus a rough allowance for the other columns."""
+    size = _ROW_OVERHEAD_BYTES
+    for field in schema:
+        if pa.types.is_fixed_size_list(field.type):
+            size += field.type.list_size * field.type.value_type.bit_width // 8
+    return size
+
+
+def target_rows_per_fragment(schema: pa.Schema, target_bytes: int) -> int:
+    """Rows of `schema` that make a fragment of about `target_bytes`."""
+    return max(1, target_bytes // row_bytes(schema))
+
+
 def fragment_count(table: Table) -> int:
     # Table.stats() is a plain dict in lancedb 0.40 (a TypedDict in its type hints).
     stats = cast("dict[str, Any]", table.stats())
@@ -252,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ann-index-min-rows", type=int, required=True)
     parser.add_argument("--key-index-min-rows", type=int, required=True)
     parser.add_argument("--ann-partitions", type=int, default=None)
+    parser.add_argument("--fragment-target-bytes", type=int, default=FRAGMENT_TARGET_BYTES)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
     os.fstat(args.lock_fd)  # fails loudly when started without the lock
@@ -260,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ann_index_min_rows=args.ann_index_min_rows,
         key_index_min_rows=args.key_index_min_rows,
         ann_partitions=args.ann_partitions,
+        fragment_target_bytes=args.fragment_target_bytes,
     )
     import lancedb
 

@@ -18,6 +18,7 @@ from shared.errors import ConfigError, VectorStoreUnavailable
 from shared.events import Modality
 from shared.file_locks import exclusive_lock
 from shared.vectors.lancedb import LanceDBVectorStore, arrow_schema, arrow_to_records, records_to_arrow
+from shared.vectors.lancedb_maintenance import row_bytes, target_rows_per_fragment
 from shared.vectors.records import ALL_TENANTS, SearchFilters, VectorRecord, tenants
 
 from .conftest import unit_vector
@@ -383,3 +384,11 @@ def test_a_table_created_before_transcripts_gets_the_column_and_takes_new_record
     back = store.get("new-1")
     assert back is not None and back.transcript == spoken
     assert store.get("old-1").transcript is None  # type: ignore[union-attr]
+
+
+def test_fragments_are_sized_by_the_vector_columns() -> None:
+    one_vector = arrow_schema(1024)
+    two_vectors = arrow_schema(1024, parts=["audio"])
+    assert row_bytes(two_vectors) - row_bytes(one_vector) == 1024 * 4
+    assert target_rows_per_fragment(one_vector, 32 * 2**20) == 32 * 2**20 // row_bytes(one_vector)
+    assert target_rows_per_fragment(one_vector, 1) == 1

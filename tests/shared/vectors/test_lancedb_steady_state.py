@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from shared.vectors.lancedb import LanceDBVectorStore
-from shared.vectors.lancedb_maintenance import Maintenance, fragment_count
+from shared.vectors.lancedb_maintenance import Maintenance, fragment_count, row_bytes
 from shared.vectors.records import ALL_TENANTS, SearchFilters, VectorRecord
 
 from .conftest import unit_vector
@@ -159,15 +159,16 @@ def test_a_write_completes_while_another_process_is_compacting(
     store = LanceDBVectorStore(tmp_path, compact_every_writes=0, lock_timeout_s=HANG_S)
     for i in range(20):
         store.upsert([make_record(f"before-{i}")])
-    # The compaction announces itself, then waits inside `optimize` until told to go on.
+    # The compaction announces itself, then waits under the compaction lock until told to go on.
     process = compactor(
         """
-        real = lancedb.table.LanceTable.optimize
-        def paused(self, **options):
+        from shared.vectors.lancedb_maintenance import Maintenance
+        real = Maintenance.run
+        def paused(self, table):
             print("compacting", flush=True)
             sys.stdin.readline()
-            return real(self, **options)
-        lancedb.table.LanceTable.optimize = paused
+            return real(self, table)
+        Maintenance.run = paused
         print(store.optimize().fragments_after, flush=True)
         """
     )
@@ -315,3 +316,35 @@ def test_a_compaction_preempted_by_a_concurrent_update_is_run_again(tmp_path: Pa
     assert result.fragments_after == 1
     assert sorted(_stored_ids(tmp_path)) == [f"r-{i}" for i in range(5)]
     assert store.get("r-0") is not None and store.get("r-0").vector @ unit_vector("r-0 rewritten") > 0.999  # type: ignore[union-attr]
+
+
+def _data_file_sizes(path: Path) -> dict[str, int]:
+    return {file.name: file.stat().st_size for file in (path / "uploads.lance" / "data").glob("*.lance")}
+
+
+def test_a_compaction_rewrites_only_the_fragments_below_the_target_size(
+    tmp_path: Path, make_record: RecordFactory
+) -> None:
+    store = LanceDBVectorStore(tmp_path, compact_every_writes=0)
+    table = lancedb.connect(tmp_path)
+    for i in range(40):
+        store.upsert([make_record(f"a-{i}-{j}") for j in range(10)])
+    maintenance = Maintenance(
+        cleanup_older_than_s=0.001,
+        ann_index_min_rows=10**9,
+        key_index_min_rows=10**9,
+        fragment_target_bytes=100 * row_bytes(table.open_table("uploads").schema),
+    )
+    maintenance.run(table.open_table("uploads"))
+    full = _data_file_sizes(tmp_path)
+    assert len(full) == 4  # 400 rows in fragments of 100
+
+    for i in range(7):
+        store.upsert([make_record(f"b-{i}-{j}") for j in range(10)])
+    maintenance.run(table.open_table("uploads"))
+
+    after = _data_file_sizes(tmp_path)
+    assert set(full) <= set(after)  # the full fragments are neither rewritten nor removed
+    assert len(after) == len(full) + 1  # the 7 small writes became one fragment
+    assert _fragments(tmp_path) == 5
+    assert len(_stored_ids(tmp_path)) == 470
