@@ -302,12 +302,14 @@ def test_the_store_starts_with_empty_caches_after_a_background_compaction_rebuil
     assert store.count(everyone) == 1201
 
 
-def test_a_compaction_preempted_by_a_concurrent_update_is_run_again(tmp_path: Path, make_record: RecordFactory) -> None:
+def test_a_compaction_given_a_stale_table_compacts_the_newest_version(
+    tmp_path: Path, make_record: RecordFactory
+) -> None:
     store = LanceDBVectorStore(tmp_path, compact_every_writes=0)
     for i in range(5):
         store.upsert([make_record(f"r-{i}")])
-    # A compaction that read the table before a writer overwrote a row: its commit is
-    # preempted by that Update ("Retryable commit conflict").
+    # A table opened before a writer overwrote a row: compacting the version it holds would be
+    # preempted by that Update ("Retryable commit conflict"); each attempt starts from the newest.
     stale = lancedb.connect(tmp_path).open_table("uploads")
     store.upsert([make_record("r-0", vector=unit_vector("r-0 rewritten"))])
 
