@@ -350,3 +350,28 @@ def test_a_compaction_rewrites_only_the_fragments_below_the_target_size(
     assert len(after) == len(full) + 1  # the 7 small writes became one fragment
     assert _fragments(tmp_path) == 5
     assert len(_stored_ids(tmp_path)) == 470
+
+
+def test_a_commit_preempted_by_concurrent_writes_is_tried_again_from_the_newest_version(
+    tmp_path: Path, make_record: RecordFactory
+) -> None:
+    store = LanceDBVectorStore(tmp_path, compact_every_writes=0)
+    store.upsert([make_record("p-0")])
+    table = lancedb.connect(tmp_path).open_table("uploads")
+    seen_versions: list[int] = []
+
+    def preempted_twice(dataset: object) -> None:
+        seen_versions.append(table.version)
+        if len(seen_versions) <= 2:
+            store.upsert([make_record(f"p-{len(seen_versions)}")])  # a write lands meanwhile
+            raise OSError("Retryable commit conflict for version 3: preempted by concurrent transaction Update")
+
+    assert Maintenance._retried(table, "compaction", preempted_twice) is True
+    assert len(seen_versions) == 3 and seen_versions[0] < seen_versions[1] < seen_versions[2]
+
+    def always_preempted(dataset: object) -> None:
+        raise RuntimeError("Retryable commit conflict: preempted")
+
+    assert Maintenance._retried(table, "compaction", always_preempted) is False
+    with pytest.raises(OSError, match="disk full"):
+        Maintenance._retried(table, "compaction", lambda dataset: (_ for _ in ()).throw(OSError("disk full")))
