@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import statistics
 import sys
 import tempfile
@@ -80,20 +81,24 @@ def flood(client: Client, tenant: str, count: int, out: dict[str, Any]) -> None:
     out["submit_s"] = round(time.monotonic() - started, 1)
 
 
+_STAGES = (UploadStatus.QUEUED, UploadStatus.PREPROCESSED, UploadStatus.EMBEDDED, UploadStatus.INDEXED)
+
+
 def latencies_s(
     client: Client, ids: list[str], timeout_s: float, out: dict[str, list[float]] | None = None
 ) -> list[float]:
-    """Upload-to-indexed latencies of `ids`; into `out["to_preprocessed"]` the part before the
-    cpu stage's end (waiting for a turn and in the cpu queue, plus preprocessing)."""
+    """Upload-to-indexed latencies of `ids`; into `out` each stage's part, keyed by the status
+    it ends at (``preprocessed``: waiting for a turn and in the cpu queue, plus preprocessing;
+    ``embedded``: the gpu queue and batch; ``indexed``: moderation and the vector write)."""
     records = client.wait(ids, timeout_s=timeout_s)
     found = []
     for record in records.values():
         stamps = record.timestamps
         if record.status is UploadStatus.INDEXED and UploadStatus.QUEUED in stamps and UploadStatus.INDEXED in stamps:
             found.append((stamps[UploadStatus.INDEXED] - stamps[UploadStatus.QUEUED]).total_seconds())
-            if out is not None and UploadStatus.PREPROCESSED in stamps:
-                waited = stamps[UploadStatus.PREPROCESSED] - stamps[UploadStatus.QUEUED]
-                out.setdefault("to_preprocessed", []).append(waited.total_seconds())
+            if out is not None and all(stage in stamps for stage in _STAGES):
+                for before, after in itertools.pairwise(_STAGES):
+                    out.setdefault(after.value, []).append((stamps[after] - stamps[before]).total_seconds())
     return sorted(found)
 
 
@@ -108,6 +113,10 @@ def summary(values: list[float], expected: int) -> dict[str, Any]:
         "p95_s": round(p95, 3),
         "max_s": round(values[-1], 3),
     }
+
+
+def stage_summary(parts: dict[str, list[float]], expected: int) -> dict[str, Any]:
+    return {stage: summary(sorted(values), expected) for stage, values in parts.items()}
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -125,7 +134,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             warm = trickle(client, "beta", "warm", 4, 2)
             client.wait(warm, timeout_s=args.timeout_s)
             alone_ids = trickle(client, "beta", "alone", args.rate, args.trickle_s)
-            alone = summary(latencies_s(client, alone_ids, args.timeout_s), len(alone_ids))
+            alone_parts: dict[str, list[float]] = {}
+            alone = summary(latencies_s(client, alone_ids, args.timeout_s, alone_parts), len(alone_ids))
+            alone["stages"] = stage_summary(alone_parts, len(alone_ids))
 
             flooded: dict[str, Any] = {}
             flooder = threading.Thread(target=flood, args=(client, "acme", args.flood, flooded), daemon=True)
@@ -138,7 +149,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             flooder.join()
             parts: dict[str, list[float]] = {}
             under = summary(latencies_s(client, under_ids, args.timeout_s, parts), len(under_ids))
-            under["to_preprocessed"] = summary(sorted(parts.get("to_preprocessed", [])), len(under_ids))
+            under["stages"] = stage_summary(parts, len(under_ids))
             if args.no_drain:  # A's backlog is not waited for: how much of it was done by now
                 flood_drain_s = None
                 flooded["indexed_when_stopped"] = len(client.wait(flooded["ids"], timeout_s=0))
@@ -171,6 +182,13 @@ def _fairness(fairness: dict[str, Any] | None) -> str:
     return f"on, window {fairness['window']}" if fairness else "off (one FIFO cpu queue)"
 
 
+_STAGE_NAMES = ("preprocessed", "embedded", "indexed")
+
+
+def _stage_p95(phase: dict[str, Any], stage: str) -> Any:
+    return phase.get("stages", {}).get(stage, {}).get("p95_s")
+
+
 def markdown(result: dict[str, Any]) -> str:
     a, u = result["result"]["alone"], result["result"]["under_flood"]
     f = result["result"]["flood"]
@@ -190,6 +208,10 @@ def markdown(result: dict[str, Any]) -> str:
             "|---|---|---|---|---|",
             row("alone", a),
             row("under A's flood", u),
+            "",
+            "B's p95 per stage (s), alone / under the flood: "
+            + ", ".join(f"{stage} {_stage_p95(a, stage)} / {_stage_p95(u, stage)}" for stage in _STAGE_NAMES)
+            + " (each from the previous status; preprocessed = the turn, the cpu queue and preprocessing).",
             "",
             f"B's p95 under the flood / alone: **{result['result']['p95_ratio']}x** (target: within 2x). "
             f"A's flood: {f['uploads']} uploads submitted in {f['submit_s']} s "
