@@ -160,7 +160,9 @@ class Maintenance:
 
     def command(self, directory: Path, table: str, lock_fd: int) -> list[str]:
         """The child's command line: `main` of this module with these settings."""
-        argv = [sys.executable, "-m", __name__, str(directory), table, "--lock-fd", str(lock_fd)]
+        # -P: the working directory is not put on the path, so the child imports this
+        # `shared` (``_SOURCE_ROOT`` on PYTHONPATH), not one a checkout in the cwd holds.
+        argv = [sys.executable, "-P", "-m", __name__, str(directory), table, "--lock-fd", str(lock_fd)]
         argv += ["--cleanup-older-than-s", repr(self.cleanup_older_than_s)]
         argv += ["--ann-index-min-rows", str(self.ann_index_min_rows)]
         argv += ["--key-index-min-rows", str(self.key_index_min_rows)]

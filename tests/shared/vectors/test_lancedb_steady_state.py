@@ -106,8 +106,8 @@ def gated_compaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             sys.exit(main(sys.argv[1:]))
             """
         )
-        # real: [python, "-m", module, *arguments]
-        return [sys.executable, "-c", script, str(gate), *real(self, directory, table, lock_fd)[3:]]
+        # real: [python, "-P", "-m", module, *arguments]
+        return [sys.executable, "-P", "-c", script, str(gate), *real(self, directory, table, lock_fd)[4:]]
 
     monkeypatch.setattr(Maintenance, "command", command)
     return gate
@@ -375,3 +375,21 @@ def test_a_commit_preempted_by_concurrent_writes_is_tried_again_from_the_newest_
     assert Maintenance._retried(table, "compaction", always_preempted) is False
     with pytest.raises(OSError, match="disk full"):
         Maintenance._retried(table, "compaction", lambda dataset: (_ for _ in ()).throw(OSError("disk full")))
+
+
+def test_the_background_compaction_runs_this_code_whatever_the_working_directory_holds(
+    tmp_path: Path, make_record: RecordFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkout in the working directory with a `shared` package of its own (another
+    # version of omnibind) must not be what the compaction child imports.
+    impostor = tmp_path / "cwd" / "shared" / "vectors"
+    impostor.mkdir(parents=True)
+    for package in (impostor.parent, impostor):
+        (package / "__init__.py").write_text("")
+    (impostor / "lancedb_maintenance.py").write_text("raise SystemExit(3)\n")
+    monkeypatch.chdir(tmp_path / "cwd")
+    store = LanceDBVectorStore(tmp_path / "vectors", compact_every_writes=3, cleanup_older_than_s=0.001)
+    for i in range(3):
+        store.upsert([make_record(f"c-{i}")])
+    assert store.wait_for_maintenance(HANG_S)
+    assert _fragments(tmp_path / "vectors") == 1
