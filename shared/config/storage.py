@@ -45,6 +45,12 @@ class VectorStoreSettings(BaseModel):
         ge=1,
         description="lancedb: compaction deletes table versions older than this, and runs at most once per this",
     )
+    compact_fragment_mb: float = Field(
+        4.0,
+        gt=0,
+        description="lancedb: compaction merges fragments up to about this size and never rewrites one that "
+        "reached it (bounds what a compaction copies; larger = fewer files per search)",
+    )
     ann_index_min_rows: int = Field(
         20_000, ge=1, description="lancedb: build an ANN index once the table has this many rows (exact below)"
     )

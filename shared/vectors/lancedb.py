@@ -227,6 +227,7 @@ class LanceDBVectorStore:
         dimension: int | None = None,
         compact_every_writes: int = 100,
         cleanup_older_than_s: float = 10.0,
+        compact_fragment_mb: float = 4.0,
         ann_index_min_rows: int = 20_000,
         ann_partitions: int | None = None,
         lock_timeout_s: float = 60.0,
@@ -246,6 +247,7 @@ class LanceDBVectorStore:
             ann_index_min_rows=ann_index_min_rows,
             key_index_min_rows=key_index_min_rows,
             ann_partitions=ann_partitions,
+            fragment_target_bytes=max(1, int(compact_fragment_mb * 2**20)),
         )
         self._cache_bytes = (index_cache_mb * 2**20, metadata_cache_mb * 2**20)
         self._lock_timeout_s = lock_timeout_s
@@ -270,6 +272,7 @@ class LanceDBVectorStore:
             dimension=dimension or vectors.dimension,
             compact_every_writes=vectors.compact_every_writes,
             cleanup_older_than_s=vectors.cleanup_older_than_s,
+            compact_fragment_mb=vectors.compact_fragment_mb,
             ann_index_min_rows=vectors.ann_index_min_rows,
             key_index_min_rows=vectors.key_index_min_rows,
             lock_timeout_s=vectors.lock_timeout_s,

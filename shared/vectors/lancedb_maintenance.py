@@ -8,8 +8,8 @@ under its own lock. Why it looks the way it does (measured with bench/lancedb_so
   i.e. it rewrites the whole table each time (1024-d: 4 GB per compaction at 1M rows), and
   the copy it replaced stays on disk until the versions that use it are cleaned up: the
   soak measured 2.2x the live data right after a compaction. So compaction goes through
-  Lance's own `compact_files` (pylance) with a target fragment size of
-  ``FRAGMENT_TARGET_BYTES`` (rows from the schema, `target_rows_per_fragment`): a fragment
+  Lance's own `compact_files` (pylance) with a target fragment size
+  (``fragment_target_bytes``; rows from the schema, `target_rows_per_fragment`): a fragment
   that reached it is never rewritten again, only the small ones written since are merged,
   and what a compaction duplicates on disk is bounded by that target, not by the table.
 - **Old versions must go soon.** Versions kept for an hour kept a copy of what each
@@ -77,10 +77,10 @@ _INDEX_MAX_SEGMENTS = 16
 # A compaction whose commit a concurrent write preempted is simply run again.
 _RETRYABLE_CONFLICT = "Retryable commit conflict"
 _COMPACT_ATTEMPTS = 5
-# A compacted fragment's size: large enough that a search opens few files (1M rows of
-# 1024-d are ~260 fragments), small enough that what one compaction rewrites (and keeps
-# twice on disk until cleanup) is a small part of a large table.
-FRAGMENT_TARGET_BYTES = 16 * 2**20
+# A compacted fragment's size (`OMNIBIND_VECTORS__COMPACT_FRAGMENT_MB`): what one compaction
+# rewrites, and keeps twice on disk until cleanup, is bounded by it; larger fragments mean
+# fewer files per search.
+FRAGMENT_TARGET_BYTES = 4 * 2**20
 # Bytes a row's non-vector columns take, roughly (ids, tenant, kind, metadata JSON).
 _ROW_OVERHEAD_BYTES = 256
 # The directory that holds the `shared` package: the background compaction imports it.
