@@ -21,6 +21,8 @@ pytest_plugins = [
     "tests.support.weaviate_server",
     "tests.support.stack",
     "tests.support.api_server",
+    # How `make test` spreads modules over pytest-xdist workers (units of work, chaos lanes).
+    "tests.support.scheduling",
 ]
 
 

@@ -187,8 +187,10 @@ def test_items_arriving_close_together_wait_for_company() -> None:
 
 def test_a_client_sending_one_item_at_a_time_waits_for_company_at_most_once() -> None:
     # Each item is sent as soon as the previous result is back (a closed loop): items never
-    # overlap, so after one wait that gathered nobody, the rest run at once.
-    max_wait_s = 0.3
+    # overlap, so after one wait that gathered nobody, the rest run at once. A long max_wait_s
+    # keeps "waited for company" and "ran at once" apart on a loaded machine: at 0.3 s a round
+    # trip slowed past it made the next item look sparse and shifted the one wait.
+    max_wait_s = 2.0
     batcher: MicroBatcher[str, int, int] = MicroBatcher(
         lambda key, items: items, lambda h: h, group_of=lambda x: "g", max_batch=8, max_wait_s=max_wait_s
     )
@@ -214,8 +216,10 @@ def test_items_that_overlap_again_wait_for_company_again() -> None:
             release.wait(10)
         return items
 
+    # A long max_wait_s, so that 5 comes within 4's wait however slow this machine is; two
+    # make a full batch, which runs as soon as 5 arrives.
     batcher: MicroBatcher[str, int, int] = MicroBatcher(
-        launch, lambda h: h, group_of=lambda x: "g", max_batch=8, max_wait_s=0.3
+        launch, lambda h: h, group_of=lambda x: "g", max_batch=2, max_wait_s=3.0
     )
     assert batcher.submit(1).result(timeout=10) == 1  # first: at once
     assert batcher.submit(2).result(timeout=10) == 2  # close behind: waits, for nobody
@@ -234,8 +238,10 @@ def test_item_costs_cap_a_batch_and_a_burst_of_heavy_items_does_not_starve_light
     # "videos" (cost 15) and "images" (cost 1) under a cap of 64: at most 4 videos per batch
     calls: list[tuple[str, list[int]]] = []
     gate = threading.Event()
+    held = threading.Event()
 
     def launch(key: str, items: list[int]) -> list[int]:
+        held.set()
         gate.wait(10)  # hold the first batch so that everything queues behind it
         calls.append((key, list(items)))
         return list(items)
@@ -249,7 +255,7 @@ def test_item_costs_cap_a_batch_and_a_burst_of_heavy_items_does_not_starve_light
         max_wait_s=0.01,
     )
     first = batcher.submit(1000)
-    time.sleep(0.1)  # the first video is running (held by the gate)
+    assert held.wait(10)  # the first video is running (held by the gate)
     videos = [batcher.submit(1001 + i) for i in range(20)]
     images = [batcher.submit(i) for i in range(10)]
     gate.set()
