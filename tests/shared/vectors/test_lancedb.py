@@ -268,6 +268,9 @@ def test_an_ann_index_is_built_at_the_threshold_and_rebuilt_after_4x_growth(
     assert _vector_indices(tmp_path) == ["vector_ivf_flat_rows_300"]
     store.upsert([make_record(f"more-{i}") for i in range(600)])
     assert store.optimize().index_built is False  # 900 rows < 4 x 300
+    # ... but the rows written since the build were added to it: searches never scan them.
+    (stats,) = [lancedb.connect(tmp_path).open_table("uploads").index_stats(name) for name in _vector_indices(tmp_path)]
+    assert stats is not None and (stats.num_indexed_rows, stats.num_unindexed_rows) == (900, 0)
 
     store.upsert([make_record(f"most-{i}") for i in range(300)])
     assert store.optimize().index_built is True
