@@ -184,13 +184,26 @@ class Maintenance:
         target_rows = target_rows_per_fragment(table.schema, self.fragment_target_bytes)
         self._retried(table, "compaction", lambda ds: ds.optimize.compact_files(target_rows_per_fragment=target_rows))
         # Rows written since the index was built join it as a delta segment.
-        self._retried(table, "index update", lambda ds: ds.optimize.optimize_indices())
+        index_refused = not self._update_indexes(table)
         table.checkout_latest()
         table.to_lance().cleanup_old_versions(older_than=older_than)
         # Even when every compaction attempt lost to writers: a table without its vector
         # index would be scanned in full by every search.
-        index_built = self._maintain_ann_index(table, rows, indices)
+        index_built = self._maintain_ann_index(table, rows, indices, rebuild=index_refused)
+        if index_refused:  # the scalar indexes' new rows too, now that the vector index is whole
+            self._update_indexes(table)
         return OptimizeResult(fragments_before, fragment_count(table), index_built, key_index_built)
+
+    def _update_indexes(self, table: Table) -> bool:
+        """Add the rows written since to every index; False when Lance refused to (seen at 1M
+        rows: "vector index segments do not share IVF centroids"), which left unchanged, would
+        leave every later row out of the index for good, so the caller rebuilds it."""
+        try:
+            self._retried(table, "index update", lambda ds: ds.optimize.optimize_indices())
+        except (OSError, RuntimeError) as exc:
+            log.warning("lance refused to add new rows to the indexes (%s); rebuilding the vector index", exc)
+            return False
+        return True
 
     @staticmethod
     def _retried(table: Table, what: str, commit: Callable[[LanceDataset], object]) -> bool:
@@ -219,16 +232,19 @@ class Maintenance:
         log.info("built the %s index", KEY_COLUMN)
         return True
 
-    def _maintain_ann_index(self, table: Table, rows: int, indices: Sequence[IndexConfig]) -> bool:
+    def _maintain_ann_index(
+        self, table: Table, rows: int, indices: Sequence[IndexConfig], *, rebuild: bool = False
+    ) -> bool:
         """Build the vector index once the table is large enough, rebuild it once the table
-        has outgrown it; True if it did either."""
+        has outgrown it (or when `rebuild`); True if it did either."""
         from lancedb.index import IvfFlat
 
         if rows < self.ann_index_min_rows:
             return False
         current = [index.name for index in indices if VECTOR_COLUMN in index.columns]
         trained_rows = max((_trained_rows(name) for name in current), default=0)
-        if current and rows < _INDEX_REBUILD_GROWTH * trained_rows and _segments(table, current) <= _INDEX_MAX_SEGMENTS:
+        outgrown = rows >= _INDEX_REBUILD_GROWTH * trained_rows or _segments(table, current) > _INDEX_MAX_SEGMENTS
+        if current and not outgrown and not rebuild:
             return False
         name = f"{_INDEX_PREFIX}{rows}"
         table.create_index(

@@ -13,6 +13,7 @@ from pathlib import Path
 import lancedb
 import numpy as np
 import pytest
+from lance.dataset import DatasetOptimizer
 
 from shared.errors import ConfigError, VectorStoreUnavailable
 from shared.events import Modality
@@ -395,3 +396,30 @@ def test_fragments_are_sized_by_the_vector_columns() -> None:
     assert row_bytes(two_vectors) - row_bytes(one_vector) == 1024 * 4
     assert target_rows_per_fragment(one_vector, 32 * 2**20) == 32 * 2**20 // row_bytes(one_vector)
     assert target_rows_per_fragment(one_vector, 1) == 1
+
+
+def test_an_index_update_lance_refuses_rebuilds_the_vector_index_over_every_row(
+    tmp_path: Path, make_record: RecordFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LanceDBVectorStore(tmp_path, compact_every_writes=0, ann_index_min_rows=300)
+    store.upsert([make_record(f"ann-{i}") for i in range(300)])
+    assert store.optimize().index_built is True
+    store.upsert([make_record(f"later-{i}") for i in range(100)])
+    # What lance answered at 1M rows; left as it was, no later row would ever be indexed.
+    refusal = OSError("LanceError(Index): optimizing vector index: vector index segments do not share IVF centroids")
+    real = DatasetOptimizer.optimize_indices
+    calls: list[int] = []
+
+    def refuse_once(self: DatasetOptimizer, **options: object) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise refusal
+        real(self, **options)
+
+    monkeypatch.setattr(DatasetOptimizer, "optimize_indices", refuse_once)
+
+    assert store.optimize().index_built is True
+    (name,) = _vector_indices(tmp_path)
+    stats = lancedb.connect(tmp_path).open_table("uploads").index_stats(name)
+    assert stats is not None and (stats.num_indexed_rows, stats.num_unindexed_rows) == (400, 0)
+    assert len(calls) == 2  # the scalar indexes got their new rows after the rebuild
