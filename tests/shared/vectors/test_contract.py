@@ -13,6 +13,7 @@ from shared.errors import ConfigError, PermanentError
 from shared.events import Modality, Moderation
 from shared.vectors.records import ALL_TENANTS, SearchFilters, VectorRecord, tenants
 from shared.vectors.store import VectorStore
+from tests.support.ids import stable_repr
 
 from .conftest import StoreFactory, unit_vector
 
@@ -177,7 +178,7 @@ def _matches(record: VectorRecord, filters: SearchFilters) -> bool:
     )
 
 
-@pytest.mark.parametrize("filters", FILTER_CASES, ids=repr)
+@pytest.mark.parametrize("filters", FILTER_CASES, ids=stable_repr)
 def test_search_returns_only_records_matching_the_filters(
     store: VectorStore, make_record: RecordFactory, filters: SearchFilters
 ) -> None:
@@ -188,7 +189,7 @@ def test_search_returns_only_records_matching_the_filters(
     assert {hit.record.upload_id for hit in hits} == expected
 
 
-@pytest.mark.parametrize("filters", FILTER_CASES, ids=repr)
+@pytest.mark.parametrize("filters", FILTER_CASES, ids=stable_repr)
 def test_count_counts_only_records_matching_the_filters(
     store: VectorStore, make_record: RecordFactory, filters: SearchFilters
 ) -> None:

@@ -54,6 +54,7 @@ from shared.vectors.weaviate_errors import (
     translate_error,
 )
 from shared.vectors.weaviate_schema import collection_config, collection_properties
+from tests.support.ids import stable_repr
 
 from .test_contract import assert_same_record
 
@@ -146,7 +147,7 @@ def _grpc_terms(filters: SearchFilters) -> set[tuple[str, str, Any]]:
             },
         ),
     ],
-    ids=repr,
+    ids=stable_repr,
 )
 def test_search_filters_become_a_conjunction_of_equalities(
     filters: SearchFilters, expected: set[tuple[str, str, Any]]
