@@ -8,7 +8,10 @@ lock) feeds the pipeline from those lists, in passes over the tenants with uploa
 while each tenant has fewer than its share of dispatched uploads unfinished (`window` x its
 weight). So A's flood holds at most `window` uploads in the pipeline at once, and B's upload
 is dispatched as soon as B has fewer than `window` of its own in flight: it runs beside a
-few of A's uploads instead of behind all of them.
+few of A's uploads instead of behind all of them. With ``sparse_first`` (the default) A gets
+no new dispatch while B, a tenant without a backlog, has an upload waiting or in flight
+(for at most ``sparse_hold_max_s`` at a time), so B's upload runs beside at most the few of
+A's already in the pipeline when it arrived.
 
 Keys (`shared.redis_keys`), all under the prefix:
 
@@ -134,6 +137,17 @@ class FairQueue:
             ring: Any = self._redis.lrange(self.keys.fair_active, 0, -1)
         return [_text(tenant) for tenant in ring]
 
+    def backlogs(self, tenants: list[str]) -> dict[str, int]:
+        """How many uploads each of `tenants` (list names) has waiting."""
+        if not tenants:
+            return {}
+        with translate_redis_errors("counting the uploads waiting per tenant"):
+            pipe = self._redis.pipeline(transaction=False)
+            for tenant in tenants:
+                pipe.llen(self.keys.fair_queue(tenant))
+            counts = pipe.execute()
+        return {tenant: int(count) for tenant, count in zip(tenants, counts, strict=True)}
+
     def take(self, tenant: str) -> UploadEvent | None:
         """The oldest upload of `tenant` (a list name), moved to ``dispatching``; None when it
         has none waiting."""
@@ -241,6 +255,7 @@ class FairDispatcher:
         self._me = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self._renew = self._redis.register_script(_RENEW_LUA)
         self._holding = False
+        self._last_sent_ms: dict[str, int] = {}  # per tenant, for sparse_hold_max_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.run, name="fair-dispatcher", daemon=True)
 
@@ -282,12 +297,19 @@ class FairDispatcher:
         """Dispatch what may go now; returns how many. In passes over the tenants with uploads
         waiting (in the order they became active), each tenant below its share of the window
         (``window`` x its weight unfinished) gets up to its weight of uploads, until no tenant
-        can take more: a tenant's uploads never wait for another tenant's to finish."""
-        busy = self.queue.in_window(self._clock_ms())
+        can take more: a tenant's uploads never wait for another tenant's to finish. With
+        ``sparse_first``, tenants with a backlog sit a pass out while a tenant without one has
+        uploads waiting or in flight (`held_back`)."""
+        now_ms = self._clock_ms()
+        busy = self.queue.in_window(now_ms)
         sent = 0
         while True:
             before = sent
-            for tenant in self.queue.active():
+            tenants = self.queue.active()
+            held = self.held_back(tenants, busy, now_ms)
+            for tenant in tenants:
+                if tenant in held:
+                    continue
                 weight = self.queue.weight(tenant)
                 for _ in range(weight):
                     if busy[tenant] >= self.settings.window * weight:
@@ -296,10 +318,33 @@ class FairDispatcher:
                     if event is None:
                         break
                     self._dispatch(event)
+                    self._last_sent_ms[tenant] = now_ms
                     busy[tenant] += 1
                     sent += 1
             if sent == before:
                 return sent
+
+    def held_back(self, tenants: list[str], busy: Counter[str], now_ms: int) -> set[str]:
+        """The tenants of `tenants` (those with uploads waiting) that get no dispatch now.
+
+        Sparse flows first, as in FQ-CoDel: a tenant with more uploads waiting than its window
+        (a backlog) is held back while a tenant without one has uploads waiting or in flight,
+        so a trickle's upload runs beside as few of a flood's as possible: on a busy box every
+        upload in flight slows every other one down (CPU share, single-process stages), and a
+        window alone still leaves the flood's uploads beside each of the trickle's. A tenant
+        held back longer than ``sparse_hold_max_s`` since its last dispatch goes anyway, so
+        others' single uploads cannot starve it."""
+        if not self.settings.sparse_first or not tenants:
+            return set()
+        backlog = self.queue.backlogs(tenants)
+        bulk = {tenant for tenant in tenants if backlog[tenant] > self.settings.window * self.queue.weight(tenant)}
+        sparse_busy = any(tenant not in bulk for tenant in tenants) or any(
+            count > 0 and tenant not in bulk for tenant, count in busy.items()
+        )
+        if not sparse_busy:
+            return set()
+        hold_ms = int(self.settings.sparse_hold_max_s * 1000)
+        return {tenant for tenant in bulk if now_ms - self._last_sent_ms.get(tenant, 0) < hold_ms}
 
     def run(self) -> None:
         while not self._stop.is_set():
@@ -322,4 +367,6 @@ class FairDispatcher:
             # Idle: woken by the next push. Shorter than the lock's life, which is renewed next round.
             self.queue.wait_for_work(min(1.0, self.settings.lock_ttl_s / 3))
         else:
-            self._stop.wait(self.settings.poll_s)  # the window is full: wait for uploads to finish
+            # Windows full: look again after poll_s for finished uploads, or at once when a
+            # producer pushes (a trickle's upload must not wait out the poll behind a backlog).
+            self.queue.wait_for_work(self.settings.poll_s)

@@ -66,6 +66,18 @@ class FairnessSettings(BaseModel):
         description="dispatched uploads a tenant may have unfinished at once (x its weight); "
         "more of its uploads wait their turn",
     )
+    sparse_first: bool = Field(
+        True,
+        description="while a tenant without a backlog (no more uploads waiting than its window) has uploads "
+        "in flight, tenants with a backlog get no new dispatches, so a trickle runs beside as few of a "
+        "flood's uploads as possible (as FQ-CoDel serves sparse flows first)",
+    )
+    sparse_hold_max_s: float = Field(
+        1.0,
+        gt=0,
+        description="a tenant with a backlog held back by sparse_first gets an upload dispatched after this "
+        "long anyway, so a stream of single uploads from others cannot starve it",
+    )
     default_weight: int = Field(1, ge=1, description="a tenant's weight: uploads per pass, and windows it may fill")
     weights: dict[str, int] = Field(default={}, description='per-tenant weights, JSON {"acme": 3}')
     poll_s: float = Field(0.02, gt=0, description="how often a dispatcher with a full window looks again")

@@ -105,6 +105,58 @@ def test_the_window_bounds_each_tenants_dispatched_uploads_that_are_unfinished(
     assert dispatcher.run_once() == 0
 
 
+def finish(client: Client, upload_ids: list[str]) -> None:
+    for upload_id in upload_ids:
+        client.statuses.fail(upload_id, Stage.PREPROCESS, PermanentError("test", reason="corrupt_media"))
+
+
+def test_a_tenant_with_a_backlog_waits_while_one_without_has_an_upload_in_flight(
+    fair_client: Callable[..., Client],
+) -> None:
+    client = fair_client(window=2, sparse_hold_max_s=60)
+    acme = submit(client, "acme", 10)
+    sent: list[UploadEvent] = []
+    dispatcher = FairDispatcher(client.fair_queue, sent.append)
+    assert dispatcher.run_once() == 2
+    beta = submit(client, "beta", 1)
+    finish(client, acme[:2])
+
+    assert dispatcher.run_once() == 1, "beta's one upload goes; acme's backlog waits for it"
+    assert [event.id for event in sent] == [*acme[:2], *beta]
+    assert dispatcher.run_once() == 0
+    finish(client, beta)
+    assert dispatcher.run_once() == 2, "beta's upload finished: acme fills its window again"
+    assert [event.id for event in sent[3:]] == acme[2:4]
+
+
+def test_a_held_back_tenant_gets_an_upload_after_the_longest_hold(fair_client: Callable[..., Client]) -> None:
+    client = fair_client(window=1, sparse_hold_max_s=5)
+    acme = submit(client, "acme", 10)
+    now_ms = [1_000_000]
+    sent: list[UploadEvent] = []
+    dispatcher = FairDispatcher(client.fair_queue, sent.append, clock_ms=lambda: now_ms[0])
+    assert dispatcher.run_once() == 1
+    finish(client, acme[:1])
+    submit(client, "beta", 1)  # beta's upload is never finished: it would hold acme for ever
+    assert dispatcher.run_once() == 1 and sent[-1].tenant == "beta"
+    now_ms[0] += 4_000
+    assert dispatcher.run_once() == 0
+    now_ms[0] += 1_000
+    assert dispatcher.run_once() == 1 and sent[-1].id == acme[1]
+
+
+def test_without_sparse_first_a_backlog_is_dispatched_beside_others(fair_client: Callable[..., Client]) -> None:
+    client = fair_client(window=2, sparse_first=False)
+    acme = submit(client, "acme", 10)
+    sent: list[UploadEvent] = []
+    dispatcher = FairDispatcher(client.fair_queue, sent.append)
+    assert dispatcher.run_once() == 2
+    beta = submit(client, "beta", 1)
+    finish(client, acme[:2])
+    assert dispatcher.run_once() == 3
+    assert [event.id for event in sent[2:]] == [acme[2], beta[0], acme[3]]
+
+
 def test_the_stall_sweeper_leaves_uploads_waiting_for_their_turn_alone(fair_client: Callable[..., Client]) -> None:
     client = fair_client(window=2)
     ids = submit(client, "acme", 6)
