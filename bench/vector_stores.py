@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import os
 import statistics
 import sys
@@ -179,11 +180,11 @@ def small_upserts(store: VectorStore, vectors: np.ndarray, args: argparse.Namesp
 
 
 @contextmanager
-def open_store(name: str, workdir: Path, dim: int) -> Iterator[VectorStore]:
+def open_store(name: str, workdir: Path, dim: int, index_cache_mb: int) -> Iterator[VectorStore]:
     if name == "lancedb":
         from shared.vectors.lancedb import LanceDBVectorStore
 
-        lance = LanceDBVectorStore(workdir / "lancedb", table="bench", dimension=dim)
+        lance = LanceDBVectorStore(workdir / "lancedb", table="bench", dimension=dim, index_cache_mb=index_cache_mb)
         try:
             yield lance
         finally:
@@ -232,10 +233,12 @@ def run_size(rows: int, args: argparse.Namespace) -> dict[str, Any]:
         "label": args.label,
         "stores": measured,
     }
+    index_cache_mb = args.index_cache_mb or math.ceil(rows * args.dim * 4 * 1.25 / 2**20)
+    result["lancedb_index_cache_mb"] = index_cache_mb
     for name in args.stores:
         with (
             tempfile.TemporaryDirectory(prefix=f"omnibind-vs-{name}-") as tmp,
-            open_store(name, Path(tmp), args.dim) as s,
+            open_store(name, Path(tmp), args.dim, index_cache_mb) as s,
         ):
             print(f"{name}: {rows:,} rows of {args.dim}-d", flush=True)
             measured[name] = measure_store(name, s, vectors, queries, truth, args)
@@ -265,7 +268,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"- date: {result['date']}; machine: {result['machine']}",
             f"- command: `{result['command']}`",
             f"- {result['queries']} queries, k = {K}; tenant filter = 1 tenant of {TENANTS}; "
-            f"bulk load in batches of {result['load_batch']}",
+            f"bulk load in batches of {result['load_batch']}; LanceDB index cache "
+            f"{result.get('lancedb_index_cache_mb', 512)} MB",
             "",
             "| store | bulk load rows/s | small upsert ms p50 / p95 / max | search ms p50 / p95 | recall@10 "
             "| filtered search ms p50 / p95 | filtered recall@10 | disk MB |",
@@ -300,6 +304,13 @@ def main() -> None:
     parser.add_argument("--small-batch", type=int, default=8, help="records per upsert of the index worker")
     parser.add_argument("--small-writes", type=int, default=100)
     parser.add_argument("--label", default="", help="added to the result file names")
+    parser.add_argument(
+        "--index-cache-mb",
+        type=int,
+        default=0,
+        help="LanceDB's index cache (OMNIBIND_VECTORS__INDEX_CACHE_MB); 0 = sized to hold the vectors "
+        "(IVF_FLAT keeps them all: rows x dim x 4 bytes, + 25 %%), as docs/vectors.md says to size it",
+    )
     args = parser.parse_args()
     for rows in args.rows:
         run_size(rows, args)
