@@ -1,37 +1,48 @@
-"""The xdist schedule of `make test` (tests/support/scheduling.py): each chaos lane names
-modules that exist, lanes share none, and workers are handed the lanes first."""
+"""The schedule of `make test` (tests/support/scheduling.py): every chaos module exists and
+carries the `chaos` marker, the parallel part runs the whole-stack modules first, and the
+Makefile runs the chaos modules by themselves after the parallel part."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
-from tests.support.scheduling import CHAOS_LANES, schedule_rank, unit_of
+from tests.support.scheduling import CHAOS_MODULES, schedule_rank
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_every_lane_module_exists_and_is_in_one_lane_only() -> None:
-    modules = [module for lane in CHAOS_LANES.values() for module in lane]
-    assert len(modules) == len(set(modules))
-    for module in modules:
+def test_every_chaos_module_exists() -> None:
+    for module in CHAOS_MODULES:
         assert (ROOT / module).is_file(), module
 
 
-def test_a_module_is_one_unit_and_a_lane_gathers_its_modules() -> None:
-    assert unit_of("tests/workers/test_batcher.py::test_a") == unit_of("tests/workers/test_batcher.py::test_b[x::y]")
-    assert unit_of("tests/workers/test_batcher.py::test_a") != unit_of("tests/workers/test_sweeper.py::test_a")
-    for lane, modules in CHAOS_LANES.items():
-        assert {unit_of(f"{module}::test_x") for module in modules} == {lane}
+def collected_modules(marker: str) -> set[str]:
+    where = ["tests/robustness", "tests/integration"]
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "-m", marker, *where],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {line.split("::", 1)[0] for line in run.stdout.splitlines() if "::" in line}
 
 
-def test_lanes_come_first_interleaved_then_whole_stack_tests_then_the_rest() -> None:
-    firsts = [schedule_rank(f"{modules[0]}::t") for modules in CHAOS_LANES.values()]
-    assert sorted(firsts) == [(0, 0), (0, 1)]
-    lane_rank = max(schedule_rank(f"{m}::t") for modules in CHAOS_LANES.values() for m in modules)
-    assert lane_rank < schedule_rank("tests/integration/test_up.py::t") < schedule_rank("tests/shared/test_wire.py::t")
+def test_the_chaos_marker_selects_exactly_the_chaos_modules() -> None:
+    assert collected_modules("chaos") == CHAOS_MODULES
+    assert not collected_modules("not chaos") & CHAOS_MODULES
 
 
-def test_make_test_runs_the_lane_scheduler() -> None:
+def test_whole_stack_modules_are_handed_out_first() -> None:
+    assert schedule_rank("tests/integration/test_up.py::t") < schedule_rank("tests/shared/test_wire.py::t")
+    assert schedule_rank("tests/robustness/test_poison.py::t") < schedule_rank("tests/http/test_console.py::t")
+
+
+def test_make_test_runs_the_parallel_part_then_the_chaos_modules_alone() -> None:
     recipe = (ROOT / "Makefile").read_text(encoding="utf-8")
-    assert re.search(r"pytest -n \$\(TEST_WORKERS\) --dist loadscope --no-loadscope-reorder", recipe)
+    parallel = re.search(r'pytest -n \$\(TEST_WORKERS\) --dist loadscope --no-loadscope-reorder -m "not chaos"', recipe)
+    alone = re.search(r"pytest -m chaos \$\(ARGS\)", recipe)
+    assert parallel and alone and parallel.start() < alone.start()
