@@ -51,6 +51,7 @@ import contextlib
 import ctypes
 import functools
 import logging
+import math
 import os
 import random
 import re
@@ -106,6 +107,7 @@ SEARCH_PROBES = 50
 NEVER = 2**62
 # Keeps `upload_id IN (...)` filters to a sane length.
 _IDS_PER_STATEMENT = 1000
+_CACHE_CHECK_EVERY_S = 600.0  # how often a searching process re-checks that the ANN index fits its cache
 # Lance reports lost optimistic-concurrency races with these words; they are safe to retry.
 _RETRYABLE = re.compile(r"commit conflict|concurrent|retry", re.IGNORECASE)
 # A read that lost its version's files to another process's cleanup (it opened the version
@@ -262,6 +264,7 @@ class LanceDBVectorStore:
         # Writers of a thread pool share one store: one of them starts and reaps a compaction.
         self._compaction_guard = threading.Lock()
         self._vector_indexes: frozenset[str] | None = None
+        self._cache_checked_at: float | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, dimension: int | None = None) -> LanceDBVectorStore:
@@ -365,6 +368,7 @@ class LanceDBVectorStore:
         if table is None:
             return []
         query = query_vector(vector, self._dimension, store=self._describe(), hint=self._hint())
+        self._check_index_cache(table)
         expr = filter_expr(filters)
         sql = expr.to_sql() if expr is not None else None
         targets = [MAIN_PART] if filters.parts is None or MAIN_PART in filters.parts else []
@@ -373,6 +377,32 @@ class LanceDBVectorStore:
         for part in targets:
             hits += self._search_column(table, query, k, part, sql)
         return best_per_upload(hits, k) if len(targets) > 1 else hits
+
+    def _check_index_cache(self, table: Table) -> None:
+        """Warn, at most every ``_CACHE_CHECK_EVERY_S`` per process, when the ANN indexes no
+        longer fit the index cache: searches then take seconds instead of tens of ms, and
+        only the setting fixes it."""
+        now = time.monotonic()
+        if self._cache_checked_at is not None and now - self._cache_checked_at < _CACHE_CHECK_EVERY_S:
+            return
+        self._cache_checked_at = now
+        rows = int(self._reading(table.count_rows))
+        if rows < self._maintenance.ann_index_min_rows or self._dimension is None:
+            return  # exact search: there is no ANN index to cache
+        needed = index_cache_needed_mb(rows, self._dimension, 1 + len(part_names(table.schema)))
+        have = self._cache_bytes[0] // 2**20
+        if needed > have:
+            log.warning(
+                "%s: the vector index holds ~%d MB (%d rows of %d-d) but the index cache is %d MB, so "
+                "searches reload it from disk (seconds each at 1M rows); set OMNIBIND_VECTORS__INDEX_CACHE_MB=%d "
+                "or more in every process that searches (docs/vectors.md, Memory)",
+                self._describe(),
+                needed,
+                rows,
+                self._dimension,
+                have,
+                needed,
+            )
 
     def _search_column(self, table: Table, query: np.ndarray, k: int, part: str, sql: str | None) -> list[SearchHit]:
         """The `k` nearest records by the vector `part` (`MAIN_PART` or a part name)."""
@@ -672,6 +702,13 @@ class LanceDBVectorStore:
 
     def _hint(self) -> str:
         return "use another table (OMNIBIND_VECTORS__TABLE) or data dir (OMNIBIND_VECTORS__PATH / OMNIBIND_DATA_DIR)"
+
+
+def index_cache_needed_mb(rows: int, dim: int, vector_columns: int) -> int:
+    """The index cache that holds a table's IVF_FLAT indexes whole: they keep every vector
+    (float32) of each indexed column, plus a quarter for partition metadata and the scalar
+    indexes. Smaller caches reload the probed partitions on every search."""
+    return math.ceil(rows * dim * 4 * vector_columns * 1.25 / 2**20)
 
 
 def _trim_heap() -> None:

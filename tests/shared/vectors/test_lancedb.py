@@ -18,7 +18,13 @@ from lance.dataset import DatasetOptimizer
 from shared.errors import ConfigError, VectorStoreUnavailable
 from shared.events import Modality
 from shared.file_locks import exclusive_lock
-from shared.vectors.lancedb import LanceDBVectorStore, arrow_schema, arrow_to_records, records_to_arrow
+from shared.vectors.lancedb import (
+    LanceDBVectorStore,
+    arrow_schema,
+    arrow_to_records,
+    index_cache_needed_mb,
+    records_to_arrow,
+)
 from shared.vectors.lancedb_maintenance import row_bytes, target_rows_per_fragment
 from shared.vectors.records import ALL_TENANTS, SearchFilters, VectorRecord, tenants
 
@@ -423,3 +429,29 @@ def test_an_index_update_lance_refuses_rebuilds_the_vector_index_over_every_row(
     stats = lancedb.connect(tmp_path).open_table("uploads").index_stats(name)
     assert stats is not None and (stats.num_indexed_rows, stats.num_unindexed_rows) == (400, 0)
     assert len(calls) == 2  # the scalar indexes got their new rows after the rebuild
+
+
+def test_the_index_cache_that_holds_an_ivf_flat_index_is_its_vectors_and_a_quarter() -> None:
+    assert index_cache_needed_mb(1_000_000, 1024, 1) == 4883  # 3.9 GB of float32, + 25 %
+    assert index_cache_needed_mb(1_000_000, 1024, 2) == 9766  # a part column is a second index
+    assert index_cache_needed_mb(0, 1024, 1) == 0
+
+
+def test_a_search_warns_with_the_setting_to_raise_when_the_ann_index_outgrows_the_cache(
+    tmp_path: Path, make_record: RecordFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    records = [make_record(f"big-{i}", dim=256) for i in range(1200)]  # ~1.5 MB of index
+    small = LanceDBVectorStore(tmp_path, compact_every_writes=0, ann_index_min_rows=300, index_cache_mb=1)
+    small.upsert(records)
+    small.optimize()
+    with caplog.at_level("WARNING", logger="shared.vectors.lancedb"):
+        assert small.search(records[0].vector, k=1, filters=SearchFilters(scope=ALL_TENANTS))
+        small.search(records[1].vector, k=1, filters=SearchFilters(scope=ALL_TENANTS))
+    (warning,) = [r.getMessage() for r in caplog.records if "index cache" in r.getMessage()]
+    assert "OMNIBIND_VECTORS__INDEX_CACHE_MB=2 " in warning, "once per process, naming the size that fits"
+
+    caplog.clear()
+    big = LanceDBVectorStore(tmp_path, compact_every_writes=0, ann_index_min_rows=300, index_cache_mb=2)
+    with caplog.at_level("WARNING", logger="shared.vectors.lancedb"):
+        big.search(records[0].vector, k=1, filters=SearchFilters(scope=ALL_TENANTS))
+    assert not [r for r in caplog.records if "index cache" in r.getMessage()]
