@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -24,6 +23,7 @@ from producers.stack import Stack
 from shared.events import UploadStatus
 from shared.queue import TaskName
 from tests.support.stack import SAMPLES, stack_settings
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,16 +170,17 @@ def libtorch_mapped(pid: int) -> bool:
 
 
 def wait_preprocessed(client: Client, upload_ids: list[str], timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
     pending = set(upload_ids)
-    while pending:
+
+    def all_preprocessed() -> bool:
         for upload_id in list(pending):
             record = client.status(upload_id)
             assert record is None or record.status is not UploadStatus.FAILED, record
             if record is not None and record.status is UploadStatus.PREPROCESSED:
                 pending.discard(upload_id)
-        assert time.monotonic() < deadline, f"not preprocessed in {timeout_s} s: {sorted(pending)}"
-        time.sleep(0.2)
+        return not pending
+
+    wait_until(all_preprocessed, timeout_s=timeout_s, what=lambda: f"{sorted(pending)} preprocessed", poll_s=0.2)
 
 
 @pytest.mark.integration

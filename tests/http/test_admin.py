@@ -4,7 +4,6 @@ the audit log names the key that did it."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +12,7 @@ import httpx
 from shared.api_keys import ApiKeyStore, Role
 from shared.vectors.records import ALL_TENANTS, tenants
 from tests.http.conftest import RunningApi
+from tests.support.waiting import wait_until
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 USER = frozenset({Role.INGEST, Role.READ})
@@ -25,13 +25,14 @@ def upload(http: httpx.Client, upload_id: str) -> None:
 
 
 def wait_done(http: httpx.Client, tenant: str) -> dict[str, Any]:
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        reply = http.get(f"/v1/admin/tenants/{tenant}/purge")
-        if reply.status_code == 200 and reply.json()["state"] == "done":
-            return reply.json()
-        assert time.monotonic() < deadline, reply.text
-        time.sleep(0.1)
+    last: list[httpx.Response] = []
+
+    def done() -> bool:
+        last[:] = [http.get(f"/v1/admin/tenants/{tenant}/purge")]
+        return last[0].status_code == 200 and last[0].json()["state"] == "done"
+
+    wait_until(done, timeout_s=DEADLINE_S, what=lambda: f"the purge to be done: {last[0].text}", poll_s=0.1)
+    return dict(last[0].json())
 
 
 def test_an_admin_purges_its_tenant_over_http_and_the_audit_log_names_its_key(

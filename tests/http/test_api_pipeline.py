@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from shared.api_keys import ApiKeyStore, Role
 from shared.vectors.records import tenants
 from tests.http.conftest import API_KEY
 from tests.support.api_stack import ApiStack, api_stack, wait_finished
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -179,14 +179,14 @@ def unmet_metric_expectations(samples: dict[tuple[str, tuple[tuple[str, str], ..
 def test_metrics_expose_the_pipeline_after_uploads(pipeline: ApiStack) -> None:
     # Every worker process adds its own counts to Redis every 0.2 s, each on its own clock,
     # so the numbers arrive in pieces: wait until all of them are there.
-    deadline = time.monotonic() + 60
+    unmet: list[str] = []
+
+    def all_met() -> bool:
+        unmet[:] = unmet_metric_expectations(metric_samples(http.get("/metrics").text))
+        return not unmet
+
     with pipeline.http() as http:
-        while True:
-            unmet = unmet_metric_expectations(metric_samples(http.get("/metrics").text))
-            if not unmet or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-    assert unmet == []
+        wait_until(all_met, timeout_s=60, what=lambda: f"every expected metric; unmet: {unmet}", poll_s=0.2)
 
 
 def test_worker_log_lines_carry_the_upload_id(pipeline: ApiStack) -> None:

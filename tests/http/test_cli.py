@@ -8,12 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0
@@ -51,11 +52,12 @@ def running(args: list[str], env: dict[str, str], probe_url: str, log: Path) -> 
             [sys.executable, "-m", "producers.cli", *args], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while omnibind("probe", probe_url, "--timeout", "2", env=env).returncode != 0:
+
+        def up() -> bool:
             assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, f"not up in time:\n{log.read_text()}"
-            time.sleep(0.3)
+            return omnibind("probe", probe_url, "--timeout", "2", env=env).returncode == 0
+
+        wait_until(up, timeout_s=START_TIMEOUT_S, what=lambda: f"the probe to pass:\n{log.read_text()}", poll_s=0.3)
         yield process
     finally:
         if process.poll() is None:

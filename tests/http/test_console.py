@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from tests.http.conftest import API_KEY
 from tests.http.test_review_api import calm_policy, png
 from tests.support.api_stack import ApiStack, api_stack
 from tests.support.media import video_bytes
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -180,13 +180,6 @@ def cards(page: Any) -> list[str]:
     return [str(card.get_attribute("data-id")) for card in page.query_selector_all("article.card")]
 
 
-def wait_until(condition: Any, what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-
-
 def test_sign_in_sets_an_httponly_strict_cookie_and_bad_keys_are_refused(browser: Any, console: Console) -> None:
     page = browser.new_page()
     page.goto(f"{console.url}/console/login")
@@ -212,11 +205,18 @@ def test_the_queue_shows_thumbnails_of_real_uploads_and_inert_hostile_text(brows
     assert "acme:clean" not in shown and "acme:broken" not in shown
     assert shown.index("acme:photo-3") < shown.index("acme:photo-0")  # newest first
     thumb = page.wait_for_selector('article.card[data-id="acme:photo-0"] img.thumb')
-    wait_until(lambda: thumb.evaluate("img => img.complete && img.naturalWidth > 0"), "the thumbnail did not load")
+    wait_until(
+        lambda: thumb.evaluate("img => img.complete && img.naturalWidth > 0"),
+        timeout_s=30,
+        what="the thumbnail to load",
+        poll_s=0.1,
+    )
     assert thumb.evaluate("img => img.naturalWidth") == 240  # a 240x120 picture: within 256, not enlarged
     assert page.query_selector('article.card[data-id="acme:tone"] audio') is not None
     hostile = page.query_selector('article.card[data-id="acme:hostile"]')
-    wait_until(lambda: "hostile caption" in hostile.inner_text(), "the text excerpt did not load")
+    wait_until(
+        lambda: "hostile caption" in hostile.inner_text(), timeout_s=30, what="the text excerpt to load", poll_s=0.1
+    )
     assert "<script>window.__xss = 1</script>" in hostile.inner_text()  # shown as text, not run
     assert hostile.query_selector("script, img[src='x']") is None
     page.wait_for_selector('article.card[data-id="acme:photo-0"] ul.signals li')
@@ -427,7 +427,12 @@ def test_search_by_text_and_by_a_dropped_image(browser: Any, console: Console) -
     assert float(top.query_selector(".score").inner_text()) > 0.999
     hits = [t.get_attribute("data-id") for t in page.query_selector_all("#results a.tile")]
     assert all(str(i).startswith("acme:") for i in hits)
-    wait_until(lambda: top.query_selector("img").evaluate("i => i.naturalWidth > 0"), "no thumbnail in the results")
+    wait_until(
+        lambda: top.query_selector("img").evaluate("i => i.naturalWidth > 0"),
+        timeout_s=30,
+        what="a thumbnail in the results",
+        poll_s=0.1,
+    )
     shot(console, page, "search")
     top.click()
     page.wait_for_url("**/console/uploads/acme%3Aphoto-3")
@@ -444,10 +449,12 @@ def test_a_failed_upload_shows_its_reason_and_can_be_retried(browser: Any, conso
     assert "corrupt_image" in page.inner_text("#failure")
     shot(console, page, "upload-failed")
     page.click("#retry")
-    deadline = time.monotonic() + 120
-    while (record := console.client.status("acme:broken")) is None or record.run < 2 or not record.terminal:
-        assert time.monotonic() < deadline, "the retry did not run"
-        time.sleep(0.2)
+
+    def retried() -> bool:
+        record = console.client.status("acme:broken")
+        return record is not None and record.run >= 2 and record.terminal
+
+    wait_until(retried, timeout_s=120, what="the retry to run", poll_s=0.2)
 
 
 def test_a_second_tenants_key_sees_none_of_the_firsts_uploads(browser: Any, console: Console) -> None:
@@ -459,7 +466,12 @@ def test_a_second_tenants_key_sees_none_of_the_firsts_uploads(browser: Any, cons
     page.wait_for_selector("#results a.tile")
     assert {t.get_attribute("data-id") for t in page.query_selector_all("#results a.tile")} == {"beta:beta-photo"}
     page.goto(f"{console.url}/console/uploads/acme:photo-0")
-    wait_until(lambda: "upload_not_found" in page.inner_text("#upload-title"), "no 404 on another tenant's upload")
+    wait_until(
+        lambda: "upload_not_found" in page.inner_text("#upload-title"),
+        timeout_s=30,
+        what="a 404 on another tenant's upload",
+        poll_s=0.1,
+    )
     assert page.query_selector("#media img") is None
     thumb = page.request.get(f"{console.url}/v1/uploads/acme:photo-0/thumbnail")
     assert thumb.status == 404

@@ -18,7 +18,6 @@ import io
 import json
 import logging
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from shared.streams import ResultStream
 from tests.http.conftest import API_KEY
 from tests.support.api_stack import FINISH_TIMEOUT_S, ApiStack, api_stack, wait_finished
 from tests.support.media import frame_level, video_bytes
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -343,10 +343,12 @@ def test_delete_removes_object_status_and_vector_for_its_tenant_only(review: Rev
         assert http.get("/v1/uploads/gone/media").status_code == 404
         assert "acme:gone" not in ids(http.get("/v1/uploads").json())
     assert not review.client.redis.exists("omnibind:decisions:upload:acme:gone")
-    deadline = time.monotonic() + FINISH_TIMEOUT_S
-    while review.client.vectors.get("acme:gone") is not None:
-        assert time.monotonic() < deadline, "the vector record was not deleted"
-        time.sleep(0.2)
+    wait_until(
+        lambda: review.client.vectors.get("acme:gone") is None,
+        timeout_s=FINISH_TIMEOUT_S,
+        what="the vector record to be deleted",
+        poll_s=0.2,
+    )
     with pytest.raises(ObjectNotFound):
         review.client.objects.get(ref, max_bytes=10**6)
 

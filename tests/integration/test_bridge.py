@@ -33,6 +33,7 @@ from tests.producers.bridge.minio_records import access_element, record
 from tests.support.http_receiver import running_receiver
 from tests.support.s3_server import S3Server
 from tests.support.stack import SAMPLES, RunningStack
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -94,13 +95,6 @@ def omnibind_process(
         yield process
     finally:
         stop_process(process, timeout_s=20)
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def test_every_way_in_ends_indexed_removals_delete_and_results_go_out_signed(
@@ -177,7 +171,12 @@ def test_every_way_in_ends_indexed_removals_delete_and_results_go_out_signed(
             # The object is deleted from the bucket: its record leaves the index.
             client.objects.delete(ref)
             client.redis.rpush(MINIO_EVENTS, access_element(record("s3:ObjectRemoved:Delete", bucket, key)))
-            wait_until(lambda: client.vectors.get(minio_id) is None, 120, "the removed object's record to go")
+            wait_until(
+                lambda: client.vectors.get(minio_id) is None,
+                timeout_s=120,
+                what="the removed object's record to go",
+                poll_s=0.2,
+            )
             assert client.vectors.get("acme:cms-article-42") is not None
 
             for kind in ("bridge", "webhooks"):  # the compose healthchecks
@@ -191,7 +190,7 @@ def test_every_way_in_ends_indexed_removals_delete_and_results_go_out_signed(
                 assert check.returncode == 0, check.stderr
             requests = receiver.wait_for(3)
             deliveries = DeliveryLog(client.redis, "omnibind:webhooks:deliveries")
-            wait_until(lambda: len(deliveries.entries()) >= 3, 60, "the delivery log")
+            wait_until(lambda: len(deliveries.entries()) >= 3, timeout_s=60, what="the delivery log", poll_s=0.2)
         assert bridge.returncode == 0 and hooks.returncode == 0, "SIGTERM stops both cleanly"
 
     bodies = {json.loads(r.body)["result"]["upload_id"]: r for r in requests}

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from shared.vectors.records import ALL_TENANTS, SearchFilters
-from tests.support.production import wait_until
 from tests.support.stack import RunningStack
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +57,7 @@ def test_reingest_duplicates_nothing_delete_removes_and_watch_reports_each_end(
 
     gone = first["a.txt"]["id"]
     assert omnibind_json(running, "delete", gone) == [{"id": gone, "outcome": "requested"}]
-    wait_until(lambda: client.vectors.get(gone) is None, 120, "the deleted record to go")
+    wait_until(lambda: client.vectors.get(gone) is None, timeout_s=120, what="the deleted record to go", poll_s=0.3)
     back = by_name(omnibind_json(running, "ingest", str(folder)))
     assert (back["a.txt"]["outcome"], back["b.txt"]["outcome"]) == ("submitted", "exists")
 
@@ -73,11 +73,16 @@ def test_reingest_duplicates_nothing_delete_removes_and_watch_reports_each_end(
             stderr=errors,
         )
     try:
-        wait_until(lambda: "watching" in err.read_text() or watch.poll() is not None, 60, "the watcher to start")
+        wait_until(
+            lambda: "watching" in err.read_text() or watch.poll() is not None,
+            timeout_s=60,
+            what="the watcher to start",
+            poll_s=0.3,
+        )
         assert watch.poll() is None, err.read_text()
         (watched / "new.txt").write_text("a kettle whistling", encoding="utf-8")
         (watched / "empty.txt").write_bytes(b"")
-        wait_until(lambda: len(out.read_text().splitlines()) >= 4, 180, "four outcome lines")
+        wait_until(lambda: len(out.read_text().splitlines()) >= 4, timeout_s=180, what="four outcome lines", poll_s=0.3)
     finally:
         watch.send_signal(signal.SIGINT)
         watch.wait(timeout=60)

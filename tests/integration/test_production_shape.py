@@ -15,8 +15,9 @@ import pytest
 
 from producers.bridge.minio_events import minio_upload_id
 from shared.events import UploadStatus
-from tests.support.production import API_KEY, ProductionShape, production_shape, wait_until
+from tests.support.production import API_KEY, ProductionShape, production_shape
 from tests.support.stack import SAMPLES
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -130,7 +131,12 @@ def test_deleting_objects_removes_their_records(shape: ProductionShape) -> None:
     for key in keys[:2]:
         shape.s3().remove_object(shape.bucket, key)  # versioned bucket: a delete marker
 
-    wait_until(lambda: all(shape.client.vectors.get(i) is None for i in ids[:2]), 120, "the records to go")
+    wait_until(
+        lambda: all(shape.client.vectors.get(i) is None for i in ids[:2]),
+        timeout_s=120,
+        what="the records to go",
+        poll_s=0.3,
+    )
     assert shape.client.vectors.get(ids[2]) is not None
 
 
@@ -147,9 +153,9 @@ def test_delete_then_recreate_of_a_key_ends_with_the_new_object_indexed(shape: P
         record = shape.client.vectors.get(upload_id)
         return record is not None and record.object is not None and record.object.version_id == new_version
 
-    wait_until(new_version_indexed, FINISH_TIMEOUT_S, "the re-created object's record")
+    wait_until(new_version_indexed, timeout_s=FINISH_TIMEOUT_S, what="the re-created object's record", poll_s=0.3)
     # Whatever order the delete and the new run were handled in, the new record stays.
-    wait_until(shape.idle, 120, "every notification and task to be handled")
+    wait_until(shape.idle, timeout_s=120, what="every notification and task to be handled", poll_s=0.3)
     assert new_version_indexed()
 
 
@@ -160,7 +166,12 @@ def test_removing_a_delete_marker_reindexes_the_object(shape: ProductionShape) -
     assert finished(shape, [upload_id]) == {upload_id: UploadStatus.INDEXED}
     s3 = shape.s3()
     s3.remove_object(shape.bucket, key)
-    wait_until(lambda: shape.client.vectors.get(upload_id) is None, 120, "the deleted object's record to go")
+    wait_until(
+        lambda: shape.client.vectors.get(upload_id) is None,
+        timeout_s=120,
+        what="the deleted object's record to go",
+        poll_s=0.3,
+    )
     (marker,) = [v for v in s3.list_objects(shape.bucket, prefix=key, include_version=True) if v.is_delete_marker]
 
     s3.remove_object(shape.bucket, key, version_id=marker.version_id)
@@ -169,4 +180,4 @@ def test_removing_a_delete_marker_reindexes_the_object(shape: ProductionShape) -
         record = shape.client.vectors.get(upload_id)
         return record is not None and record.object is not None and record.object.version_id == version
 
-    wait_until(indexed_again, FINISH_TIMEOUT_S, "the un-deleted object to be indexed again")
+    wait_until(indexed_again, timeout_s=FINISH_TIMEOUT_S, what="the un-deleted object to be indexed again", poll_s=0.3)

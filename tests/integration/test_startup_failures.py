@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from shared.redis_client import redis_client
 from tests.support.api_server import ApiServer
 from tests.support.s3_server import free_loopback_port
 from tests.support.stack import stack_settings, up_env
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -50,21 +50,24 @@ def omnibind(args: list[str], env: dict[str, str], timeout_s: float = 120) -> su
 
 def wait_for_exit_or_heartbeat(stack: Stack, worker: WorkerProcess, timeout_s: float = 180) -> int | None:
     """The worker's exit code, or None if it reported ready (a heartbeat) instead."""
-    deadline = time.monotonic() + timeout_s
-    while worker.process.poll() is None:
-        if worker.process.pid in stack.live_pids(worker.kind):
-            return None
-        assert time.monotonic() < deadline, f"{worker.kind} worker neither exited nor got ready:\n{worker.log_tail()}"
-        time.sleep(0.2)
-    return worker.process.returncode
+    wait_until(
+        lambda: worker.process.poll() is not None or worker.process.pid in stack.live_pids(worker.kind),
+        timeout_s=timeout_s,
+        what=lambda: f"the {worker.kind} worker to exit or get ready:\n{worker.log_tail()}",
+        poll_s=0.2,
+    )
+    return worker.process.poll()
 
 
 def wait_for_log(worker: WorkerProcess, text: str, *, times: int = 1, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while worker.log_tail(10_000).count(text) < times:
+
+    def logged() -> bool:
         assert worker.process.poll() is None, f"{worker.kind} worker exited:\n{worker.log_tail()}"
-        assert time.monotonic() < deadline, f"never logged {text!r} {times} times:\n{worker.log_tail()}"
-        time.sleep(0.2)
+        return worker.log_tail(10_000).count(text) >= times
+
+    wait_until(
+        logged, timeout_s=timeout_s, what=lambda: f"{text!r} logged {times} times:\n{worker.log_tail()}", poll_s=0.2
+    )
 
 
 @pytest.fixture

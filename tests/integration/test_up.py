@@ -6,13 +6,13 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
 from tests.support.stack import up_env
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -31,11 +31,12 @@ def test_up_starts_redis_and_all_workers_and_ctrl_c_stops_everything(tmp_path: P
     log = (tmp_path / "up.log").open("w")
     up = subprocess.Popen([sys.executable, "-m", "producers.cli", "up"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 240
-        while _live_kinds(env) != {"cpu", "gpu", "index", "speech"}:
+
+        def all_ready() -> bool:
             assert up.poll() is None, (tmp_path / "up.log").read_text()
-            assert time.monotonic() < deadline, "workers never became ready"
-            time.sleep(1)
+            return _live_kinds(env) == {"cpu", "gpu", "index", "speech"}
+
+        wait_until(all_ready, timeout_s=240, what="every kind of worker to be ready", poll_s=1)
         children = psutil.Process(up.pid).children(recursive=True)
         assert any("redis-server" in child.name() for child in children)
         assert (tmp_path / "data" / "redis" / "appendonly.aof").exists() or list(

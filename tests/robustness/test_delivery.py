@@ -10,7 +10,7 @@ import time
 import pytest
 
 from shared.events import UploadEvent
-from tests.robustness.support import FAST_RECOVERY, wait_for
+from tests.robustness.support import FAST_RECOVERY
 from tests.support.chaos import (
     KIND_CYCLE,
     account,
@@ -22,6 +22,7 @@ from tests.support.chaos import (
     unacked_tags,
 )
 from tests.support.stack import RunningStack
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -30,11 +31,11 @@ def test_a_kill_9_ed_gpu_worker_s_messages_come_back_and_duplicates_make_no_seco
     running: RunningStack = start_stack(worker=FAST_RECOVERY)
     client, redis = running.client, running.client.redis
     ids = [client.submit_text(f"caption number {i}", upload_id=f"k-{i:03d}") for i in range(300)]
-    held = wait_for(lambda: unacked_tags(redis, "gpu"), timeout_s=60, what="the gpu worker to hold messages")
+    held = wait_until(lambda: unacked_tags(redis, "gpu"), timeout_s=60, what="the gpu worker to hold messages")
 
     killed_at = time.monotonic()
     kill_worker(running.stack, "gpu", signal.SIGKILL)
-    wait_for(lambda: not held & unacked_tags(redis, "gpu"), timeout_s=60, what="the killed worker's messages")
+    wait_until(lambda: not held & unacked_tags(redis, "gpu"), timeout_s=60, what="the killed worker's messages")
     recovery_s = time.monotonic() - killed_at
     # The same message twice (as a redelivery racing the original would be).
     twice = UploadEvent(id="twice", text="delivered two times", source="test")
@@ -58,11 +59,13 @@ def test_sigterm_finishes_or_returns_in_flight_work_and_a_redis_restart_loses_no
 
     redis = client.redis
     for kind in KIND_CYCLE:
-        wait_for(lambda kind=kind: unacked_tags(redis, kind), timeout_s=60, what=f"the {kind} worker to hold messages")
+        wait_until(
+            lambda kind=kind: unacked_tags(redis, kind), timeout_s=60, what=f"the {kind} worker to hold messages"
+        )
         replacement = kill_worker(stack, kind, signal.SIGTERM)  # returns once the worker has exited
         assert not unacked_tags(redis, kind), f"the stopped {kind} worker left messages unacknowledged"
         stack.wait_ready(120, [replacement])
-    wait_for(lambda: client.statuses.counts()["indexed"] > 0, timeout_s=60, what="uploads to flow again")
+    wait_until(lambda: client.statuses.counts()["indexed"] > 0, timeout_s=60, what="uploads to flow again")
     down_s = restart_redis(stack)
     finished, restarted = supervise_until_finished(stack, client, [u.upload_id for u in uploads], timeout_s=180)
 

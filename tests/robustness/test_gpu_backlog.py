@@ -17,8 +17,9 @@ from pydantic import SecretStr
 from producers.client import Client
 from producers.stack import Stack
 from shared.events import UploadStatus
-from tests.robustness.support import FAST_RECOVERY, wait_for
+from tests.robustness.support import FAST_RECOVERY
 from tests.support.stack import stack_settings
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +48,7 @@ def test_a_lagging_gpu_stage_bounds_the_arrays_waiting_in_redis(tmp_path: Path, 
                 held = HELD_MARK in cpu.log_path.read_text(errors="replace")
                 return held or statuses().count(UploadStatus.PREPROCESSED) == UPLOADS
 
-            wait_for(held_or_all_preprocessed, timeout_s=120, what="the cpu worker to fill the gpu queue", poll_s=0.2)
+            wait_until(held_or_all_preprocessed, timeout_s=120, what="the cpu worker to fill the gpu queue", poll_s=0.2)
             waiting = int(redis.llen(gpu_queue))
             # Check, then push: each of the cpu worker's processes may add one past the limit.
             assert waiting <= MAX_GPU_QUEUE + settings.worker.cpu_concurrency, f"{waiting} arrays in the gpu queue"

@@ -17,10 +17,11 @@ from pydantic import SecretStr
 from producers.client import Client
 from producers.embedded_redis import free_port
 from producers.stack import Stack, WorkerProcess
-from tests.robustness.support import FAST_RECOVERY, wait_for
+from tests.robustness.support import FAST_RECOVERY
 from tests.support.chaos import Submitter, account, supervise_until_finished, synthetic_upload
 from tests.support.netns import Host, Network, start_redis_on
 from tests.support.stack import stack_settings
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,7 @@ def multi_host(
     stack = Stack(settings, kinds=(), log_dir=tmp_path / "logs")
     client = Client(settings, source="test")
     try:
-        wait_for(lambda: _pings(client), timeout_s=15, what="redis-server on the store host")
+        wait_until(lambda: _pings(client), timeout_s=15, what="redis-server on the store host")
         stack.start()
         for host in hosts:
             for kind in ("cpu", "gpu", "index"):
@@ -95,24 +96,24 @@ def test_a_worker_host_cut_off_past_the_visibility_timeout_loses_and_duplicates_
     uploads = [synthetic_upload(i, run="partition") for i in range(UPLOADS)]
     submitter = Submitter(client, uploads, rate_per_s=RATE_PER_S)
     submitter.start()
-    wait_for(lambda: len(submitter.submitted) >= UPLOADS // 3, timeout_s=120, what="a third of the uploads")
+    wait_until(lambda: len(submitter.submitted) >= UPLOADS // 3, timeout_s=120, what="a third of the uploads")
 
     simulated_network.partition(cut)
     print(f"host {cut.name} cut off after {len(submitter.submitted)} uploads for {PARTITION_S} s")
-    time.sleep(PARTITION_S)
+    time.sleep(PARTITION_S)  # the partition lasts this long while uploads go on
     simulated_network.heal(cut)
     submitter.join()
     assert submitter.error is None, repr(submitter.error)
 
     # The host rejoins: its workers heartbeat again and their consumers reconnect (a worker
     # that had to be restarted counts as rejoined too).
-    wait_for(
+    wait_until(
         lambda: {w.process.pid for w in on_host(stack, cut)} <= stack.live_pids(),
         timeout_s=90,
         what=f"{cut.name}'s workers to heartbeat again",
         poll_s=1,
     )
-    wait_for(
+    wait_until(
         lambda: all(reconnected(w) or w.process.pid not in cut_pids for w in on_host(stack, cut)),
         timeout_s=90,
         what=f"{cut.name}'s consumers to reconnect",

@@ -18,8 +18,8 @@ import pytest
 
 from shared.events import UploadStatus
 from shared.queue import UPLOAD_HEADER
-from tests.robustness.support import wait_for
 from tests.support.stack import RunningStack
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -72,8 +72,8 @@ def test_undecodable_messages_on_the_cpu_queue_are_dead_lettered_and_the_worker_
     finished = client.wait([after], timeout_s=120)
 
     assert finished[after].status is UploadStatus.INDEXED
-    letters = wait_for(
-        lambda: (found := client.dead_letters.entries()) and len(found) >= len(poison) and found,
+    letters = wait_until(
+        lambda: found if len(found := client.dead_letters.entries()) >= len(poison) else None,
         timeout_s=60,
         what="a dead letter per poison message",
     )
@@ -84,6 +84,6 @@ def test_undecodable_messages_on_the_cpu_queue_are_dead_lettered_and_the_worker_
     assert body_letter.event.startswith("[[[[")
     assert cpu.process.poll() is None, "the cpu worker survives"
     assert redis.llen("omnibind:cpu") == 0
-    wait_for(lambda: redis.hlen("omnibind:unacked") == 0, timeout_s=30, what="every message to be acked")
+    wait_until(lambda: redis.hlen("omnibind:unacked") == 0, timeout_s=30, what="every message to be acked")
     record = client.status("poison-body")
     assert record is None, "a poison message does not create or fail the upload it names"

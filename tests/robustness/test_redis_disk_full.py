@@ -21,10 +21,11 @@ from pydantic import SecretStr
 from producers.stack import Stack
 from shared.events import UploadStatus
 from shared.redis_client import RedisUnavailable
-from tests.robustness.support import FAST_RECOVERY, wait_for
+from tests.robustness.support import FAST_RECOVERY
 from tests.support.chaos import submit, synthetic_upload
 from tests.support.full_disk import FullDiskRedis
 from tests.support.stack import RunningStack
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -70,10 +71,10 @@ def test_a_full_redis_disk_is_ridden_out_and_every_upload_finishes_once_space_re
         for upload in caught:
             submit(client, upload)
         full_disk_redis.fill_disk()
-        wait_for(full_disk_redis.aof_write_failing, timeout_s=60, what="the AOF disk to run full")
+        wait_until(full_disk_redis.aof_write_failing, timeout_s=60, what="the AOF disk to run full")
         with pytest.raises(RedisUnavailable):
             submit(client, synthetic_upload(0, run="refused"))
-        wait_for(lambda: "MISCONF" in _worker_logs(running), timeout_s=60, what="a worker to meet the full disk")
+        wait_until(lambda: "MISCONF" in _worker_logs(running), timeout_s=60, what="a worker to meet the full disk")
         time.sleep(3)  # let every worker's retries and polls meet the refusals a while longer
 
         full_disk_redis.free_disk()
@@ -85,7 +86,7 @@ def test_a_full_redis_disk_is_ridden_out_and_every_upload_finishes_once_space_re
     assert restarts == [], f"workers exited while the disk was full:\n{_worker_logs(running)[-4000:]}"
     assert "Redis refused to hand out messages" in _worker_logs(running)
     redis = client.redis
-    wait_for(
+    wait_until(
         lambda: (
             not any(redis.llen(f"{prefix}:{q}") for q in ("cpu", "gpu", "index", "speech"))
             and not redis.hlen(f"{prefix}:unacked")

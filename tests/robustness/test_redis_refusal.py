@@ -18,9 +18,10 @@ from pydantic import SecretStr
 from producers.client import Client
 from producers.stack import Stack, WorkerProcess
 from shared.events import UploadStatus
-from tests.robustness.support import FAST_RECOVERY, wait_for
+from tests.robustness.support import FAST_RECOVERY
 from tests.support.s3_server import free_loopback_port
 from tests.support.stack import stack_settings
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,7 @@ def test_a_cpu_worker_keeps_running_while_redis_refuses_writes(tmp_path: Path, m
             redis.config_set("maxmemory-policy", "noeviction")
             redis.config_set("maxmemory", 1)
             stack.kill(worker, signal.SIGCONT)
-            wait_for(
+            wait_until(
                 lambda: worker.process.poll() is not None or refusals_logged(worker) >= 2,
                 timeout_s=120,
                 what="the worker to meet refused writes",
@@ -63,7 +64,7 @@ def test_a_cpu_worker_keeps_running_while_redis_refuses_writes(tmp_path: Path, m
                 records = [client.status(upload_id) for upload_id in ids]
                 return all(r is not None and r.status is UploadStatus.PREPROCESSED for r in records)
 
-            wait_for(preprocessed, timeout_s=120, what="every upload to be preprocessed", poll_s=0.5)
+            wait_until(preprocessed, timeout_s=120, what="every upload to be preprocessed", poll_s=0.5)
         finally:
             redis.config_set("maxmemory", 0)
             client.close()
@@ -124,8 +125,8 @@ def test_a_worker_whose_queue_reads_are_refused_backs_off_and_loses_nothing(
                 return worker.log_path.read_text(errors="replace").count(mark) >= times
 
             # The first refusal is explained; the worker then keeps asking, backing off.
-            wait_for(lambda: logged(QUEUE_READ_REFUSAL_MARK), timeout_s=120, what="a refused queue read", poll_s=0.2)
-            wait_for(lambda: logged("still refused"), timeout_s=60, what="the worker to keep asking", poll_s=0.2)
+            wait_until(lambda: logged(QUEUE_READ_REFUSAL_MARK), timeout_s=120, what="a refused queue read", poll_s=0.2)
+            wait_until(lambda: logged("still refused"), timeout_s=60, what="the worker to keep asking", poll_s=0.2)
             undo()
             undo = lambda: None  # noqa: E731
             if not queued_first:
@@ -137,7 +138,7 @@ def test_a_worker_whose_queue_reads_are_refused_backs_off_and_loses_nothing(
                 records = [client.status(upload_id) for upload_id in ids]
                 return all(r is not None and r.status is UploadStatus.PREPROCESSED for r in records)
 
-            wait_for(preprocessed, timeout_s=120, what="every upload to be preprocessed", poll_s=0.5)
+            wait_until(preprocessed, timeout_s=120, what="every upload to be preprocessed", poll_s=0.5)
             assert logged("Redis hands out messages again")
             assert not redis.llen(f"{settings.queue_prefix}:cpu")
         finally:

@@ -10,9 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from shared.streams import ResultStream
-from tests.robustness.support import FAST_RECOVERY, wait_for
+from tests.robustness.support import FAST_RECOVERY
 from tests.support.chaos import queue_lengths, unacked_by_queue
 from tests.support.stack import RunningStack
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,7 @@ def test_fifty_concurrent_submissions_of_one_id_make_one_run_one_preprocess_and_
 
     stack.wait_ready(120, [stack.spawn("cpu")])
     finished = client.wait(["twin"], timeout_s=120)
-    wait_for(
+    wait_until(
         lambda: sum(queue_lengths(redis).values()) == 0 and not unacked_by_queue(redis),
         timeout_s=120,
         what="every message to be consumed",

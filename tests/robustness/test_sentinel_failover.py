@@ -13,10 +13,11 @@ import time
 
 import pytest
 
-from tests.robustness.support import FAST_RECOVERY, wait_for
+from tests.robustness.support import FAST_RECOVERY
 from tests.support.chaos import Submitter, account, supervise_until_finished, synthetic_upload
 from tests.support.sentinel import SentinelGroup
 from tests.support.stack import RunningStack
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +38,7 @@ def test_kill_9_of_the_redis_primary_loses_and_duplicates_no_upload(sentinel_gro
     submitter = Submitter(running.client, uploads, rate_per_s=RATE_PER_S, retry_for_s=90)
     started = time.monotonic()
     submitter.start()
-    wait_for(lambda: len(submitter.submitted) >= UPLOADS // 3, timeout_s=120, what="a third of the uploads")
+    wait_until(lambda: len(submitter.submitted) >= UPLOADS // 3, timeout_s=120, what="a third of the uploads")
 
     old = sentinel_group.kill_primary()
     killed_at = time.monotonic()
@@ -47,7 +48,7 @@ def test_kill_9_of_the_redis_primary_loses_and_duplicates_no_upload(sentinel_gro
     # The old primary comes back as a replica of the new one, as docs/redis.md tells operators
     # (with wait_replicas=1, confirmations resume once it has caught up).
     rejoined = sentinel_group.restart(old, replica_of=new)
-    wait_for(
+    wait_until(
         lambda: rejoined.client().info("replication").get("master_port") == new.port,
         timeout_s=60,
         what="the old primary to rejoin as a replica of the new one",

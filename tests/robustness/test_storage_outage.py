@@ -24,11 +24,13 @@ import pytest
 from shared.config import Settings
 from shared.events import ObjectRef, Stage, UploadEvent, UploadStatus
 from shared.objects.factory import open_object_store
+from shared.status import StatusRecord
 from shared.streams import DeliveryCounter
-from tests.robustness.support import FAST_RECOVERY, wait_for
+from tests.robustness.support import FAST_RECOVERY
 from tests.support.chaos import account
 from tests.support.s3_server import RestartableS3Server
 from tests.support.stack import RunningStack
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +100,7 @@ def test_uploads_survive_an_object_storage_outage_or_come_back_from_the_dead_let
     for event in short_outage:
         client.enqueue(event)
     deliveries = DeliveryCounter(client.redis, running.settings.queue_prefix)
-    wait_for(
+    wait_until(
         lambda: all(deliveries.deliveries(e.id, Stage.PREPROCESS) >= 2 for e in short_outage),
         timeout_s=60,
         what="every upload to be retried",
@@ -155,7 +157,7 @@ def test_an_outage_longer_than_the_former_retry_count_ends_indexed_within_retry_
     for event in events:
         client.enqueue(event)
     deliveries = DeliveryCounter(client.redis, running.settings.queue_prefix)
-    wait_for(
+    wait_until(
         lambda: all(deliveries.deliveries(e.id, Stage.PREPROCESS) > OLD_COUNT_BUDGET_DELIVERIES for e in events),
         timeout_s=25,
         what="every upload to outlive the former count budget",
@@ -190,16 +192,17 @@ def test_uploads_dead_lettered_by_an_outage_are_redriven_once_storage_answers(
     assert client.dead_letters.length() == len(events)
     # The sweeper probes storage meanwhile and re-drives nothing while it is down.
     prefix = running.settings.queue_prefix
-    wait_for(lambda: client.redis.exists(f"{prefix}:dead:redrive-lock"), timeout_s=30, what="a re-drive pass")
+    wait_until(lambda: client.redis.exists(f"{prefix}:dead:redrive-lock"), timeout_s=30, what="a re-drive pass")
     assert client.dead_letters.length() == len(events)
 
     restore_storage(running, storage, blobs)
-    home = wait_for(
-        lambda: (
-            (records := [client.status(e.id) for e in events])
-            and all(r is not None and r.status is UploadStatus.INDEXED for r in records)
-            and records
-        ),
+
+    def all_indexed() -> list[StatusRecord | None] | None:
+        records = [client.status(e.id) for e in events]
+        return records if all(r is not None and r.status is UploadStatus.INDEXED for r in records) else None
+
+    home = wait_until(
+        all_indexed,
         timeout_s=120,
         what="every upload to be re-driven and indexed",
         poll_s=0.2,
@@ -211,7 +214,7 @@ def test_uploads_dead_lettered_by_an_outage_are_redriven_once_storage_answers(
     accounting = account(client, [e.id for e in events])
     assert dict(accounting.records_per_indexed) == {1: len(events)}
     assert dict(accounting.result_events) == {2: len(events)}  # failed, then indexed
-    counted = wait_for(
+    counted = wait_until(
         lambda: client.redis.hget(
             f"{prefix}:metrics:omnibind_dead_letters_redriven", json.dumps(["storage_unavailable"])
         ),

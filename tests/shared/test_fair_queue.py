@@ -27,6 +27,7 @@ from shared.events import Stage, UploadEvent
 from shared.fair_queue import FairDispatcher
 from shared.queue import UPLOAD_HEADER
 from shared.redis_keys import RedisKeys
+from tests.support.waiting import wait_until
 from workers.sweeper import StallSweeper
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,7 +173,7 @@ def test_the_stall_sweeper_leaves_uploads_waiting_for_their_turn_alone(fair_clie
         interval_s=60,
         fair=client.fair_queue,
     )
-    time.sleep(0.01)  # past the stall timeout
+    time.sleep(0.01)  # the clock passes the stall timeout (1 ms)
     assert sorted(sweeper.sweep()) == ids[:2], "only the two dispatched (and lost) ones"
     assert [event.id for event in resent] == ids[:2]
 
@@ -191,11 +192,8 @@ def _dispatcher_process(settings: Settings) -> subprocess.Popen[bytes]:
     )
 
 
-def _wait_until(done: Callable[[], bool], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        assert time.monotonic() < deadline, "gave up waiting"
-        time.sleep(0.02)
+def all_dispatched(client: Client) -> bool:
+    return client.fair_queue.waiting() == 0 and client.redis.hlen(KEYS.fair_dispatching) == 0
 
 
 def test_a_dispatcher_killed_by_sigkill_loses_nothing_and_its_successor_sends_the_rest(
@@ -205,7 +203,7 @@ def test_a_dispatcher_killed_by_sigkill_loses_nothing_and_its_successor_sends_th
     conn = client.redis
     ids = submit(client, "acme", 400) + submit(client, "beta", 100)
     first = _dispatcher_process(client.settings)
-    _wait_until(lambda: conn.llen(KEYS.queue("cpu")) >= 80)
+    wait_until(lambda: conn.llen(KEYS.queue("cpu")) >= 80, timeout_s=60, what="80 uploads sent", poll_s=0.02)
     first.send_signal(signal.SIGKILL)
     assert first.wait(timeout=30) == -signal.SIGKILL
     left = client.fair_queue.waiting()
@@ -213,7 +211,7 @@ def test_a_dispatcher_killed_by_sigkill_loses_nothing_and_its_successor_sends_th
 
     second = _dispatcher_process(client.settings)
     try:
-        _wait_until(lambda: client.fair_queue.waiting() == 0 and conn.hlen(KEYS.fair_dispatching) == 0)
+        wait_until(lambda: all_dispatched(client), timeout_s=60, what="every upload dispatched", poll_s=0.02)
     finally:
         second.terminate()
         second.wait(timeout=30)
@@ -225,7 +223,7 @@ def test_a_dispatcher_killed_by_sigkill_loses_nothing_and_its_successor_sends_th
 
 
 def test_a_dispatcher_waits_out_redis_refusing_writes_and_then_sends_everything(
-    fair_client: Callable[..., Client],
+    fair_client: Callable[..., Client], caplog: pytest.LogCaptureFixture
 ) -> None:
     client = fair_client(lock_ttl_s=1, window=100)
     conn = client.redis
@@ -233,10 +231,15 @@ def test_a_dispatcher_waits_out_redis_refusing_writes_and_then_sends_everything(
     conn.config_set("min-replicas-to-write", 1)  # no replica: Redis refuses every write (NOREPLICAS)
     dispatcher = FairDispatcher(client.fair_queue, client.send_to_pipeline).start()
     try:
-        time.sleep(1.5)  # rounds that meet the refusal
+        wait_until(
+            lambda: caplog.text.count("fair dispatcher paused") >= 2,
+            timeout_s=60,
+            what="two dispatch rounds to meet the refusal",
+            poll_s=0.02,
+        )
         assert conn.llen(KEYS.queue("cpu")) == 0 and client.fair_queue.waiting() == 25
         conn.config_set("min-replicas-to-write", 0)
-        _wait_until(lambda: client.fair_queue.waiting() == 0 and conn.hlen(KEYS.fair_dispatching) == 0)
+        wait_until(lambda: all_dispatched(client), timeout_s=60, what="every upload dispatched", poll_s=0.02)
     finally:
         dispatcher.stop()
     assert sorted(cpu_queue_uploads(conn)) == sorted(ids)

@@ -3,7 +3,6 @@ exporter's collector, as Prometheus would scrape them."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from shared.metrics.recorder import MetricsRecorder
 from shared.redis_client import redis_client
 from shared.status import StatusStore
 from tests.support.redis_server import RedisServers
+from tests.support.waiting import wait_until
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -128,10 +128,7 @@ def test_the_background_thread_flushes_and_close_flushes_the_rest(redis_conn: re
     recorder = MetricsRecorder(redis_conn, "omnibind", flush_interval_s=0.05)
     recorder.inc(catalog.UPLOADS_INDEXED, ("image",))
     key, field = "omnibind:metrics:omnibind_uploads_indexed", catalog.labels_field(("image",))
-    deadline = time.monotonic() + 30
-    while redis_conn.hget(key, field) != "1":
-        assert time.monotonic() < deadline, "the flush thread never wrote"
-        time.sleep(0.02)
+    wait_until(lambda: redis_conn.hget(key, field) == "1", timeout_s=30, what="the flush thread to write", poll_s=0.02)
     recorder.flush_interval_s = 3600.0
     recorder.close()
     recorder.inc(catalog.UPLOADS_INDEXED, ("image",))  # after close: no thread; flushed on demand

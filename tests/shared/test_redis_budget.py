@@ -18,9 +18,9 @@ from shared.moderation.policy import load_policy
 from shared.redis_client import RedisUnavailable, redis_client
 from shared.status import StatusStore
 from shared.streams import DeadLetterStream
-from tests.robustness.support import wait_for
 from tests.support.full_disk import FullDiskRedis
 from tests.support.redis_server import RedisServers
+from tests.support.waiting import wait_until
 
 # docs/redis.md: the three streams at their default caps fit in this much Redis memory.
 STREAM_BUDGET_BYTES = 256 * 2**20
@@ -55,7 +55,7 @@ def test_embedded_aof_is_rewritten_once_churn_passes_its_floor(redis_servers: Re
             client.rpop("queue")
         if _aof(client)["aof_current_size"] > AOF_REWRITE_MIN_BYTES:
             rewrites += 1
-            wait_for(
+            wait_until(
                 lambda: (a := _aof(client))["aof_current_size"] < 2**20 and not a["aof_rewrite_in_progress"],
                 timeout_s=60,
                 what="an automatic AOF rewrite",
@@ -141,7 +141,7 @@ def test_full_aof_disk_refuses_writes_as_unavailable_and_recovers_without_a_rest
     assert record is not None and record.status is UploadStatus.QUEUED, "reads still answer"
 
     full_disk_redis.free_disk()
-    wait_for(lambda: not full_disk_redis.aof_write_failing(), timeout_s=30, what="the AOF write to succeed again")
+    wait_until(lambda: not full_disk_redis.aof_write_failing(), timeout_s=30, what="the AOF write to succeed again")
 
     assert store.advance("before", UploadStatus.EMBEDDED)
     assert full_disk_redis.pid == pid, "no restart was needed"

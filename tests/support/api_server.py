@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ import uvicorn
 
 from producers.http.server import uvicorn_config
 from shared.config import Settings
+from tests.support.waiting import wait_until
 
 START_TIMEOUT_S = 30.0
 
@@ -46,11 +46,13 @@ def start_api_server(settings: Settings, **config: Any) -> ApiServer:
     server = uvicorn.Server(uv_config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="api-server", daemon=True)
     thread.start()
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the API server did not start")
-        time.sleep(0.02)
+
+    def started() -> bool:
+        if not thread.is_alive():
+            raise RuntimeError("the API server did not start: its thread ended")
+        return server.started
+
+    wait_until(started, timeout_s=START_TIMEOUT_S, what="the API server to start", poll_s=0.02)
     return ApiServer(f"http://127.0.0.1:{port}", server, thread)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from shared.config import Settings
 from shared.vectors.records import tenants
 from tests.support.api_server import ApiServer, start_api_server
 from tests.support.stack import stack_settings
+from tests.support.waiting import wait_until
 
 FINISH_TIMEOUT_S = 180.0
 
@@ -87,10 +87,11 @@ def api_stack(root: Path, model_cache: Path, api_key: str, **overrides: Any) -> 
 
 def wait_finished(http: httpx.Client, upload_id: str, timeout_s: float = FINISH_TIMEOUT_S) -> dict[str, Any]:
     """The upload's record once it is indexed or failed (asserted within `timeout_s`)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        record: dict[str, Any] = http.get(f"/v1/uploads/{upload_id}").json()
-        if record.get("status") in ("indexed", "failed"):
-            return record
-        assert time.monotonic() < deadline, f"{upload_id} did not finish: {record}"
-        time.sleep(0.2)
+    record: dict[str, Any] = {}
+
+    def finished() -> dict[str, Any] | None:
+        record.clear()
+        record.update(http.get(f"/v1/uploads/{upload_id}").json())
+        return dict(record) if record.get("status") in ("indexed", "failed") else None
+
+    return wait_until(finished, timeout_s=timeout_s, what=lambda: f"{upload_id} to finish: {record}", poll_s=0.2)

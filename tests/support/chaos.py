@@ -30,6 +30,7 @@ from PIL import Image
 from producers.client import Client
 from producers.embedded_redis import EmbeddedRedis
 from producers.stack import Stack, WorkerKind, WorkerProcess
+from shared.backoff import poll
 from shared.errors import TransientError
 from shared.events import DeleteRequest, UploadStatus
 from shared.status import StatusRecord
@@ -102,7 +103,7 @@ def restart_redis(stack: Stack, *, crash: bool = False, down_s: float = 0.5) -> 
         old.kill()
     else:
         old.stop()
-    time.sleep(down_s)
+    time.sleep(down_s)  # the outage lasts this long
     stack.redis = EmbeddedRedis(old.data_dir, port=old.port, password=old.password, server_bin=old.server_bin).start()
     return time.monotonic() - started
 
@@ -116,13 +117,20 @@ def supervise_until_finished(
     pending = list(upload_ids)
     finished: dict[str, StatusRecord] = {}
     restarted = 0
-    deadline = time.monotonic() + timeout_s
-    while pending and time.monotonic() < deadline:
+
+    def all_finished() -> bool | None:
+        nonlocal pending, restarted
+        if not pending:
+            return True
         for worker in stack.restart_dead():
             restarted += 1
             log.warning("%s worker exited on its own and was restarted (pid %d)", worker.kind, worker.process.pid)
-        finished.update(client.wait(pending, timeout_s=min(poll_s, max(0.0, deadline - time.monotonic()))))
+        finished.update(client.wait(pending, timeout_s=poll_s))  # wakes on results: no sleep between
         pending = [upload_id for upload_id in pending if upload_id not in finished]
+        return None if pending else True
+
+    # Not a wait_until: what has not finished by the deadline is the caller's to account for.
+    poll(all_finished, timeout_s=timeout_s, interval_s=0)
     return finished, restarted
 
 
@@ -201,7 +209,7 @@ class Submitter(threading.Thread):
         try:
             next_at = time.monotonic()
             for upload in self.uploads:
-                time.sleep(max(0.0, next_at - time.monotonic()))
+                time.sleep(max(0.0, next_at - time.monotonic()))  # paced at `rate_per_s`
                 next_at += self.interval_s
                 self._with_retries(lambda: submit(self.client, upload))  # noqa: B023 - called at once
                 self.submitted.append(upload.upload_id)
@@ -214,16 +222,21 @@ class Submitter(threading.Thread):
             self.error = exc
 
     def _with_retries(self, send: Callable[[], object]) -> None:
-        deadline = time.monotonic() + self.retry_for_s
-        while True:
+        """`send`, tried again every 0.2 s while Redis is away, as a platform would; the last
+        TransientError after `retry_for_s`."""
+        failures: list[TransientError] = []
+
+        def sent() -> bool | None:
             try:
                 send()
-                return
-            except TransientError:
-                if time.monotonic() > deadline:
-                    raise
+                return True
+            except TransientError as exc:
+                failures[:] = [exc]
                 self.retried_submissions += 1
-                time.sleep(0.2)
+                return None
+
+        if poll(sent, timeout_s=self.retry_for_s, interval_s=0.2) is None:
+            raise failures[0]
 
 
 # -- accounting ----------------------------------------------------------------------------------
@@ -364,7 +377,7 @@ def refuse_writes(client: redis.Redis, kind: str, seconds: float) -> None:
     else:
         client.config_set("maxmemory", 1)
     try:
-        time.sleep(seconds)
+        time.sleep(seconds)  # the refusal lasts this long
     finally:
         client.config_set("min-replicas-to-write", 0)
         client.config_set("maxmemory", 0)
@@ -404,7 +417,7 @@ def run_chaos(
     submitter.start()
     kinds = itertools.cycle(KIND_CYCLE)
     while submitter.is_alive() or min(report.kills[k] for k in KIND_CYCLE) < min_kills_per_kind:
-        time.sleep(kill_every_s)
+        time.sleep(kill_every_s)  # the pace of the kills
         kind = next(kinds)
         kill_worker(stack, kind)
         report.kills[kind] += 1
@@ -440,7 +453,12 @@ def run_chaos(
 def _wait_deletions_settled(stack: Stack, client: Client, *, timeout_s: float) -> None:
     """Until no deletion is pending (a delete waits for its upload's run, then for its own
     retries), restarting workers that exit on their own."""
-    deadline = time.monotonic() + timeout_s
-    while client.deletions.count() and time.monotonic() < deadline:
+
+    def settled() -> bool | None:
+        if not client.deletions.count():
+            return True
         stack.restart_dead()
-        time.sleep(1.0)
+        return None
+
+    # Not a wait_until: deletions still pending at the deadline are the accounting's to report.
+    poll(settled, timeout_s=timeout_s, interval_s=1.0)

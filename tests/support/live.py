@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.backoff import poll
 from tools.servers import GoServer, built, go_toolchain
 
 _POLL_S = 0.1
@@ -105,15 +105,16 @@ class ServerProcess:
             process.wait()
 
     def _wait_ready(self) -> bool:
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if self._process is None or self._process.poll() is not None:
-                return False
-            try:
-                with urllib.request.urlopen(self.ready_url, timeout=2.0) as response:
-                    if response.status == 200:
-                        return True
-            except (urllib.error.URLError, OSError):
-                pass  # not listening (or not ready) yet
-            time.sleep(_POLL_S)
-        return False
+        return poll(self._ready_or_exited, timeout_s=self.startup_timeout_s, interval_s=_POLL_S) is True
+
+    def _ready_or_exited(self) -> bool | None:
+        """True once it answers its ready URL, False once it exited, None until either."""
+        if self._process is None or self._process.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(self.ready_url, timeout=2.0) as response:
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass  # not listening (or not ready) yet
+        return None

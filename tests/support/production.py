@@ -11,10 +11,9 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from tests.support.api_server import ApiServer, start_api_server
 from tests.support.chaos import queue_lengths, unacked_by_queue
 from tests.support.minio_server import MinioServer
 from tests.support.stack import stack_settings
+from tests.support.waiting import wait_until
 from tests.support.weaviate_server import WeaviateServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,14 +74,6 @@ class ProductionShape:
         for path in sorted(self.log_dir.rglob("*.log")):
             parts.append(f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-15:]))
         return "\n".join(parts)
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str, *, poll_s: float = 0.3) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(poll_s)
 
 
 @contextlib.contextmanager
@@ -129,7 +121,7 @@ def production_shape(
         api = start_api_server(settings)
         cleanup.callback(api.stop)
         shape = ProductionShape(redis, minio, weaviate, stack, settings, client, api, bridge, bucket, log_dir)
-        wait_until(lambda: _subscribed(shape), 60, "the bridge to subscribe the bucket")
+        wait_until(lambda: _subscribed(shape), timeout_s=60, what="the bridge to subscribe the bucket", poll_s=0.3)
         yield shape
 
 

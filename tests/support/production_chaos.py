@@ -24,7 +24,8 @@ from urllib3.exceptions import HTTPError
 from producers.bridge.minio_events import minio_upload_id
 from shared.events import UploadStatus
 from tests.support.chaos import synthetic_upload
-from tests.support.production import ProductionShape, wait_until
+from tests.support.production import ProductionShape
+from tests.support.waiting import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +119,9 @@ class ObjectWriter(threading.Thread):
                     break
                 except (MinioException, HTTPError, OSError):
                     self.retries += 1  # MinIO is down: a platform would retry too
-                    time.sleep(0.5)
+                    time.sleep(0.5)  # the platform's pause before retrying
             self.written += 1
-            time.sleep(1.0 / self.rate_per_s)
+            time.sleep(1.0 / self.rate_per_s)  # paced like a platform writing objects
 
 
 def run_production_chaos(
@@ -138,18 +139,22 @@ def run_production_chaos(
     writer = ObjectWriter(shape, objects, rate_per_s)
     started = time.monotonic()
     writer.start()
-    wait_until(lambda: writer.written >= objects // 5, 120, "the first objects to be written")
+    wait_until(
+        lambda: writer.written >= objects // 5, timeout_s=120, what="the first objects to be written", poll_s=0.3
+    )
     killed = time.monotonic()
     shape.weaviate.stop(kill=True)
-    time.sleep(weaviate_down_s)
+    time.sleep(weaviate_down_s)  # the outage lasts this long
     shape.weaviate.start()
     report.weaviate_kills, report.weaviate_down_s = 1, time.monotonic() - killed
     log.warning("Weaviate killed and back after %.1f s", report.weaviate_down_s)
-    wait_until(lambda: writer.written >= objects // 2, 120, "half of the objects to be written")
+    wait_until(
+        lambda: writer.written >= objects // 2, timeout_s=120, what="half of the objects to be written", poll_s=0.3
+    )
     stopped = time.monotonic()
     shape.minio.stop()
     writer.second_half.set()
-    time.sleep(minio_down_s)
+    time.sleep(minio_down_s)  # the outage lasts this long
     shape.minio.start()
     report.minio_stops, report.minio_down_s = 1, time.monotonic() - stopped
     log.warning("MinIO stopped and back after %.1f s", report.minio_down_s)

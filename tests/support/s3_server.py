@@ -22,7 +22,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from shared.backoff import poll
 
 HOST = "127.0.0.1"
 ACCESS_KEY = "omnibind-test-access"
@@ -138,8 +139,8 @@ def spawn_s3_server(port: int, log_path: Path, env: Mapping[str, str] | None) ->
 
 def wait_until_up(process: subprocess.Popen[bytes], port: int, timeout_s: float) -> bool:
     """True once the server answers on `port`; False if it exits or `timeout_s` passes."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def up_or_exited() -> bool | None:
         if process.poll() is not None:
             return False
         try:
@@ -148,8 +149,9 @@ def wait_until_up(process: subprocess.Popen[bytes], port: int, timeout_s: float)
                     return True
         except (urllib.error.URLError, OSError):
             pass  # not listening yet
-        time.sleep(_POLL_INTERVAL_S)
-    return False
+        return None
+
+    return poll(up_or_exited, timeout_s=timeout_s, interval_s=_POLL_INTERVAL_S) is True
 
 
 def stop_s3_server(process: subprocess.Popen[bytes]) -> None:

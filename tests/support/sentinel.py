@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import redis
 
 from producers.embedded_redis import find_redis_server, free_port
 from producers.processes import die_with_parent
+from tests.support.waiting import wait_until
 
 HOST = "127.0.0.1"
 MASTER = "omnibind-main"
@@ -102,8 +102,8 @@ class SentinelGroup:
 
     def wait_for_failover(self, old: Server, *, timeout_s: float = 30.0) -> Server:
         """Wait until every sentinel names a new primary and that server says it is one."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+
+        def promoted() -> Server | None:
             ports = set()
             for sentinel in self.sentinels:
                 try:
@@ -118,8 +118,14 @@ class SentinelGroup:
                         return new
                 except redis.RedisError:
                     pass
-            time.sleep(0.1)
-        raise AssertionError(f"no failover within {timeout_s:g} s; sentinel log:\n{self.sentinels[0].log_tail()}")
+            return None
+
+        return wait_until(
+            promoted,
+            timeout_s=timeout_s,
+            what=lambda: f"a failover; sentinel log:\n{self.sentinels[0].log_tail()}",
+            poll_s=0.1,
+        )
 
     def restart(self, server: Server, *, replica_of: Server) -> Server:
         """Start a killed data server again on its port and dir, as a replica of
@@ -208,34 +214,38 @@ class SentinelGroup:
             )
 
     def _wait_answers(self, server: Server, timeout_s: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+
+        def answers() -> bool:
             if not server.alive():
                 raise RuntimeError(f"{server.name} exited: {server.log_tail()}")
             try:
-                if server.client().ping():
-                    return
+                return bool(server.client().ping())
             except redis.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError(f"{server.name} does not answer: {server.log_tail()}")
+                return False
+
+        wait_until(answers, timeout_s=timeout_s, what=lambda: f"{server.name} to answer: {server.log_tail()}")
 
     def _wait_until_formed(self, timeout_s: float) -> None:
         """Every sentinel sees the replica and the two other sentinels, and the replica is in
         sync: only then can a failover succeed."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+
+        def formed() -> bool:
             try:
-                formed = all(
+                sentinels_see_all = all(
                     int(info["num-slaves"]) >= 1 and int(info["num-other-sentinels"]) >= 2
                     for info in (cast(dict[str, Any], s.client().sentinel_master(self.master)) for s in self.sentinels)
                 )
                 link = self.servers[1].client().info("replication").get("master_link_status")
             except redis.RedisError:
-                formed, link = False, None
-            if formed and link == "up":
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"sentinel group not formed in {timeout_s:g} s:\n{self.sentinels[0].log_tail()}")
+                return False
+            return sentinels_see_all and link == "up"
+
+        wait_until(
+            formed,
+            timeout_s=timeout_s,
+            what=lambda: f"the sentinel group to form:\n{self.sentinels[0].log_tail()}",
+            poll_s=0.1,
+        )
 
 
 @pytest.fixture

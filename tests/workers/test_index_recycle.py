@@ -3,7 +3,6 @@ status 0, not a kill), after which `omnibind up`'s supervision starts a fresh on
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -11,6 +10,7 @@ from pydantic import SecretStr
 from producers.client import Client
 from producers.stack import Stack
 from tests.support.stack import stack_settings
+from tests.support.waiting import wait_until
 from workers.memory_guard import start_recycling
 
 RECYCLE_MARK = "over OMNIBIND_INDEX__RECYCLE_RSS_MB: recycling"
@@ -18,10 +18,12 @@ RECYCLE_MARK = "over OMNIBIND_INDEX__RECYCLE_RSS_MB: recycling"
 
 def wait_exit(stack: Stack, timeout_s: float = 120.0) -> int:
     [worker] = [w for w in stack.workers if w.kind == "index"]
-    deadline = time.monotonic() + timeout_s
-    while worker.process.poll() is None:
-        assert time.monotonic() < deadline, "the index worker did not recycle itself"
-        time.sleep(0.2)
+    wait_until(
+        lambda: worker.process.poll() is not None,
+        timeout_s=timeout_s,
+        what="the index worker to recycle itself",
+        poll_s=0.2,
+    )
     return worker.process.returncode
 
 

@@ -21,7 +21,7 @@ HOG = textwrap.dedent(
     start_memory_guard(psutil.Process().memory_info().rss // MIB + headroom_mb)
     print("guarded", flush=True)
     hog = bytearray(int(sys.argv[2]) * 1024 * 1024)  # touched: resident
-    time.sleep(5)
+    time.sleep(5)  # alive long enough for the guard's next look at its memory
     print("survived", flush=True)
     """
 )
@@ -36,7 +36,7 @@ def test_a_process_over_its_limit_is_killed_with_sigkill() -> None:
 
 
 def test_a_process_under_its_limit_is_left_alone() -> None:
-    quick = HOG.replace("time.sleep(5)", "time.sleep(0.3)")
+    quick = HOG.replace("time.sleep(5)", "time.sleep(0.3)")  # under its limit: no need to live long
     done = subprocess.run([sys.executable, "-c", quick, "400", "50"], capture_output=True, text=True, timeout=60)
 
     assert done.returncode == 0, done.stderr

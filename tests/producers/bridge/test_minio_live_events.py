@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +39,7 @@ from shared.vectors.store import VectorStore
 from tests.producers.bridge.conftest import queued_tasks
 from tests.support.minio_server import MinioServer
 from tests.support.redis_server import RedisServers
+from tests.support.waiting import wait_until
 from workers.deleter import delete_record
 
 BUCKET = "uploads"
@@ -65,13 +65,14 @@ class LiveMinio:
     def next_records(self, count: int = 1) -> list[dict[str, Any]]:
         """The next `count` records MinIO pushed, oldest first (popped off its list)."""
         records: list[dict[str, Any]] = []
-        deadline = time.monotonic() + ARRIVAL_DEADLINE_S
-        while len(records) < count:
-            left_s = deadline - time.monotonic()
-            assert left_s > 0, f"MinIO pushed {len(records)} of {count} notifications: {records}"
-            popped: Any = self.raw.blpop([EVENTS_KEY], timeout=min(left_s, 1.0))
+
+        def enough() -> bool:
+            popped: Any = self.raw.blpop([EVENTS_KEY], timeout=1.0)  # wakes on a push: no sleep
             if popped is not None:
                 records.extend(parse_notification(popped[1]))
+            return len(records) >= count
+
+        wait_until(enough, timeout_s=ARRIVAL_DEADLINE_S, what=lambda: f"{count} notifications: {records}", poll_s=0)
         return records
 
     def next_action(self) -> tuple[str, Ingest | Delete | Ignore]:
@@ -173,12 +174,13 @@ def test_live_folder_marker_is_ignored_not_dead_lettered(live: LiveMinio) -> Non
     live.put("photos/", b"")
     consumer = live.consumer
 
-    deadline = time.monotonic() + ARRIVAL_DEADLINE_S
-    handled = consumer.poll()  # the first poll looks at the processing list
-    while not handled and time.monotonic() < deadline:
-        handled = consumer.poll()
+    # The first poll looks at the processing list; each blocks until a notification or a
+    # short idle wait.
+    handled = wait_until(
+        consumer.poll, timeout_s=ARRIVAL_DEADLINE_S, what="MinIO to notify the folder marker", poll_s=0
+    )
 
-    assert handled == 1, "MinIO notified the folder marker"
+    assert handled == 1
     assert DeadLetterStream(live.client.redis).entries() == []
     assert queued_tasks(live.client.redis, "cpu") == []
     assert live.raw.llen(consumer.processing_key) == 0

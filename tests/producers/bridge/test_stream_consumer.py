@@ -121,7 +121,7 @@ def test_entries_a_dead_bridge_left_pending_are_taken_over(
     group.ensure("0")
     entry_id = add(redis_conn, {"text": "left behind"})
     assert len(group.read_new(10, None)) == 1  # delivered to the dead bridge, never acknowledged
-    time.sleep(0.5)
+    time.sleep(0.5)  # the entry idles past reclaim_idle_s (0.3 s): a clock, not a wait
 
     poll_until_idle(stream_consumer(settings, client))
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +30,7 @@ from shared.tenancy import ObjectTenants, object_tenants, qualify, tenant_of_id
 from tests.producers.bridge.conftest import queued_tasks
 from tests.support.minio_server import MinioServer
 from tests.support.redis_server import RedisServers
+from tests.support.waiting import wait_until
 
 BUCKET = "uploads"
 MINIO_EVENTS = "omnibind:minio:events"
@@ -226,10 +226,13 @@ def test_live_minio_uploads_get_the_tenant_of_their_location_and_a_claim_of_anot
 
 
 def handle_until(consumer: MinioEventsConsumer, done: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + ARRIVAL_DEADLINE_S
-    while not done():
-        assert time.monotonic() < deadline, "MinIO's notifications did not arrive in time"
-        consumer.poll()
+    def handled() -> bool:
+        if done():
+            return True
+        consumer.poll()  # blocks until the next notification or a short idle wait: no sleep
+        return False
+
+    wait_until(handled, timeout_s=ARRIVAL_DEADLINE_S, what="MinIO's notifications to be handled", poll_s=0)
 
 
 def pending_deletions(client: Client) -> list[str]:

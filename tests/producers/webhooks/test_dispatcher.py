@@ -25,6 +25,7 @@ from shared.errors import CorruptMedia
 from shared.events import Moderation, Result, Stage, UploadEvent, UploadStatus
 from shared.moderation.review import HumanReview, ReviewAction, ReviewStore, reviewed_moderation
 from tests.support.http_receiver import running_receiver
+from tests.support.waiting import wait_until
 
 RESULTS = "omnibind:results"
 GROUP = "omnibind-webhooks"
@@ -65,10 +66,18 @@ def finish(client: Client, upload_id: str, source: str, *, failed: bool = False)
 
 
 def drain(running: WebhookDispatcher, log: DeliveryLog, expected_log_entries: int, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while len(log.entries()) < expected_log_entries:
-        assert time.monotonic() < deadline, f"{len(log.entries())} of {expected_log_entries} deliveries logged"
-        running.poll()
+    def logged() -> bool:
+        if len(log.entries()) >= expected_log_entries:
+            return True
+        running.poll()  # waits for the next result or delivery: no sleep
+        return False
+
+    wait_until(
+        logged,
+        timeout_s=timeout_s,
+        what=lambda: f"{expected_log_entries} deliveries logged (so far {len(log.entries())})",
+        poll_s=0,
+    )
 
 
 def pending(conn: redis.Redis) -> int:

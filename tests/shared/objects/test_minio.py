@@ -83,7 +83,7 @@ class _CannedHandler(BaseHTTPRequestHandler):
     server: _CannedServer
 
     def _answer(self) -> None:
-        time.sleep(self.server.delay_s)
+        time.sleep(self.server.delay_s)  # a slow server, on purpose
         self.send_response(self.server.status)
         self.send_header("Content-Type", self.server.content_type)
         self.send_header("Content-Length", str(len(self.server.body)))

@@ -101,7 +101,7 @@ def gated_compaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             deadline = time.monotonic() + {HANG_S}
             while not Path(sys.argv.pop(1)).exists() and time.monotonic() < deadline:
                 sys.argv.insert(1, {str(gate)!r})
-                time.sleep(0.01)
+                time.sleep(0.01)  # a child process: it holds its compaction until the gate opens
             from shared.vectors.lancedb_maintenance import main
             sys.exit(main(sys.argv[1:]))
             """
