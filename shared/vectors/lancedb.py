@@ -41,14 +41,15 @@ Every small write adds a table version and a data fragment; `optimize` compacts 
 deletes versions older than ``cleanup_older_than_s`` (10 s). The store starts it itself after
 ``compact_every_writes`` writes of one process, at most once per that window across all
 processes, in a short-lived child process that holds the compaction lock (not the write
-lock); the write that starts it returns at once (see `shared.vectors.lancedb_maintenance`).
+lock) and, one window later, cleans up again so that what the compaction replaced leaves
+the disk then; the write that starts it returns at once (see
+`shared.vectors.lancedb_maintenance`).
 Each process connects with bounded caches (``index_cache_mb``, ``metadata_cache_mb``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import logging
 import math
@@ -68,7 +69,7 @@ import pyarrow as pa
 
 from shared.errors import ConfigError, VectorStoreUnavailable
 from shared.file_locks import LockTimeout, exclusive_lock
-from shared.vectors.lancedb_maintenance import KEY_INDEX, Maintenance, OptimizeResult
+from shared.vectors.lancedb_maintenance import KEY_INDEX, Maintenance, OptimizeResult, trim_heap
 from shared.vectors.properties import PROPERTIES, Kind, properties_to_record, record_to_properties
 from shared.vectors.records import MAIN_PART, SearchFilters, SearchHit, VectorRecord, best_per_upload
 from shared.vectors.validation import query_vector, records_dimension, unique_by_upload_id
@@ -620,7 +621,7 @@ class LanceDBVectorStore:
             self._drop_caches_after_an_index_rebuild()
         # The compaction's caches and buffers lived in the child; what this process freed
         # since goes back to the system rather than staying in glibc's arenas.
-        _trim_heap()
+        trim_heap()
         return True
 
     def _drop_caches_after_an_index_rebuild(self) -> None:
@@ -709,14 +710,6 @@ def index_cache_needed_mb(rows: int, dim: int, vector_columns: int) -> int:
     (float32) of each indexed column, plus a quarter for partition metadata and the scalar
     indexes. Smaller caches reload the probed partitions on every search."""
     return math.ceil(rows * dim * 4 * vector_columns * 1.25 / 2**20)
-
-
-def _trim_heap() -> None:
-    """Give glibc's free heap pages back to the system (`malloc_trim`); no-op elsewhere.
-    lancedb allocates from many runtime threads, and glibc keeps what they free in per-thread
-    arenas (see docs/vectors.md for what this returned in the soak)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _vectors(column: pa.ChunkedArray) -> np.ndarray:

@@ -198,7 +198,8 @@ def test_optimize_compacts_small_fragments_and_keeps_every_record(tmp_path: Path
 
 
 def test_the_store_compacts_by_itself_every_n_writes(tmp_path: Path, make_record: RecordFactory) -> None:
-    store = LanceDBVectorStore(tmp_path, compact_every_writes=5)
+    # (A 1 s window: the child cleans up once more a window after compacting.)
+    store = LanceDBVectorStore(tmp_path, compact_every_writes=5, cleanup_older_than_s=1)
     for i in range(4):
         store.upsert([make_record(f"n-{i}")])
     assert _fragments(tmp_path) == 4
