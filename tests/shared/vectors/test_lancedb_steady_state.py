@@ -4,6 +4,7 @@ racing a compaction keep one row per id."""
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -19,8 +20,9 @@ import psutil
 import pytest
 
 from shared.vectors.lancedb import LanceDBVectorStore
-from shared.vectors.lancedb_maintenance import Maintenance, fragment_count, row_bytes
+from shared.vectors.lancedb_maintenance import BACKGROUND_NICENESS, Maintenance, fragment_count, row_bytes
 from shared.vectors.records import ALL_TENANTS, SearchFilters, VectorRecord
+from tests.support.waiting import wait_until
 
 from .conftest import unit_vector
 
@@ -438,3 +440,23 @@ def test_the_background_compaction_runs_this_code_whatever_the_working_directory
         store.upsert([make_record(f"c-{i}")])
     assert store.wait_for_maintenance(HANG_S)
     assert _fragments(tmp_path / "vectors") == 1
+
+
+def test_the_background_compaction_runs_below_the_priority_of_the_writers(
+    tmp_path: Path, make_record: RecordFactory
+) -> None:
+    # The child stays for its cleanup window (5 s here) after compacting: long enough to look.
+    store = LanceDBVectorStore(tmp_path, compact_every_writes=3, cleanup_older_than_s=5)
+    for i in range(3):
+        store.upsert([make_record(f"n-{i}")])
+    child = store._compaction
+    assert child is not None
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    wanted = min(19, mine + BACKGROUND_NICENESS)
+    wait_until(
+        lambda: child.poll() is None and os.getpriority(os.PRIO_PROCESS, child.pid) == wanted,
+        timeout_s=HANG_S,
+        what=f"the compaction child at niceness {wanted}",
+        poll_s=0.05,
+    )
+    assert store.wait_for_maintenance(HANG_S)
