@@ -111,16 +111,24 @@ def finish(client: Client, upload_ids: list[str]) -> None:
         client.statuses.fail(upload_id, Stage.PREPROCESS, PermanentError("test", reason="corrupt_media"))
 
 
-def test_a_tenant_with_a_backlog_waits_while_one_without_has_an_upload_in_flight(
-    fair_client: Callable[..., Client],
-) -> None:
-    client = fair_client(window=2, sparse_hold_max_s=60)
+def backlog_then_one(
+    fair_client: Callable[..., Client], **fairness: Any
+) -> tuple[Client, FairDispatcher, list[UploadEvent], list[str], list[str]]:
+    """acme's 10 uploads, its first window (2) dispatched and finished, then one of beta's."""
+    client = fair_client(window=2, **fairness)
     acme = submit(client, "acme", 10)
     sent: list[UploadEvent] = []
     dispatcher = FairDispatcher(client.fair_queue, sent.append)
     assert dispatcher.run_once() == 2
     beta = submit(client, "beta", 1)
     finish(client, acme[:2])
+    return client, dispatcher, sent, acme, beta
+
+
+def test_a_tenant_with_a_backlog_waits_while_one_without_has_an_upload_in_flight(
+    fair_client: Callable[..., Client],
+) -> None:
+    client, dispatcher, sent, acme, beta = backlog_then_one(fair_client, sparse_hold_max_s=60)
 
     assert dispatcher.run_once() == 1, "beta's one upload goes; acme's backlog waits for it"
     assert [event.id for event in sent] == [*acme[:2], *beta]
@@ -147,13 +155,7 @@ def test_a_held_back_tenant_gets_an_upload_after_the_longest_hold(fair_client: C
 
 
 def test_without_sparse_first_a_backlog_is_dispatched_beside_others(fair_client: Callable[..., Client]) -> None:
-    client = fair_client(window=2, sparse_first=False)
-    acme = submit(client, "acme", 10)
-    sent: list[UploadEvent] = []
-    dispatcher = FairDispatcher(client.fair_queue, sent.append)
-    assert dispatcher.run_once() == 2
-    beta = submit(client, "beta", 1)
-    finish(client, acme[:2])
+    _, dispatcher, sent, acme, beta = backlog_then_one(fair_client, sparse_first=False)
     assert dispatcher.run_once() == 3
     assert [event.id for event in sent[2:]] == [acme[2], beta[0], acme[3]]
 
