@@ -22,12 +22,13 @@ from pydantic import SecretStr
 from producers.bridge.minio_events import minio_upload_id
 from shared.events import Modality, UploadStatus
 from shared.vectors.records import ALL_TENANTS, MAIN_PART, SearchFilters
-from tests.integration.test_bridge import INGEST, QUICK_BRIDGE, omnibind_process, wait_until
+from tests.integration.test_bridge import INGEST, QUICK_BRIDGE, omnibind_process
 from tests.integration.test_pipeline import omnibind
 from tests.support.media import video_bytes
 from tests.support.minio_server import MinioServer
 from tests.support.redis_server import RedisServers
 from tests.support.stack import RunningStack
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -102,8 +103,9 @@ def test_videos_and_speech_from_the_redis_stream_and_minio_bucket_events_are_ind
             # the bridge subscribes the watched bucket at start; then a platform puts a video
             wait_until(
                 lambda: any(q.queue == minio.notify_arn for q in s3.get_bucket_notification(watched).queue_config_list),
-                60,
-                "the bridge to subscribe the bucket",
+                timeout_s=60,
+                what="the bridge to subscribe the bucket",
+                poll_s=0.2,
             )
             dropped = video_bytes(seconds=4, fps=10, codec="libvpx-vp9", container="webm", audio_streams=0)
             with_sound = video_bytes(seconds=4, fps=10, audio_streams=1)
