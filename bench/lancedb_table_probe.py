@@ -2,10 +2,12 @@
 
     PYTHONPATH=$PWD .venv/bin/python bench/lancedb_table_probe.py DIR --table bench --cache-mb 512 --writes 300
 
-Made to look into a table `bench/vector_stores.py` left (1M rows of 1024-d): upserts of 8
-records over existing ids through the store's own `upsert` (background compactions on, as in
-the index worker), then 25 unfiltered and 25 tenant-filtered searches (k = 10). Prints one
-JSON line. A benchmark, not a test.
+Made to look into a table `bench/vector_stores.py` left (1M rows of 1024-d; `--load` builds
+one like it first when DIR holds none): upserts of 8 records over existing ids through the
+store's own `upsert` (background compactions on, as in the index worker), then 25 unfiltered
+and 25 tenant-filtered searches (k = 10). Prints one JSON line, and before it each write over
+`--slow-ms` with the table version it ended at and whether a compaction child was running or
+how long ago the last one started. A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -25,6 +27,36 @@ from shared.vectors.lancedb import LanceDBVectorStore
 from shared.vectors.records import ALL_TENANTS, SearchFilters, VectorRecord, tenants
 
 
+def load(store: LanceDBVectorStore, rows: int, dim: int) -> None:
+    rng = np.random.default_rng(rows)
+    for start in range(0, rows, 1000):
+        vectors = rng.standard_normal((min(1000, rows - start), dim)).astype("float32")
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        store.upsert(
+            [
+                VectorRecord(f"bench-{start + i}", vector, Modality.IMAGE, tenant=f"t{(start + i) % 10}")
+                for i, vector in enumerate(vectors)
+            ]
+        )
+        if start % 100_000 == 0:
+            print(f"loaded {start:,}", file=sys.stderr, flush=True)
+    store.wait_for_maintenance(600)
+    store.optimize()
+
+
+def maintenance_state(store: LanceDBVectorStore, args: argparse.Namespace) -> dict[str, object]:
+    """The table's version, and the compaction: running now, or started how long ago."""
+    child = store._compaction
+    lock = args.directory / f"{args.table}.compact.lock"
+    started = time.time() - lock.stat().st_mtime if lock.exists() else None
+    table = store._open_table()
+    return {
+        "version": table.version if table is not None else None,
+        "child_running": child is not None and child.poll() is None,
+        "last_compaction_started_s_ago": round(started, 1) if started is not None else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory", type=Path)
@@ -32,10 +64,21 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=1024)
     parser.add_argument("--rows", type=int, default=1_000_000, help="ids bench-0 .. bench-<rows-1> exist")
     parser.add_argument("--cache-mb", type=int, default=512)
+    parser.add_argument("--metadata-cache-mb", type=int, default=64)
     parser.add_argument("--writes", type=int, default=300)
+    parser.add_argument("--load", action="store_true", help="first load --rows rows when the table does not exist")
+    parser.add_argument("--slow-ms", type=float, default=500.0)
     args = parser.parse_args()
-    store = LanceDBVectorStore(args.directory, table=args.table, dimension=args.dim, index_cache_mb=args.cache_mb)
+    store = LanceDBVectorStore(
+        args.directory,
+        table=args.table,
+        dimension=args.dim,
+        index_cache_mb=args.cache_mb,
+        metadata_cache_mb=args.metadata_cache_mb,
+    )
     rng = np.random.default_rng(args.cache_mb)
+    if args.load and not (args.directory / f"{args.table}.lance").exists():
+        load(store, args.rows, args.dim)
 
     def unit(n: int) -> np.ndarray:
         vectors = rng.standard_normal((n, args.dim)).astype("float32")
@@ -52,6 +95,8 @@ def main() -> None:
         t0 = time.perf_counter()
         store.upsert(batch)
         writes.append((time.perf_counter() - t0) * 1000)
+        if writes[-1] > args.slow_ms:
+            print(json.dumps({"slow_write": len(writes), "ms": round(writes[-1]), **maintenance_state(store, args)}))
     if writes:
         out["upsert_ms"] = {p: round(float(np.percentile(writes, q)), 1) for p, q in (("p50", 50), ("p95", 95))}
         out["upsert_max_ms"] = round(max(writes), 1)
