@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 from tests.support.scheduling import CHAOS_MODULES, schedule_rank
@@ -46,3 +47,18 @@ def test_make_test_runs_the_parallel_part_then_the_chaos_modules_alone() -> None
     parallel = re.search(r'pytest -n \$\(TEST_WORKERS\) --dist loadscope --no-loadscope-reorder -m "not chaos"', recipe)
     alone = re.search(r"pytest -m chaos \$\(ARGS\)", recipe)
     assert parallel and alone and parallel.start() < alone.start()
+
+
+def test_every_test_has_a_node_id_of_its_own() -> None:
+    # pytest-xdist schedules by node id: of several tests sharing one, it runs one and drops
+    # the rest without a word (it did so to 18 schemathesis operations).
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    ids = [line for line in run.stdout.splitlines() if "::" in line]
+    assert len(ids) > 1000
+    assert not [nodeid for nodeid, count in Counter(ids).items() if count > 1]

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from prometheus_client.parser import text_string_to_metric_families
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -270,9 +270,19 @@ CHECKS = [
 ]
 
 
-@schema.parametrize()
-@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-def test_schemathesis_finds_no_server_error_and_no_schema_violation(case: Any, pipeline: ApiStack) -> None:
-    case.call_and_validate(
-        base_url=pipeline.url, headers={"Authorization": f"Bearer {API_KEY}"}, checks=CHECKS, timeout=120
-    )
+# One test per operation with the operation in its id: schemathesis' own `schema.parametrize()`
+# gives all 19 the same node id under pytest 9, and pytest-xdist, which schedules by node id,
+# then ran one of them and silently dropped the other 18.
+OPERATIONS = [result.ok() for result in schema.get_all_operations()]
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=[operation.label for operation in OPERATIONS])
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(operation: Any, pipeline: ApiStack) -> None:
+    @given(case=operation.as_strategy())
+    @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def answered_per_the_schema(case: Any) -> None:
+        case.call_and_validate(
+            base_url=pipeline.url, headers={"Authorization": f"Bearer {API_KEY}"}, checks=CHECKS, timeout=120
+        )
+
+    answered_per_the_schema()
