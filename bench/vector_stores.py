@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import math
 import os
 import statistics
 import sys
@@ -38,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.machine import host_info
 from bench.report import write_report
 from shared.events import Modality
+from shared.vectors.lancedb_rows import index_cache_needed_mb
 from shared.vectors.records import ALL_TENANTS, SearchFilters, VectorRecord, tenants
 from shared.vectors.store import VectorStore
 
@@ -233,7 +233,7 @@ def run_size(rows: int, args: argparse.Namespace) -> dict[str, Any]:
         "label": args.label,
         "stores": measured,
     }
-    index_cache_mb = args.index_cache_mb or math.ceil(rows * args.dim * 4 * 1.25 / 2**20)
+    index_cache_mb = args.index_cache_mb or index_cache_needed_mb(rows, args.dim, vector_columns=1)
     result["lancedb_index_cache_mb"] = index_cache_mb
     for name in args.stores:
         with (

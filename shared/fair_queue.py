@@ -298,16 +298,15 @@ class FairDispatcher:
         waiting (in the order they became active), each tenant below its share of the window
         (``window`` x its weight unfinished) gets up to its weight of uploads, until no tenant
         can take more: a tenant's uploads never wait for another tenant's to finish. With
-        ``sparse_first``, tenants with a backlog sit a pass out while a tenant without one has
+        ``sparse_first``, tenants with a backlog sit this call out while a tenant without one has
         uploads waiting or in flight (`held_back`)."""
         now_ms = self._clock_ms()
         busy = self.queue.in_window(now_ms)
+        held = self.held_back(self.queue.active(), busy, now_ms)
         sent = 0
         while True:
             before = sent
-            tenants = self.queue.active()
-            held = self.held_back(tenants, busy, now_ms)
-            for tenant in tenants:
+            for tenant in self.queue.active():
                 if tenant in held:
                     continue
                 weight = self.queue.weight(tenant)

@@ -20,16 +20,20 @@ def test_every_chaos_module_exists() -> None:
         assert (ROOT / module).is_file(), module
 
 
-def collected_modules(marker: str) -> set[str]:
-    where = ["tests/robustness", "tests/integration"]
+def collected(*args: str) -> list[str]:
+    """The node ids `pytest --collect-only ARGS` lists."""
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "-m", marker, *where],
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
     )
-    return {line.split("::", 1)[0] for line in run.stdout.splitlines() if "::" in line}
+    return [line for line in run.stdout.splitlines() if "::" in line]
+
+
+def collected_modules(marker: str) -> set[str]:
+    return {nodeid.split("::", 1)[0] for nodeid in collected("-m", marker, "tests/robustness", "tests/integration")}
 
 
 def test_the_chaos_marker_selects_exactly_the_chaos_modules() -> None:
@@ -52,13 +56,6 @@ def test_make_test_runs_the_parallel_part_then_the_chaos_modules_alone() -> None
 def test_every_test_has_a_node_id_of_its_own() -> None:
     # pytest-xdist schedules by node id: of several tests sharing one, it runs one and drops
     # the rest without a word (it did so to 18 schemathesis operations).
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "tests"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    ids = [line for line in run.stdout.splitlines() if "::" in line]
+    ids = collected("tests")
     assert len(ids) > 1000
     assert not [nodeid for nodeid, count in Counter(ids).items() if count > 1]
