@@ -6,6 +6,7 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import redis
@@ -16,7 +17,7 @@ from producers.bridge.minio_events import MinioOptions
 from producers.bridge.runner import Consumer, retry_delay_s, run_consumers
 from producers.bridge.stream_consumer import IngestStreamConsumer, StreamOptions
 from producers.bridge.stream_group import StreamGroup
-from producers.bridge.subscription import subscribe_bucket
+from producers.bridge.subscription import UnknownTarget, subscribe_bucket
 from producers.bridge.tenants import SourceTenancy
 from producers.client import Client
 from shared.config import Settings
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_KIND = "bridge"
 SUBSCRIBE_ATTEMPTS = 5
+TARGET_POLL_S = 0.5
 
 
 def consumer_name(configured: str | None) -> str:
@@ -102,9 +104,12 @@ def build_consumers(
 
 def subscribe_configured_bucket(settings: Settings, stop: threading.Event) -> None:
     """With ``OMNIBIND_BRIDGE__MINIO_NOTIFY_ARN`` set, make the uploads bucket (created if
-    missing) notify that ARN; MinIO still starting is retried a few times.
+    missing) notify that ARN. MinIO still starting is retried a few times, and a MinIO that
+    does not know the ARN is asked again for ``OMNIBIND_BRIDGE__MINIO_TARGET_WAIT_S``: it
+    answers requests before it has loaded its notification targets.
 
-    Raises `ConfigError` (MinIO refuses) or the last `TransientError`.
+    Raises `ConfigError` (MinIO refuses; `UnknownTarget` once the wait is over) or the last
+    `TransientError`.
     """
     arn = settings.bridge.minio_notify_arn
     if not arn:
@@ -112,19 +117,30 @@ def subscribe_configured_bucket(settings: Settings, stop: threading.Event) -> No
     if settings.objects.backend != "minio":
         raise ConfigError("OMNIBIND_BRIDGE__MINIO_NOTIFY_ARN needs OMNIBIND_OBJECTS__BACKEND=minio")
     bucket = settings.objects.bucket
-    for attempt in range(1, SUBSCRIBE_ATTEMPTS + 1):
+    target_deadline = time.monotonic() + settings.bridge.minio_target_wait_s
+    attempt = 0
+    while True:
         try:
-            store = open_object_store(settings)
-            try:
-                store.ensure_bucket(bucket)
-            finally:
-                store.close()
-            subscribe_bucket(settings.objects, bucket, arn)
+            _subscribe_once(settings, bucket, arn)
             return
+        except UnknownTarget as exc:
+            if time.monotonic() >= target_deadline or stop.wait(TARGET_POLL_S):
+                raise
+            log.info("bucket %s: MinIO does not know %s yet (%s); asking again", bucket, arn, exc.reason)
         except TransientError as exc:
+            attempt += 1
             if attempt == SUBSCRIBE_ATTEMPTS or stop.wait(retry_delay_s(attempt)):
                 raise
             log.warning("subscribing bucket %s: %s; retrying", bucket, exc)
+
+
+def _subscribe_once(settings: Settings, bucket: str, arn: str) -> None:
+    store = open_object_store(settings)
+    try:
+        store.ensure_bucket(bucket)
+    finally:
+        store.close()
+    subscribe_bucket(settings.objects, bucket, arn)
 
 
 @contextlib.contextmanager

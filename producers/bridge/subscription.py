@@ -32,6 +32,15 @@ _ARN_SPLITS = 4
 _ARN_PARTS = _ARN_SPLITS + 1
 _REGION = 3
 _ACCESS_ERRORS = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidArgument"}
+# MinIO's answer for an ARN of no target it has loaded (S3 code InvalidArgument).
+_UNKNOWN_ARN_MARK = "destination ARN does not exist"
+
+
+class UnknownTarget(ConfigError):
+    """MinIO has no notification target by that ARN, not yet or not at all: it loads its
+    targets in the background after it starts answering requests."""
+
+    reason = "unknown_notify_target"
 
 
 def same_arn(first: str, second: str) -> bool:
@@ -63,8 +72,8 @@ def with_subscription(config: NotificationConfig, arn: str) -> NotificationConfi
 def subscribe_bucket(settings: ObjectStoreSettings, bucket: str, arn: str) -> bool:
     """Make `bucket` (which must exist) notify `arn`; True if the configuration changed.
 
-    Raises `ConfigError` when MinIO refuses (unknown ARN, credentials), `StorageUnavailable`
-    when it cannot be reached.
+    Raises `UnknownTarget` when MinIO has no target by that ARN, `ConfigError` when it refuses
+    otherwise (credentials), `StorageUnavailable` when it cannot be reached.
     """
     http, client = connect_minio(settings)
     try:
@@ -72,6 +81,13 @@ def subscribe_bucket(settings: ObjectStoreSettings, bucket: str, arn: str) -> bo
         if updated is not None:
             client.set_bucket_notification(bucket, updated)
     except S3Error as exc:
+        if exc.code == "InvalidArgument" and _UNKNOWN_ARN_MARK in (exc.message or ""):
+            raise UnknownTarget(
+                f"MinIO has no notification target {arn} for bucket {bucket!r} ({exc.message}). Fix: enable the "
+                "target on MinIO (MINIO_NOTIFY_REDIS_ENABLE_<ID>=on with its ADDRESS, KEY and FORMAT=access, as "
+                "docker-compose.yml does) and set OMNIBIND_BRIDGE__MINIO_NOTIFY_ARN to an ARN `mc admin info "
+                "--json` lists"
+            ) from exc
         if exc.code in _ACCESS_ERRORS:
             raise ConfigError(f"MinIO refused the notification config of {bucket!r} for {arn}: {exc.message}") from exc
         raise StorageUnavailable(f"cannot subscribe bucket {bucket!r} to {arn}: {exc}") from exc

@@ -35,6 +35,12 @@ class BridgeSettings(BaseModel):
     minio_notify_arn: str | None = Field(
         None, description="if set, subscribe OBJECTS__BUCKET to created/removed events for this ARN at start"
     )
+    minio_target_wait_s: float = Field(
+        30.0,
+        ge=0,
+        description="how long a MinIO that does not know minio_notify_arn is asked again "
+        "(it loads its notification targets after it starts answering)",
+    )
     stream_tenant: str | None = Field(
         None,
         description="tenant of every upload from {prefix}:ingest; unset = none (its events may not name one)",

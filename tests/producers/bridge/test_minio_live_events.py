@@ -26,6 +26,7 @@ from producers.bridge.enqueue import Ingestor
 from producers.bridge.list_consumer import MinioEventsConsumer
 from producers.bridge.minio_events import Delete, Ignore, Ingest, MinioOptions, minio_upload_id, parse_notification
 from producers.bridge.service import raw_redis, subscribe_configured_bucket
+from producers.bridge.subscription import UnknownTarget
 from producers.client import Client
 from shared.config import Settings
 from shared.events import Modality, UploadEvent, UploadStatus
@@ -313,3 +314,24 @@ def test_live_regional_minio_is_subscribed_once_and_notifies(
         client.close()
         minio.objects.close()
         minio.raw.close()
+
+
+def test_an_arn_minio_does_not_know_stops_the_subscription_with_the_fix_after_the_wait(
+    make_settings: Callable[..., Settings],
+    redis_servers: RedisServers,
+    make_minio_server: Callable[..., MinioServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = make_minio_server(redis_address=f"127.0.0.1:{redis_servers.start().port}")
+    settings = make_settings(
+        objects=server.object_settings(bucket=BUCKET),
+        bridge={"minio_notify_arn": "arn:minio:sqs::NOSUCH:redis", "minio_target_wait_s": 1.0},
+    )
+    caplog.set_level("INFO", logger="producers.bridge.service")
+
+    with pytest.raises(UnknownTarget, match="MINIO_NOTIFY_REDIS_ENABLE_<ID>=on") as refused:
+        subscribe_configured_bucket(settings, threading.Event())
+
+    assert "arn:minio:sqs::NOSUCH:redis" in str(refused.value)
+    assert "does not know arn:minio:sqs::NOSUCH:redis yet" in caplog.text, "asked again before giving up"
+    assert Minio(server.endpoint, server.access_key, server.secret_key, secure=False).bucket_exists(BUCKET)

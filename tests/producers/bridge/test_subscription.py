@@ -4,14 +4,17 @@ ARNs the AWS way, so the tests use AWS-shaped ARNs; MinIO's look like
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections.abc import Callable
 
 import pytest
 from minio import Minio
 from minio.notificationconfig import NotificationConfig, PrefixFilterRule, QueueConfig
 
-from producers.bridge.subscription import EVENTS, same_arn, subscribe_bucket, with_subscription
-from shared.config import ObjectStoreSettings
+from producers.bridge import service
+from producers.bridge.subscription import EVENTS, UnknownTarget, same_arn, subscribe_bucket, with_subscription
+from shared.config import ObjectStoreSettings, Settings
 from shared.errors import ConfigError
 from tests.support.s3_server import S3Server
 
@@ -71,3 +74,46 @@ def test_an_arn_without_region_matches_the_same_target_in_any_region(stored: str
     config = NotificationConfig(queue_config_list=[QueueConfig(queue=stored, events=list(EVENTS))])
     assert same_arn(stored, configured) is same
     assert (with_subscription(config, configured) is None) is same
+
+
+MINIO_OBJECTS = {"backend": "minio", "endpoint": "127.0.0.1:9", "access_key": "k", "secret_key": "secret-key"}
+MINIO_ARN = "arn:minio:sqs::OMNIBIND:redis"
+
+
+def test_a_minio_that_loads_the_target_after_it_answers_is_asked_again_until_it_knows_it(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MinIO answers requests before its background boot has loaded the notification targets
+    # (cmd/server-main.go, initBucketTargets): the first asks meet "ARN does not exist".
+    asks: list[str] = []
+
+    def target_loaded_on_third_ask(settings: Settings, bucket: str, arn: str) -> None:
+        asks.append(arn)
+        if len(asks) < 3:
+            raise UnknownTarget(f"MinIO has no notification target {arn}")
+
+    monkeypatch.setattr(service, "_subscribe_once", target_loaded_on_third_ask)
+    settings = make_settings(objects=MINIO_OBJECTS, bridge={"minio_notify_arn": MINIO_ARN})
+
+    service.subscribe_configured_bucket(settings, threading.Event())
+
+    assert asks == [MINIO_ARN] * 3
+
+
+def test_a_stopping_bridge_does_not_wait_for_the_target(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asks: list[str] = []
+
+    def target_never_loaded(settings: Settings, bucket: str, arn: str) -> None:
+        asks.append(arn)
+        raise UnknownTarget(f"MinIO has no notification target {arn}")
+
+    monkeypatch.setattr(service, "_subscribe_once", target_never_loaded)
+    settings = make_settings(objects=MINIO_OBJECTS, bridge={"minio_notify_arn": MINIO_ARN, "minio_target_wait_s": 3600})
+    stop = threading.Event()
+    stop.set()
+
+    with pytest.raises(UnknownTarget):
+        service.subscribe_configured_bucket(settings, stop)
+    assert asks == [MINIO_ARN], "stopping ends the wait at once"
