@@ -8,7 +8,11 @@ For each size and store: bulk-load `rows` records of `--dim`-d unit vectors (clu
 embeddings, not uniform noise) through the store's own `upsert`, then measure
 
 - write cost: bulk load rows/s, and the index worker's case at that size — upserts of
-  `--small-batch` records — as p50/p95/max ms per call;
+  `--small-batch` records — as p50/p95/max ms per call, twice: right after the bulk load (LanceDB:
+  beside the compaction its last bulk writes started) and once the store has settled (LanceDB:
+  its compaction ended and one `optimize`, the index worker's steady state). Each write over
+  `--slow-ms` is listed with whether a LanceDB compaction child was running and how much dirty
+  and under-writeback page cache the kernel held (/proc/meminfo): the disk, not a lock;
 - search latency p50/p95 (k = 10) without a filter and with a tenant filter (1 tenant of 10);
 - recall@10 of each store's ANN index against exact search (numpy, same filter).
 
@@ -45,6 +49,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TENANTS = 10
 CLUSTERS = 256
 K = 10
+PHASES = (("small_upserts_ms", "right after the load"), ("settled_small_upserts_ms", "settled"))
 
 
 def clustered_vectors(rows: int, dim: int, seed: int) -> np.ndarray:
@@ -126,7 +131,7 @@ def measure_store(
         "load_rows_per_s": round(rows / load_s),
         "load_write_ms": {"p50": round(percentile(load_writes, 50), 1), "max": round(max(load_writes), 1)},
     }
-    result["small_upserts_ms"] = small_upserts(store, vectors, args)
+    result["small_upserts_ms"] = small_upserts(store, vectors, args, seed=7)
     result.update(settle(store))
     for label, filters in (("no_filter", everything), ("tenant_filter", SearchFilters(scope=tenants("t3")))):
         latencies, recalls = [], []
@@ -141,6 +146,8 @@ def measure_store(
             "p95_ms": round(percentile(latencies, 95), 2),
             "recall_at_10": round(statistics.fmean(recalls), 4),
         }
+    # After the searches, which measure the settled table: these writes start a compaction.
+    result["settled_small_upserts_ms"] = small_upserts(store, vectors, args, seed=8)
     return result
 
 
@@ -160,22 +167,42 @@ def settle(store: VectorStore) -> dict[str, Any]:
     return {"settle_wait_s": round(waited, 1), "optimize_s": round(time.perf_counter() - t0, 1)}
 
 
-def small_upserts(store: VectorStore, vectors: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
+def page_cache_pending_mb() -> dict[str, float]:
+    """The kernel's dirty and under-writeback page cache (MB): a writer that runs beside a
+    process rewriting gigabytes waits for these to drain."""
+    wanted = {"Dirty:": "dirty_mb", "Writeback:": "writeback_mb"}
+    pending: dict[str, float] = {}
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+        for line in meminfo:
+            name, value, *_ = line.split()
+            if name in wanted:
+                pending[wanted[name]] = round(int(value) / 1024, 1)
+    return pending
+
+
+def small_upserts(store: VectorStore, vectors: np.ndarray, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """Overwrites of existing records in the index worker's batch size (rows stay the same)."""
-    rng = np.random.default_rng(7)
-    times = []
-    for _ in range(args.small_writes):
+    from shared.vectors.lancedb import LanceDBVectorStore
+
+    rng = np.random.default_rng(seed)
+    times, slow = [], []
+    for call in range(args.small_writes):
         start = int(rng.integers(0, len(vectors) - args.small_batch))
         batch = records(vectors, start, start + args.small_batch)
         t0 = time.perf_counter()
         store.upsert(batch)
         times.append((time.perf_counter() - t0) * 1000)
+        if times[-1] > args.slow_ms:
+            compacting = store.maintaining() if isinstance(store, LanceDBVectorStore) else None
+            slow.append({"call": call, "ms": round(times[-1]), "compacting": compacting, **page_cache_pending_mb()})
     return {
         "records_per_call": args.small_batch,
         "calls": len(times),
         "p50": round(percentile(times, 50), 1),
         "p95": round(percentile(times, 95), 1),
         "max": round(max(times), 1),
+        "over_1s": sum(ms > 1000 for ms in times),
+        "slow": slow,
     }
 
 
@@ -281,16 +308,41 @@ def markdown(result: dict[str, Any]) -> str:
             f"{next(iter(result['stores'].values()))['small_upserts_ms']['records_per_call']} records into the full "
             "table; LanceDB starts a background compaction every 100 writes, so later ones overlap it):",
             "",
-            "| store | bulk upsert ms p50 / max | small upserts | small upsert ms max | settle wait s | optimize s |",
-            "|---|---|---|---|---|---|",
+            "| store | bulk upsert ms p50 / max | small upserts per phase | right after the load: ms p50 / p95 / max "
+            "(> 1 s) | settled: ms p50 / p95 / max (> 1 s) | settle wait s | optimize s |",
+            "|---|---|---|---|---|---|---|",
             *(
                 f"| {name} | {m['load_write_ms']['p50']} / {m['load_write_ms']['max']} | "
-                f"{m['small_upserts_ms']['calls']} | {m['small_upserts_ms']['max']} | "
+                f"{m['small_upserts_ms']['calls']} | {phase(m.get('small_upserts_ms'))} | "
+                f"{phase(m.get('settled_small_upserts_ms'))} | "
                 f"{m.get('settle_wait_s', '-')} | {m.get('optimize_s', '-')} |"
                 for name, m in result["stores"].items()
             ),
             "",
+            "Small upserts over --slow-ms (compacting = a LanceDB compaction child was running; dirty / "
+            "writeback = the kernel's page cache waiting for the disk, MB):",
+            "",
+            *(
+                f"- {name}, {label}: " + (", ".join(slow_write(w) for w in m[key].get("slow", [])) or "none")
+                for name, m in result["stores"].items()
+                for key, label in PHASES
+                if key in m
+            ),
+            "",
         ]
+    )
+
+
+def phase(stats: dict[str, Any] | None) -> str:
+    if not stats:
+        return "-"
+    return f"{stats['p50']} / {stats['p95']} / {stats['max']} ({stats.get('over_1s', '-')})"
+
+
+def slow_write(write: dict[str, Any]) -> str:
+    return (
+        f"#{write['call']} {write['ms']} ms (compacting {write['compacting']}, dirty {write.get('dirty_mb')}, "
+        f"writeback {write.get('writeback_mb')})"
     )
 
 
@@ -302,7 +354,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--load-batch", type=int, default=1000, help="records per upsert while loading")
     parser.add_argument("--small-batch", type=int, default=8, help="records per upsert of the index worker")
-    parser.add_argument("--small-writes", type=int, default=100)
+    parser.add_argument("--small-writes", type=int, default=100, help="small upserts per phase")
+    parser.add_argument("--slow-ms", type=float, default=500.0, help="small upserts slower than this are listed")
     parser.add_argument("--label", default="", help="added to the result file names")
     parser.add_argument(
         "--index-cache-mb",

@@ -382,6 +382,11 @@ class LanceDBVectorStore:
         with self._compaction_guard:
             return self._reap_compaction()
 
+    def maintaining(self) -> bool:
+        """Whether a background compaction this process started is running now."""
+        compaction = self._compaction
+        return compaction is not None and compaction.poll() is None
+
     def cache_bytes(self) -> int:
         """Bytes this process's lancedb session caches hold now (0 before the first use)."""
         return int(self._session.size_bytes) if self._session is not None else 0
