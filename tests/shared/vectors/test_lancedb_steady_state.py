@@ -168,6 +168,7 @@ def test_the_write_that_starts_a_compaction_returns_before_it_ends(
         store.upsert([make_record(f"g-{i}")])  # the fifth starts the compaction, which waits at the gate
 
     assert not store.wait_for_maintenance(0)  # still running
+    assert store.maintaining()
     assert _fragments(tmp_path) == 5
     # The child holds the compaction lock: nobody else compacts meanwhile, writers go on.
     assert LanceDBVectorStore(tmp_path, lock_timeout_s=0.01).optimize().skipped
@@ -176,6 +177,7 @@ def test_the_write_that_starts_a_compaction_returns_before_it_ends(
 
     gated_compaction.touch()
     assert store.wait_for_maintenance(HANG_S)
+    assert not store.maintaining()
     assert _fragments(tmp_path) <= 2  # g-5's may have come after the compaction read the table
     assert sorted(_stored_ids(tmp_path)) == [f"g-{i}" for i in range(1, 6)]
     assert not LanceDBVectorStore(tmp_path, lock_timeout_s=HANG_S).optimize().skipped  # the lock went with it
