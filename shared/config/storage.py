@@ -40,6 +40,12 @@ class VectorStoreSettings(BaseModel):
     compact_every_writes: int = Field(
         100, ge=0, description="lancedb: compact fragments after this many writes by one process (0 = never)"
     )
+    compact_every_rows: int = Field(
+        10_000,
+        ge=0,
+        description="lancedb: compact and index after this many upserted rows by one process, if sooner "
+        "(0 = by writes only)",
+    )
     cleanup_older_than_s: float = Field(
         10.0,
         ge=1,

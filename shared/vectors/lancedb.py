@@ -39,7 +39,8 @@ Guarantees, and how they are kept:
 
 Every small write adds a table version and a data fragment; `optimize` compacts them and
 deletes versions older than ``cleanup_older_than_s`` (10 s). The store starts it itself after
-``compact_every_writes`` writes of one process, at most once per that window across all
+``compact_every_writes`` writes or ``compact_every_rows`` upserted rows of one process (rows
+the ``upload_id`` index does not cover yet slow every upsert), at most once per that window across all
 processes, in a short-lived child process that holds the compaction lock (not the write
 lock) and, one window later, cleans up again so that what the compaction replaced leaves
 the disk then; the write that starts it returns at once (see
@@ -149,6 +150,7 @@ class LanceDBVectorStore:
         table: str = "uploads",
         dimension: int | None = None,
         compact_every_writes: int = 100,
+        compact_every_rows: int = 10_000,
         cleanup_older_than_s: float = 10.0,
         compact_fragment_mb: float = 4.0,
         ann_index_min_rows: int = 20_000,
@@ -165,6 +167,7 @@ class LanceDBVectorStore:
         self._table_name = table
         self._dimension = dimension
         self._compact_every_writes = compact_every_writes
+        self._compact_every_rows = compact_every_rows
         self._maintenance = Maintenance(
             cleanup_older_than_s=cleanup_older_than_s,
             ann_index_min_rows=ann_index_min_rows,
@@ -181,6 +184,7 @@ class LanceDBVectorStore:
         self._session: Session | None = None
         self._table: Table | None = None
         self._writes_since_optimize = 0
+        self._rows_since_optimize = 0
         self._compaction: subprocess.Popen[bytes] | None = None
         # Writers of a thread pool share one store: one of them starts and reaps a compaction.
         self._compaction_guard = threading.Lock()
@@ -195,6 +199,7 @@ class LanceDBVectorStore:
             table=vectors.table,
             dimension=dimension or vectors.dimension,
             compact_every_writes=vectors.compact_every_writes,
+            compact_every_rows=vectors.compact_every_rows,
             cleanup_older_than_s=vectors.cleanup_older_than_s,
             compact_fragment_mb=vectors.compact_fragment_mb,
             ann_index_min_rows=vectors.ann_index_min_rows,
@@ -246,7 +251,7 @@ class LanceDBVectorStore:
                     .execute(data, on_bad_vectors="null")
                 ),
             )
-        self._after_write()
+        self._after_write(rows=len(batch))
 
     def get(self, upload_id: str) -> VectorRecord | None:
         from lancedb.expr import col, lit
@@ -507,22 +512,31 @@ class LanceDBVectorStore:
             return
         log.info("built the %s index of %s", TENANT_COLUMN, self._describe())
 
-    def _after_write(self) -> None:
-        """Start a background compaction after ``compact_every_writes`` writes of this
-        process, unless some process compacted within the cleanup window (which keeps at
-        most two copies on disk) or is compacting now. Runs after the write lock is
-        released and does not wait for the compaction (`wait_for_maintenance` does)."""
+    def _after_write(self, rows: int = 0) -> None:
+        """Start a background compaction after ``compact_every_writes`` writes or
+        ``compact_every_rows`` upserted rows of this process (0 = that trigger off; no
+        background compaction when ``compact_every_writes`` is 0), unless some process
+        compacted within the cleanup window (which keeps at most two copies on disk) or is
+        compacting now. Runs after the write lock is released and does not wait for the
+        compaction (`wait_for_maintenance` does)."""
         with self._compaction_guard:
-            self._start_compaction_if_due()
+            self._start_compaction_if_due(rows)
 
-    def _start_compaction_if_due(self) -> None:
+    def _start_compaction_if_due(self, rows: int) -> None:
         self._writes_since_optimize += 1
+        self._rows_since_optimize += rows
         finished = self._reap_compaction()
-        if not self._compact_every_writes or self._writes_since_optimize < self._compact_every_writes:
+        if not self._compact_every_writes:
+            return
+        # Bulk writes reach the rows first: each row the upload_id index does not cover yet
+        # is read in full by every upsert's match step (docs/vectors.md, "Upserts at scale").
+        many_rows = 0 < self._compact_every_rows <= self._rows_since_optimize
+        if self._writes_since_optimize < self._compact_every_writes and not many_rows:
             return
         if not finished or not self._maintenance.due(self._compact_lock_path()):
             return
         self._writes_since_optimize = 0
+        self._rows_since_optimize = 0
         try:
             self._compaction = self._maintenance.start_in_background(self._path, self._table_name)
         except OSError:

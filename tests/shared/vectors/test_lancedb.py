@@ -209,6 +209,34 @@ def test_the_store_compacts_by_itself_every_n_writes(tmp_path: Path, make_record
     assert store.count(SearchFilters(scope=ALL_TENANTS)) == 5
 
 
+def test_bulk_writes_start_the_compaction_by_rows_before_the_write_count(
+    tmp_path: Path, make_record: RecordFactory
+) -> None:
+    # Rows the upload_id index does not cover yet are read in full by every upsert's match
+    # step: bulk writers must not pile up compaction_every_writes x their batch of them.
+    store = LanceDBVectorStore(tmp_path, compact_every_writes=100, compact_every_rows=10, cleanup_older_than_s=1)
+    store.upsert([make_record(f"b-{i}") for i in range(6)])
+    assert not store.maintaining() and _fragments(tmp_path) == 1
+    store.upsert([make_record(f"b-{i}") for i in range(6, 12)])  # 12 rows: due
+    assert store.maintaining()
+    assert store.wait_for_maintenance(60)
+    assert _fragments(tmp_path) == 1
+    assert store.count(SearchFilters(scope=ALL_TENANTS)) == 12
+
+
+def test_without_the_row_trigger_only_the_write_count_starts_a_compaction(
+    tmp_path: Path, make_record: RecordFactory
+) -> None:
+    store = LanceDBVectorStore(tmp_path, compact_every_writes=3, compact_every_rows=0, cleanup_older_than_s=1)
+    store.upsert([make_record(f"w-{i}") for i in range(50)])
+    store.upsert([make_record(f"w-{i}") for i in range(50, 100)])
+    assert not store.maintaining() and _fragments(tmp_path) == 2
+    store.upsert([make_record("w-100")])
+    assert store.maintaining()
+    assert store.wait_for_maintenance(60)
+    assert _fragments(tmp_path) == 1
+
+
 def _key_index_stats(path: Path) -> list[tuple[str, int, int]]:
     """(name, indexed rows, unindexed rows) of each index on upload_id."""
     table = lancedb.connect(path).open_table("uploads")
