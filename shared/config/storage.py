@@ -46,12 +46,6 @@ class VectorStoreSettings(BaseModel):
         description="lancedb: compact and index after this many upserted rows by one process, if sooner "
         "(0 = by writes only)",
     )
-    key_index_every_rows: int = Field(
-        5_000,
-        ge=0,
-        description="lancedb: add new rows to the upload_id index after this many upserted rows by one "
-        "process, between compactions (0 = only at compactions); uncovered rows slow every upsert",
-    )
     cleanup_older_than_s: float = Field(
         10.0,
         ge=1,

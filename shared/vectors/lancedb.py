@@ -151,7 +151,6 @@ class LanceDBVectorStore:
         dimension: int | None = None,
         compact_every_writes: int = 100,
         compact_every_rows: int = 10_000,
-        key_index_every_rows: int = 5_000,
         cleanup_older_than_s: float = 10.0,
         compact_fragment_mb: float = 4.0,
         ann_index_min_rows: int = 20_000,
@@ -169,8 +168,6 @@ class LanceDBVectorStore:
         self._dimension = dimension
         self._compact_every_writes = compact_every_writes
         self._compact_every_rows = compact_every_rows
-        self._key_index_every_rows = key_index_every_rows
-        self._rows_since_key_update = 0
         self._maintenance = Maintenance(
             cleanup_older_than_s=cleanup_older_than_s,
             ann_index_min_rows=ann_index_min_rows,
@@ -203,7 +200,6 @@ class LanceDBVectorStore:
             dimension=dimension or vectors.dimension,
             compact_every_writes=vectors.compact_every_writes,
             compact_every_rows=vectors.compact_every_rows,
-            key_index_every_rows=vectors.key_index_every_rows,
             cleanup_older_than_s=vectors.cleanup_older_than_s,
             compact_fragment_mb=vectors.compact_fragment_mb,
             ann_index_min_rows=vectors.ann_index_min_rows,
@@ -255,7 +251,6 @@ class LanceDBVectorStore:
                     .execute(data, on_bad_vectors="null")
                 ),
             )
-            self._cover_new_keys(table, len(batch))
         self._after_write(rows=len(batch))
 
     def get(self, upload_id: str) -> VectorRecord | None:
@@ -516,25 +511,6 @@ class LanceDBVectorStore:
             log.warning("could not index the tenant column of %s", self._describe(), exc_info=True)
             return
         log.info("built the %s index of %s", TENANT_COLUMN, self._describe())
-
-    def _cover_new_keys(self, table: Table, rows: int) -> None:
-        """Every ``key_index_every_rows`` upserted rows of this process, add the rows written
-        since to the ``upload_id`` index (if the table has one yet). Each row it does not
-        cover is read in full by every upsert's match step, and the background compaction,
-        which covers them too, can run for a minute at a million rows; this update alone
-        takes milliseconds. Caller holds the write lock. A failure (a compaction committed
-        first) is left to the next update or compaction."""
-        self._rows_since_key_update += rows
-        if not self._key_index_every_rows or self._rows_since_key_update < self._key_index_every_rows:
-            return
-        self._rows_since_key_update = 0
-        names = [index.name for index in table.list_indices() if index.columns == [KEY_COLUMN]]
-        if not names:
-            return  # below key_index_min_rows the match step reads the key column alone
-        try:
-            table.to_lance().optimize.optimize_indices(index_names=names)
-        except (OSError, RuntimeError) as exc:
-            log.info("new rows of %s not added to its %s index now: %s", self._describe(), KEY_COLUMN, exc)
 
     def _after_write(self, rows: int = 0) -> None:
         """Start a background compaction after ``compact_every_writes`` writes or

@@ -267,33 +267,6 @@ def test_optimize_indexes_upload_id_from_key_index_min_rows_on_and_adds_later_ro
     assert _key_index_stats(tmp_path) == [("upload_id_btree", 45, 0)]
 
 
-def test_writers_add_their_new_rows_to_the_key_index_between_compactions(
-    tmp_path: Path, make_record: RecordFactory
-) -> None:
-    # Every row the upload_id index does not cover is read in full by each upsert's match
-    # step; a compaction at a million rows runs for a minute, so writers cover them sooner.
-    store = LanceDBVectorStore(tmp_path, compact_every_writes=0, key_index_min_rows=20, key_index_every_rows=10)
-    store.upsert([make_record(f"k-{i}") for i in range(20)])
-    store.optimize()
-    assert _key_index_stats(tmp_path) == [("upload_id_btree", 20, 0)]
-
-    store.upsert([make_record(f"later-{i}") for i in range(6)])
-    assert _key_index_stats(tmp_path) == [("upload_id_btree", 20, 6)]
-    store.upsert([make_record(f"later-{i}") for i in range(6, 12)])  # 12 rows since: covered
-    assert _key_index_stats(tmp_path) == [("upload_id_btree", 32, 0)]
-    assert store.count(SearchFilters(scope=ALL_TENANTS)) == 32
-    (hit,) = store.search(make_record("later-11").vector, k=1, filters=SearchFilters(scope=ALL_TENANTS))
-    assert hit.record.upload_id == "later-11"
-
-
-def test_without_a_key_index_yet_writers_leave_the_indexes_alone(tmp_path: Path, make_record: RecordFactory) -> None:
-    store = LanceDBVectorStore(tmp_path, compact_every_writes=0, key_index_min_rows=1000, key_index_every_rows=5)
-    store.upsert([make_record(f"k-{i}") for i in range(12)])
-    store.upsert([make_record(f"k-{i}") for i in range(12, 24)])
-    assert _key_index_stats(tmp_path) == []
-    assert store.count(SearchFilters(scope=ALL_TENANTS)) == 24
-
-
 def test_upserts_through_the_key_index_overwrite_indexed_and_unindexed_rows_alike(
     tmp_path: Path, make_record: RecordFactory
 ) -> None:

@@ -159,9 +159,7 @@ def test_weaviate_rereads_its_named_vectors_only_when_the_list_is_stale(weaviate
         writer.upsert([VectorRecord(upload_id="first", vector=unit_vector("first"), modality=Modality.IMAGE)])
         assert reader.search(unit_vector("first"), k=1, filters=EVERYONE)[0].part == MAIN_PART
         words = unit_vector("words")
-        writer.upsert(
-            [VectorRecord("clip", unit_vector("clip"), Modality.AUDIO, parts={"transcript": words})]
-        )
+        writer.upsert([VectorRecord("clip", unit_vector("clip"), Modality.AUDIO, parts={"transcript": words})])
         # Within the refresh interval the reader does not know the new named vector yet ...
         assert {hit.part for hit in reader.search(words, k=2, filters=EVERYONE)} == {MAIN_PART}
         # ... and once its list is stale, it searches it.
