@@ -68,21 +68,34 @@ class Table:
             times.append((time.perf_counter() - t0) * 1000)
         return times
 
-    def cover_keys(self) -> None:
-        """Add every row to the upload_id index alone (the other indexes stay behind)."""
+    def key_indexes(self) -> tuple[Any, list[str]]:
+        """The lancedb table and the names of its indexes on upload_id (bench: the store's own)."""
         table = self.store._open_table()
         assert table is not None
-        names = [index.name for index in table.list_indices() if index.columns == ["upload_id"]]
+        return table, [index.name for index in table.list_indices() if index.columns == ["upload_id"]]
+
+    def cover_keys(self) -> None:
+        """Add every row to the upload_id index alone (the other indexes stay behind)."""
+        table, names = self.key_indexes()
         table.to_lance().optimize.optimize_indices(index_names=names)
 
     def uncovered_rows(self) -> int:
-        table = self.store._open_table()  # (bench: reads the index statistics lancedb keeps)
-        assert table is not None
-        for index in table.list_indices():
-            if index.columns == ["upload_id"]:
-                stats = table.index_stats(index.name)
-                return int(stats.num_unindexed_rows) if stats else self.rows
-        return self.rows
+        table, names = self.key_indexes()
+        stats = table.index_stats(names[0]) if names else None
+        return int(stats.num_unindexed_rows) if stats else self.rows
+
+    def step(self, writes: int, **extra: float) -> dict[str, Any]:
+        """Time `writes` small upserts now: one row of the report."""
+        times = self.small_upserts_ms(writes)
+        row = {
+            "rows": self.rows,
+            "uncovered_rows": self.uncovered_rows(),
+            "p50_ms": round(float(np.percentile(times, 50)), 1),
+            "max_ms": round(max(times), 1),
+            **extra,
+        }
+        print(row, flush=True)
+        return row
 
 
 def main() -> None:
@@ -100,30 +113,10 @@ def main() -> None:
         store.optimize()
         for uncovered in [0, *args.uncovered]:
             table.grow_to(args.base + uncovered)
-            times = table.small_upserts_ms(args.writes)
-            steps.append(
-                {
-                    "rows": table.rows,
-                    "uncovered_rows": table.uncovered_rows(),
-                    "p50_ms": round(float(np.percentile(times, 50)), 1),
-                    "max_ms": round(max(times), 1),
-                }
-            )
-            print(steps[-1], flush=True)
+            steps.append(table.step(args.writes))
         t0 = time.perf_counter()
         table.cover_keys()
-        covered_s = time.perf_counter() - t0
-        times = table.small_upserts_ms(args.writes)
-        steps.append(
-            {
-                "rows": table.rows,
-                "uncovered_rows": table.uncovered_rows(),
-                "p50_ms": round(float(np.percentile(times, 50)), 1),
-                "max_ms": round(max(times), 1),
-                "key_index_update_s": round(covered_s, 2),
-            }
-        )
-        print(steps[-1], flush=True)
+        steps.append(table.step(args.writes, key_index_update_s=round(time.perf_counter() - t0, 2)))
     report = {
         "benchmark": "lancedb_uncovered_rows",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from celery import Celery
 from pydantic import SecretStr
 
 from producers.client import Client
@@ -85,7 +86,7 @@ def reconnected(worker: WorkerProcess) -> bool:
 _READY = re.compile(r"(\S+@\S+) ready\.")
 
 
-def consuming(stack: Stack, worker: WorkerProcess) -> bool:
+def consuming(app: Celery, worker: WorkerProcess) -> bool:
     """Has the worker reconnected, or does its consumer answer a control ping? A connection
     can also outlast the partition: the packets were dropped, not refused, and TCP resends
     what waited once the link is back, before any read timed out (socket_timeout 30 s, the
@@ -94,13 +95,7 @@ def consuming(stack: Stack, worker: WorkerProcess) -> bool:
         return True
     assert worker.log_path is not None
     names = _READY.findall(worker.log_path.read_text(errors="replace"))
-    if not names:
-        return False
-    app = make_celery(stack.settings)
-    try:
-        return bool(app.control.ping(destination=[names[-1]], timeout=1.0))
-    finally:
-        app.close()
+    return bool(names) and bool(app.control.ping(destination=[names[-1]], timeout=1.0))
 
 
 def _logs_of(workers: list[WorkerProcess]) -> str:
@@ -139,12 +134,13 @@ def test_a_worker_host_cut_off_past_the_visibility_timeout_loses_and_duplicates_
         what=f"{cut.name}'s workers to heartbeat again",
         poll_s=1,
     )
-    wait_until(
-        lambda: all(w.process.pid not in cut_pids or consuming(stack, w) for w in on_host(stack, cut)),
-        timeout_s=90,
-        what=lambda: f"{cut.name}'s consumers to consume again:\n{_logs_of(on_host(stack, cut))}",
-        poll_s=1,
-    )
+    with make_celery(stack.settings) as app:  # one broker connection for every ping
+        wait_until(
+            lambda: all(w.process.pid not in cut_pids or consuming(app, w) for w in on_host(stack, cut)),
+            timeout_s=90,
+            what=lambda: f"{cut.name}'s consumers to consume again:\n{_logs_of(on_host(stack, cut))}",
+            poll_s=1,
+        )
     later = [synthetic_upload(i, run="rejoined") for i in range(AFTER_HEAL)]
     after = Submitter(client, later, rate_per_s=RATE_PER_S)
     after.start()

@@ -80,19 +80,25 @@ MINIO_OBJECTS = {"backend": "minio", "endpoint": "127.0.0.1:9", "access_key": "k
 MINIO_ARN = "arn:minio:sqs::OMNIBIND:redis"
 
 
+def minio_knowing_the_target_from_ask(first: int | None, asks: list[str]) -> Callable[[Settings, str, str], None]:
+    """A stand-in for one subscription round trip: MinIO answers "ARN does not exist" until
+    ask number `first` (never when None); each ask is recorded in `asks`."""
+
+    def subscribe_once(settings: Settings, bucket: str, arn: str) -> None:
+        asks.append(arn)
+        if first is None or len(asks) < first:
+            raise UnknownTarget(f"MinIO has no notification target {arn}")
+
+    return subscribe_once
+
+
 def test_a_minio_that_loads_the_target_after_it_answers_is_asked_again_until_it_knows_it(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # MinIO answers requests before its background boot has loaded the notification targets
     # (cmd/server-main.go, initBucketTargets): the first asks meet "ARN does not exist".
     asks: list[str] = []
-
-    def target_loaded_on_third_ask(settings: Settings, bucket: str, arn: str) -> None:
-        asks.append(arn)
-        if len(asks) < 3:
-            raise UnknownTarget(f"MinIO has no notification target {arn}")
-
-    monkeypatch.setattr(service, "_subscribe_once", target_loaded_on_third_ask)
+    monkeypatch.setattr(service, "_subscribe_once", minio_knowing_the_target_from_ask(3, asks))
     settings = make_settings(objects=MINIO_OBJECTS, bridge={"minio_notify_arn": MINIO_ARN})
 
     service.subscribe_configured_bucket(settings, threading.Event())
@@ -104,12 +110,7 @@ def test_a_stopping_bridge_does_not_wait_for_the_target(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     asks: list[str] = []
-
-    def target_never_loaded(settings: Settings, bucket: str, arn: str) -> None:
-        asks.append(arn)
-        raise UnknownTarget(f"MinIO has no notification target {arn}")
-
-    monkeypatch.setattr(service, "_subscribe_once", target_never_loaded)
+    monkeypatch.setattr(service, "_subscribe_once", minio_knowing_the_target_from_ask(None, asks))
     settings = make_settings(objects=MINIO_OBJECTS, bridge={"minio_notify_arn": MINIO_ARN, "minio_target_wait_s": 3600})
     stop = threading.Event()
     stop.set()
