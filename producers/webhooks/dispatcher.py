@@ -80,8 +80,12 @@ class WebhookDispatcher:
         if free <= 0:
             wait(list(self._in_flight.values()), timeout=self._timing.block_ms / 1000, return_when=FIRST_COMPLETED)
             return 0
+        # Taken before reading: a delivery that ends during the read has left `_in_flight`
+        # when the read returns, yet was still pending when Redis answered.
+        with self._lock:
+            busy = set(self._in_flight)
         try:
-            entries = [entry for entry in self._next_batch(free) if entry[0] not in self._in_flight]
+            entries = [entry for entry in self._next_batch(free, busy) if entry[0] not in self._in_flight]
             for entry_id, fields in entries:
                 self._dispatch(entry_id, fields)
         except BaseException:
@@ -93,11 +97,10 @@ class WebhookDispatcher:
         """Wait for the deliveries in flight (they end quickly once the stop event is set)."""
         self._pool.shutdown(wait=True)
 
-    def _next_batch(self, free: int) -> list[Entry]:
+    def _next_batch(self, free: int, busy: set[str]) -> list[Entry]:
+        """Up to `free` entries to deliver, none of `busy` (in flight when the read began)."""
         if self._own_pending:
-            entries = [
-                e for e in self._group.read_own_pending(free + len(self._in_flight)) if e[0] not in self._in_flight
-            ]
+            entries = [e for e in self._group.read_own_pending(free + len(busy)) if e[0] not in busy]
             if entries:
                 return entries[:free]
             self._own_pending = False
@@ -106,6 +109,7 @@ class WebhookDispatcher:
             min_idle_ms = int(self._settings.reclaim_idle_s * 1000)
             cursor, entries = self._group.claim_stale(min_idle_ms, self._claims.cursor, free)
             self._claims.advance(cursor, now_s)
+            entries = [e for e in entries if e[0] not in busy]
             if entries:
                 return entries
         return self._group.read_new(min(free, self._timing.batch_size), self._timing.block_ms)

@@ -41,10 +41,12 @@ def hook_settings(make_settings: Callable[..., Settings], redis_url: str) -> Cal
 
 
 @contextmanager
-def dispatcher(settings: Settings, client: Client) -> Iterator[tuple[WebhookDispatcher, threading.Event]]:
+def dispatcher(
+    settings: Settings, client: Client, group_type: type[StreamGroup] = StreamGroup
+) -> Iterator[tuple[WebhookDispatcher, threading.Event]]:
     stop = threading.Event()
     options = settings.webhooks
-    group = StreamGroup(client.redis, RESULTS, options.group, consumer_name(options.consumer))
+    group = group_type(client.redis, RESULTS, options.group, consumer_name(options.consumer))
     sender = WebhookSender(options, stop)
     log = DeliveryLog(client.redis, "omnibind:webhooks:deliveries")
     running = WebhookDispatcher(group, client.statuses, sender, log, options, DispatchTiming(block_ms=100))
@@ -146,6 +148,43 @@ def test_a_dispatcher_stopped_mid_delivery_delivers_after_restart(
                 drain(restarted, DeliveryLog(client.redis, "omnibind:webhooks:deliveries"), 1)
 
     assert [r.answered for r in cms.requests] == [503, 200]
+    assert pending(redis_conn) == 0
+
+
+class ReadOutlastingTheDelivery(StreamGroup):
+    """Its pending entries come back only once the delivery in flight has ended: the race of a
+    delivery finishing (acknowledged, then out of the dispatcher's books) while the dispatcher
+    reads the entries still pending a moment before."""
+
+    running: WebhookDispatcher | None = None
+
+    def read_own_pending(self, count: int) -> list[Any]:
+        entries = super().read_own_pending(count)
+        running = self.running
+        if running is not None and running._in_flight:  # (the race needs the dispatcher's own books)
+            wait_until(lambda: not running._in_flight, timeout_s=30, what="the delivery in flight to end", poll_s=0.01)
+        return entries
+
+
+def test_a_delivery_that_ends_while_pending_entries_are_read_is_not_made_again(
+    hook_settings: Callable[..., Settings], redis_conn: redis.Redis
+) -> None:
+    with running_receiver([503]) as cms:
+        settings = hook_settings(
+            {"cms": {"url": cms.url, "secret": "s"}}, consumer="hooks-1", backoff_s=30, backoff_max_s=30
+        )
+        with Client(settings) as client:
+            with dispatcher(settings, client) as (running, stop):
+                finish(client, "cms-1", "cms")
+                running.poll()
+                cms.wait_for(1)
+                stop.set()  # left pending, read again by the next dispatcher
+            with dispatcher(settings, client, ReadOutlastingTheDelivery) as (restarted, _stop):
+                restarted._group.running = restarted  # type: ignore[attr-defined]
+                drain(restarted, DeliveryLog(client.redis, "omnibind:webhooks:deliveries"), 1)
+                restarted.poll()  # reads its pending entries while the delivery ends
+
+    assert [r.answered for r in cms.requests] == [503, 200], "delivered once after the restart"
     assert pending(redis_conn) == 0
 
 
