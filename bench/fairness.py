@@ -2,6 +2,8 @@
 
     PYTHONPATH=$PWD .venv/bin/python bench/fairness.py --flood 600 --trickle-s 30
     PYTHONPATH=$PWD .venv/bin/python bench/fairness.py --flood 20000 --fair --window 4 --tag fair
+    PYTHONPATH=$PWD .venv/bin/python bench/fairness.py --store weaviate --flood 20000 --fair --window 2 \
+        --max-cpu-queue 0 --no-drain --flood-first --trickle-s 60
 
 Starts the embedded stack (real redis-server, real Celery workers, tiny random model) and
 runs two phases on it, both with inline text uploads (the cheapest kind, so the pipeline's
@@ -14,7 +16,9 @@ scheduling, not the model, is what is measured):
 Recorded per phase: B's upload-to-indexed latency (the status record's ``queued`` ->
 ``indexed`` timestamps) p50/p95/max, and in the flood phase A's submit and drain times. The
 issue's target is B's p95 under the flood within 2x of B's p95 alone. `--fair` turns on the
-fair queues (``OMNIBIND_FAIRNESS__*``, `shared.fair_queue`) with `--window`. Not a test: a
+fair queues (``OMNIBIND_FAIRNESS__*``, `shared.fair_queue`) with `--window`. `--store weaviate`
+writes the vectors to a real Weaviate server (the production shape's store; `make servers`
+builds it) instead of the embedded LanceDB. Not a test: a
 measurement on a shared machine (the load average at the start is recorded).
 
 Results: bench/results/fairness_<date>.{json,md}.
@@ -23,6 +27,7 @@ Results: bench/results/fairness_<date>.{json,md}.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import itertools
 import statistics
@@ -44,6 +49,7 @@ from producers.stack import Stack
 from shared.errors import Busy
 from shared.events import UploadStatus
 from tests.support.stack import stack_settings
+from tests.support.weaviate_server import WeaviateServer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -120,12 +126,23 @@ def stage_summary(parts: dict[str, list[float]], expected: int) -> dict[str, Any
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    with contextlib.ExitStack() as servers:
+        vectors: dict[str, Any] = {}
+        if args.store == "weaviate":  # the production store: a real server, built by `make servers`
+            weaviate = WeaviateServer(workdir / "weaviate").start()
+            servers.callback(weaviate.stop)
+            vectors = weaviate.address.vector_settings(collection="Fairness")
+        return _measure(args, workdir, vectors)
+
+
+def _measure(args: argparse.Namespace, workdir: Path, vectors: dict[str, Any]) -> dict[str, Any]:
     settings = stack_settings(
         workdir / "stack",
         workdir / "model-cache",
         worker={"cpu_concurrency": args.cpu_workers},
         backpressure={"max_inflight_per_tenant": args.max_inflight, "max_cpu_queue": args.max_cpu_queue},
         fairness={"enabled": args.fair, "window": args.window},
+        **({"vectors": vectors} if vectors else {}),
     )
     (workdir / "stack" / "logs").mkdir(parents=True)
     with Stack(settings, log_dir=workdir / "stack" / "logs").start(ready_timeout_s=300) as stack:
@@ -175,6 +192,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "max_cpu_queue": args.max_cpu_queue,
         "max_inflight_per_tenant": args.max_inflight,
         "fairness": {"enabled": args.fair, "window": args.window} if args.fair else None,
+        "store": args.store,
     }
 
 
@@ -202,7 +220,8 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             f"Machine: {result['machine']}. Command: `{result['command']}`. "
             f"Unfinished uploads per tenant: {result['result'].get('max_inflight_per_tenant') or 'no limit'}. "
-            f"Fair queues: {_fairness(result['result'].get('fairness'))}.",
+            f"Fair queues: {_fairness(result['result'].get('fairness'))}. "
+            f"Vector store: {result['result'].get('store', 'lancedb')}.",
             "",
             "| B (2 uploads/s) | indexed | p50 | p95 | max |",
             "|---|---|---|---|---|",
@@ -254,6 +273,12 @@ def main() -> None:
         action="store_true",
         help="submit all of A's flood before B's trickle begins (B meets A's backlog, not A's submitting "
         "client, which on one small machine takes CPU from the workers)",
+    )
+    parser.add_argument(
+        "--store",
+        choices=["lancedb", "weaviate"],
+        default="lancedb",
+        help="vector store: the embedded LanceDB, or a real Weaviate server (the production store; `make servers`)",
     )
     parser.add_argument("--timeout-s", type=float, default=3600.0)
     parser.add_argument("--tag", default="")

@@ -258,11 +258,13 @@ class Client(Connections):
         token = self.deletions.record(request)
         send_delete(self.celery, request, token)
 
-    def send_to_pipeline(self, event: UploadEvent) -> None:
+    def send_to_pipeline(self, event: UploadEvent, sparse: bool = False) -> None:
         """Send `event` to the first stage without touching its status record (`enqueue`
         records it first; `omnibind dead --retry` requeues it first). Sending an upload that
-        is already in flight is harmless: every stage is idempotent. Raises `RedisUnavailable`
-        when the broker cannot be reached (after Celery's own publish retries)."""
+        is already in flight is harmless: every stage is idempotent. `sparse`: a sparse
+        tenant's upload (`shared.fair_queue`), which no batcher holds back for company. Raises
+        `RedisUnavailable` when the broker cannot be reached (after Celery's own publish
+        retries)."""
         try:
             self.celery.send_task(
                 TaskName.PREPROCESS,
@@ -274,7 +276,7 @@ class Client(Connections):
                 ignore_result=True,
                 argsrepr=f"<upload {event.id}>",
                 kwargsrepr="{}",
-                headers=upload_headers(event.id),
+                headers=upload_headers(event.id, sparse=sparse),
             )
         except OperationalError as exc:
             raise RedisUnavailable(f"cannot send upload {event.id} to the pipeline: {exc}") from exc

@@ -11,7 +11,11 @@ is dispatched as soon as B has fewer than `window` of its own in flight: it runs
 few of A's uploads instead of behind all of them. With ``sparse_first`` (the default) A gets
 no new dispatch while B, a tenant without a backlog, has an upload waiting or in flight
 (for at most ``sparse_hold_max_s`` at a time), so B's upload runs beside at most the few of
-A's already in the pipeline when it arrived.
+A's already in the pipeline when it arrived; and B's upload is sent marked sparse
+(`shared.queue.SPARSE_HEADER`, carried from stage to stage), so the gpu and index batchers
+launch it at once instead of holding it back to gather company — with a flood held to its
+window, the company a batcher waits for (up to ``max_wait_ms``) is one or two of A's uploads,
+and that wait was most of B's delay (docs/operations.md "Fairness").
 
 Keys (`shared.redis_keys`), all under the prefix:
 
@@ -235,16 +239,20 @@ class FairQueue:
         return len(ids)
 
 
+Send = Callable[[UploadEvent, bool], None]
+"""Publishes one event to the cpu stage (True: a sparse tenant's upload); raises on failure."""
+
+
 class FairDispatcher:
     """Feeds the pipeline from the fair queues (module docstring). `send` publishes one event
-    to the cpu stage and raises on failure. `run_once` dispatches what the window has room
+    to the cpu stage, marked sparse or not, and raises on failure. `run_once` dispatches what the window has room
     for; `run` loops (taking the lock, dispatching, waiting) until `stop`; `start` runs `run`
     in a daemon thread."""
 
     def __init__(
         self,
         queue: FairQueue,
-        send: Callable[[UploadEvent], None],
+        send: Send,
         *,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
@@ -287,10 +295,10 @@ class FairDispatcher:
         # What a dead dispatcher took and may not have sent: sent now, before anything new.
         for event in self.queue.dispatching():
             log.warning("upload %s was being dispatched when its dispatcher stopped: sending it", event.id)
-            self._dispatch(event)
+            self._dispatch(event, sparse=False)
 
-    def _dispatch(self, event: UploadEvent) -> None:
-        self._send(event)
+    def _dispatch(self, event: UploadEvent, *, sparse: bool) -> None:
+        self._send(event, sparse)
         self.queue.sent(event, self._clock_ms())
 
     def run_once(self) -> int:
@@ -299,10 +307,13 @@ class FairDispatcher:
         (``window`` x its weight unfinished) gets up to its weight of uploads, until no tenant
         can take more: a tenant's uploads never wait for another tenant's to finish. With
         ``sparse_first``, tenants with a backlog sit this call out while a tenant without one has
-        uploads waiting or in flight (`held_back`)."""
+        uploads waiting or in flight (`held_back`), and while some tenant has a backlog the
+        uploads of those without one are sent marked sparse."""
         now_ms = self._clock_ms()
         busy = self.queue.in_window(now_ms)
-        held = self.held_back(self.queue.active(), busy, now_ms)
+        tenants = self.queue.active()
+        bulk = self.bulk(tenants)
+        held = self.held_back(tenants, bulk, busy, now_ms)
         sent = 0
         while True:
             before = sent
@@ -316,14 +327,23 @@ class FairDispatcher:
                     event = self.queue.take(tenant)
                     if event is None:
                         break
-                    self._dispatch(event)
+                    # Marked only beside a backlog: among tenants without one, batching is as usual.
+                    self._dispatch(event, sparse=bool(bulk) and tenant not in bulk)
                     self._last_sent_ms[tenant] = now_ms
                     busy[tenant] += 1
                     sent += 1
             if sent == before:
                 return sent
 
-    def held_back(self, tenants: list[str], busy: Counter[str], now_ms: int) -> set[str]:
+    def bulk(self, tenants: list[str]) -> set[str]:
+        """The tenants of `tenants` with a backlog: more uploads waiting than their window
+        (only asked with ``sparse_first``; without it, no tenant is told apart)."""
+        if not self.settings.sparse_first or not tenants:
+            return set()
+        backlog = self.queue.backlogs(tenants)
+        return {tenant for tenant in tenants if backlog[tenant] > self.settings.window * self.queue.weight(tenant)}
+
+    def held_back(self, tenants: list[str], bulk: set[str], busy: Counter[str], now_ms: int) -> set[str]:
         """The tenants of `tenants` (those with uploads waiting) that get no dispatch now.
 
         Sparse flows first, as in FQ-CoDel: a tenant with more uploads waiting than its window
@@ -335,8 +355,6 @@ class FairDispatcher:
         others' single uploads cannot starve it."""
         if not self.settings.sparse_first or not tenants:
             return set()
-        backlog = self.queue.backlogs(tenants)
-        bulk = {tenant for tenant in tenants if backlog[tenant] > self.settings.window * self.queue.weight(tenant)}
         sparse_busy = any(tenant not in bulk for tenant in tenants) or any(
             count > 0 and tenant not in bulk for tenant, count in busy.items()
         )

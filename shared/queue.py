@@ -11,6 +11,7 @@ docs/robustness.md.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -59,6 +60,10 @@ ROUTES: dict[str, dict[str, str]] = {
 # message lost in a crashed worker can be told from one still waiting (workers.sweeper).
 UPLOAD_HEADER = "omnibind_upload"
 SENT_MS_HEADER = "omnibind_sent_ms"
+# Set by the fair dispatcher on an upload of a tenant without a backlog, and carried from
+# stage to stage: the batchers launch such an upload at once instead of waiting for company
+# for it (shared.fair_queue, "sparse tenants first").
+SPARSE_HEADER = "omnibind_sparse"
 
 
 UNACKED_MUTEX_EXPIRE_S = 10
@@ -66,9 +71,18 @@ GUARDED_TRANSPORT = "shared.broker_transport:Transport"
 GUARDED_SENTINEL_TRANSPORT = "shared.broker_transport:SentinelTransport"
 
 
-def upload_headers(upload_id: str) -> dict[str, Any]:
-    """The `UPLOAD_HEADER` and `SENT_MS_HEADER` (now, epoch ms) of a message about to be sent."""
-    return {UPLOAD_HEADER: upload_id, SENT_MS_HEADER: int(time.time() * 1000)}
+def upload_headers(upload_id: str, *, sparse: bool = False) -> dict[str, Any]:
+    """The `UPLOAD_HEADER` and `SENT_MS_HEADER` (now, epoch ms) of a message about to be sent,
+    and `SPARSE_HEADER` for a sparse tenant's upload."""
+    headers: dict[str, Any] = {UPLOAD_HEADER: upload_id, SENT_MS_HEADER: int(time.time() * 1000)}
+    if sparse:
+        headers[SPARSE_HEADER] = True
+    return headers
+
+
+def is_sparse(headers: Mapping[str, Any] | None) -> bool:
+    """Whether a received message carries `SPARSE_HEADER` (a sparse tenant's upload)."""
+    return headers is not None and headers.get(SPARSE_HEADER) is True
 
 
 def broker_url(settings: Settings) -> str:

@@ -184,8 +184,8 @@ def _start_fair_dispatcher(**_: Any) -> None:
     if not settings.fairness.enabled or settings.worker.kind not in ("cpu", None):
         return
 
-    def send(event: UploadEvent) -> None:
-        publish(app, TaskName.PREPROCESS, event.model_dump(mode="json"), event.id)
+    def send(event: UploadEvent, sparse: bool) -> None:
+        publish(app, TaskName.PREPROCESS, event.model_dump(mode="json"), event.id, sparse=sparse)
 
     app.dispatcher = FairDispatcher(FairQueue.from_settings(app.resources.redis, settings), send).start()
 

@@ -6,7 +6,9 @@ text length bucket...), and launches a batch when a group is full (`max_batch`) 
 item has waited `max_wait_s` — or at once when nothing suggests company is coming: the item
 arrived after a quiet spell of `max_wait_s`, or the group's last wait gathered nobody and no
 item has since arrived while another was pending or running (a client that sends one
-upload at a time, whatever its pace, pays no batching delay). Under load batches also grow
+upload at a time, whatever its pace, pays no batching delay) — or at once when it holds an
+urgent item (a sparse tenant's upload beside another's flood: `shared.fair_queue`), which
+also goes before other due groups. Under load batches also grow
 by themselves: items arriving while a batch runs wait for the next one. Due groups take
 turns (the one served longest ago first, then the oldest head), so a slow group (long audio)
 or a backlog (a burst of videos) never holds another group's items behind all of it.
@@ -47,6 +49,7 @@ class _Pending(Generic[T, R]):
     # Time since the previous item of the same group arrived: a long gap means sparse traffic,
     # where waiting for company would only add latency.
     gap_s: float = float("inf")
+    urgent: bool = False
 
 
 @dataclass
@@ -122,8 +125,10 @@ class MicroBatcher(Generic[K, T, R]):
         self._dispatcher.start()
         self._collector.start()
 
-    def submit(self, item: T) -> Future[R]:
-        """Queue `item` for the next batch of its group; the future holds its result."""
+    def submit(self, item: T, *, urgent: bool = False) -> Future[R]:
+        """Queue `item` for the next batch of its group; the future holds its result. An
+        `urgent` item's group launches as soon as the batcher is free, without waiting for
+        company."""
         future: Future[R] = Future()
         with self._cond:
             if self._closed:
@@ -135,7 +140,7 @@ class MicroBatcher(Generic[K, T, R]):
             group = self._groups.setdefault(key, deque())
             if group or self._running[key]:
                 self._company_expected[key] = True  # items overlap: batching pays
-            group.append(_Pending(item, future, now, gap_s))
+            group.append(_Pending(item, future, now, gap_s, urgent))
             self._cond.notify()
         return future
 
@@ -181,18 +186,20 @@ class MicroBatcher(Generic[K, T, R]):
                 self._cond.wait(timeout=self._time_to_next_deadline())
 
     def _due_group(self) -> tuple[K, float] | None:
-        """The group to run now: the one with the oldest head item among groups that are
-        full, whose head waited max_wait_s, or whose head came after a quiet spell of at
-        least max_wait_s (light load: nothing suggests company is coming)."""
+        """The group to run now, among groups that hold an urgent item, are full, whose head
+        waited max_wait_s, or whose head came after a quiet spell of at least max_wait_s
+        (light load: nothing suggests company is coming): one with an urgent item first."""
         now = time.monotonic()
         limit = max(1, self._max_batch())
         best: tuple[K, float] | None = None
-        best_rank: tuple[int, float] = (0, 0.0)
+        best_rank: tuple[bool, int, float] = (True, 0, 0.0)
         for key, group in self._groups.items():
             head = group[0]
             head_age_s = now - head.enqueued_s
+            urgent = any(p.urgent for p in group)
             due = (
-                self._fitting(group, limit) < len(group)
+                urgent
+                or self._fitting(group, limit) < len(group)
                 or sum(self._cost_of(p.item) for p in group) >= limit
                 or head_age_s >= self._max_wait_s
                 or head.gap_s >= self._max_wait_s
@@ -203,7 +210,7 @@ class MicroBatcher(Generic[K, T, R]):
             # Round robin among due groups by their last launch, then the oldest head: a
             # group with a backlog (a burst of videos) takes turns with the others instead
             # of running its whole backlog first.
-            rank = (self._last_launch.get(key, 0), -head_age_s)
+            rank = (not urgent, self._last_launch.get(key, 0), -head_age_s)
             if best is None or rank < best_rank:
                 best, best_rank = (key, head_age_s), rank
         return best

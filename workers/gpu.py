@@ -149,18 +149,29 @@ class GpuRunner:
         """The largest batch run now: `max_batch`, or less after CUDA ran out of memory."""
         return self._cap
 
-    def embed(self, modality: Modality, array: np.ndarray, *, timeout_s: float, head: str = DEFAULT_HEAD) -> np.ndarray:
+    def embed(
+        self,
+        modality: Modality,
+        array: np.ndarray,
+        *,
+        timeout_s: float,
+        head: str = DEFAULT_HEAD,
+        urgent: bool = False,
+    ) -> np.ndarray:
         """The unit-length float32 embedding of one item (batched with concurrent callers),
-        by `head` (default: the head the backend embeds uploads of `modality` with).
+        by `head` (default: the head the backend embeds uploads of `modality` with);
+        `urgent`: its batch launches without waiting for company (`MicroBatcher.submit`).
 
         Raises what embedding that item raised (`PermanentError` for a bad input,
         `GpuOutOfMemory` when even a batch of one does not fit), or `TimeoutError`.
         """
-        return self.wait(self.submit(modality, array, head=head), timeout_s=timeout_s)
+        return self.wait(self.submit(modality, array, head=head, urgent=urgent), timeout_s=timeout_s)
 
-    def submit(self, modality: Modality, array: np.ndarray, *, head: str = DEFAULT_HEAD) -> Future[Result]:
+    def submit(
+        self, modality: Modality, array: np.ndarray, *, head: str = DEFAULT_HEAD, urgent: bool = False
+    ) -> Future[Result]:
         """Queue one item; `wait` for its embedding."""
-        return self.batcher.submit(EmbedItem(modality, array, head))
+        return self.batcher.submit(EmbedItem(modality, array, head), urgent=urgent)
 
     @staticmethod
     def wait(future: Future[Result], *, timeout_s: float) -> np.ndarray:

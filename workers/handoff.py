@@ -15,7 +15,7 @@ from shared.backoff import poll
 from shared.backpressure import gpu_queue_full
 from shared.errors import Busy, InvalidEvent, OmnibindError
 from shared.events import Stage
-from shared.queue import ROUTES, TaskName, upload_headers
+from shared.queue import ROUTES, TaskName, is_sparse, upload_headers
 from shared.redis_client import RedisUnavailable
 from workers.resources import Resources
 
@@ -48,11 +48,11 @@ def wait_for_gpu_room(resources: Resources) -> None:
 def send_next(task: Task, name: TaskName, payload: dict[str, Any], upload_id: str) -> None:
     """Enqueue stage `name` for one upload. The message is sent before this stage's own
     message is acked, so a crash in between causes a (harmless, idempotent) repeat, never a
-    loss."""
-    publish(task.app, name, payload, upload_id)
+    loss. A sparse tenant's upload stays one (`SPARSE_HEADER`) from stage to stage."""
+    publish(task.app, name, payload, upload_id, sparse=is_sparse(task.request.headers))
 
 
-def publish(app: Celery, name: TaskName, payload: dict[str, Any], upload_id: str) -> None:
+def publish(app: Celery, name: TaskName, payload: dict[str, Any], upload_id: str, *, sparse: bool = False) -> None:
     """Send one upload's message for stage `name`, with the upload headers. Raises
     `RedisUnavailable` (transient: the stage is retried) when the broker cannot take it —
     down, restarting, or still loading its data after a restart."""
@@ -67,7 +67,7 @@ def publish(app: Celery, name: TaskName, payload: dict[str, Any], upload_id: str
             # The default repr of a 150 KB array payload costs more than sending it.
             argsrepr=f"<upload {upload_id}>",
             kwargsrepr="{}",
-            headers=upload_headers(upload_id),
+            headers=upload_headers(upload_id, sparse=sparse),
         )
     except OperationalError as exc:
         raise RedisUnavailable(f"cannot send upload {upload_id} to {name}: {exc}") from exc

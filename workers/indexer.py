@@ -43,12 +43,13 @@ class IndexWriter:
             name="index",
         )
 
-    def write(self, record: VectorRecord, *, timeout_s: float) -> None:
-        """Upsert `record` (batched with concurrent callers); raises what writing it raised,
-        or `IndexTimeout` after `timeout_s`. Threads-pool workers enforce no Celery time
-        limit, so this wait is what keeps a task within the visibility timeout."""
+    def write(self, record: VectorRecord, *, timeout_s: float, urgent: bool = False) -> None:
+        """Upsert `record` (batched with concurrent callers; `urgent`: without waiting for
+        company); raises what writing it raised, or `IndexTimeout` after `timeout_s`.
+        Threads-pool workers enforce no Celery time limit, so this wait is what keeps a task
+        within the visibility timeout."""
         try:
-            self.batcher.submit(record).result(timeout=timeout_s)
+            self.batcher.submit(record, urgent=urgent).result(timeout=timeout_s)
         except TimeoutError as exc:
             raise IndexTimeout(f"the vector store did not confirm the write within {timeout_s:g} s") from exc
 

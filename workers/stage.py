@@ -33,7 +33,7 @@ from shared.backoff import full_jitter_s
 from shared.errors import InternalError, LimitExceeded, OmnibindError, PermanentError, TransientError
 from shared.events import Stage, UploadEvent
 from shared.logs import stage_context
-from shared.queue import upload_headers
+from shared.queue import is_sparse, upload_headers
 from workers.metrics import STAGE_REACHES
 from workers.resources import Resources
 
@@ -169,7 +169,10 @@ def retry_or_give_up(
             countdown=countdown,
             max_retries=settings.max_retries,
             argsrepr=f"<upload {event.id}>",
-            headers={**upload_headers(event.id), FAILING_SINCE_HEADER: since_ms},
+            headers={
+                **upload_headers(event.id, sparse=is_sparse(task.request.headers)),
+                FAILING_SINCE_HEADER: since_ms,
+            },
         )
     except Retry:
         raise

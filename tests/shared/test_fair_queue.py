@@ -49,6 +49,18 @@ def fair_client(make_settings: Callable[..., Settings], redis_url: str) -> Itera
         client.close()
 
 
+class Sent(list[UploadEvent]):
+    """A dispatcher's `send`: the events sent, in order, and which went marked sparse."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sparse: dict[str, bool] = {}
+
+    def __call__(self, event: UploadEvent, sparse: bool) -> None:
+        self.append(event)
+        self.sparse[event.id] = sparse
+
+
 def submit(client: Client, tenant: str | None, count: int) -> list[str]:
     name = tenant or "none"
     return [
@@ -67,9 +79,9 @@ def test_uploads_wait_in_their_tenants_queue_and_are_dispatched_in_turn(fair_cli
     acme, beta, none = submit(client, "acme", 10), submit(client, "beta", 3), submit(client, None, 2)
     assert client.redis.llen(KEYS.queue("cpu")) == 0, "nothing goes to the pipeline before its turn"
     assert client.fair_queue.waiting() == 15
-    sent: list[UploadEvent] = []
+    sent = Sent()
 
-    assert FairDispatcher(client.fair_queue, sent.append).run_once() == 15
+    assert FairDispatcher(client.fair_queue, sent).run_once() == 15
 
     turns = [acme[0], beta[0], none[0], acme[1], beta[1], none[1], acme[2], beta[2], *acme[3:]]
     assert [event.id for event in sent] == turns
@@ -79,8 +91,8 @@ def test_uploads_wait_in_their_tenants_queue_and_are_dispatched_in_turn(fair_cli
 def test_a_tenants_weight_is_how_many_uploads_it_gets_per_turn(fair_client: Callable[..., Client]) -> None:
     client = fair_client(window=100, weights={"acme": 3})
     acme, beta = submit(client, "acme", 10), submit(client, "beta", 3)
-    sent: list[UploadEvent] = []
-    FairDispatcher(client.fair_queue, sent.append).run_once()
+    sent = Sent()
+    FairDispatcher(client.fair_queue, sent).run_once()
     # In each pass over the tenants: 3 of acme's, 1 of beta's.
     expected = [*acme[0:3], beta[0], *acme[3:6], beta[1], *acme[6:9], beta[2], acme[9]]
     assert [event.id for event in sent] == expected
@@ -91,8 +103,8 @@ def test_the_window_bounds_each_tenants_dispatched_uploads_that_are_unfinished(
 ) -> None:
     client = fair_client(window=4)
     ids = submit(client, "acme", 10)
-    sent: list[UploadEvent] = []
-    dispatcher = FairDispatcher(client.fair_queue, sent.append)
+    sent = Sent()
+    dispatcher = FairDispatcher(client.fair_queue, sent)
     assert dispatcher.run_once() == 4
     assert dispatcher.run_once() == 0, "four unfinished: the window is full"
     for upload_id in ids[:2]:
@@ -117,8 +129,8 @@ def backlog_then_one(
     """acme's 10 uploads, its first window (2) dispatched and finished, then one of beta's."""
     client = fair_client(window=2, **fairness)
     acme = submit(client, "acme", 10)
-    sent: list[UploadEvent] = []
-    dispatcher = FairDispatcher(client.fair_queue, sent.append)
+    sent = Sent()
+    dispatcher = FairDispatcher(client.fair_queue, sent)
     assert dispatcher.run_once() == 2
     beta = submit(client, "beta", 1)
     finish(client, acme[:2])
@@ -138,12 +150,28 @@ def test_a_tenant_with_a_backlog_waits_while_one_without_has_an_upload_in_flight
     assert [event.id for event in sent[3:]] == acme[2:4]
 
 
+def test_beside_a_backlog_the_uploads_of_a_tenant_without_one_are_sent_marked_sparse(
+    fair_client: Callable[..., Client],
+) -> None:
+    _, dispatcher, sent, acme, beta = backlog_then_one(fair_client, sparse_hold_max_s=60)
+    assert dispatcher.run_once() == 1
+    assert sent.sparse == {acme[0]: False, acme[1]: False, beta[0]: True}, "the batchers hold none of beta's"
+
+
+def test_without_a_backlog_anywhere_nothing_is_marked_sparse(fair_client: Callable[..., Client]) -> None:
+    client = fair_client(window=2)
+    ids = submit(client, "acme", 2) + submit(client, "beta", 1)
+    sent = Sent()
+    assert FairDispatcher(client.fair_queue, sent).run_once() == 3
+    assert sent.sparse == dict.fromkeys(ids, False), "nobody to protect: batching as usual"
+
+
 def test_a_held_back_tenant_gets_an_upload_after_the_longest_hold(fair_client: Callable[..., Client]) -> None:
     client = fair_client(window=1, sparse_hold_max_s=5)
     acme = submit(client, "acme", 10)
     now_ms = [1_000_000]
-    sent: list[UploadEvent] = []
-    dispatcher = FairDispatcher(client.fair_queue, sent.append, clock_ms=lambda: now_ms[0])
+    sent = Sent()
+    dispatcher = FairDispatcher(client.fair_queue, sent, clock_ms=lambda: now_ms[0])
     assert dispatcher.run_once() == 1
     finish(client, acme[:1])
     submit(client, "beta", 1)  # beta's upload is never finished: it would hold acme for ever
@@ -158,14 +186,15 @@ def test_without_sparse_first_a_backlog_is_dispatched_beside_others(fair_client:
     _, dispatcher, sent, acme, beta = backlog_then_one(fair_client, sparse_first=False)
     assert dispatcher.run_once() == 3
     assert [event.id for event in sent[2:]] == [acme[2], beta[0], acme[3]]
+    assert not any(sent.sparse.values()), "nothing is marked sparse"
 
 
 def test_the_stall_sweeper_leaves_uploads_waiting_for_their_turn_alone(fair_client: Callable[..., Client]) -> None:
     client = fair_client(window=2)
     ids = submit(client, "acme", 6)
-    lost: list[UploadEvent] = []  # dispatched into nowhere: their messages are lost
-    FairDispatcher(client.fair_queue, lost.append).run_once()
-    resent: list[UploadEvent] = []
+    lost = Sent()  # dispatched into nowhere: their messages are lost
+    FairDispatcher(client.fair_queue, lost).run_once()
+    resent = Sent()
     sweeper = StallSweeper(
         client.redis,
         client.statuses,

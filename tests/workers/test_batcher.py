@@ -283,3 +283,59 @@ def test_an_item_heavier_than_the_cap_still_runs_alone() -> None:
     assert [batcher.submit(i).result(timeout=10) for i in range(3)] == [0, 1, 2]
     batcher.close()
     assert all(len(items) == 1 for _, items in calls)
+
+
+def test_an_urgent_item_launches_its_group_without_waiting_for_company() -> None:
+    # A flood's items overlap, so the group waits for company (600 s here); an urgent item (a
+    # sparse tenant's upload) arriving behind them launches the batch at once, them included.
+    running = threading.Event()
+    release = threading.Event()
+    batches: list[list[int]] = []
+
+    def launch(key: str, items: list[int]) -> list[int]:
+        batches.append(list(items))
+        if items == [1]:
+            running.set()
+            release.wait(10)
+        return items
+
+    batcher: MicroBatcher[str, int, int] = MicroBatcher(
+        launch, lambda h: h, group_of=lambda x: "g", max_batch=8, max_wait_s=600.0
+    )
+    first = batcher.submit(1)  # after a quiet spell: runs at once, and blocks
+    running.wait(10)
+    flood = [batcher.submit(2), batcher.submit(3)]  # arrive while 1 runs: they would wait
+    release.set()
+    first.result(timeout=10)
+    time.sleep(0.2)
+    assert not any(f.done() for f in flood), "without an urgent item the group waits for company"
+    urgent = batcher.submit(4, urgent=True)
+    assert [f.result(timeout=10) for f in (*flood, urgent)] == [2, 3, 4]  # not after 600 s
+    batcher.close()
+    assert batches == [[1], [2, 3, 4]]
+
+
+def test_a_group_holding_an_urgent_item_goes_before_other_due_groups() -> None:
+    running = threading.Event()
+    release = threading.Event()
+    batches: list[tuple[str, list[int]]] = []
+
+    def launch(key: str, items: list[int]) -> list[int]:
+        batches.append((key, list(items)))
+        if items == [0]:
+            running.set()
+            release.wait(10)
+        return items
+
+    batcher: MicroBatcher[str, int, int] = MicroBatcher(
+        launch, lambda h: h, group_of=lambda x: "even" if x % 2 == 0 else "odd", max_batch=2, max_wait_s=600.0
+    )
+    blocker = batcher.submit(0)  # runs at once and holds the batcher
+    running.wait(10)
+    full = [batcher.submit(11), batcher.submit(13)]  # "odd" is full (due) and older
+    urgent = batcher.submit(2, urgent=True)  # "even" holds an urgent item
+    release.set()
+    for future in (blocker, *full, urgent):
+        future.result(timeout=10)
+    batcher.close()
+    assert batches == [("even", [0]), ("even", [2]), ("odd", [11, 13])]

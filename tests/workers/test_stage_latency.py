@@ -5,6 +5,8 @@ redis-server, with the hand-on published through a real Celery app to it."""
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -17,7 +19,7 @@ from shared.config import Settings
 from shared.events import Modality, Stage, UploadEvent, UploadStatus
 from shared.messages import EmbeddedUpload
 from shared.metrics import catalog
-from shared.queue import make_celery
+from shared.queue import SPARSE_HEADER, UPLOAD_HEADER, is_sparse, make_celery
 from workers.resources import Resources
 from workers.stage import run_stage
 from workers.tasks import cpu, index
@@ -66,3 +68,17 @@ def test_a_redelivered_stage_records_its_latency_once(resources: Resources, redi
     assert latency_counts(redis_conn) == {"preprocessed": "1", "indexed": "1"}
     durations = redis_conn.hgetall(f"omnibind:metrics:{catalog.STAGE_DURATION.name}")
     assert durations[catalog.histogram_field(("preprocess", "ok"), "count")] == "2"  # each delivery's work
+
+
+def test_a_sparse_tenants_upload_stays_marked_sparse_on_its_way_to_the_next_stage(
+    resources: Resources, redis_conn: redis.Redis
+) -> None:
+    # The fair dispatcher marks it (shared.fair_queue); each stage's hand-on carries the mark,
+    # so the gpu and index batchers launch it without waiting for company.
+    marked, plain = UploadEvent(id="sparse", text="a red circle"), UploadEvent(id="bulk", text="a blue square")
+    for event, headers in ((marked, {SPARSE_HEADER: True}), (plain, {})):
+        resources.status.create(event)
+        task = SimpleNamespace(app=make_celery(resources.settings), request=SimpleNamespace(retries=0, headers=headers))
+        run_stage(task, resources, Stage.PREPROCESS, event, functools.partial(cpu._preprocess, task, resources, event))
+    sent = [json.loads(raw)["headers"] for raw in reversed(redis_conn.lrange("omnibind:gpu", 0, -1))]
+    assert [(h[UPLOAD_HEADER], is_sparse(h)) for h in sent] == [("sparse", True), ("bulk", False)]

@@ -11,7 +11,7 @@ from shared.events import Modality, Stage
 from shared.logs import upload_context
 from shared.messages import EmbeddedUpload, PreparedUpload, SpeechPart, SpeechRequest
 from shared.moderation.prompts import PromptRequest, PromptStore
-from shared.queue import TaskName
+from shared.queue import TaskName, is_sparse
 from shared.wire import pack_array, unpack_array
 from workers.app import app
 from workers.handoff import decode_message, send_next
@@ -32,19 +32,25 @@ def embed(self: Task, doc: Any) -> None:
     if prepared is None:
         return
     with upload_context(prepared.event.id):
-        run_stage(self, resources, Stage.EMBED, prepared.event, lambda: _embed(self, resources, prepared))
+        urgent = is_sparse(self.request.headers)
+        run_stage(
+            self, resources, Stage.EMBED, prepared.event, lambda: _embed(self, resources, prepared, urgent=urgent)
+        )
 
 
-def _embed(task: Task, resources: Resources, prepared: PreparedUpload) -> None:
+def _embed(task: Task, resources: Resources, prepared: PreparedUpload, *, urgent: bool = False) -> None:
+    """`urgent`: a sparse tenant's upload, whose items wait for no batch company."""
     runner = resources.gpu
     timeout_s = resources.settings.worker.task_time_limit_s
     try:
         # The parts (a video's audio track) are submitted at once, so they batch with other
         # uploads' items of their modality while the main input runs.
-        pending = {name: runner.submit(modality, array) for name, (modality, array) in prepared.parts.items()}
+        pending = {
+            name: runner.submit(modality, array, urgent=urgent) for name, (modality, array) in prepared.parts.items()
+        }
         # A video's sampled frames, as images, for moderation (batched with image uploads).
-        frames = [(time_s, runner.submit(Modality.IMAGE, image)) for time_s, image in prepared.frames]
-        vector = runner.embed(prepared.modality, prepared.array, timeout_s=timeout_s)
+        frames = [(time_s, runner.submit(Modality.IMAGE, image, urgent=urgent)) for time_s, image in prepared.frames]
+        vector = runner.embed(prepared.modality, prepared.array, timeout_s=timeout_s, urgent=urgent)
         parts = {
             name: (prepared.parts[name][0], runner.wait(future, timeout_s=timeout_s))
             for name, future in pending.items()

@@ -18,7 +18,7 @@ from shared.errors import OmnibindError, TransientError
 from shared.events import DeleteRequest, Moderation, Stage, UploadEvent
 from shared.logs import upload_context
 from shared.messages import EmbeddedUpload
-from shared.queue import TaskName
+from shared.queue import TaskName, is_sparse
 from shared.speech.transcript import status_transcript
 from shared.streams import dead_letter_fields
 from workers.app import app
@@ -39,10 +39,17 @@ def index(self: Task, doc: Any) -> None:
     if embedded is None:
         return
     with upload_context(embedded.event.id):
-        run_stage(self, resources, Stage.INDEX, embedded.event, lambda: _index(resources, embedded))
+        run_stage(
+            self,
+            resources,
+            Stage.INDEX,
+            embedded.event,
+            lambda: _index(resources, embedded, urgent=is_sparse(self.request.headers)),
+        )
 
 
-def _index(resources: Resources, embedded: EmbeddedUpload) -> None:
+def _index(resources: Resources, embedded: EmbeddedUpload, *, urgent: bool = False) -> None:
+    """`urgent`: a sparse tenant's upload, whose write waits for no company."""
     finished = resources.status.get(embedded.event.id)
     if finished is not None and finished.terminal:
         # A redelivery after the run ended (its worker died before the ack, or a duplicate):
@@ -57,7 +64,7 @@ def _index(resources: Resources, embedded: EmbeddedUpload) -> None:
         moderation = moderate_embedded(resources.moderation, embedded)
         record_moderation(resources, embedded.event, moderation)
     record = build_record(embedded, moderation)
-    resources.indexer.write(record, timeout_s=resources.settings.worker.task_time_limit_s)
+    resources.indexer.write(record, timeout_s=resources.settings.worker.task_time_limit_s, urgent=urgent)
     indexed = advance(
         resources,
         Stage.INDEX,
