@@ -70,7 +70,8 @@ class FairnessSettings(BaseModel):
         True,
         description="while a tenant without a backlog (no more uploads waiting than its window) has uploads "
         "in flight, tenants with a backlog get no new dispatches, so a trickle runs beside as few of a "
-        "flood's uploads as possible (as FQ-CoDel serves sparse flows first)",
+        "flood's uploads as possible (as FQ-CoDel serves sparse flows first); and the trickle's uploads are "
+        "sent marked sparse, so no gpu or index batcher holds them back for company",
     )
     sparse_hold_max_s: float = Field(
         1.0,
