@@ -16,13 +16,15 @@ def test_readyz_is_503_until_a_worker_of_each_kind_is_live(start_api: Callable[.
         before = http.get("/readyz")
         kinds = ("cpu", "gpu", "index", "speech")
         beats = [Heartbeat(api.client.redis, api.settings.queue_prefix, kind) for kind in kinds]
-        for beat in beats[:3]:
-            beat.start()
-        partial = http.get("/readyz")  # no speech worker: audio uploads would wait for one
-        beats[3].start()
-        after = http.get("/readyz")
-        for beat in beats:
-            beat.stop()
+        try:
+            for beat in beats[:3]:
+                beat.start()
+            partial = http.get("/readyz")  # no speech worker: audio uploads would wait for one
+            beats[3].start()
+            after = http.get("/readyz")
+        finally:
+            for beat in beats:
+                beat.stop()  # the shared server outlives the test: no beat may go on into the next
     assert before.status_code == 503
     assert before.json() == {
         "ready": False,

@@ -125,7 +125,7 @@ def finish(client: Client, upload_ids: list[str]) -> None:
 
 def backlog_then_one(
     fair_client: Callable[..., Client], **fairness: Any
-) -> tuple[Client, FairDispatcher, list[UploadEvent], list[str], list[str]]:
+) -> tuple[Client, FairDispatcher, Sent, list[str], list[str]]:
     """acme's 10 uploads, its first window (2) dispatched and finished, then one of beta's."""
     client = fair_client(window=2, **fairness)
     acme = submit(client, "acme", 10)
@@ -234,8 +234,10 @@ def test_a_dispatcher_killed_by_sigkill_loses_nothing_and_its_successor_sends_th
     conn = client.redis
     ids = submit(client, "acme", 400) + submit(client, "beta", 100)
     first = _dispatcher_process(client.settings)
-    wait_until(lambda: conn.llen(KEYS.queue("cpu")) >= 80, timeout_s=60, what="80 uploads sent", poll_s=0.02)
-    first.send_signal(signal.SIGKILL)
+    try:
+        wait_until(lambda: conn.llen(KEYS.queue("cpu")) >= 80, timeout_s=60, what="80 uploads sent", poll_s=0.02)
+    finally:
+        first.send_signal(signal.SIGKILL)  # also when the wait fails: it must not outlive the test
     assert first.wait(timeout=30) == -signal.SIGKILL
     left = client.fair_queue.waiting()
     assert left > 0, "killed midway"

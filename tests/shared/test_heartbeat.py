@@ -11,11 +11,13 @@ def test_a_heartbeat_announces_the_worker_with_its_details_until_it_stops(redis_
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     beat = Heartbeat(client, "hb", "gpu", lambda: {"gpu": {"batches": 3}})
     beat.start()
-    (worker,) = live_workers(client, "hb", "gpu")
-    assert worker["kind"] == "gpu" and worker["gpu"] == {"batches": 3}
-    assert live_workers(client, "hb", "cpu") == []
-    assert 0 < client.ttl(next(iter(client.scan_iter("hb:workers:*")))) <= TTL_S
-    beat.stop()
+    try:
+        (worker,) = live_workers(client, "hb", "gpu")
+        assert worker["kind"] == "gpu" and worker["gpu"] == {"batches": 3}
+        assert live_workers(client, "hb", "cpu") == []
+        assert 0 < client.ttl(next(iter(client.scan_iter("hb:workers:*")))) <= TTL_S
+    finally:
+        beat.stop()  # the shared server outlives the test: no beat may go on into the next
     assert live_workers(client, "hb") == []
 
 
@@ -23,13 +25,15 @@ def test_a_worker_whose_heartbeat_expired_is_not_listed_and_is_pruned(redis_url:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     beat = Heartbeat(client, "hb", "cpu")
     beat.start()
-    key = next(iter(client.scan_iter("hb:workers:cpu:*")))
-    client.delete(key)  # what expiry does to a killed worker's key
-    assert live_workers(client, "hb") == []
-    client.zadd("hb:workers", {key: 0})  # a beat older than the TTL
-    live_workers(client, "hb")
-    assert client.zcard("hb:workers") == 0
-    beat.stop()
+    try:
+        key = next(iter(client.scan_iter("hb:workers:cpu:*")))
+        client.delete(key)  # what expiry does to a killed worker's key
+        assert live_workers(client, "hb") == []
+        client.zadd("hb:workers", {key: 0})  # a beat older than the TTL
+        live_workers(client, "hb")
+        assert client.zcard("hb:workers") == 0
+    finally:
+        beat.stop()
 
 
 def test_beats_are_stamped_and_judged_by_redis_clock_not_the_hosts(redis_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]

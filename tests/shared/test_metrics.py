@@ -128,9 +128,13 @@ def test_the_background_thread_flushes_and_close_flushes_the_rest(redis_conn: re
     recorder = MetricsRecorder(redis_conn, "omnibind", flush_interval_s=0.05)
     recorder.inc(catalog.UPLOADS_INDEXED, ("image",))
     key, field = "omnibind:metrics:omnibind_uploads_indexed", catalog.labels_field(("image",))
-    wait_until(lambda: redis_conn.hget(key, field) == "1", timeout_s=30, what="the flush thread to write", poll_s=0.02)
-    recorder.flush_interval_s = 3600.0
-    recorder.close()
+    try:
+        wait_until(
+            lambda: redis_conn.hget(key, field) == "1", timeout_s=30, what="the flush thread to write", poll_s=0.02
+        )
+    finally:
+        recorder.flush_interval_s = 3600.0
+        recorder.close()  # also when the wait fails: its thread must not write into the next test
     recorder.inc(catalog.UPLOADS_INDEXED, ("image",))  # after close: no thread; flushed on demand
     recorder.flush()
     assert redis_conn.hget(key, field) == "2"

@@ -57,7 +57,7 @@ def unacked_by_queue(client: redis.Redis, prefix: str = "omnibind") -> Counter[s
 def unacked_tags(client: redis.Redis, queue: str, prefix: str = "omnibind") -> set[str]:
     """Delivery tags of the unacknowledged messages of one queue."""
     return {
-        tag
+        tag if isinstance(tag, str) else tag.decode()
         for tag, raw in client.hgetall(f"{prefix}:unacked").items()
         if json.loads(raw)[2] == queue  # [message, exchange, routing key]
     }
