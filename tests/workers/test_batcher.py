@@ -307,6 +307,7 @@ def test_an_urgent_item_launches_its_group_without_waiting_for_company() -> None
     flood = [batcher.submit(2), batcher.submit(3)]  # arrive while 1 runs: they would wait
     release.set()
     first.result(timeout=10)
+    # Time in which a batcher that did not wait for company would have run 2 and 3: it must not.
     time.sleep(0.2)
     assert not any(f.done() for f in flood), "without an urgent item the group waits for company"
     urgent = batcher.submit(4, urgent=True)
