@@ -27,7 +27,6 @@ Results: bench/results/fairness_<date>.{json,md}.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import itertools
 import statistics
@@ -126,13 +125,13 @@ def stage_summary(parts: dict[str, list[float]], expected: int) -> dict[str, Any
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    with contextlib.ExitStack() as servers:
-        vectors: dict[str, Any] = {}
-        if args.store == "weaviate":  # the production store: a real server, built by `make servers`
-            weaviate = WeaviateServer(workdir / "weaviate").start()
-            servers.callback(weaviate.stop)
-            vectors = weaviate.address.vector_settings(collection="Fairness")
-        return _measure(args, workdir, vectors)
+    if args.store != "weaviate":
+        return _measure(args, workdir, {})
+    weaviate = WeaviateServer(workdir / "weaviate").start()  # the production store (`make servers`)
+    try:
+        return _measure(args, workdir, weaviate.address.vector_settings(collection="Fairness"))
+    finally:
+        weaviate.stop()
 
 
 def _measure(args: argparse.Namespace, workdir: Path, vectors: dict[str, Any]) -> dict[str, Any]:

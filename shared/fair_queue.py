@@ -245,9 +245,9 @@ Send = Callable[[UploadEvent, bool], None]
 
 class FairDispatcher:
     """Feeds the pipeline from the fair queues (module docstring). `send` publishes one event
-    to the cpu stage, marked sparse or not, and raises on failure. `run_once` dispatches what the window has room
-    for; `run` loops (taking the lock, dispatching, waiting) until `stop`; `start` runs `run`
-    in a daemon thread."""
+    to the cpu stage, marked sparse or not, and raises on failure. `run_once` dispatches what
+    the window has room for; `run` loops (taking the lock, dispatching, waiting) until `stop`;
+    `start` runs `run` in a daemon thread."""
 
     def __init__(
         self,
@@ -352,8 +352,9 @@ class FairDispatcher:
         upload in flight slows every other one down (CPU share, single-process stages), and a
         window alone still leaves the flood's uploads beside each of the trickle's. A tenant
         held back longer than ``sparse_hold_max_s`` since its last dispatch goes anyway, so
-        others' single uploads cannot starve it."""
-        if not self.settings.sparse_first or not tenants:
+        others' single uploads cannot starve it. `bulk`: the tenants with a backlog, from
+        `bulk` (empty without ``sparse_first``)."""
+        if not bulk:
             return set()
         sparse_busy = any(tenant not in bulk for tenant in tenants) or any(
             count > 0 and tenant not in bulk for tenant, count in busy.items()

@@ -188,14 +188,18 @@ def redis_url(shared_redis: SharedRedis) -> str:
     return shared_redis.fresh_url()
 
 
-@pytest.fixture
-def redis_conn(redis_url: str) -> Iterator[redis.Redis]:
-    """A client (``decode_responses=True``) of the shared redis-server of `redis_url`."""
-    client = redis_client(redis_url, socket_timeout_s=10.0)
+def _client_of(url: str) -> Iterator[redis.Redis]:
+    client = redis_client(url, socket_timeout_s=10.0)
     try:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+def redis_conn(redis_url: str) -> Iterator[redis.Redis]:
+    """A client (``decode_responses=True``) of the shared redis-server of `redis_url`."""
+    yield from _client_of(redis_url)
 
 
 @pytest.fixture
@@ -207,8 +211,4 @@ def own_redis_url(redis_servers: RedisServers) -> str:
 @pytest.fixture
 def own_redis_conn(own_redis_url: str) -> Iterator[redis.Redis]:
     """A client (``decode_responses=True``) of this test's own redis-server (`own_redis_url`)."""
-    client = redis_client(own_redis_url, socket_timeout_s=10.0)
-    try:
-        yield client
-    finally:
-        client.close()
+    yield from _client_of(own_redis_url)

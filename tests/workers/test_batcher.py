@@ -23,6 +23,26 @@ def _squaring_batcher(calls: list[tuple[str, list[int]]], *, max_batch: int = 8,
     )
 
 
+class BlockingLaunch:
+    """A launch that records each batch (`keys`, `batches`) and holds the batch of exactly
+    `block_on` until `release` is set (`running` tells it started)."""
+
+    def __init__(self, block_on: list[int]) -> None:
+        self.block_on = block_on
+        self.keys: list[str] = []
+        self.batches: list[list[int]] = []
+        self.running = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, key: str, items: list[int]) -> list[int]:
+        self.keys.append(key)
+        self.batches.append(list(items))
+        if items == self.block_on:
+            self.running.set()
+            self.release.wait(10)
+        return items
+
+
 def test_each_submitter_gets_its_own_result_from_shared_batches() -> None:
     calls: list[tuple[str, list[int]]] = []
     batcher = _squaring_batcher(calls)
@@ -163,26 +183,17 @@ def test_a_lone_item_after_a_quiet_spell_runs_at_once() -> None:
 
 
 def test_items_arriving_close_together_wait_for_company() -> None:
-    running = threading.Event()
-    release = threading.Event()
-    batches: list[list[int]] = []
-
-    def launch(key: str, items: list[int]) -> list[int]:
-        batches.append(list(items))
-        running.set()
-        release.wait(10)
-        return items
-
+    launch = BlockingLaunch(block_on=[1])
     batcher: MicroBatcher[str, int, int] = MicroBatcher(
         launch, lambda h: h, group_of=lambda x: "g", max_batch=2, max_wait_s=600.0
     )
     first = batcher.submit(1)  # after a quiet spell: runs at once
-    running.wait(10)
+    launch.running.wait(10)
     rest = [batcher.submit(2), batcher.submit(3)]  # close behind it: batched together
-    release.set()
+    launch.release.set()
     assert [f.result(timeout=10) for f in (first, *rest)] == [1, 2, 3]
     batcher.close()
-    assert batches == [[1], [2, 3]]
+    assert launch.batches == [[1], [2, 3]]
 
 
 def test_a_client_sending_one_item_at_a_time_waits_for_company_at_most_once() -> None:
@@ -205,17 +216,7 @@ def test_a_client_sending_one_item_at_a_time_waits_for_company_at_most_once() ->
 
 
 def test_items_that_overlap_again_wait_for_company_again() -> None:
-    release = threading.Event()
-    running = threading.Event()
-    batches: list[list[int]] = []
-
-    def launch(key: str, items: list[int]) -> list[int]:
-        batches.append(list(items))
-        if items == [3]:
-            running.set()
-            release.wait(10)
-        return items
-
+    launch = BlockingLaunch(block_on=[3])
     # A long max_wait_s, so that 5 comes within 4's wait however slow this machine is; two
     # make a full batch, which runs as soon as 5 arrives.
     batcher: MicroBatcher[str, int, int] = MicroBatcher(
@@ -224,14 +225,14 @@ def test_items_that_overlap_again_wait_for_company_again() -> None:
     assert batcher.submit(1).result(timeout=10) == 1  # first: at once
     assert batcher.submit(2).result(timeout=10) == 2  # close behind: waits, for nobody
     third = batcher.submit(3)  # runs at once now, and blocks
-    running.wait(10)
+    launch.running.wait(10)
     fourth = batcher.submit(4)  # arrives while 3 runs: company is coming again
-    release.set()
+    launch.release.set()
     third.result(timeout=10)
     fifth = batcher.submit(5)  # within 4's wait
     assert [fourth.result(timeout=10), fifth.result(timeout=10)] == [4, 5]
     batcher.close()
-    assert batches == [[1], [2], [3], [4, 5]]
+    assert launch.batches == [[1], [2], [3], [4, 5]]
 
 
 def test_item_costs_cap_a_batch_and_a_burst_of_heavy_items_does_not_starve_light_ones() -> None:
@@ -288,24 +289,14 @@ def test_an_item_heavier_than_the_cap_still_runs_alone() -> None:
 def test_an_urgent_item_launches_its_group_without_waiting_for_company() -> None:
     # A flood's items overlap, so the group waits for company (600 s here); an urgent item (a
     # sparse tenant's upload) arriving behind them launches the batch at once, them included.
-    running = threading.Event()
-    release = threading.Event()
-    batches: list[list[int]] = []
-
-    def launch(key: str, items: list[int]) -> list[int]:
-        batches.append(list(items))
-        if items == [1]:
-            running.set()
-            release.wait(10)
-        return items
-
+    launch = BlockingLaunch(block_on=[1])
     batcher: MicroBatcher[str, int, int] = MicroBatcher(
         launch, lambda h: h, group_of=lambda x: "g", max_batch=8, max_wait_s=600.0
     )
     first = batcher.submit(1)  # after a quiet spell: runs at once, and blocks
-    running.wait(10)
+    launch.running.wait(10)
     flood = [batcher.submit(2), batcher.submit(3)]  # arrive while 1 runs: they would wait
-    release.set()
+    launch.release.set()
     first.result(timeout=10)
     # Time in which a batcher that did not wait for company would have run 2 and 3: it must not.
     time.sleep(0.2)
@@ -313,30 +304,20 @@ def test_an_urgent_item_launches_its_group_without_waiting_for_company() -> None
     urgent = batcher.submit(4, urgent=True)
     assert [f.result(timeout=10) for f in (*flood, urgent)] == [2, 3, 4]  # not after 600 s
     batcher.close()
-    assert batches == [[1], [2, 3, 4]]
+    assert launch.batches == [[1], [2, 3, 4]]
 
 
 def test_a_group_holding_an_urgent_item_goes_before_other_due_groups() -> None:
-    running = threading.Event()
-    release = threading.Event()
-    batches: list[tuple[str, list[int]]] = []
-
-    def launch(key: str, items: list[int]) -> list[int]:
-        batches.append((key, list(items)))
-        if items == [0]:
-            running.set()
-            release.wait(10)
-        return items
-
+    launch = BlockingLaunch(block_on=[0])
     batcher: MicroBatcher[str, int, int] = MicroBatcher(
         launch, lambda h: h, group_of=lambda x: "even" if x % 2 == 0 else "odd", max_batch=2, max_wait_s=600.0
     )
     blocker = batcher.submit(0)  # runs at once and holds the batcher
-    running.wait(10)
+    launch.running.wait(10)
     full = [batcher.submit(11), batcher.submit(13)]  # "odd" is full (due) and older
     urgent = batcher.submit(2, urgent=True)  # "even" holds an urgent item
-    release.set()
+    launch.release.set()
     for future in (blocker, *full, urgent):
         future.result(timeout=10)
     batcher.close()
-    assert batches == [("even", [0]), ("even", [2]), ("odd", [11, 13])]
+    assert list(zip(launch.keys, launch.batches, strict=True)) == [("even", [0]), ("even", [2]), ("odd", [11, 13])]

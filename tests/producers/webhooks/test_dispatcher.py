@@ -24,7 +24,7 @@ from shared.config import Settings
 from shared.errors import CorruptMedia
 from shared.events import Moderation, Result, Stage, UploadEvent, UploadStatus
 from shared.moderation.review import HumanReview, ReviewAction, ReviewStore, reviewed_moderation
-from tests.support.http_receiver import running_receiver
+from tests.support.http_receiver import Receiver, running_receiver
 from tests.support.waiting import wait_until
 
 RESULTS = "omnibind:results"
@@ -129,19 +129,28 @@ def test_results_reach_their_sources_targets_signed_and_logged(
     assert pending(redis_conn) == 0, "every result acknowledged once its outcome was logged"
 
 
+def retrying_settings(hook_settings: Callable[..., Settings], cms: Receiver) -> Settings:
+    """One target, `cms`, whose failed deliveries are retried after 30 s."""
+    return hook_settings({"cms": {"url": cms.url, "secret": "s"}}, consumer="hooks-1", backoff_s=30, backoff_max_s=30)
+
+
+def stopped_after_a_failed_first_attempt(settings: Settings, client: Client, cms: Receiver) -> None:
+    """cms-1's first delivery fails; the dispatcher is stopped while its retry waits (30 s),
+    leaving the result pending."""
+    with dispatcher(settings, client) as (running, stop):
+        finish(client, "cms-1", "cms")
+        running.poll()
+        cms.wait_for(1)
+        stop.set()
+
+
 def test_a_dispatcher_stopped_mid_delivery_delivers_after_restart(
     hook_settings: Callable[..., Settings], redis_conn: redis.Redis
 ) -> None:
     with running_receiver([503]) as cms:
-        settings = hook_settings(
-            {"cms": {"url": cms.url, "secret": "s"}}, consumer="hooks-1", backoff_s=30, backoff_max_s=30
-        )
+        settings = retrying_settings(hook_settings, cms)
         with Client(settings) as client:
-            with dispatcher(settings, client) as (running, stop):
-                finish(client, "cms-1", "cms")
-                running.poll()
-                cms.wait_for(1)  # the first attempt failed; the retry waits up to 30 s
-                stop.set()  # the dispatcher is stopped meanwhile
+            stopped_after_a_failed_first_attempt(settings, client, cms)
             assert pending(redis_conn) == 1, "not acknowledged: its delivery never finished"
 
             with dispatcher(settings, client) as (restarted, _stop):
@@ -170,15 +179,9 @@ def test_a_delivery_that_ends_while_pending_entries_are_read_is_not_made_again(
     hook_settings: Callable[..., Settings], redis_conn: redis.Redis
 ) -> None:
     with running_receiver([503]) as cms:
-        settings = hook_settings(
-            {"cms": {"url": cms.url, "secret": "s"}}, consumer="hooks-1", backoff_s=30, backoff_max_s=30
-        )
+        settings = retrying_settings(hook_settings, cms)
         with Client(settings) as client:
-            with dispatcher(settings, client) as (running, stop):
-                finish(client, "cms-1", "cms")
-                running.poll()
-                cms.wait_for(1)
-                stop.set()  # left pending, read again by the next dispatcher
+            stopped_after_a_failed_first_attempt(settings, client, cms)  # read again by the next one
             with dispatcher(settings, client, ReadOutlastingTheDelivery) as (restarted, _stop):
                 restarted._group.running = restarted  # type: ignore[attr-defined]
                 drain(restarted, DeliveryLog(client.redis, "omnibind:webhooks:deliveries"), 1)
